@@ -1,0 +1,35 @@
+"""chipvi: denoised, replicate-consistent ChIP-seq signal on AnnData.
+
+Bins are observations, ChIP libraries are variables. ``read_bams`` builds the AnnData from BAM
+files, :class:`ChIPVI` fits the Negative Binomial variational model, and ``pp`` / ``tl`` / ``pl``
+follow scanpy's conventions.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import datasets, io, pp, tl, pl  # noqa: E402  (io never imports torch)
+from ._errors import ChipviInputError  # noqa: E402
+
+
+__all__ = [
+    "ChIPVI",
+    "ChipviInputError",
+    "datasets",
+    "io",
+    "pl",
+    "pp",
+    "tl",
+    "__version__",
+]
+
+
+def __getattr__(name: str):
+    # The model pulls in torch, Pyro and scvi-tools (seconds to import); binning and I/O do not
+    # need them, so the model class is imported on first use.
+    if name == "ChIPVI":
+        from .model import ChIPVI
+
+        return ChIPVI
+    raise AttributeError(f"module 'chipvi' has no attribute {name!r}")

@@ -1,0 +1,42 @@
+"""Small helpers shared across subpackages (no torch imports here)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._errors import ChipviInputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` and rename it onto ``path`` on success.
+
+    Writers write to the yielded path; if the body raises, the temporary file is removed and
+    ``path`` is left untouched, so no caller ever leaves a half-written output.
+
+    Parameters
+    ----------
+    path
+        Final destination.
+    overwrite
+        Replace an existing ``path``; otherwise an existing file is an error.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ChipviInputError(f"{path} already exists; pass overwrite=True to replace it.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ChipviInputError(f"Output folder {parent} does not exist; create it first.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()

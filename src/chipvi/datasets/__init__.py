@@ -1,0 +1,1 @@
+"""chipvi.datasets."""

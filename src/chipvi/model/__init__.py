@@ -1,0 +1,1 @@
+"""chipvi.model: user-facing model classes (scvi-tools style)."""

@@ -1,0 +1,7 @@
+import chipvi
+
+
+def test_version_and_public_api():
+    assert chipvi.__version__
+    for name in ("io", "pp", "tl", "pl", "datasets"):
+        assert hasattr(chipvi, name), name
