@@ -9,9 +9,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import datasets, io, pp, tl, pl  # noqa: E402  (io never imports torch)
+from . import datasets, io, pl, pp, tl  # noqa: E402  (io never imports torch)
 from ._errors import ChipviInputError  # noqa: E402
-
 
 __all__ = [
     "ChIPVI",
