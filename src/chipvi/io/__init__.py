@@ -1,1 +1,3 @@
 """chipvi.io."""
+
+from . import encode  # noqa: F401
