@@ -499,7 +499,7 @@ def _transfer(job: _Job, part: Path, client: EncodeClient, bar, lock: threading.
             with open(part, "ab" if offset else "wb") as handle:
                 while True:
                     try:
-                        chunk = response.read(CHUNK)
+                        chunk = response.read1(CHUNK)  # what arrived: kept on a timeout
                     except NETWORK_ERRORS as error:
                         read_error = f"{type(error).__name__} after {offset + got} bytes"
                         break
