@@ -139,3 +139,9 @@ def test_unknown_experiment_accession(client):
         build_samplesheet(["ENCSR999ZZZ"], client=client)
     with pytest.raises(ChipviInputError, match="Not ENCODE experiment accessions"):
         build_samplesheet(["not an accession"], client=client)
+
+
+def test_assembly_that_no_bam_has(client):
+    with pytest.raises(ChipviInputError) as info:
+        build_samplesheet(["ENCSR300SSS"], assembly="hg38", client=client)
+    assert "'hg38'" in str(info.value) and "GRCh38 (2 BAMs)" in str(info.value)

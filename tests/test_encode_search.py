@@ -151,3 +151,8 @@ def test_unreachable_portal_fails_after_bounded_retries(monkeypatch):
     client = EncodeClient(url, timeout=1, retries=2, backoff=0, min_interval=0)
     with pytest.raises(EncodeError, match="after 3 attempts"):
         search_experiments(target="H3K27me3", client=client)
+
+
+def test_client_rejects_bad_settings():
+    with pytest.raises(ChipviInputError, match="retries"):
+        EncodeClient("http://127.0.0.1:1", retries=-1)

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     except ChipviInputError as error:
         print(f"chipvi download: error: {error}", file=sys.stderr)
         return 2
-    except (encode.EncodeError, ValueError) as error:
+    except encode.EncodeError as error:
         print(f"chipvi download: error: {error}", file=sys.stderr)
         return 1
 

@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..._errors import ChipviInputError
+
 DEFAULT_URL = "https://www.encodeproject.org"
 ENV_URL = "CHIPVI_ENCODE_URL"
 
@@ -93,7 +95,10 @@ class EncodeClient:
                 f"something like {DEFAULT_URL}."
             )
         if retries < 0 or timeout <= 0 or backoff < 0:
-            raise ValueError("retries must be >= 0, timeout > 0 and backoff >= 0")
+            raise ChipviInputError(
+                f"EncodeClient needs retries >= 0, timeout > 0 and backoff >= 0; got "
+                f"retries={retries}, timeout={timeout}, backoff={backoff}."
+            )
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.backoff = float(backoff)
@@ -141,7 +146,7 @@ class EncodeClient:
         a retry there must resume where the previous attempt stopped.
         """
         request = urllib.request.Request(self.url(url), headers=dict(headers or {}))
-        request.add_header("User-Agent", f"chipvi/{_version()} (+https://github.com/chipvi)")
+        request.add_header("User-Agent", f"chipvi/{_version()} (python urllib)")
         return self._opener.open(request, timeout=self.timeout)
 
     # -- JSON -------------------------------------------------------------------------------

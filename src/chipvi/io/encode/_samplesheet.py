@@ -256,13 +256,19 @@ def _fetch_bams(
 
 
 def _resolve_assembly(files: dict[str, list[dict]], assembly: str | None, output_type: str) -> str:
-    if assembly is not None:
-        return assembly
     counts: dict[str, int] = defaultdict(int)
     for items in files.values():
         for item in items:
             if item.get("status") == "released" and item.get("assembly"):
                 counts[item["assembly"]] += 1
+    if assembly is not None:
+        if counts and assembly not in counts:
+            listed = ", ".join(f"{a} ({n} BAMs)" for a, n in sorted(counts.items()))
+            raise ChipviInputError(
+                f"None of the experiments' released {output_type} BAMs is aligned to "
+                f"{assembly!r}; they use {listed}. Pass one of these as assembly= (--assembly)."
+            )
+        return assembly
     if not counts:
         raise ChipviInputError(
             f"The experiments have no released {output_type} BAM files with an assembly."

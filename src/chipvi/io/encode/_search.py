@@ -1,9 +1,9 @@
 """Experiment search on the ENCODE portal.
 
 Fields of the portal's API this module relies on (searches documented at
-https://www.encodeproject.org/help/rest-api/ and
-https://www.encodeproject.org/help/getting-started/#Search ; the Experiment schema at
-https://www.encodeproject.org/profiles/experiment.json):
+https://www.encodeproject.org/help/rest-api/ ; the Experiment schema and its facets at
+https://www.encodeproject.org/profiles/experiment.json ; the search response shape in the
+portal's search code, https://github.com/ENCODE-DCC/snovault, ``elasticsearch/searches``):
 
 - ``GET /search/?type=Experiment&<field>=<value>...&format=json&limit=all`` with filters on
   ``assay_title`` (e.g. "Histone ChIP-seq", "TF ChIP-seq"), ``target.label``,
