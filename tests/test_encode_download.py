@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pandas as pd
 import pysam
@@ -255,3 +256,24 @@ def test_unwritable_out_dir_is_detected_by_a_probe(client, sheet, tmp_path, monk
     monkeypatch.setattr(download_module.tempfile, "TemporaryFile", read_only)
     with pytest.raises(ChipviInputError, match="not a writable folder .Read-only file system"):
         download(sheet, tmp_path, progress=False, client=client)
+
+
+def test_interrupt_stops_workers_and_keeps_partial_files(
+    portal, client, sheet, tmp_path, monkeypatch
+):
+    original = download_module._fetch_one
+
+    def interrupted(job, *args):
+        if job.name == "ENCFF101AAA.bam":
+            time.sleep(0.1)
+            raise KeyboardInterrupt
+        return original(job, *args)
+
+    monkeypatch.setattr(download_module, "_fetch_one", interrupted)
+    portal.fault("ENCFF102AAA.bam", ("stall_body", 150, 0.5))
+    with pytest.raises(KeyboardInterrupt):
+        download(sheet, tmp_path, threads=3, progress=False, client=client)
+    assert not (tmp_path / "ENCFF102AAA.bam").exists()  # stopped, not completed
+    part = tmp_path / "ENCFF102AAA.bam.part"
+    assert not part.exists() or part.stat().st_size <= 150
+    assert not (tmp_path / "samplesheet.csv").exists()

@@ -168,20 +168,28 @@ def download(
         file=sys.stderr,
     )
     lock = threading.Lock()
+    # Set on Ctrl-C: workers stop at the next chunk and keep their .part files for a resume.
+    stop = threading.Event()
     records: list[dict[str, Any]] = []
     failures: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=min(threads, max(len(jobs), 1))) as pool:
             futures = {
-                pool.submit(_fetch_one, job, out_dir, client, bar, lock, index): job for job in jobs
+                pool.submit(_fetch_one, job, out_dir, client, bar, lock, index, stop): job
+                for job in jobs
             }
-            for future, job in futures.items():
-                try:
-                    records.append(future.result())
-                except _Failure as failure:
-                    failures.append(str(failure))
-                except OSError as error:  # local disk problems while writing
-                    failures.append(f"{job.name}: cannot write in {out_dir}: {error}")
+            try:
+                for future, job in futures.items():
+                    try:
+                        records.append(future.result())
+                    except _Failure as failure:
+                        failures.append(str(failure))
+                    except OSError as error:  # local disk problems while writing
+                        failures.append(f"{job.name}: cannot write in {out_dir}: {error}")
+            except BaseException:
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         bar.close()
     if failures:
@@ -411,7 +419,13 @@ class _Failure(Exception):
 
 
 def _fetch_one(
-    job: _Job, out_dir: Path, client: EncodeClient, bar, lock: threading.Lock, index: bool
+    job: _Job,
+    out_dir: Path,
+    client: EncodeClient,
+    bar,
+    lock: threading.Lock,
+    index: bool,
+    stop: threading.Event,
 ) -> dict[str, Any]:
     final = out_dir / job.name
     part = out_dir / f"{job.name}.part"
@@ -424,7 +438,7 @@ def _fetch_one(
                 bar.refresh()
         for fresh in (False, True):
             resumed = part.is_file() and part.stat().st_size > 0
-            fetched += _transfer(job, part, client, bar, lock)
+            fetched += _transfer(job, part, client, bar, lock, stop)
             digest = _md5(part)
             if digest == job.md5:
                 os.replace(part, final)
@@ -449,13 +463,17 @@ def _fetch_one(
     }
 
 
-def _transfer(job: _Job, part: Path, client: EncodeClient, bar, lock: threading.Lock) -> int:
+def _transfer(
+    job: _Job, part: Path, client: EncodeClient, bar, lock: threading.Lock, stop: threading.Event
+) -> int:
     """Bring ``part`` to ``job.size`` bytes, resuming; returns bytes received."""
     received = 0
     failures = 0
     best = 0  # largest size the partial file has reached: growth beyond it is progress
     last_error = ""
     while True:
+        if stop.is_set():
+            raise _Failure(f"{job.name}: interrupted; the partial file is kept for a resume.")
         offset = part.stat().st_size if part.is_file() else 0
         if offset > job.size:
             _restart(part, offset, bar, lock)
@@ -503,7 +521,7 @@ def _transfer(job: _Job, part: Path, client: EncodeClient, bar, lock: threading.
                     except NETWORK_ERRORS as error:
                         read_error = f"{type(error).__name__} after {offset + got} bytes"
                         break
-                    if not chunk:
+                    if not chunk or stop.is_set():
                         break
                     handle.write(chunk)
                     got += len(chunk)
