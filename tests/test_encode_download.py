@@ -277,3 +277,17 @@ def test_interrupt_stops_workers_and_keeps_partial_files(
     part = tmp_path / "ENCFF102AAA.bam.part"
     assert not part.exists() or part.stat().st_size <= 150
     assert not (tmp_path / "samplesheet.csv").exists()
+
+
+def test_downloaded_sheet_feeds_read_bams(client, sheet, tmp_path):
+    import chipvi
+
+    result = download(sheet, tmp_path, progress=False, client=client)
+    adata = chipvi.read_bams(result.samplesheet, bin_size=1000, progress=False)
+    assert adata.var_names.tolist() == ["ENCFF101AAA", "ENCFF102AAA"]
+    assert adata.var["control"].tolist() == ["ENCFF902CCC", "ENCFF902CCC"]
+    assert adata.var["replicate"].astype(str).tolist() == ["1", "2"]
+    assert adata.var["group"].tolist() == ["ENCSR100KKK", "ENCSR100KKK"]
+    # The fixture BAMs hold 40 and 50 reads; the shared control 35.
+    assert adata.X.sum(axis=0).tolist() == [40, 50]
+    assert adata.layers["control"].sum(axis=0).tolist() == [35, 35]
