@@ -20,7 +20,9 @@ def portal(monkeypatch):
 
 
 def run(*argv: str) -> int:
+    # Like chipvi.cli.main: a top-level -q/--quiet next to the subcommands.
     parser = argparse.ArgumentParser(prog="chipvi")
+    parser.add_argument("-q", "--quiet", action="store_true")
     subparsers = parser.add_subparsers(dest="command", required=True)
     cli_download.register(subparsers)
     args = parser.parse_args(list(argv))
@@ -78,3 +80,35 @@ def test_html_portal_exits_1(portal, tmp_path, capsys):
     portal.html = True
     assert run("download", "--target", "H3K27me3", "--out", str(tmp_path)) == 1
     assert "HTML" in capsys.readouterr().err
+
+
+def test_top_level_quiet_is_not_overridden(portal, tmp_path, capsys):
+    assert run("-q", "download", "--experiment", "ENCSR300SSS", "--out", str(tmp_path)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "samplesheet.csv")
+    assert "ENCODE download into" not in captured.err  # no summary when quiet
+
+
+def test_python_m_chipvi_download(portal, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from chipvi import cli
+
+    if not hasattr(cli, "build_parser"):
+        pytest.skip("chipvi.cli has no subcommand parser yet")
+    try:
+        cli.build_parser().parse_args(["download", "--out", str(tmp_path)])
+    except SystemExit:
+        pytest.skip("chipvi.cli.main does not register download yet")
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "CHIPVI_ENCODE_URL": portal.url}
+    command = [sys.executable, "-m", "chipvi", "download", "--experiment", "ENCSR300SSS"]
+    command += ["--out", str(tmp_path), "--retries", "1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "4 file(s) downloaded" in done.stderr  # 2 ChIP + 2 controls
+    assert (tmp_path / "samplesheet.csv").is_file()
+    assert (tmp_path / "ENCFF912CCC.bam.bai").is_file()

@@ -75,7 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     transfer.add_argument(
         "--dry-run", action="store_true", help="show the sample sheet and sizes, download nothing"
     )
-    transfer.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    # SUPPRESS: an unset flag must not overwrite the top-level `chipvi -q`.
+    transfer.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bar or summary",
+    )
     transfer.add_argument("--url", default=None, help="portal base URL (overrides the env)")
     parser.set_defaults(func=run)
 
@@ -84,12 +91,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``chipvi download``; returns the exit status (0 ok, 2 bad input, 1 network)."""
     from ..io import encode
 
+    quiet = bool(getattr(args, "quiet", False))
     try:
         client = encode.EncodeClient(args.url, retries=args.retries, timeout=args.timeout)
         if args.samplesheet:
             source = args.samplesheet
         else:
-            source = _build_sheet(args, client)
+            source = _build_sheet(args, client, quiet)
         if args.dry_run:
             _print_plan(source)
             return 0
@@ -98,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             threads=args.threads,
             index=not args.no_index,
-            progress=not args.quiet,
+            progress=not quiet,
             client=client,
         )
-        if args.quiet:
+        if quiet:
             print(result.samplesheet or args.out)
         return 0
     except ChipviInputError as error:
@@ -112,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _build_sheet(args: argparse.Namespace, client):
+def _build_sheet(args: argparse.Namespace, client, quiet: bool):
     from ..io import encode
 
     if args.experiment:
@@ -145,7 +153,7 @@ def _build_sheet(args: argparse.Namespace, client):
             client=client,
         )
     skipped = sheet.attrs.get("skipped")
-    if skipped is not None and len(skipped) and not args.quiet:
+    if skipped is not None and len(skipped) and not quiet:
         print(f"Skipped {len(skipped)} file(s)/experiment(s):", file=sys.stderr)
         for row in skipped.itertuples(index=False):
             print(
