@@ -378,3 +378,31 @@ def test_out_dir_is_a_file(tmp_path):
     target.write_text("x")
     with pytest.raises(ChipviInputError, match="not a folder"):
         simulate(target)
+
+
+@pytest.mark.parametrize("which", ["se_sim", "pe_sim"])
+def test_read_bams_on_simulation_matches_truth(which, request):
+    """The simulation bins with chipvi.read_bams into the truth's bins, nuisances visible."""
+    import chipvi
+
+    sim = request.getfixturevalue(which)
+    adata = chipvi.read_bams(sim.samplesheet, bin_size=200, progress=False)
+    truth = sim.truth
+    assert adata.n_obs == len(truth)
+    np.testing.assert_array_equal(adata.obs["start"], truth["start"])
+    np.testing.assert_array_equal(adata.obs["end"], truth["end"])
+    libs = sim.libraries.set_index("sample").loc[adata.var_names]
+    # Every read (pair) is counted once: duplicates are kept by default.
+    np.testing.assert_array_equal(adata.X.sum(axis=0), libs["depth"])
+    np.testing.assert_array_equal(adata.layers["control"].sum(axis=0), libs["control_depth"])
+    low = truth["low_mappability"].to_numpy()
+    interior = low & np.r_[False, low[:-1]] & np.r_[low[1:], False]
+    assert adata.layers["mapq"][interior].max() <= 3
+    assert adata.layers["control_mapq"][interior].max() <= 3
+    for j, group in enumerate(adata.var["group"]):
+        enriched = truth[f"enriched_{group}"].to_numpy()
+        chip, ctrl = adata.X[:, j], adata.layers["control"][:, j]
+        background = ~enriched & ~low
+        assert chip[enriched].sum() / ctrl[enriched].sum() > 2 * (
+            chip[background].sum() / ctrl[background].sum()
+        )
