@@ -21,6 +21,7 @@ import pandas as pd
 
 from .._errors import ChipviInputError
 from ._bam import BamInfo, open_bam
+from ._bed import read_bed
 from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_decompressor
 from ._count import (
     ERR_BUFFER,
@@ -477,8 +478,8 @@ def read_bams(
     keep_duplicates
         Count reads flagged as duplicates (flag 0x400).
     blacklist
-        BED file of regions whose bins are removed after counting
-        (:func:`chipvi.pp.filter_blacklist`).
+        BED file of regions whose bins are removed after counting, with
+        :func:`chipvi.pp.filter_blacklist` (bins overlapping an interval by at least one base).
     chroms
         Chromosomes to keep (default: every chromosome of the header). Bins follow the BAM
         header order whatever the order given here.
@@ -503,8 +504,8 @@ def read_bams(
       ``layers["control"]`` (int32) and ``layers["control_mapq"]`` (float32): the matched
       control, aligned to each ChIP column (zeros if none);
     * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
-      ``keep_duplicates``, ``version``, ``counting`` (the rule above), ``samplesheet``,
-      ``blacklist``.
+      ``keep_duplicates``, ``version``, ``counting`` (the rule above), ``samplesheet``, and
+      ``filter_blacklist`` when a blacklist was applied.
 
     Raises
     ------
@@ -523,8 +524,9 @@ def read_bams(
         sheet, sheet_path = samplesheet, ""
     else:
         sheet, sheet_path = read_samplesheet(samplesheet), str(Path(samplesheet).absolute())
-    if blacklist is not None and not Path(blacklist).is_file():
-        raise ChipviInputError(f"Blacklist file {blacklist} does not exist.")
+    if blacklist is not None:
+        # Parse it now, so a bad BED fails before any counting.
+        read_bed(blacklist)
 
     # Check every file (and build indexes) before counting anything.
     chip_paths = list(sheet["bam"])
@@ -589,7 +591,6 @@ def read_bams(
                 params,
                 contigs,
                 samplesheet=sheet_path,
-                blacklist=str(Path(blacklist).absolute()) if blacklist is not None else "",
             )
         },
     )
