@@ -363,7 +363,9 @@ def _assert_matches_reference(adata, sheet, **settings):
         assert x_ref.sum() > 0 and c_ref.sum() > 0
 
 
-@pytest.mark.parametrize("settings", [{}, {"min_mapq": 20, "bin_size": 1000, "fragment_length": 150}])
+@pytest.mark.parametrize(
+    "settings", [{}, {"min_mapq": 20, "bin_size": 1000, "fragment_length": 150}]
+)
 def test_bundled_real_bams_match_reference(settings):
     from chipvi.datasets import cssq_chr19_samplesheet
 
@@ -395,3 +397,30 @@ def test_simulated_bams_match_reference(tmp_path, paired):
     sheet, _ = _sheet_files(sim.samplesheet)
     _assert_matches_reference(adata, sheet, keep_duplicates=False)
     np.testing.assert_array_equal(adata.var["depth"], adata.X.sum(axis=0))
+
+
+def test_corrupt_record_lengths(tmp_path):
+    """A record whose CIGAR would run past its end is reported, not read out of bounds."""
+    import zlib
+
+    written = write_bam(tmp_path / "ok.bam", [Read("c1", 10), Read("c1", 20)], [("c1", 1000)])
+    # Uncompressed BGZF (stored deflate blocks): bytes can be patched in place, index stays valid.
+    bam = tmp_path / "bad.bam"
+    pysam.view("-u", "-o", str(bam), str(written), catch_stdout=False)
+    pysam.index(str(bam))
+    with pysam.AlignmentFile(str(bam)) as f:
+        offset = f.tell()  # virtual offset of the first record
+    coffset, uoffset = offset >> 16, offset & 0xFFFF
+    raw = bytearray(bam.read_bytes())
+    bsize = int.from_bytes(raw[coffset + 16 : coffset + 18], "little") + 1
+    payload = coffset + 18 + 5  # after the BGZF header and the stored-block header
+    assert raw[coffset + 18] & 0x06 == 0  # BTYPE 00: stored
+    raw[payload + uoffset + 16 : payload + uoffset + 18] = (60000).to_bytes(2, "little")
+    data = raw[payload : coffset + bsize - 8]
+    raw[coffset + bsize - 8 : coffset + bsize - 4] = zlib.crc32(data).to_bytes(4, "little")
+    bam.write_bytes(bytes(raw))
+    with (
+        pytest.raises(ChipviInputError, match="corrupt BAM record"),
+        pytest.warns(UserWarning, match="older than"),  # the BAM changed after indexing
+    ):
+        read_bam_bins(bam)
