@@ -216,6 +216,11 @@ def _stream_reference(
                 want = min(comp.size - carry, stop - file_pos)
                 if want > 0:
                     got = fh.readinto(view[carry : carry + want])
+                    if not got:
+                        raise ChipviInputError(
+                            f"{path} ended at byte {file_pos}, before the data its index "
+                            "points to; the file is truncated or the index is stale."
+                        )
                     file_pos += got
                     carry += got
                 err, used = count_blocks(
