@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not hasattr(args, "quiet"):
         args.quiet = False
+    if args.quiet:
+        from ._quiet import silence_libraries
+
+        silence_libraries()
     try:
         return int(args.func(args) or 0)
     except ChipviInputError as e:

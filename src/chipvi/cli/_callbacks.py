@@ -151,7 +151,7 @@ class RunCallback(Callback):
         path = self.run.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
-        trainer.save_checkpoint(str(tmp))
+        trainer.save_checkpoint(str(tmp), weights_only=False)
         os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:

@@ -185,6 +185,10 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool):
     import scvi
 
     from ._callbacks import RunCallback
+    from ._quiet import silence_libraries
+
+    if quiet:
+        silence_libraries()  # again: importing Lightning resets its loggers to INFO
     from ._model import import_model_class, model_kwargs, train_kwargs
 
     timer = Timer()
