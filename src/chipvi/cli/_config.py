@@ -82,6 +82,9 @@ class TrainConfig:
     strategy: str = "auto"
     #: Extra loggers next to the CSV files that are always written: tensorboard, wandb.
     loggers: list[str] = field(default_factory=list)
+    #: Seconds of training between checkpoints (0: after every epoch); a resumed run repeats at
+    #: most this much work. Checkpoints are written at epoch ends only.
+    checkpoint_interval_s: float = 30.0
 
 
 @dataclass
@@ -281,6 +284,8 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
         raise bad("train.max_epochs", f"must be a positive integer, got {t.max_epochs}.")
     if t.batch_size is not None and t.batch_size <= 0:
         raise bad("train.batch_size", f"must be a positive integer, got {t.batch_size}.")
+    if t.checkpoint_interval_s < 0:
+        raise bad("train.checkpoint_interval_s", f"must be >= 0, got {t.checkpoint_interval_s}.")
     if t.lr is not None and t.lr <= 0:
         raise bad("train.lr", f"must be positive, got {t.lr}.")
     for name in t.loggers:

@@ -223,7 +223,8 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool):
         scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
         cls.setup_anndata(adata)
         model = cls(adata, **kwargs)
-        callback = RunCallback(run_dir, cfg.seed, _sinks(cfg, run_dir))
+        callback = RunCallback(run_dir, cfg.seed, _sinks(cfg, run_dir),
+                               checkpoint_interval_s=cfg.train.checkpoint_interval_s)
         targs = train_kwargs(cfg.train)
         if resume:
             targs["ckpt_path"] = str(run_dir.checkpoint_path)
