@@ -341,10 +341,11 @@ def parse_sweep_overrides(items: list[str]) -> dict[str, list[str]]:
 
 
 def expand_sweep(config_dir: Path | None, overrides: list[str], multirun: bool, config_file: Path | None = None) -> list[tuple[DictConfig, list[str]]]:
-    """All configs of a (possibly swept) run, each with the overrides that made it.
+    """All configs of a (possibly swept) run, each with the swept ``key=value`` items that made it.
 
     Without ``multirun`` a comma in a value is an ordinary character; with it, each
     ``key=a,b,c`` contributes one axis. An experiment's ``sweep:`` mapping adds axes too.
+    The second element lists only keys that take several values (it names the runs).
     """
     if multirun:
         sweep = parse_sweep_overrides(overrides)
@@ -357,14 +358,16 @@ def expand_sweep(config_dir: Path | None, overrides: list[str], multirun: bool, 
         extra_axes = []
         for key, values in first.sweep.items():
             extra_axes.append([f"{key}={_dot_value(v)}" for v in values])
+        axes = axes + extra_axes
         combos = [c + list(e) for c in combos for e in itertools.product(*extra_axes)]
+    varying = {a[0].split("=", 1)[0] for a in axes if len(a) > 1}
     out = []
     for combo in combos:
         cfg = compose(config_dir, combo, config_file)
         # Each run stores the values it used, not the sweep that made it (a run's config.yaml
         # must re-run that one run).
         cfg.sweep = {}
-        out.append((cfg, combo))
+        out.append((cfg, [c for c in combo if c.split("=", 1)[0] in varying]))
     return out
 
 

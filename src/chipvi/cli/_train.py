@@ -64,9 +64,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _sweep_name(name: str, combo: list[str], multirun: bool) -> str:
-    if not multirun:
-        return name
+def _sweep_name(name: str, combo: list[str]) -> str:
+    """``<name>_<key>=<value>...`` for a swept run (last component of each dotted key)."""
     parts = [re.sub(r"[^A-Za-z0-9_.=-]+", "-", c.split(".")[-1]) for c in combo]
     return "_".join([name, *parts])
 
@@ -95,18 +94,20 @@ def run(args) -> int:
 
     # Validate everything a run needs before any run directory exists.
     from ._callbacks import check_loggers_available
+    from ._model import import_model_class, model_kwargs
 
     for cfg, _ in configs:
         validate_variants(cfg)
         check_data_inputs(cfg.data)
         check_loggers_available(list(cfg.train.loggers))
+        model_kwargs(cfg.model, import_model_class(cfg.model.model_class))
     planned = []
     used: set[Path] = set()
     for cfg, combo in configs:
         if args.run_dir is not None:
             path = args.run_dir
         else:
-            base = Path(cfg.output_dir) / timestamped_name(_sweep_name(cfg.name, combo, args.multirun))
+            base = Path(cfg.output_dir) / timestamped_name(_sweep_name(cfg.name, combo))
             path, i = base, 1
             while path in used or path.exists():
                 i += 1
