@@ -15,14 +15,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyro
 import torch
 from anndata import AnnData
 from scipy import stats
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
-from scvi.train import PyroTrainingPlan
+from scvi.train import LowLevelPyroTrainingPlan
 
 from .._errors import ChipviInputError
 from ..module import ChipviModule, list_consistency, list_covariate_sets, list_technical
@@ -103,7 +102,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     _module_cls = ChipviModule
     _data_splitter_cls = ContiguousDataSplitter
-    _training_plan_cls = PyroTrainingPlan
+    _training_plan_cls = LowLevelPyroTrainingPlan
 
     def __init__(
         self,
@@ -300,7 +299,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         batch_size
             Consecutive bins per minibatch; default from ``n_obs`` (128–2048).
         lr
-            Learning rate of Pyro's ClippedAdam.
+            Learning rate of Adam (gradients clipped at norm 10).
         early_stopping
             Stop on the validation ELBO (needs ``train_size < 1``) or the training ELBO.
         train_size
@@ -323,9 +322,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         if max_epochs is None:
             max_epochs = default_max_epochs(n_train, batch_size)
         self.module.n_obs = n_train
-        training_plan = PyroTrainingPlan(
-            self.module, optim=pyro.optim.ClippedAdam({"lr": lr, "clip_norm": 10.0})
+        training_plan = LowLevelPyroTrainingPlan(
+            self.module, optim=torch.optim.Adam, optim_kwargs={"lr": lr}, n_epochs_kl_warmup=None
         )
+        trainer_kwargs.setdefault("gradient_clip_val", 10.0)
         trainer_kwargs["callbacks"] = list(callbacks or [])
         trainer_kwargs.setdefault("strategy", strategy)
         if early_stopping and train_size >= 1:

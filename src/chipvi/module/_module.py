@@ -15,7 +15,6 @@ convolutional encoder use as genomic context.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 
 import pyro
@@ -69,7 +68,7 @@ class ChipviModule(PyroBaseModuleClass):
     random_walk_scale
         If set, adds a random-walk smoothness factor ``-(z_i - z_{i-1})² / (2 s²)``.
     library_scale
-        Initial prior scale τ of the library deviations.
+        Prior scale τ of the library deviations (fixed).
     """
 
     def __init__(
@@ -90,7 +89,7 @@ class ChipviModule(PyroBaseModuleClass):
         n_encoder_hidden: int = 32,
         window: bool = True,
         random_walk_scale: float | None = None,
-        library_scale: float = 0.3,
+        library_scale: float = 0.25,
     ) -> None:
         super().__init__()
         self.n_obs = int(n_obs)
@@ -99,8 +98,6 @@ class ChipviModule(PyroBaseModuleClass):
         self.register_buffer("group_index", group_index.long())
         membership = F.one_hot(group_index.long(), self.n_groups).float()
         self.register_buffer("group_mean", membership / membership.sum(0, keepdim=True))
-        # Unique per instance: Pyro's global param store must never mix two models' weights.
-        self._pyro_name = f"chipvi_{uuid.uuid4().hex}"
         self._cache: tuple | None = None
 
         self.covariates = CovariateBuilder(
@@ -130,7 +127,9 @@ class ChipviModule(PyroBaseModuleClass):
         self.prior_log_spike = nn.Parameter(torch.tensor(-2.0))
         self.prior_slab_loc = nn.Parameter(torch.tensor(1.5))
         self.prior_log_slab = nn.Parameter(torch.tensor(0.0))
-        self.log_library_scale = nn.Parameter(torch.tensor(float(library_scale)).log())
+        # Fixed, not learned: learned, it collapses to 0 and library outputs become copies of
+        # the group's.
+        self.library_scale = float(library_scale)
         self.random_walk_scale = random_walk_scale
 
         n_features = 4
@@ -153,6 +152,9 @@ class ChipviModule(PyroBaseModuleClass):
     def list_obs_plate_vars(self) -> dict:
         return {"name": "bins", "input": [], "sites": {"z": 1, "delta": 1}}
 
+    # Parameters are plain torch parameters of this module, optimised by one torch optimiser
+    # (scvi-tools' LowLevelPyroTrainingPlan); nothing goes through Pyro's global param store,
+    # so two models in one process never share weights.
     def on_load(self, model, **kwargs) -> None:
         """Nothing to warm up: all parameters are module attributes restored by the state dict."""
 
@@ -191,14 +193,13 @@ class ChipviModule(PyroBaseModuleClass):
     # ----------------------------------------------------------------------------------------
     def model(self, counts, control, mapq, control_mapq):
         """Generative model (see module docstring)."""
-        pyro.module(self._pyro_name, self)
         n_bins = counts.shape[0]
         if self._cache is not None and self._cache[0] is counts:
             log_mu, log_r = self._cache[1], self._cache[2]
         else:
             log_mu, log_r = self.technical_parameters(counts, control, mapq, control_mapq)
         self._cache = None
-        library_scale = self.log_library_scale.exp() + 0.01
+        library_scale = torch.tensor(self.library_scale, device=counts.device)
         with pyro.plate("bins", self.n_obs, subsample=torch.arange(n_bins, device=counts.device)):
             z = pyro.sample("z", self.prior_z().expand([n_bins, self.n_groups]).to_event(1))
             delta = pyro.sample(
@@ -226,7 +227,6 @@ class ChipviModule(PyroBaseModuleClass):
 
     def guide(self, counts, control, mapq, control_mapq):
         """Amortised mean-field guide over ``z`` and ``delta``."""
-        pyro.module(self._pyro_name, self)
         n_bins = counts.shape[0]
         log_mu, log_r = self.technical_parameters(counts, control, mapq, control_mapq)
         self._cache = (counts, log_mu, log_r)

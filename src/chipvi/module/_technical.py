@@ -29,6 +29,10 @@ class TechnicalNet(nn.Module):
         self.hidden = (n_hidden,) * n_layers
         self.bias_mu = nn.Parameter(log_mean.clone().float())
         self.bias_r = nn.Parameter(torch.full_like(log_mean, 1.0, dtype=torch.float32))
+        # Linear part: extrapolates to covariate values rare in training (e.g. the very high
+        # control counts of artefact pile-ups) where an MLP alone saturates.
+        self.linear = nn.Linear(n_covariates, 1, bias=False)
+        nn.init.zeros_(self.linear.weight)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -43,7 +47,7 @@ class TechnicalMuR(TechnicalNet):
         self.g = MLP(n_covariates + 1, 1, self.hidden, zero_last=True)
 
     def forward(self, x):
-        fx = self.f(x).squeeze(-1)
+        fx = (self.linear(x) + self.f(x)).squeeze(-1)
         log_mu = self.bias_mu + fx
         gx = self.g(torch.cat([x, fx.unsqueeze(-1)], dim=-1)).squeeze(-1)
         log_r = (self.bias_r + gx).clamp(LOG_R_MIN, LOG_R_MAX)
@@ -61,5 +65,5 @@ class TechnicalRP(TechnicalNet):
         out = self.net(x)
         log_r = (self.bias_r + out[..., 1]).clamp(LOG_R_MIN, LOG_R_MAX)
         # logit p starts at log_mean - log_r so that the initial mean equals log_mean.
-        logit_p = self.bias_mu - self.bias_r.detach() + out[..., 0]
+        logit_p = self.bias_mu - self.bias_r.detach() + out[..., 0] + self.linear(x).squeeze(-1)
         return log_r + logit_p, log_r
