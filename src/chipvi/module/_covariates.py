@@ -21,8 +21,7 @@ ALL_COVARIATES: tuple[str, ...] = (
     "log_control_10kb",  # same, averaged over ±25 bins
     "control_mapq",  # mean control MAPQ (library's typical value where no control reads)
     "control_mapq_1kb",
-    "chip_mapq",  # mean ChIP MAPQ (control's, else typical, where the ChIP bin is empty)
-    "chip_mapq_1kb",
+    "mapq_1kb",  # read-weighted mean MAPQ of ChIP and control reads over ±2 bins
     "log_control_depth",
     "log_chip_depth",
     "has_control",
@@ -101,12 +100,14 @@ class CovariateBuilder(nn.Module):
         scaled = control * self.depth_ratio
         ctrl_mapq = torch.where(control > 0, control_mapq, self.typical_control_mapq)
         ctrl_mapq = ctrl_mapq * self.has_control
-        # ChIP MAPQ is 0 in empty bins; filling it keeps "no reads" from leaking into the
-        # technical mean through the MAPQ covariate.
-        chip_mapq = torch.where(
-            counts > 0,
-            mapq,
-            torch.where(control > 0, control_mapq, self.typical_mapq.expand_as(mapq)),
+        # ChIP MAPQ of a single bin is 0 exactly when the bin is empty: as a covariate it would
+        # let the technical mean "see" the count and absorb the enrichment (measured: AUPRC
+        # 0.94 -> 0.79). A read-weighted mean over ChIP and control reads of 5 bins, filled
+        # with the typical value where there are none, keeps the low-MAPQ signal without that.
+        reads = _window_mean(counts + control, 5)
+        weighted = _window_mean(counts * mapq + control * control_mapq, 5)
+        pooled_mapq = torch.where(
+            reads > 0, weighted / reads.clamp(min=1e-6), self.typical_mapq.expand_as(mapq)
         )
         ones = torch.ones_like(scaled)
         columns = [
@@ -115,8 +116,7 @@ class CovariateBuilder(nn.Module):
             torch.log1p(_window_mean(scaled, 2 * COVARIATE_CONTEXT + 1)),
             ctrl_mapq,
             _window_mean(ctrl_mapq, 5),
-            chip_mapq,
-            _window_mean(chip_mapq, 5),
+            pooled_mapq,
             ones * self.log_control_depth,
             ones * self.log_depth,
             ones * self.has_control,
