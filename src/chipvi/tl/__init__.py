@@ -1,1 +1,3 @@
 """chipvi.tl."""
+
+from ._regions import call_enriched_regions
