@@ -79,3 +79,55 @@ def make_adata(seed: int = 0, background: float = 4.0, fold: float = 8.0) -> ad.
         "version": "test",
     }
     return adata
+
+
+def _blocky_background(rng, length, n):
+    """Uniform positions, denser in every other 20 kb block (long-range coverage variation)."""
+    pos = rng.integers(0, length, size=4 * n)
+    keep = rng.random(pos.size) < np.where((pos // 20_000) % 2 == 0, 1.0, 0.2)
+    return pos[keep][:n]
+
+
+def write_fragment_bam(
+    path, *, chrom_len=300_000, n_peaks=40, per_peak=150, n_background=30_000, frag_len=180,
+    read_len=50, seed=0,
+):  # fmt: skip
+    """Sorted, indexed single-end BAM: fragments piled at peaks plus uniform background.
+
+    Each fragment yields one read at random strand: + reads start at the fragment start, − reads
+    end at the fragment end, so the strands' 5′ ends are ``frag_len - 1`` bp apart.
+    """
+    import pysam
+
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(2_000, chrom_len - 2_000, size=n_peaks)
+    starts = np.concatenate(
+        [
+            (np.repeat(centres, per_peak) + rng.normal(0, 25, size=n_peaks * per_peak)).astype(int)
+            - frag_len // 2,
+            _blocky_background(rng, chrom_len - frag_len, n_background),
+        ]
+    )
+    reverse = rng.random(starts.size) < 0.5
+    read_start = np.where(reverse, starts + frag_len - read_len, starts)
+    order = np.argsort(read_start, kind="stable")
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "chr1", "LN": chrom_len}]}
+    unsorted = str(path) + ".tmp.bam"
+    with pysam.AlignmentFile(unsorted, "wb", header=header) as out:
+        for i, k in enumerate(order):
+            seg = pysam.AlignedSegment(out.header)
+            seg.query_name = f"r{i}"
+            seg.query_sequence = "A" * read_len
+            seg.flag = 16 if reverse[k] else 0
+            seg.reference_id = 0
+            seg.reference_start = int(read_start[k])
+            seg.mapping_quality = 40
+            seg.cigarstring = f"{read_len}M"
+            seg.query_qualities = pysam.qualitystring_to_array("I" * read_len)
+            out.write(seg)
+    pysam.sort("-o", str(path), unsorted)
+    pysam.index(str(path))
+    import os
+
+    os.remove(unsorted)
+    return path

@@ -1,4 +1,7 @@
 """chipvi.io."""
 
-from ._bigwig import read_bigwig_bins, write_bedgraph, write_bigwig
-from ._peaks import write_peaks
+from ._bigwig import read_bigwig_bins as read_bigwig_bins
+from ._bigwig import write_bedgraph as write_bedgraph
+from ._bigwig import write_bigwig as write_bigwig
+from ._peaks import read_regions as read_regions
+from ._peaks import write_peaks as write_peaks

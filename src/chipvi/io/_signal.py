@@ -142,3 +142,45 @@ def genomic_order(adata: AnnData, sizes: dict[str, int] | None = None) -> np.nda
             "tracks need non-overlapping bins."
         )
     return order
+
+
+def interval_bin_ranges(
+    adata: AnnData, chrom: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each interval, the bins of ``adata`` it overlaps, as a range in genomic order.
+
+    Returns ``(order, first, last)``: ``order`` sorts the bins into genomic order (see
+    :func:`genomic_order`) and interval k overlaps the sorted bins ``first[k]:last[k]``
+    (empty when ``first == last``, e.g. on a chromosome without bins). Fixed-width bins make
+    this a pair of ``searchsorted`` calls per chromosome, so no interval library is needed.
+    """
+    order = genomic_order(adata)
+    bchrom, bstart, bend = (a[order] for a in bin_coordinates(adata))
+    chrom = np.asarray(chrom).astype(str)
+    start = np.asarray(start, dtype=np.int64)
+    end = np.asarray(end, dtype=np.int64)
+    first = np.zeros(len(chrom), dtype=np.int64)
+    last = np.zeros(len(chrom), dtype=np.int64)
+    for c in np.unique(chrom):
+        rows = np.flatnonzero(chrom == c)
+        on = np.flatnonzero(bchrom == c)
+        if on.size == 0:
+            continue
+        lo, hi = on[0], on[-1] + 1
+        # Bin b overlaps [s, e) when bend[b] > s and bstart[b] < e.
+        first[rows] = lo + np.searchsorted(bend[lo:hi], start[rows], side="right")
+        last[rows] = lo + np.searchsorted(bstart[lo:hi], end[rows], side="left")
+    last = np.maximum(last, first)
+    return order, first, last
+
+
+def overlap_mask(adata: AnnData, chrom, start, end) -> np.ndarray:
+    """Boolean per bin (in ``adata`` order): does the bin overlap any of the intervals?"""
+    order, first, last = interval_bin_ranges(adata, chrom, start, end)
+    cover = np.zeros(adata.n_obs + 1, dtype=np.int64)
+    np.add.at(cover, first, 1)
+    np.add.at(cover, last, -1)
+    sorted_mask = np.cumsum(cover)[:-1] > 0
+    mask = np.zeros(adata.n_obs, dtype=bool)
+    mask[order] = sorted_mask
+    return mask
