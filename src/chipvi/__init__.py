@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from . import datasets, io, pl, pp, tl  # noqa: E402  (io never imports torch)
 from ._errors import ChipviInputError  # noqa: E402
+from .io import read_bams, read_samplesheet  # noqa: E402
 
 __all__ = [
     "ChIPVI",
@@ -19,6 +20,8 @@ __all__ = [
     "io",
     "pl",
     "pp",
+    "read_bams",
+    "read_samplesheet",
     "tl",
     "__version__",
 ]

@@ -1,0 +1,215 @@
+"""Checks and metadata for one BAM file: header, sort order, EOF marker, index spans per contig.
+
+pysam reads the header; the index (``.bai`` or ``.csi``) is parsed here because we need what
+pysam does not expose: the virtual file offsets spanning each reference's records.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pysam
+
+from .._errors import ChipviInputError
+from ._bgzf import BGZF_EOF
+
+_HOW_TO_INDEX = "index it with `samtools index {p}` or `pysam.index({p!r})`, or pass index=True"
+
+
+@dataclass(frozen=True)
+class BamInfo:
+    """What the counting engine needs to know about one BAM file.
+
+    Attributes
+    ----------
+    path
+        Absolute path of the BAM file.
+    contigs
+        ``(name, length)`` of every reference sequence, in header order.
+    span_begin, span_end
+        Virtual offsets (``coffset << 16 | uoffset``) of the first record of each reference and
+        just past its last record; -1 for a reference without records.
+    n_mapped
+        Mapped reads per reference according to the index (-1 if the index does not say).
+    """
+
+    path: Path
+    contigs: list[tuple[str, int]]
+    span_begin: np.ndarray
+    span_end: np.ndarray
+    n_mapped: np.ndarray
+
+    @property
+    def tids(self) -> dict[str, int]:
+        """Reference id of each contig name."""
+        return {name: i for i, (name, _) in enumerate(self.contigs)}
+
+
+def open_bam(path: str | os.PathLike, *, index: bool = False) -> BamInfo:
+    """Check a BAM file and read its header and index.
+
+    Parameters
+    ----------
+    path
+        BAM file.
+    index
+        Build a missing index into a temporary directory instead of raising.
+
+    Raises
+    ------
+    ChipviInputError
+        If the file is missing, unreadable, not a BAM, truncated, not coordinate-sorted, or has
+        no index (and ``index`` is false).
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise ChipviInputError(f"BAM file {path} does not exist.")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - len(BGZF_EOF)))
+            tail = fh.read()
+    except OSError as e:
+        raise ChipviInputError(f"BAM file {path} cannot be read: {e.strerror}.") from e
+    if magic[:4] != b"\x1f\x8b\x08\x04":
+        raise ChipviInputError(
+            f"{path} is not a BAM file (no BGZF header). Convert SAM/CRAM with `samtools view -b`."
+        )
+    if tail != BGZF_EOF:
+        raise ChipviInputError(
+            f"{path} is truncated: it lacks the BGZF end-of-file block (an interrupted copy or "
+            "write?). Copy or re-create the file."
+        )
+    try:
+        with pysam.AlignmentFile(str(path), "rb", check_sq=False) as bam:
+            header = bam.header.to_dict()
+            contigs = list(zip(bam.references, bam.lengths, strict=True))
+    except (ValueError, OSError) as e:
+        raise ChipviInputError(f"{path} cannot be read as a BAM file: {e}") from e
+    sort_order = header.get("HD", {}).get("SO", "")
+    if sort_order in ("unsorted", "queryname"):
+        raise ChipviInputError(
+            f"{path} is not coordinate-sorted (header SO:{sort_order}); sort it with "
+            f"`samtools sort -o sorted.bam {path}`, then index it."
+        )
+    if not contigs:
+        raise ChipviInputError(f"{path} has no reference sequences (@SQ lines) in its header.")
+
+    index_path = find_index(path)
+    if index_path is not None:
+        if index_path.stat().st_mtime < path.stat().st_mtime:
+            warnings.warn(
+                f"The index {index_path} is older than {path}; if the BAM changed, index it again.",
+                stacklevel=3,
+            )
+        spans = read_index(index_path, len(contigs))
+    elif index:
+        spans = _build_index(path, len(contigs), sorted_header=sort_order == "coordinate")
+    else:
+        hint = (
+            "" if sort_order == "coordinate" else " (sort it first with `samtools sort` if needed)"
+        )
+        raise ChipviInputError(
+            f"{path} has no index (.bai/.csi); {_HOW_TO_INDEX.format(p=str(path))}{hint}."
+        )
+    return BamInfo(path, contigs, *spans)
+
+
+def find_index(path: Path) -> Path | None:
+    """The index next to ``path`` (``x.bam.bai``, ``x.bai``, ``x.bam.csi``), or None."""
+    for candidate in (
+        path.with_name(path.name + ".bai"),
+        path.with_suffix(".bai"),
+        path.with_name(path.name + ".csi"),
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _build_index(path: Path, n_refs: int, *, sorted_header: bool):
+    with tempfile.TemporaryDirectory(prefix="chipvi-index-") as tmp:
+        out = Path(tmp) / (path.name + ".bai")
+        try:
+            pysam.index(str(path), str(out))
+        except pysam.SamtoolsError as e:
+            # samtools index refuses unsorted input: that is the usual reason.
+            raise ChipviInputError(
+                f"Could not index {path}: {str(e).strip()}. "
+                + ("" if sorted_header else "Is it coordinate-sorted? ")
+                + f"Sort it with `samtools sort -o sorted.bam {path}` and index the result."
+            ) from e
+        return read_index(out, n_refs)
+
+
+def read_index(index_path: Path, n_refs: int):
+    """Per-reference record spans from a ``.bai`` or ``.csi`` index.
+
+    Returns ``(span_begin, span_end, n_mapped)`` arrays of length ``n_refs``.
+    """
+    raw = index_path.read_bytes()
+    try:
+        if raw[:4] == b"BAI\x01":
+            return _parse_index(raw, 4, n_refs, meta_bin=37450, has_loffset=False, linear=True)
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        if data[:4] == b"CSI\x01":
+            min_shift, depth, l_aux = struct.unpack_from("<iii", data, 4)
+            del min_shift
+            meta_bin = ((1 << (3 * depth + 3)) - 1) // 7 + 1
+            return _parse_index(
+                data, 16 + l_aux, n_refs, meta_bin=meta_bin, has_loffset=True, linear=False
+            )
+    except (struct.error, OSError, EOFError, ValueError) as e:
+        raise ChipviInputError(
+            f"The index {index_path} is corrupt ({e}); index the BAM again."
+        ) from e
+    raise ChipviInputError(f"{index_path} is not a BAI or CSI index; index the BAM again.")
+
+
+def _parse_index(
+    data: bytes, off: int, n_refs: int, *, meta_bin: int, has_loffset: bool, linear: bool
+):
+    (n_ref,) = struct.unpack_from("<i", data, off)
+    off += 4
+    if n_ref != n_refs:
+        raise ChipviInputError(
+            f"index lists {n_ref} references but the BAM header has {n_refs}; index the BAM again."
+        )
+    begin = np.full(n_refs, -1, np.int64)
+    end = np.full(n_refs, -1, np.int64)
+    mapped = np.full(n_refs, -1, np.int64)
+    for ref in range(n_ref):
+        (n_bin,) = struct.unpack_from("<i", data, off)
+        off += 4
+        lo, hi = -1, -1
+        for _ in range(n_bin):
+            if has_loffset:
+                bin_id, _loffset, n_chunk = struct.unpack_from("<IQi", data, off)
+                off += 16
+            else:
+                bin_id, n_chunk = struct.unpack_from("<Ii", data, off)
+                off += 8
+            chunks = np.frombuffer(data, "<u8", 2 * n_chunk, off)
+            off += 16 * n_chunk
+            if bin_id == meta_bin:
+                # Pseudo-bin: (first, last) virtual offsets and (mapped, unmapped) counts.
+                if n_chunk >= 2:
+                    mapped[ref] = int(chunks[2])
+                continue
+            if n_chunk:
+                c_lo, c_hi = int(chunks[0::2].min()), int(chunks[1::2].max())
+                lo = c_lo if lo < 0 else min(lo, c_lo)
+                hi = max(hi, c_hi)
+        begin[ref], end[ref] = lo, hi
+        if linear:
+            (n_intv,) = struct.unpack_from("<i", data, off)
+            off += 4 + 8 * n_intv
+    return begin, end, mapped

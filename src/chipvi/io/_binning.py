@@ -1,0 +1,598 @@
+"""BAM files → AnnData of fixed-width bins: ``read_bams`` and ``read_bam_bins``.
+
+Work is split into one task per (BAM file, chromosome). A task streams the chromosome's
+compressed bytes (located through the BAM index) in pieces and hands them to a numba kernel that
+inflates and counts without the GIL, so tasks run in parallel on a thread pool and memory stays
+bounded by a few buffers per thread plus the output matrices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._errors import ChipviInputError
+from ._bam import BamInfo, open_bam
+from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_decompressor
+from ._count import (
+    ERR_BUFFER,
+    ERR_RECORD,
+    S_COUNTED,
+    S_DONE,
+    S_FILL,
+    S_POS,
+    count_blocks,
+    new_state,
+    store_column,
+)
+from ._samplesheet import read_samplesheet
+
+#: Compressed bytes read per system call.
+_PIECE = 4 << 20
+#: Initial working buffer for inflated data (a few blocks; grows for huge records).
+_WORK = 4 * MAX_BLOCK
+
+COUNTING_RULE = (
+    "unmapped, secondary, supplementary and QC-fail reads dropped; duplicates dropped only if "
+    "keep_duplicates is false; reads with MAPQ < min_mapq dropped; proper pairs counted once at "
+    "the fragment midpoint (mate 1); other reads counted once per template at the centre of "
+    "[5' end, 5' end + fragment_length) along the strand; centres clamped into the chromosome"
+)
+
+
+@dataclass(frozen=True)
+class _Params:
+    bin_size: int
+    fragment_length: int
+    min_mapq: int
+    keep_duplicates: bool
+
+
+def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ChipviInputError(f"{name} must be an integer, got {value!r}.")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ChipviInputError(f"{name} must be {bound}, got {value}.")
+    return value
+
+
+def _check_params(bin_size, fragment_length, min_mapq, keep_duplicates) -> _Params:
+    return _Params(
+        bin_size=_check_int("bin_size", bin_size, 1),
+        fragment_length=_check_int("fragment_length", fragment_length, 1),
+        min_mapq=_check_int("min_mapq", min_mapq, 0, 255),
+        keep_duplicates=bool(keep_duplicates),
+    )
+
+
+def _resolve_threads(threads) -> int:
+    if threads is None:
+        return os.cpu_count() or 1
+    return _check_int("threads", threads, 1)
+
+
+def _kept_contigs(infos: Sequence[BamInfo], chroms) -> list[tuple[str, int]]:
+    """Chromosomes to bin (first file's header order), checked against every file."""
+    first = infos[0]
+    if chroms is None:
+        kept = list(first.contigs)
+    else:
+        wanted = [chroms] if isinstance(chroms, str) else list(chroms)
+        if not wanted:
+            raise ChipviInputError("chroms is empty; pass None to keep every chromosome.")
+        names = first.tids
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            shown = ", ".join(list(names)[:8]) + (", ..." if len(names) > 8 else "")
+            raise ChipviInputError(
+                f"chroms {unknown} are not in the header of {first.path} (it has {shown})."
+            )
+        wanted_set = set(wanted)
+        kept = [c for c in first.contigs if c[0] in wanted_set]
+    for info in infos[1:]:
+        if chroms is None:
+            if info.contigs != first.contigs:
+                raise ChipviInputError(_contig_mismatch(first, info, [n for n, _ in first.contigs]))
+        else:
+            lengths = dict(info.contigs)
+            if any(lengths.get(name) != length for name, length in kept):
+                raise ChipviInputError(_contig_mismatch(first, info, [n for n, _ in kept]))
+    return kept
+
+
+def _contig_mismatch(a: BamInfo, b: BamInfo, names: list[str]) -> str:
+    la, lb = dict(a.contigs), dict(b.contigs)
+    for name in names:
+        if la.get(name) != lb.get(name):
+            detail = f"{name}: length {la.get(name)} vs {lb.get(name, 'missing')}"
+            break
+    else:
+        detail = f"{len(a.contigs)} vs {len(b.contigs)} contigs"
+    return (
+        f"{a.path} and {b.path} were aligned to different references ({detail}). All BAMs "
+        "(ChIP and control) must share the same contigs; re-align, or pass chroms= to keep "
+        "chromosomes they agree on."
+    )
+
+
+def bin_obs(contigs: Sequence[tuple[str, int]], bin_size: int) -> pd.DataFrame:
+    """The ``obs`` table of fixed-width bins tiling each chromosome from 0.
+
+    Parameters
+    ----------
+    contigs
+        ``(name, length)`` pairs in the order the bins should appear.
+    bin_size
+        Bin width in bp; the last bin of a chromosome ends at the chromosome end.
+
+    Returns
+    -------
+    DataFrame with index ``"chrom:start-end"`` and columns ``chrom`` (categorical, contig order),
+    ``start`` and ``end`` (int64).
+    """
+    names = [name for name, _ in contigs]
+    starts = [np.arange(0, length, bin_size, dtype=np.int64) for _, length in contigs]
+    ends = [
+        np.minimum(s + bin_size, length) for s, (_, length) in zip(starts, contigs, strict=True)
+    ]
+    codes = np.repeat(np.arange(len(names), dtype=np.int32), [s.size for s in starts])
+    start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+    end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
+    index = [
+        f"{name}:{s}-{e}"
+        for name, ss, es in zip(names, starts, ends, strict=True)
+        for s, e in zip(ss.tolist(), es.tolist(), strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "chrom": pd.Categorical.from_codes(codes, categories=names),
+            "start": start,
+            "end": end,
+        },
+        index=pd.Index(index, dtype=object),
+    )
+
+
+def _count_reference(
+    info: BamInfo,
+    tid: int,
+    chrom_len: int,
+    params: _Params,
+    x_col: np.ndarray,
+    mapq_col: np.ndarray,
+) -> int:
+    """Count one chromosome of one BAM into ``x_col`` / ``mapq_col``; returns reads counted."""
+    n_bins = x_col.size
+    counts = np.zeros(n_bins, np.int32)
+    mapq_sum = np.zeros(n_bins, np.int64)
+    begin, end = int(info.span_begin[tid]), int(info.span_end[tid])
+    counted = 0
+    if begin >= 0:
+        counted = _stream_reference(info, tid, chrom_len, params, begin, end, counts, mapq_sum)
+    store_column(counts, mapq_sum, x_col, mapq_col)
+    return counted
+
+
+def _stream_reference(
+    info: BamInfo,
+    tid: int,
+    chrom_len: int,
+    params: _Params,
+    begin: int,
+    end: int,
+    counts: np.ndarray,
+    mapq_sum: np.ndarray,
+) -> int:
+    path = info.path
+    c_begin, u_begin = begin >> 16, begin & 0xFFFF
+    c_end, u_end = end >> 16, end & 0xFFFF
+    comp = np.empty(_PIECE, np.uint8)
+    work = np.empty(_WORK, np.uint8)
+    state = new_state(u_begin)
+    handle = new_decompressor()
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            # Read through the block holding the end offset (a block is at most 64 KiB).
+            stop = min(c_end + (MAX_BLOCK if u_end else 0), os.fstat(fh.fileno()).st_size)
+            fh.seek(c_begin)
+            file_pos, carry = c_begin, 0
+            view = memoryview(comp)
+            while True:
+                want = min(comp.size - carry, stop - file_pos)
+                if want > 0:
+                    got = fh.readinto(view[carry : carry + want])
+                    file_pos += got
+                    carry += got
+                err, used = count_blocks(
+                    handle,
+                    comp,
+                    carry,
+                    work,
+                    state,
+                    tid,
+                    chrom_len,
+                    params.bin_size,
+                    params.fragment_length,
+                    params.min_mapq,
+                    params.keep_duplicates,
+                    True,
+                    counts,
+                    mapq_sum,
+                )
+                if err == ERR_BUFFER:
+                    # A record larger than the working buffer: grow it, keeping its content.
+                    bigger = np.empty(2 * work.size, np.uint8)
+                    bigger[: state[S_FILL]] = work[: state[S_FILL]]
+                    work = bigger
+                elif err != OK:
+                    offset = file_pos - carry + used
+                    if err == ERR_RECORD:
+                        raise ChipviInputError(
+                            f"{path}: corrupt BAM record in the block at byte {offset}; "
+                            "re-create the file."
+                        )
+                    raise ChipviInputError(block_error_message(err, str(path), offset))
+                comp[: carry - used] = comp[used:carry]
+                carry -= used
+                if state[S_DONE] or (err == OK and file_pos >= stop):
+                    break
+    finally:
+        free_decompressor(handle)
+    if not state[S_DONE] and state[S_FILL] != state[S_POS]:
+        raise ChipviInputError(
+            f"{path}: the data for {info.contigs[tid][0]} ends inside a record; the index does "
+            "not match the BAM (stale index?). Index the BAM again."
+        )
+    return int(state[S_COUNTED])
+
+
+def _count_files(
+    infos: Sequence[BamInfo],
+    contigs: Sequence[tuple[str, int]],
+    params: _Params,
+    outputs: Sequence[tuple[np.ndarray, np.ndarray]],
+    threads: int,
+    progress: bool,
+) -> np.ndarray:
+    """Count every (file, chromosome) into ``outputs[i] = (x_column, mapq_column)`` of file i.
+
+    Returns the reads counted per file.
+    """
+    lengths = np.array([length for _, length in contigs], np.int64)
+    n_bins = -(-lengths // params.bin_size)
+    offsets = np.concatenate([[0], np.cumsum(n_bins)])
+    tasks = []
+    for f, info in enumerate(infos):
+        tids = info.tids
+        for k, (name, length) in enumerate(contigs):
+            tid = tids[name]
+            size = max(int(info.span_end[tid] >> 16) - int(info.span_begin[tid] >> 16), 0)
+            tasks.append((size, f, tid, int(length), slice(offsets[k], offsets[k + 1])))
+    # Largest first, so the pool does not end waiting on one big chromosome.
+    tasks.sort(key=lambda t: -t[0])
+    totals = np.zeros(len(infos), np.int64)
+
+    def run(task) -> tuple[int, int, int]:
+        size, f, tid, length, sl = task
+        x_col, mapq_col = outputs[f]
+        return f, size, _count_reference(infos[f], tid, length, params, x_col[sl], mapq_col[sl])
+
+    bar = _progress_bar(sum(t[0] for t in tasks), progress)
+    try:
+        if threads == 1 or len(tasks) == 1:
+            results = map(run, tasks)
+            for f, size, n in results:
+                totals[f] += n
+                bar(size)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for f, size, n in pool.map(run, tasks):
+                    totals[f] += n
+                    bar(size)
+    finally:
+        bar(None)
+    return totals
+
+
+def _progress_bar(total: int, enabled: bool) -> Callable[[int | None], None]:
+    """A callable that advances a tqdm bar by n bytes, and closes it when called with None."""
+    if not enabled:
+        return lambda n: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="counting reads", leave=False)
+
+    def advance(n: int | None) -> None:
+        if n is None:
+            bar.close()
+        else:
+            bar.update(n)
+
+    return advance
+
+
+def _uns(params: _Params, contigs, **extra) -> dict:
+    from .. import __version__
+
+    return {
+        "bin_size": params.bin_size,
+        "chrom_sizes": {name: int(length) for name, length in contigs},
+        "fragment_length": params.fragment_length,
+        "min_mapq": params.min_mapq,
+        "keep_duplicates": params.keep_duplicates,
+        "version": __version__,
+        "counting": COUNTING_RULE,
+        **extra,
+    }
+
+
+def _check_reads(totals: np.ndarray, infos: Sequence[BamInfo], params: _Params, contigs) -> None:
+    for total, info in zip(totals, infos, strict=True):
+        if total == 0:
+            names = ", ".join(name for name, _ in contigs[:5]) + (
+                ", ..." if len(contigs) > 5 else ""
+            )
+            raise ChipviInputError(
+                f"No reads of {info.path} were counted on {names} with min_mapq={params.min_mapq}, "
+                f"keep_duplicates={params.keep_duplicates}; check chroms= and the read filters."
+            )
+
+
+def read_bam_bins(
+    bam: str | os.PathLike,
+    bin_size: int = 200,
+    *,
+    fragment_length: int = 200,
+    min_mapq: int = 0,
+    keep_duplicates: bool = True,
+    chroms: Sequence[str] | str | None = None,
+    threads: int | None = None,
+    index: bool = False,
+    progress: bool = False,
+) -> ad.AnnData:
+    """Count the reads of one BAM file in fixed-width genomic bins.
+
+    The counting rule and the parameters are those of :func:`chipvi.read_bams`.
+
+    Parameters
+    ----------
+    bam
+        Coordinate-sorted, indexed BAM file.
+    bin_size
+        Bin width in bp.
+    fragment_length
+        Assumed fragment length for reads that are not in a proper pair.
+    min_mapq
+        Drop reads with a lower mapping quality.
+    keep_duplicates
+        Count reads flagged as duplicates.
+    chroms
+        Chromosomes to keep (default: all, in header order).
+    threads
+        Worker threads (default: ``os.cpu_count()``); chromosomes are counted in parallel.
+    index
+        Build a missing BAM index in a temporary directory instead of raising.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    AnnData with one variable named after the file stem: ``X`` read counts (int32),
+    ``layers["mapq"]`` mean MAPQ of counted reads (float32), ``var["depth"]`` reads counted, and
+    ``obs`` / ``uns["chipvi"]`` as in :func:`chipvi.read_bams`.
+    """
+    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates)
+    n_threads = _resolve_threads(threads)
+    info = open_bam(bam, index=index)
+    contigs = _kept_contigs([info], chroms)
+    obs = bin_obs(contigs, params.bin_size)
+    x = np.zeros((len(obs), 1), np.int32)
+    mapq = np.zeros((len(obs), 1), np.float32)
+    totals = _count_files([info], contigs, params, [(x[:, 0], mapq[:, 0])], n_threads, progress)
+    _check_reads(totals, [info], params, contigs)
+    name = info.path.name.removesuffix(".bam")
+    var = pd.DataFrame(
+        {"sample": [name], "depth": totals.astype(np.int64), "bam": [str(info.path)]},
+        index=pd.Index([name], dtype=object),
+    )
+    return ad.AnnData(
+        X=x, obs=obs, var=var, layers={"mapq": mapq}, uns={"chipvi": _uns(params, contigs)}
+    )
+
+
+def read_bams(
+    samplesheet: str | os.PathLike | pd.DataFrame,
+    bin_size: int = 200,
+    *,
+    fragment_length: int = 200,
+    min_mapq: int = 0,
+    keep_duplicates: bool = True,
+    blacklist: str | os.PathLike | None = None,
+    chroms: Sequence[str] | str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    index: bool = False,
+) -> ad.AnnData:
+    """Count ChIP and control reads in fixed-width bins for every library of a sample sheet.
+
+    Counting rule (each BAM is counted once, even when one control serves several ChIP rows):
+
+    * unmapped, secondary, supplementary and QC-fail reads are dropped; reads flagged as PCR or
+      optical duplicates are dropped only when ``keep_duplicates=False``; reads with
+      ``MAPQ < min_mapq`` are dropped;
+    * a properly paired read pair (flag 0x2, mate on the same chromosome, non-zero TLEN) counts
+      once, at the midpoint of its fragment ``min(POS, PNEXT) + |TLEN| // 2``, from mate 1
+      (whose flags and MAPQ decide the filters above);
+    * every other read counts as a single-end read at the centre of its assumed fragment: the
+      fragment ``[s, s + fragment_length)`` starts at the read's 5′ end and runs along its
+      strand (forward: ``s = POS``; reverse: ``s = alignment end - fragment_length``, the
+      alignment end coming from the CIGAR), and the count goes to ``s + fragment_length // 2``.
+      Paired reads that are not a proper pair are counted this way once per template: mate 1,
+      or mate 2 when mate 1 is unmapped;
+    * centres outside the chromosome are clamped to its first or last base.
+
+    MAPQ is kept as a covariate: ``layers["mapq"]`` holds the mean MAPQ of the reads counted in
+    each bin (0 where none), so ``min_mapq`` defaults to 0.
+
+    Parameters
+    ----------
+    samplesheet
+        CSV file with columns ``sample,bam,control,target,group,replicate`` (optional integer
+        ``depth`` and ``control_depth`` override the counted totals), or the DataFrame returned
+        by :func:`chipvi.read_samplesheet`. See :func:`chipvi.read_samplesheet`.
+    bin_size
+        Bin width in bp. Bins tile each chromosome from 0; the last one ends at the chromosome
+        end and may be shorter.
+    fragment_length
+        Assumed fragment length (bp) for reads that are not in a proper pair.
+    min_mapq
+        Drop reads with a lower mapping quality (0 keeps all).
+    keep_duplicates
+        Count reads flagged as duplicates (flag 0x400).
+    blacklist
+        BED file of regions whose bins are removed after counting
+        (:func:`chipvi.pp.filter_blacklist`).
+    chroms
+        Chromosomes to keep (default: every chromosome of the header). Bins follow the BAM
+        header order whatever the order given here.
+    threads
+        Worker threads (default: ``os.cpu_count()``); files and chromosomes are counted in
+        parallel.
+    progress
+        Show a progress bar.
+    index
+        Build missing BAM indexes in a temporary directory instead of raising.
+
+    Returns
+    -------
+    AnnData with bins as observations and ChIP libraries as variables:
+
+    * ``obs``: index ``"chrom:start-end"``; ``chrom`` (categorical, header order), ``start``,
+      ``end`` (int64);
+    * ``var``: index ``sample``; ``sample``, ``target``, ``group``, ``replicate``, ``depth``
+      (reads counted, or the sheet's ``depth``), ``control`` (control BAM file stem, "" if none),
+      ``control_depth`` (0 if none), ``bam``, ``control_bam`` (absolute paths, "" if none);
+    * ``X``: ChIP read counts (int32); ``layers["mapq"]`` mean MAPQ (float32);
+      ``layers["control"]`` (int32) and ``layers["control_mapq"]`` (float32): the matched
+      control, aligned to each ChIP column (zeros if none);
+    * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
+      ``keep_duplicates``, ``version``, ``counting`` (the rule above), ``samplesheet``,
+      ``blacklist``.
+
+    Raises
+    ------
+    ChipviInputError
+        For a bad sample sheet or parameter, a missing, unsorted, unindexed or truncated BAM,
+        BAMs aligned to different references, unknown ``chroms``, or a BAM with no reads left
+        after the filters. Nothing is counted before every file has been checked.
+
+    Examples
+    --------
+    >>> adata = chipvi.read_bams("samples.csv", bin_size=200, chroms=["chr19"])  # doctest: +SKIP
+    """
+    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates)
+    n_threads = _resolve_threads(threads)
+    if isinstance(samplesheet, pd.DataFrame):
+        sheet, sheet_path = samplesheet, ""
+    else:
+        sheet, sheet_path = read_samplesheet(samplesheet), str(Path(samplesheet).absolute())
+    if blacklist is not None and not Path(blacklist).is_file():
+        raise ChipviInputError(f"Blacklist file {blacklist} does not exist.")
+
+    # Check every file (and build indexes) before counting anything.
+    chip_paths = list(sheet["bam"])
+    control_paths = [p for p in dict.fromkeys(sheet["control"]) if p]
+    unique = list(dict.fromkeys(chip_paths + control_paths))
+    infos = {p: open_bam(p, index=index) for p in unique}
+    contigs = _kept_contigs([infos[p] for p in unique], chroms)
+    obs = bin_obs(contigs, params.bin_size)
+
+    n_bins, n_lib = len(obs), len(sheet)
+    x = np.zeros((n_bins, n_lib), np.int32)
+    mapq = np.zeros((n_bins, n_lib), np.float32)
+    control = np.zeros((n_bins, n_lib), np.int32)
+    control_mapq = np.zeros((n_bins, n_lib), np.float32)
+    # Each file is counted once, into the first column that uses it; shared files are copied.
+    first_column: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    copies: list[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = []
+    for j, (chip, ctrl) in enumerate(zip(sheet["bam"], sheet["control"], strict=True)):
+        for path, (xs, ms) in ((chip, (x, mapq)), (ctrl, (control, control_mapq))):
+            if not path:
+                continue
+            target = (xs[:, j], ms[:, j])
+            if path in first_column:
+                copies.append((first_column[path], target))
+            else:
+                first_column[path] = target
+    files = list(first_column)
+    totals = _count_files(
+        [infos[p] for p in files],
+        contigs,
+        params,
+        [first_column[p] for p in files],
+        n_threads,
+        progress,
+    )
+    _check_reads(totals, [infos[p] for p in files], params, contigs)
+    for (src_x, src_m), (dst_x, dst_m) in copies:
+        dst_x[:] = src_x
+        dst_m[:] = src_m
+    counted = dict(zip(files, totals.tolist(), strict=True))
+
+    var = pd.DataFrame(
+        {
+            "sample": sheet["sample"].astype(str).to_numpy(),
+            "target": sheet["target"].astype(str).to_numpy(),
+            "group": sheet["group"].astype(str).to_numpy(),
+            "replicate": sheet["replicate"].astype(str).to_numpy(),
+            "depth": _depth(sheet, "depth", "bam", counted),
+            "control": [Path(p).name.removesuffix(".bam") if p else "" for p in sheet["control"]],
+            "control_depth": _depth(sheet, "control_depth", "control", counted),
+            "bam": sheet["bam"].astype(str).to_numpy(),
+            "control_bam": sheet["control"].astype(str).to_numpy(),
+        },
+        index=pd.Index(sheet["sample"].astype(str), dtype=object, name=None),
+    )
+    adata = ad.AnnData(
+        X=x,
+        obs=obs,
+        var=var,
+        layers={"mapq": mapq, "control": control, "control_mapq": control_mapq},
+        uns={
+            "chipvi": _uns(
+                params,
+                contigs,
+                samplesheet=sheet_path,
+                blacklist=str(Path(blacklist).absolute()) if blacklist is not None else "",
+            )
+        },
+    )
+    if blacklist is not None:
+        from ..pp import filter_blacklist
+
+        filter_blacklist(adata, blacklist)
+    return adata
+
+
+def _depth(
+    sheet: pd.DataFrame, column: str, path_column: str, counted: dict[str, int]
+) -> np.ndarray:
+    """Per-row depth: the sheet's override where given, else the reads counted (0: no file)."""
+    out = np.zeros(len(sheet), np.int64)
+    given = sheet[column] if column in sheet.columns else pd.Series([-1] * len(sheet))
+    for i, (path, value) in enumerate(zip(sheet[path_column], given, strict=True)):
+        if value is not None and not pd.isna(value) and int(value) >= 0:
+            out[i] = int(value)
+        elif path:
+            out[i] = counted[path]
+    return out

@@ -1,0 +1,223 @@
+"""Numba kernels that walk BAM records and bin fragment centres.
+
+The kernels see raw BGZF bytes (``comp``) of one reference sequence, inflate block by block into
+a small working buffer and parse each record in place: no per-read Python objects, and the GIL
+is released for the whole loop. The counting rule is documented in :func:`chipvi.read_bams`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._bgzf import (
+    ERR_BUFFER,
+    ERR_HEADER,
+    OK,
+    block_size,
+    inflate_block,
+    read_i32,
+    read_u16,
+    read_u32,
+)
+
+# SAM flag bits.
+PAIRED = 0x1
+PROPER_PAIR = 0x2
+UNMAPPED = 0x4
+MATE_UNMAPPED = 0x8
+REVERSE = 0x10
+READ1 = 0x40
+READ2 = 0x80
+SECONDARY = 0x100
+QCFAIL = 0x200
+DUPLICATE = 0x400
+SUPPLEMENTARY = 0x800
+DROPPED = UNMAPPED | SECONDARY | QCFAIL | SUPPLEMENTARY
+
+# Slots of the ``state`` array that carries a region's progress between kernel calls (the
+# compressed bytes of a reference arrive in pieces).
+S_FILL = 0  # bytes of inflated data in the working buffer
+S_POS = 1  # start of the next unparsed record in the working buffer
+S_DONE = 2  # 1 once a record of another reference is reached
+S_SKIP = 3  # bytes to skip in the first block (the index's within-block offset), -1 after
+S_COUNTED = 4  # reads (fragments) counted
+S_RECORDS = 5  # records seen on this reference
+N_STATE = 6
+
+#: Kernel error code: a record's size field is impossible (corrupt data).
+ERR_RECORD = 5
+
+
+def new_state(first_block_skip: int) -> np.ndarray:
+    """State for a region whose first record is ``first_block_skip`` bytes into its first block."""
+    state = np.zeros(N_STATE, np.int64)
+    state[S_SKIP] = first_block_skip
+    return state
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _reference_length(buf, rec):
+    """Reference bases covered by the CIGAR of the record starting at ``buf[rec]``."""
+    l_read_name = np.int64(buf[rec + 12])
+    n_cigar = read_u16(buf, rec + 16)
+    c = rec + 36 + l_read_name
+    length = 0
+    for k in range(n_cigar):
+        op = read_u32(buf, c + 4 * k)
+        kind = op & 0xF
+        # M, D, N, =, X consume the reference.
+        if kind == 0 or kind == 2 or kind == 3 or kind == 7 or kind == 8:
+            length += op >> 4
+    return length
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _count_record(
+    buf, rec, chrom_len, bin_size, fragment_length, min_mapq, keep_duplicates, counts, mapq_sum
+):
+    """Apply the counting rule to one record; returns 1 if it was counted."""
+    flag = read_u16(buf, rec + 18)
+    if flag & DROPPED:
+        return 0
+    if not keep_duplicates and flag & DUPLICATE:
+        return 0
+    mapq = np.int64(buf[rec + 13])
+    if mapq < min_mapq:
+        return 0
+    ref = read_i32(buf, rec + 4)
+    pos = read_i32(buf, rec + 8)
+    tlen = read_i32(buf, rec + 32)
+    if (
+        flag & PAIRED
+        and flag & PROPER_PAIR
+        and not flag & MATE_UNMAPPED
+        and read_i32(buf, rec + 24) == ref
+        and tlen != 0
+    ):
+        # Proper pair: one count per fragment, at its midpoint, from mate 1.
+        if not flag & READ1:
+            return 0
+        mpos = read_i32(buf, rec + 28)
+        start = pos if pos < mpos else mpos
+        centre = start + (tlen if tlen > 0 else -tlen) // 2
+    else:
+        if flag & PAIRED and flag & READ2 and not flag & MATE_UNMAPPED:
+            # Not a proper pair: the template is counted once, via mate 1 (mate 2 only stands in
+            # when mate 1 is unmapped).
+            return 0
+        # Single-end rule: the fragment [s, s + L) starts at the 5' end and runs along the
+        # strand; count its centre s + L // 2.
+        if flag & REVERSE:
+            ref_len = _reference_length(buf, rec)
+            if ref_len < 1:
+                ref_len = 1  # no CIGAR: treat as a 1-base alignment, like htslib's bam_endpos
+            start = pos + ref_len - fragment_length
+        else:
+            start = pos
+        centre = start + fragment_length // 2
+    if centre < 0:
+        centre = 0
+    elif centre >= chrom_len:
+        centre = chrom_len - 1
+    b = centre // bin_size
+    counts[b] += 1
+    mapq_sum[b] += mapq
+    return 1
+
+
+@numba.njit(cache=True, nogil=True)
+def count_blocks(
+    handle,
+    comp,
+    comp_end,
+    work,
+    state,
+    tid,
+    chrom_len,
+    bin_size,
+    fragment_length,
+    min_mapq,
+    keep_duplicates,
+    check_crc,
+    counts,
+    mapq_sum,
+):
+    """Inflate the complete blocks of ``comp[:comp_end]`` and count the records of ``tid``.
+
+    Returns ``(error_code, bytes_consumed)``; the caller passes the rest again with more data.
+    ``ERR_BUFFER`` means a record does not fit ``work``: grow it (keeping its content) and call
+    again.
+    """
+    cpos = 0
+    while cpos < comp_end and state[S_DONE] == 0:
+        bsize = block_size(comp, cpos, comp_end)
+        if bsize == 0:
+            break
+        if bsize < 0:
+            return ERR_HEADER, cpos
+        isize = read_u32(comp, cpos + bsize - 4)
+        fill = state[S_FILL]
+        if fill + isize > work.size:
+            # Move the unparsed tail (a partial record) to the front of the working buffer.
+            p = state[S_POS]
+            n = fill - p
+            if p == 0 or n + isize > work.size:
+                return ERR_BUFFER, cpos
+            work[:n] = work[p:fill]
+            state[S_POS] = 0
+            state[S_FILL] = n
+            fill = n
+        err, got = inflate_block(handle, comp, cpos, bsize, work, fill, check_crc)
+        if err != OK:
+            return err, cpos
+        if state[S_SKIP] >= 0:
+            state[S_POS] = fill + state[S_SKIP]
+            state[S_SKIP] = -1
+        fill += got
+        state[S_FILL] = fill
+        cpos += bsize
+
+        p = state[S_POS]
+        counted = 0
+        records = 0
+        while fill - p >= 4:
+            rec_size = read_i32(work, p)
+            if rec_size < 32:
+                state[S_POS] = p
+                return ERR_RECORD, cpos
+            if fill - p < 4 + rec_size:
+                break
+            if read_i32(work, p + 4) != tid:
+                state[S_DONE] = 1
+                break
+            counted += _count_record(
+                work,
+                p,
+                chrom_len,
+                bin_size,
+                fragment_length,
+                min_mapq,
+                keep_duplicates,
+                counts,
+                mapq_sum,
+            )
+            records += 1
+            p += 4 + rec_size
+        state[S_POS] = p
+        state[S_COUNTED] += counted
+        state[S_RECORDS] += records
+        if p == fill:
+            # Everything parsed: restart at the front, so the buffer never needs compacting.
+            state[S_POS] = 0
+            state[S_FILL] = 0
+    return OK, cpos
+
+
+@numba.njit(cache=True, nogil=True)
+def store_column(counts, mapq_sum, x_col, mapq_col):
+    """Write a reference's counts and mean MAPQ into (possibly strided) output columns."""
+    for i in range(counts.size):
+        c = counts[i]
+        x_col[i] = c
+        mapq_col[i] = np.float32(mapq_sum[i] / c) if c > 0 else np.float32(0.0)

@@ -1,0 +1,332 @@
+"""BAM → bins: counts and MAPQ against a slow pysam reference, layout, and bad inputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pysam
+import pytest
+
+from _bam_factory import Read, random_reads, write_bam
+from chipvi import ChipviInputError
+from chipvi.io import read_bam_bins, read_bams
+
+CONTIGS = [("chrA", 5003), ("chrB", 2000), ("chrC", 777)]
+
+
+def reference_bins(
+    bam, bin_size=200, fragment_length=200, min_mapq=0, keep_duplicates=True, chroms=None
+):
+    """Per-read pysam loop implementing the documented counting rule, one read at a time."""
+    with pysam.AlignmentFile(str(bam)) as f:
+        lengths = dict(zip(f.references, f.lengths, strict=True))
+        kept = [c for c in f.references if chroms is None or c in chroms]
+        counts = {c: np.zeros(-(-lengths[c] // bin_size), np.int64) for c in kept}
+        mapq_sum = {c: np.zeros(-(-lengths[c] // bin_size), np.int64) for c in kept}
+        for read in f.fetch(until_eof=True):
+            if read.is_unmapped or read.is_secondary or read.is_supplementary or read.is_qcfail:
+                continue
+            if read.is_duplicate and not keep_duplicates:
+                continue
+            if read.mapping_quality < min_mapq or read.reference_name not in counts:
+                continue
+            proper = (
+                read.is_paired
+                and read.is_proper_pair
+                and not read.mate_is_unmapped
+                and read.next_reference_id == read.reference_id
+                and read.template_length != 0
+            )
+            if proper:
+                if not read.is_read1:
+                    continue
+                left = min(read.reference_start, read.next_reference_start)
+                centre = left + abs(read.template_length) // 2
+            else:
+                if read.is_paired and read.is_read2 and not read.mate_is_unmapped:
+                    continue
+                if read.is_reverse:
+                    start = read.reference_end - fragment_length
+                else:
+                    start = read.reference_start
+                centre = start + fragment_length // 2
+            length = lengths[read.reference_name]
+            centre = min(max(centre, 0), length - 1)
+            counts[read.reference_name][centre // bin_size] += 1
+            mapq_sum[read.reference_name][centre // bin_size] += read.mapping_quality
+    x = np.concatenate([counts[c] for c in kept])
+    s = np.concatenate([mapq_sum[c] for c in kept])
+    mean = np.where(x > 0, s / np.maximum(x, 1), 0.0)
+    return x, mean
+
+
+@pytest.fixture(scope="module")
+def bams(tmp_path_factory):
+    """A single-end and a paired-end BAM (several BGZF blocks each) and a sample sheet."""
+    d = tmp_path_factory.mktemp("bams")
+    rng = np.random.default_rng(7)
+    se = write_bam(d / "se.bam", random_reads(rng, CONTIGS, 3000), CONTIGS)
+    pe = write_bam(d / "pe.bam", random_reads(rng, CONTIGS, 1500, paired=True), CONTIGS)
+    ctrl = write_bam(d / "input.bam", random_reads(rng, CONTIGS, 800), CONTIGS)
+    sheet = d / "sheet.csv"
+    sheet.write_text(
+        "sample,bam,control,target,group,replicate\n"
+        "s1,se.bam,input.bam,H3K4me3,g1,1\n"
+        "s2,pe.bam,input.bam,H3K4me3,g1,2\n"
+        "s3,se.bam,,H3K4me3,g2,1\n"
+    )
+    return {"se": se, "pe": pe, "ctrl": ctrl, "sheet": sheet, "dir": d}
+
+
+SETTINGS = [
+    {},
+    {"min_mapq": 30, "keep_duplicates": False},
+    {"bin_size": 37, "fragment_length": 1},
+    {"bin_size": 1000, "fragment_length": 147, "chroms": ["chrC", "chrA"]},
+]
+
+
+@pytest.mark.parametrize("kind", ["se", "pe"])
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_counts_and_mapq_match_pysam_reference(bams, kind, settings):
+    adata = read_bam_bins(bams[kind], threads=2, **settings)
+    x_ref, mapq_ref = reference_bins(bams[kind], **settings)
+    np.testing.assert_array_equal(adata.X[:, 0], x_ref)
+    np.testing.assert_allclose(adata.layers["mapq"][:, 0], mapq_ref, rtol=1e-6)
+    assert adata.var["depth"].iloc[0] == x_ref.sum() == adata.X.sum()
+    assert x_ref.sum() > 100  # the fixture leaves plenty of reads after every filter
+
+
+def test_threads_do_not_change_result(bams):
+    one = read_bam_bins(bams["pe"], threads=1)
+    two = read_bam_bins(bams["pe"], threads=4)
+    np.testing.assert_array_equal(one.X, two.X)
+    np.testing.assert_array_equal(one.layers["mapq"], two.layers["mapq"])
+
+
+def test_hand_placed_reads(tmp_path):
+    """Fragment centres computed by hand: strands, CIGAR end, clamping, pairs, filters."""
+    contigs = [("c1", 1000)]
+    reads = [
+        Read("c1", 10, flag=0, mapq=10),  # forward: centre 10 + 100 -> bin 0
+        Read("c1", 600, flag=0x10, cigar="20M300D30M", mapq=20),  # reverse, end 950 -> 850 -> 4
+        Read("c1", 950, flag=0, mapq=30),  # forward near end: 1050 clamped to 999 -> bin 4
+        Read("c1", 5, flag=0x10, cigar="10S40M", mapq=40),  # reverse, end 45: -55 -> 0 -> bin 0
+        Read("c1", 300, 0x1 | 0x2 | 0x40 | 0x20, 50, "50M", "c1", 500, 250),  # midpoint 425 -> 2
+        Read("c1", 500, 0x1 | 0x2 | 0x80 | 0x10, 7, "50M", "c1", 300, -250),  # mate 2: skipped
+        Read("c1", 400, flag=0x400, mapq=60),  # duplicate: 500 -> bin 2 unless dropped
+        Read("c1", 400, flag=0x100, mapq=60),  # secondary: dropped
+        Read("c1", 400, flag=0x800, mapq=60),  # supplementary: dropped
+        Read("c1", 400, flag=0x200, mapq=60),  # QC fail: dropped
+        Read("c1", 400, flag=0x4, mapq=0, cigar=""),  # unmapped: dropped
+    ]
+    bam = write_bam(tmp_path / "hand.bam", reads, contigs)
+    adata = read_bam_bins(bam, bin_size=200, fragment_length=200, threads=1)
+    np.testing.assert_array_equal(adata.X[:, 0], [2, 0, 2, 0, 2])
+    np.testing.assert_allclose(adata.layers["mapq"][:, 0], [25, 0, 55, 0, 25])
+    no_dup = read_bam_bins(bam, keep_duplicates=False, min_mapq=15, threads=1)
+    np.testing.assert_array_equal(no_dup.X[:, 0], [1, 0, 1, 0, 2])
+
+
+def test_record_larger_than_working_buffer(tmp_path):
+    """A 300 kb read (one record spanning several BGZF blocks) is parsed intact."""
+    contigs = [("c1", 1_000_000)]
+    reads = [Read("c1", 1000, cigar="300000M"), Read("c1", 2000, flag=0x10, cigar="300000M")]
+    reads += [Read("c1", 500_000 + i) for i in range(10)]
+    bam = write_bam(tmp_path / "long.bam", reads, contigs)
+    adata = read_bam_bins(bam, bin_size=1000, threads=1)
+    x_ref, _ = reference_bins(bam, bin_size=1000)
+    np.testing.assert_array_equal(adata.X[:, 0], x_ref)
+    assert adata.X.sum() == 12
+
+
+def test_csi_index(bams, tmp_path):
+    bam = tmp_path / "csi.bam"
+    shutil.copy(bams["se"], bam)
+    pysam.index("-c", str(bam))
+    assert (tmp_path / "csi.bam.csi").exists() and not (tmp_path / "csi.bam.bai").exists()
+    np.testing.assert_array_equal(read_bam_bins(bam).X, read_bam_bins(bams["se"]).X)
+
+
+def test_layout_matches_contract(bams):
+    adata = read_bams(bams["sheet"], bin_size=200, chroms=["chrC", "chrA"], progress=False)
+    lengths = dict(CONTIGS)
+    # obs: header order (not the order given), every bin from 0, last one ends at the chrom end.
+    assert list(adata.obs["chrom"].cat.categories) == ["chrA", "chrC"]
+    assert adata.n_obs == -(-5003 // 200) + -(-777 // 200)
+    assert adata.obs_names[0] == "chrA:0-200" and adata.obs_names[-1] == "chrC:600-777"
+    for chrom, part in adata.obs.groupby("chrom", observed=True):
+        assert part["start"].iloc[0] == 0 and part["end"].iloc[-1] == lengths[chrom]
+        np.testing.assert_array_equal(part["start"].to_numpy()[1:], part["end"].to_numpy()[:-1])
+    assert adata.obs["start"].dtype == np.int64 and adata.obs["end"].dtype == np.int64
+    assert list(adata.obs_names) == [
+        f"{c}:{s}-{e}"
+        for c, s, e in zip(adata.obs["chrom"], adata.obs["start"], adata.obs["end"], strict=True)
+    ]
+    # var
+    assert list(adata.var_names) == ["s1", "s2", "s3"]
+    for column in (
+        "sample",
+        "target",
+        "group",
+        "replicate",
+        "depth",
+        "control",
+        "control_depth",
+        "bam",
+        "control_bam",
+    ):
+        assert column in adata.var.columns, column
+    assert list(adata.var["control"]) == ["input", "input", ""]
+    assert adata.var["bam"].iloc[0] == str(bams["se"].absolute())
+    assert adata.var["control_bam"].iloc[2] == ""
+    assert adata.var["depth"].dtype == np.int64 and adata.var["control_depth"].dtype == np.int64
+    # X and layers
+    assert isinstance(adata.X, np.ndarray) and adata.X.dtype == np.int32
+    assert adata.layers["mapq"].dtype == np.float32
+    assert adata.layers["control"].dtype == np.int32
+    assert adata.layers["control_mapq"].dtype == np.float32
+    uns = adata.uns["chipvi"]
+    assert uns["bin_size"] == 200 and uns["fragment_length"] == 200
+    assert uns["chrom_sizes"] == {"chrA": 5003, "chrC": 777}
+    assert uns["min_mapq"] == 0 and uns["keep_duplicates"] is True and uns["version"]
+
+
+def test_samplesheet_shared_and_empty_control(bams, tmp_path):
+    adata = read_bams(bams["sheet"], min_mapq=1, progress=False, threads=2)
+    se, _ = reference_bins(bams["se"], min_mapq=1)
+    pe, _ = reference_bins(bams["pe"], min_mapq=1)
+    ctrl, ctrl_mapq = reference_bins(bams["ctrl"], min_mapq=1)
+    np.testing.assert_array_equal(adata.X[:, 0], se)
+    np.testing.assert_array_equal(adata.X[:, 1], pe)
+    np.testing.assert_array_equal(adata.X[:, 2], se)
+    # One control serves s1 and s2; s3 has none.
+    for j in (0, 1):
+        np.testing.assert_array_equal(adata.layers["control"][:, j], ctrl)
+        np.testing.assert_allclose(adata.layers["control_mapq"][:, j], ctrl_mapq, rtol=1e-6)
+    assert not adata.layers["control"][:, 2].any() and not adata.layers["control_mapq"][:, 2].any()
+    # Totals conserved.
+    np.testing.assert_array_equal(adata.var["depth"], adata.X.sum(axis=0))
+    np.testing.assert_array_equal(adata.var["control_depth"], [ctrl.sum(), ctrl.sum(), 0])
+
+
+def test_depth_override_and_dataframe_sheet(bams):
+    from chipvi.io import read_samplesheet
+
+    sheet = read_samplesheet(bams["sheet"])
+    sheet["depth"] = pd.array([1_000_000, None, 5], dtype="Int64")
+    adata = read_bams(sheet, progress=False)
+    assert list(adata.var["depth"]) == [1_000_000, adata.X[:, 1].sum(), 5]
+    assert adata.uns["chipvi"]["samplesheet"] == ""
+
+
+def test_missing_index_error_and_index_true(bams, tmp_path):
+    bam = tmp_path / "noindex.bam"
+    shutil.copy(bams["se"], bam)
+    with pytest.raises(ChipviInputError, match=r"no index.*samtools index.*index=True"):
+        read_bam_bins(bam)
+    adata = read_bam_bins(bam, index=True)
+    np.testing.assert_array_equal(adata.X, read_bam_bins(bams["se"]).X)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noindex.bam"]  # nothing written
+
+
+def test_unsorted_bam_says_sort(tmp_path):
+    reads = [Read("c1", 500), Read("c1", 10)]
+    bam = write_bam(
+        tmp_path / "u.bam", reads, [("c1", 1000)], sort_order="unsorted", sort=False, index=False
+    )
+    with pytest.raises(ChipviInputError, match="not coordinate-sorted.*samtools sort"):
+        read_bam_bins(bam, index=True)
+    # No @HD line and out of order: indexing fails, and the message still says to sort.
+    bam2 = write_bam(
+        tmp_path / "u2.bam", reads, [("c1", 1000)], sort_order=None, sort=False, index=False
+    )
+    with pytest.raises(ChipviInputError, match="samtools sort"):
+        read_bam_bins(bam2, index=True)
+
+
+def test_missing_and_unreadable_bam(tmp_path, bams):
+    with pytest.raises(ChipviInputError, match="does not exist"):
+        read_bam_bins(tmp_path / "nope.bam")
+    text = tmp_path / "text.bam"
+    text.write_text("not a bam\n")
+    with pytest.raises(ChipviInputError, match="not a BAM file"):
+        read_bam_bins(text)
+    if os.geteuid() != 0:  # root reads anything
+        locked = tmp_path / "locked.bam"
+        shutil.copy(bams["se"], locked)
+        locked.chmod(0)
+        with pytest.raises(ChipviInputError, match="cannot be read"):
+            read_bam_bins(locked)
+
+
+def test_truncated_bam(bams, tmp_path):
+    bam = tmp_path / "cut.bam"
+    bam.write_bytes(bams["se"].read_bytes()[:-28])
+    shutil.copy(str(bams["se"]) + ".bai", str(bam) + ".bai")
+    with pytest.raises(ChipviInputError, match="truncated"):
+        read_bam_bins(bam)
+
+
+def test_corrupt_block(bams, tmp_path):
+    data = bytearray(bams["se"].read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    bam = tmp_path / "corrupt.bam"
+    bam.write_bytes(bytes(data))
+    shutil.copy(str(bams["se"]) + ".bai", str(bam) + ".bai")
+    with pytest.raises(ChipviInputError, match="corrupt"):
+        read_bam_bins(bam)
+
+
+def test_chip_and_control_with_different_contigs(bams, tmp_path):
+    other = write_bam(tmp_path / "other.bam", [Read("chrA", 10)], [("chrA", 5003), ("chrB", 2100)])
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"sample,bam,control,target,group,replicate\ns1,{bams['se']},{other},t,g,1\n")
+    with pytest.raises(
+        ChipviInputError, match=r"different references \(chrB: length 2000 vs 2100\)"
+    ):
+        read_bams(sheet, progress=False)
+    # Restricted to a chromosome both agree on, it works.
+    adata = read_bams(sheet, chroms=["chrA"], progress=False)
+    assert adata.layers["control"].sum() == 1
+
+
+@pytest.mark.parametrize("bin_size", [0, -200, 2.5, 200.0, True, "200"])
+def test_bad_bin_size(bams, bin_size):
+    with pytest.raises(ChipviInputError, match="bin_size"):
+        read_bam_bins(bams["se"], bin_size=bin_size)
+    with pytest.raises(ChipviInputError, match="bin_size"):
+        read_bams(bams["sheet"], bin_size=bin_size)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fragment_length": 0}, "fragment_length"),
+        ({"min_mapq": 256}, "min_mapq"),
+        ({"threads": 0}, "threads"),
+    ],
+)
+def test_bad_parameters(bams, kwargs, match):
+    with pytest.raises(ChipviInputError, match=match):
+        read_bam_bins(bams["se"], **kwargs)
+
+
+def test_no_reads_left_after_filters(tmp_path):
+    bam = write_bam(tmp_path / "low.bam", [Read("c1", 10, mapq=5)], [("c1", 1000)])
+    with pytest.raises(ChipviInputError, match=r"No reads of .*low.bam.*min_mapq=6"):
+        read_bam_bins(bam, min_mapq=6)
+
+
+def test_unknown_chroms(bams):
+    with pytest.raises(ChipviInputError, match=r"\['chr19'\] are not in the header"):
+        read_bams(bams["sheet"], chroms=["chrA", "chr19"], progress=False)
+
+
+def test_missing_blacklist_file(bams, tmp_path):
+    with pytest.raises(ChipviInputError, match="Blacklist"):
+        read_bams(bams["sheet"], blacklist=tmp_path / "none.bed", progress=False)
