@@ -111,8 +111,14 @@ class FakeModel:
         return {"pvalue": q / 10, "qvalue": q}
 
     def get_denoised(self, adata=None, kind="log_fold_enrichment", level="library", **kwargs):
-        assert kind == "fold_enrichment" and level == "group"
-        return pd.DataFrame({"A": 2.0, "B": 3.0}, index=adata.obs_names)
+        assert level == "group"
+        truth = np.column_stack([truth_mask(adata.obs, g) for g in ("A", "B")])
+        values = {
+            "fold_enrichment": np.array([[2.0, 3.0]]) * np.ones_like(truth),
+            "log_fold_enrichment": np.where(truth, 2.0, 0.0),
+            "sd": np.full(truth.shape, 0.3),
+        }[kind]
+        return pd.DataFrame(values, index=adata.obs_names, columns=["A", "B"])
 
 
 def test_model_entry_point():
@@ -121,3 +127,14 @@ def test_model_entry_point():
     assert len(regions) == 5 and "chipvi_regions" in adata.uns
     np.testing.assert_allclose(regions["pvalue"], 5.0)
     assert set(regions.loc[regions["group"] == "B", "signal"]) == {3.0}
+
+
+def test_model_posterior_method():
+    adata = make_adata()
+    regions = chipvi.tl.call_enriched_regions(FakeModel(adata), method="posterior", min_lfe=1.0)
+    # P(lfe > 1) is 0.9996 in truth bins (loc 2, sd 0.3) and ~0.0004 elsewhere.
+    assert list(regions["n_bins"]) == [5, 2, 5, 5, 8]
+    assert regions["pvalue"].isna().all()
+    assert adata.uns["chipvi_regions_params"]["source"] == "model:posterior"
+    with pytest.raises(ChipviInputError, match="method must be"):
+        chipvi.tl.call_enriched_regions(FakeModel(adata), method="magic")

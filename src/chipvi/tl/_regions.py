@@ -122,11 +122,21 @@ def _is_model(obj: Any) -> bool:
     return not isinstance(obj, AnnData) and hasattr(obj, "get_enrichment_pvalues")
 
 
-def _model_inputs(model, adata, level, batch_size):
+def _model_inputs(model, adata, level, batch_size, method, min_lfe):
+    from scipy.stats import norm
+
     adata = adata if adata is not None else model.adata
-    pv = model.get_enrichment_pvalues(adata=adata, level=level, batch_size=batch_size)
-    fe = model.get_denoised(adata=adata, kind="fold_enrichment", level=level, batch_size=batch_size)
-    return adata, pv["qvalue"], pv["pvalue"], fe
+    kw = {"adata": adata, "level": level, "batch_size": batch_size}
+    fe = model.get_denoised(kind="fold_enrichment", **kw)
+    if method == "pvalue":
+        pv = model.get_enrichment_pvalues(**kw)
+        return adata, pv["qvalue"], pv["pvalue"], fe
+    # Posterior probability that the log fold enrichment exceeds min_lfe (Gaussian guide).
+    loc = model.get_denoised(kind="log_fold_enrichment", **kw)
+    sd = model.get_denoised(kind="sd", **kw)
+    prob = norm.sf(min_lfe, loc=loc.to_numpy(), scale=np.maximum(sd.to_numpy(), 1e-12))
+    q = np.column_stack([bayesian_qvalues(prob[:, j]) for j in range(prob.shape[1])])
+    return adata, pd.DataFrame(q, index=loc.index, columns=loc.columns), None, fe
 
 
 def call_enriched_regions(
@@ -135,6 +145,8 @@ def call_enriched_regions(
     adata: AnnData | None = None,
     key: str | None = None,
     kind: Literal["qvalue", "probability"] = "qvalue",
+    method: Literal["pvalue", "posterior"] = "pvalue",
+    min_lfe: float = 0.5,
     signal_key: str | None = None,
     pvalue_key: str | None = None,
     level: Literal["group", "library"] = "group",
@@ -150,9 +162,8 @@ def call_enriched_regions(
     Parameters
     ----------
     data
-        A trained :class:`chipvi.ChIPVI` model (q-values from ``get_enrichment_pvalues``,
-        Benjamini–Hochberg over bins; signal = denoised fold enrichment), or an AnnData holding
-        per-bin values under ``key``.
+        A trained :class:`chipvi.ChIPVI` model (see ``method``; signal = denoised fold
+        enrichment), or an AnnData holding per-bin values under ``key``.
     adata
         With a model: the AnnData to call on (default the model's). Results are stored there.
     key
@@ -162,6 +173,13 @@ def call_enriched_regions(
         (``level="library"``).
     kind
         What ``key`` holds.
+    method
+        With a model: ``"pvalue"`` tests each bin's counts against the learned technical
+        Negative Binomial (``get_enrichment_pvalues``, Benjamini–Hochberg q-values);
+        ``"posterior"`` uses the posterior probability that the log fold enrichment exceeds
+        ``min_lfe`` (Bayesian FDR q-values).
+    min_lfe
+        Natural-log fold enrichment a bin must exceed for ``method="posterior"``.
     signal_key
         Optional signal (e.g. fold enrichment) at the same level as ``key``: it picks the summit
         (largest value) and gives ``signal`` (value at the summit). Without it the summit is the
@@ -210,7 +228,9 @@ def call_enriched_regions(
         return signal_frame(adata, layer=name)
 
     if _is_model(data):
-        adata, qv, pv, sig = _model_inputs(data, adata, level, batch_size)
+        if method not in ("pvalue", "posterior"):
+            raise ChipviInputError(f"method must be 'pvalue' or 'posterior', not {method!r}.")
+        adata, qv, pv, sig = _model_inputs(data, adata, level, batch_size, method, float(min_lfe))
     else:
         if not isinstance(data, AnnData):
             raise ChipviInputError(
@@ -294,7 +314,7 @@ def call_enriched_regions(
     )
     adata.uns[key_added] = result
     adata.uns[f"{key_added}_params"] = {
-        "source": "model" if _is_model(data) else str(key),
+        "source": f"model:{method}" if _is_model(data) else str(key),
         "kind": "qvalue" if _is_model(data) else kind,
         "level": level,
         "q": float(q),
