@@ -219,7 +219,7 @@ def _binary_relative_entropy(p: float, q: float) -> float:
 def _chance(chip: np.ndarray, control: np.ndarray) -> tuple[float, float, float]:
     """CHANCE (Diaz et al. 2012) as deepTools reports it: % genome enriched, differential
     enrichment and the binary-entropy divergence at the point of largest difference."""
-    order = np.argsort(chip, kind="stable")
+    order = np.argsort(chip)  # numpy default sort, as deepTools (ties make CHANCE order-dependent)
     cs_chip = np.cumsum(chip[order].astype(np.float64))
     cs_ctrl = np.cumsum(control[order].astype(np.float64))
     if cs_chip[-1] <= 0 or cs_ctrl[-1] <= 0:
