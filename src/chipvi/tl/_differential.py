@@ -17,7 +17,7 @@ from anndata import AnnData
 
 from .._errors import ChipviInputError
 from ..io._signal import bin_coordinates, genomic_order
-from ._regions import REGION_TABLE_COLUMNS, bayesian_qvalues, regions_from_bins
+from ._regions import bayesian_qvalues, empty_region_table, regions_from_bins
 
 
 def _check_groups(model: Any, group1: str, group2: str | None) -> list[str]:
@@ -194,9 +194,7 @@ def differential_regions(
             )
         )
     if not tables:
-        return pd.DataFrame(
-            {c: pd.Series(dtype=object) for c in [*REGION_TABLE_COLUMNS, "direction"]}
-        )
+        return empty_region_table().assign(direction=pd.Series(dtype=np.int64))
     regions = pd.concat(tables, ignore_index=True)
     rank = {c: i for i, c in enumerate(pd.unique(chrom))}
     regions = regions.assign(_r=regions["chrom"].map(rank)).sort_values(["_r", "start"])

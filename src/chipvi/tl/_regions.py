@@ -18,6 +18,18 @@ REGION_TABLE_COLUMNS = [
 ]  # fmt: skip
 
 
+_REGION_DTYPES = {
+    "chrom": str, "start": np.int64, "end": np.int64, "name": str, "group": str,
+    "n_bins": np.int64, "score": np.int64, "signal": np.float64, "pvalue": np.float64,
+    "qvalue": np.float64, "summit": np.int64, "summit_bin": str,
+}  # fmt: skip
+
+
+def empty_region_table() -> pd.DataFrame:
+    """A region table with no rows but the usual columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=_REGION_DTYPES[c]) for c in REGION_TABLE_COLUMNS})
+
+
 def bayesian_qvalues(probability: np.ndarray) -> np.ndarray:
     """Bayesian FDR q-values from per-bin posterior probabilities of being called.
 
@@ -307,11 +319,7 @@ def call_enriched_regions(
             }
         )  # fmt: skip
         tables.append(reg)
-    result = (
-        pd.concat(tables, ignore_index=True)
-        if tables
-        else pd.DataFrame({c: pd.Series(dtype=object) for c in REGION_TABLE_COLUMNS})
-    )
+    result = pd.concat(tables, ignore_index=True) if tables else empty_region_table()
     adata.uns[key_added] = result
     adata.uns[f"{key_added}_params"] = {
         "source": f"model:{method}" if _is_model(data) else str(key),
