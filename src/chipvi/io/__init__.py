@@ -1,5 +1,7 @@
 """chipvi.io."""
 
+from . import encode as encode
+from ._bed import read_bed as read_bed
 from ._bigwig import read_bigwig_bins as read_bigwig_bins
 from ._bigwig import write_bedgraph as write_bedgraph
 from ._bigwig import write_bigwig as write_bigwig
