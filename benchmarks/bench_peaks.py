@@ -19,7 +19,11 @@ when a called region overlaps it) precision, recall, F1.
 
 Usage::
 
-    python benchmarks/bench_peaks.py [--out /tmp/bench_peaks] [--chrom-length 1000000]
+    python benchmarks/bench_peaks.py [--out /tmp/bench_peaks] [--chrom-length 500000]
+    # or one scenario per process, then merge the tables:
+    python benchmarks/bench_peaks.py --scenarios narrow --threads 1 &
+    python benchmarks/bench_peaks.py --scenarios broad --threads 1
+    python benchmarks/bench_peaks.py --table /tmp/bench_peaks/bench_peaks_*.tsv
 """
 
 from __future__ import annotations
@@ -117,14 +121,14 @@ def run_scenario(name: str, params: dict, out: Path, chrom_length: int, seed: in
     sim = chipvi.datasets.simulate(
         sim_dir, seed=seed, chrom_length=chrom_length, overwrite=True, **params
     )
-    adata = chipvi.read_bams(sim.samplesheet)
+    adata = chipvi.read_bams(sim.samplesheet, progress=False)
     truth = sim.truth.set_index(adata.obs_names) if len(sim.truth) == adata.n_obs else None
     if truth is None:
         raise SystemExit(f"truth has {len(sim.truth)} bins but the AnnData {adata.n_obs}")
     t0 = time.perf_counter()
     chipvi.ChIPVI.setup_anndata(adata)
     model = chipvi.ChIPVI(adata)
-    model.train()
+    model.train(enable_progress_bar=False)
     train_s = time.perf_counter() - t0
     genome = int(sum(sim.chrom_sizes.values()))
     rows = []
@@ -153,11 +157,13 @@ def run_scenario(name: str, params: dict, out: Path, chrom_length: int, seed: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/bench_peaks")
-    parser.add_argument("--chrom-length", type=int, default=1_000_000)
+    parser.add_argument("--chrom-length", type=int, default=500_000, help="2 chromosomes of this")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--table", nargs="*", default=None, help="only merge these TSVs and print")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if shutil.which("macs3") is None:
+    if args.table is None and shutil.which("macs3") is None:
         print("macs3 is not on PATH (benchmarks/install_peers.sh)", file=sys.stderr)
         return 2
     import torch
@@ -165,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, params in SCENARIOS.items():
-        rows.extend(run_scenario(name, params, out, args.chrom_length, args.seed))
-    table = pd.DataFrame(rows)
+    if args.table is not None:
+        table = pd.concat([pd.read_csv(p, sep="\t") for p in args.table], ignore_index=True)
+    else:
+        rows = []
+        for name in args.scenarios:
+            rows.extend(run_scenario(name, SCENARIOS[name], out, args.chrom_length, args.seed))
+        table = pd.DataFrame(rows)
+        table.to_csv(out / f"bench_peaks_{'_'.join(args.scenarios)}.tsv", sep="\t", index=False)
     pd.set_option("display.width", 200)
     cols = ["scenario", "group", "tool", "n_regions", "bin_precision", "bin_recall", "bin_f1",
             "region_precision", "region_recall", "region_f1", "seconds"]  # fmt: skip
@@ -184,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
                 "macs3_bin_f1": macs["bin_f1"], "f1_gain": row["bin_f1"] - macs["bin_f1"],
             })  # fmt: skip
     print(pd.DataFrame(summary).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    table.to_csv(out / "bench_peaks.tsv", sep="\t", index=False)
     return 0
 
 
