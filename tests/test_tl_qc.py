@@ -109,7 +109,7 @@ def test_frip_own_group_regions(tmp_path):
     pooled = chipvi.tl.frip(adata, bed, key_added=None)
     np.testing.assert_allclose(pooled, adata.X[5] / adata.X.sum(axis=0))
     bed.write_text("chr1\tx\t5\n")
-    with pytest.raises(ChipviInputError, match="not a BED line"):
+    with pytest.raises(ChipviInputError, match="line 1: start and end must be integers"):
         chipvi.tl.frip(adata, bed)
     with pytest.raises(ChipviInputError, match="does not exist"):
         chipvi.tl.frip(adata, tmp_path / "none.bed")

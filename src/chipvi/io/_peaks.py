@@ -29,6 +29,7 @@ from anndata import AnnData
 
 from .._errors import ChipviInputError
 from .._utils import atomic_path
+from ._bed import read_bed
 
 PeakFormat = Literal["bed", "narrowPeak", "broadPeak"]
 _SUFFIX_FORMAT = {".bed": "bed", ".narrowpeak": "narrowPeak", ".broadpeak": "broadPeak"}
@@ -182,29 +183,12 @@ def write_peaks(
 def read_regions(regions: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     """Regions as a DataFrame with at least ``chrom, start, end`` from a table or a BED file.
 
-    BED-like files (BED, narrowPeak, broadPeak; ``track``/``browser``/``#`` lines skipped) give
-    ``chrom, start, end`` and, when present, ``name``.
+    BED-like files (BED, narrowPeak, broadPeak, plain or gzipped) are read with
+    :func:`chipvi.io.read_bed`.
     """
     if isinstance(regions, pd.DataFrame):
         missing = [c for c in ("chrom", "start", "end") if c not in regions.columns]
         if missing:
             raise ChipviInputError(f"Regions table lacks column(s) {missing}.")
         return regions
-    path = Path(regions)
-    if not path.is_file():
-        raise ChipviInputError(f"Regions file {path} does not exist.")
-    rows = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 3 or not fields[1].isdigit() or not fields[2].isdigit():
-                raise ChipviInputError(
-                    f"{path}:{number} is not a BED line (chrom, start, end tab-separated): "
-                    f"{line.strip()[:80]!r}"
-                )
-            rows.append(
-                (fields[0], int(fields[1]), int(fields[2]), fields[3] if len(fields) > 3 else "")
-            )
-    return pd.DataFrame(rows, columns=["chrom", "start", "end", "name"])
+    return read_bed(regions)

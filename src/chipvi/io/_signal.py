@@ -176,11 +176,13 @@ def interval_bin_ranges(
 
 def overlap_mask(adata: AnnData, chrom, start, end) -> np.ndarray:
     """Boolean per bin (in ``adata`` order): does the bin overlap any of the intervals?"""
-    order, first, last = interval_bin_ranges(adata, chrom, start, end)
-    cover = np.zeros(adata.n_obs + 1, dtype=np.int64)
-    np.add.at(cover, first, 1)
-    np.add.at(cover, last, -1)
-    sorted_mask = np.cumsum(cover)[:-1] > 0
-    mask = np.zeros(adata.n_obs, dtype=bool)
-    mask[order] = sorted_mask
-    return mask
+    from ._bed import overlapping_bins
+
+    intervals = pd.DataFrame(
+        {
+            "chrom": np.asarray(chrom).astype(str),
+            "start": np.asarray(start, dtype=np.int64),
+            "end": np.asarray(end, dtype=np.int64),
+        }
+    )
+    return overlapping_bins(adata.obs, intervals)
