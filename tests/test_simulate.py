@@ -252,6 +252,15 @@ def test_same_seed_same_output_other_seed_differs(tmp_path):
     assert (tmp_path / "a/G1_R1.bam").read_bytes() != (tmp_path / "c/G1_R1.bam").read_bytes()
 
 
+def test_relative_out_dir_gives_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    kw = {"n_chroms": 1, "chrom_length": 10_000, "depths": 300, "control_depths": 300}
+    sim = simulate("rel/sim", **kw)
+    assert sim.samplesheet.is_absolute() and sim.truth_path.is_absolute()
+    assert sim.samplesheet == (tmp_path / "rel/sim/samplesheet.csv")
+    assert all(p.startswith(str(tmp_path)) for p in sim.libraries["bam"])
+
+
 def test_custom_chrom_sizes_partial_last_bin(tmp_path):
     sizes = {"chrA": 30_050, "chrB": 12_345}
     sim = simulate(tmp_path, chrom_sizes=sizes, depths=3_000, control_depths=2_000, n_replicates=1)

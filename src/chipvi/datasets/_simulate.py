@@ -31,7 +31,7 @@ class Simulation:
     Attributes
     ----------
     samplesheet
-        Path of ``samplesheet.csv`` (columns ``sample,bam,control,target,group,replicate``;
+        Absolute path of ``samplesheet.csv`` (columns ``sample,bam,control,target,group,replicate``;
         BAM paths relative to the sheet's folder).
     truth
         One row per 200 bp bin: ``chrom``, ``start``, ``end``; per group ``enriched_<group>``
@@ -386,6 +386,11 @@ def simulate(
         outputs += [p, p.with_name(p.name + ".bai")]
     _check_paths_free(outputs, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Absolute paths in the returned Simulation stay valid after a change of directory.
+    out_dir = out_dir.resolve()
+    bam_paths = {s: out_dir / p.name for s, p in bam_paths.items()}
+    control_paths = {s: out_dir / p.name for s, p in control_paths.items()}
+    sheet_path, truth_path = out_dir / sheet_path.name, out_dir / truth_path.name
 
     # ---- the genome and its covariates
     rng = np.random.default_rng(seed)
