@@ -224,6 +224,8 @@ def test_filter_blacklist_bad_input_leaves_adata_untouched(tmp_path):
         filter_blacklist(adata, tmp_path / "missing.bed")
     with pytest.raises(ChipviInputError, match="lacks columns"):
         filter_blacklist(adata, pd.DataFrame({"chrom": ["chr1"], "begin": [0]}))
+    with pytest.raises(ChipviInputError, match="BED file path or a DataFrame"):
+        filter_blacklist(adata, 42)
     everything = pd.DataFrame({"chrom": list(SIZES), "start": [0] * 3, "end": list(SIZES.values())})
     with pytest.raises(ChipviInputError, match="covers every bin"):
         filter_blacklist(adata, everything)

@@ -47,8 +47,13 @@ def filter_blacklist(
         if missing:
             raise ChipviInputError(f"blacklist DataFrame lacks columns {missing}.")
         intervals, source = bed, "<DataFrame>"
-    else:
+    elif isinstance(bed, str | os.PathLike):
         intervals, source = read_bed(bed), str(os.path.abspath(bed))
+    else:
+        raise ChipviInputError(
+            f"bed must be a BED file path or a DataFrame with chrom, start, end; got "
+            f"{type(bed).__name__}."
+        )
     hit = overlapping_bins(adata.obs, intervals)
     if hit.all():
         raise ChipviInputError(
