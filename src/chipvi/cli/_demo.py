@@ -4,7 +4,7 @@ Bins the bundled ENCODE H3K4me3 slice (hg19 chr19, HESC and HSMM, two replicates
 trains ChIPVI briefly through the same run-directory machinery as ``chipvi train``, writes the
 denoised signal and prints a summary. Everything lands in one folder (default ``./chipvi_demo``):
 
-    bins.h5ad                counts per 200 bp bin (the covered part of chr19)
+    bins.h5ad                counts per 200 bp bin (the sequenced slice of chr19)
     run/                     a ``chipvi train`` run directory (config, facts, model)
     denoised.h5ad            bins.h5ad + layers/obsm chipvi_lfe, chipvi_sd
     bigwig/<group>.bw        denoised log fold enrichment per group
@@ -30,7 +30,6 @@ import numpy as np
 from .._errors import ChipviInputError
 
 MARKER = ".chipvi_demo"
-MARGIN_BP = 10_000  # bins kept on either side of the first/last read
 
 
 def register(subparsers) -> None:
@@ -68,57 +67,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
     )
 
 
-def covered_bins(adata, margin_bp: int = MARGIN_BP):
-    """Bins between the first and last read of any library (ChIP or control), plus a margin."""
-    total = np.asarray(adata.X.sum(1)).ravel() + np.asarray(adata.layers["control"].sum(1)).ravel()
-    hit = np.flatnonzero(total)
-    if not len(hit):
-        raise ChipviInputError("The bundled data produced no reads; the installation is damaged.")
-    chrom = adata.obs["chrom"].astype(str).to_numpy()
-    first, last = hit[0], hit[-1]
-    if chrom[first] != chrom[last]:  # reads on several chromosomes: keep them all
-        return adata
-    start = max(0, int(adata.obs["start"].iloc[first]) - margin_bp)
-    end = int(adata.obs["end"].iloc[last]) + margin_bp
-    keep = (chrom == chrom[first]) & (adata.obs["end"].to_numpy() > start) & (
-        adata.obs["start"].to_numpy() < end
-    )
-    return adata[keep].copy()
-
-
-def _fallback_concordance(adata, layer: str):
-    """Mean Pearson between replicates of each group, raw (log1p CPM) vs ``layer``.
-
-    Used only while :func:`chipvi.tl.replicate_concordance` is not in this build.
-    """
-    import pandas as pd
-
-    x = np.asarray(adata.X, dtype=float)
-    raw = np.log1p(x / x.sum(0, keepdims=True) * 1e6)
-    den = np.asarray(adata.layers[layer], dtype=float)
-    rows = []
-    groups = adata.var["group"].astype(str).to_numpy()
-    for g in dict.fromkeys(groups):
-        idx = np.flatnonzero(groups == g)
-        for i in range(len(idx)):
-            for j in range(i + 1, len(idx)):
-                a, b = idx[i], idx[j]
-                rows.append({"group": g, "pair": f"{adata.var_names[a]}~{adata.var_names[b]}",
-                             "pearson_raw": np.corrcoef(raw[:, a], raw[:, b])[0, 1],
-                             "pearson_denoised": np.corrcoef(den[:, a], den[:, b])[0, 1]})
-    return pd.DataFrame(rows)
-
-
-def _concordance(adata):
-    from .. import tl
-
-    if getattr(tl, "replicate_concordance", None) is not None:
-        table = tl.replicate_concordance(adata, denoised="chipvi_lfe", key_added=None)
-    else:
-        table = _fallback_concordance(adata, "chipvi_lfe")
-    return table
-
-
 def run(args) -> int:
     from omegaconf import OmegaConf
 
@@ -132,8 +80,10 @@ def run(args) -> int:
         busiest_window,
         call_peaks,
         plot_tracks,
+        replicate_concordance,
         write_group_bigwigs,
     )
+    from ._quiet import silence_libraries
     from ._rundir import RunDir
     from ._train import train_run
 
@@ -160,10 +110,9 @@ def run(args) -> int:
 
     try:
         sheet = chipvi.datasets.cssq_chr19_samplesheet()
-        say(f"chipvi demo: binning the bundled data ({sheet.parent.name}) at {args.bin_size} bp")
-        full = chipvi.read_bams(sheet, bin_size=args.bin_size, chroms=["chr19"], progress=not quiet)
-        adata = covered_bins(full)
-        del full
+        say(f"chipvi demo: binning the bundled data ({sheet}) at {args.bin_size} bp")
+        # read_bams on the bundled sheet, keeping the sequenced slice of chr19
+        adata = chipvi.datasets.cssq_chr19(args.bin_size, progress=not quiet)
         with atomic_path(tmp / "bins.h5ad") as p:
             adata.write_h5ad(p)
 
@@ -174,12 +123,18 @@ def run(args) -> int:
         cfg.data.bin_size = args.bin_size
         cfg.train.max_epochs = args.epochs or DEMO_EPOCHS
         validate(cfg)
+        import torch
+
+        # ~900 bins x 4 libraries: minibatches too small for intra-op threads to pay off, and
+        # extra threads only contend with each other on small shared machines.
+        torch.set_num_threads(1)
         say(f"chipvi demo: training ChIPVI on {adata.n_obs} bins x {adata.n_vars} libraries "
             f"for {cfg.train.max_epochs} epochs")
         run_dir = RunDir.create(tmp / "run", to_yaml(cfg))
         # The run's data cache is the same AnnData; train_run reads run/data.h5ad if present.
         shutil.copyfile(tmp / "bins.h5ad", run_dir.data_path)
-        model = train_run(cfg, run_dir, quiet=quiet, resume=False)
+        silence_libraries()  # a first run shows our progress and summary, not library chatter
+        model = train_run(cfg, run_dir, quiet=quiet, resume=False, announce=False)
 
         add_denoised(model, adata)
         written = {}
@@ -213,7 +168,7 @@ def run(args) -> int:
         ctrl = np.asarray(adata.layers["control"].sum(0)).ravel()
         for name, n, c in zip(adata.var_names, counts, ctrl, strict=True):
             report(f"    {name:<10} ChIP reads {int(n):>7,}   control reads {int(c):>7,}")
-        table = _concordance(adata)
+        table = replicate_concordance(adata)
         report("  replicate concordance (Pearson between replicates, raw log1p CPM vs denoised)")
         raw_col = next(c for c in table.columns if c.startswith("pearson") and "raw" in c)
         den_col = next(c for c in table.columns if c.startswith("pearson") and "denoised" in c)

@@ -181,14 +181,14 @@ def _load_run_data(cfg, run_dir: RunDir, quiet: bool):
     return adata, prints
 
 
-def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool):
+def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool = True):
     """Train one configured model into ``run_dir``; returns the trained model."""
     import scvi
 
     from ._callbacks import RunCallback
     from ._quiet import silence_libraries
 
-    if quiet:
+    if quiet or announce is False:
         silence_libraries()  # again: importing Lightning resets its loggers to INFO
     from ._model import import_model_class, model_kwargs, train_kwargs
 
@@ -245,6 +245,6 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool):
     final = {k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("epoch", "split")}
     epochs = max((int(r["epoch"]) for r in rows), default=-1) + 1
     run_dir.event("train_end", epochs=epochs, final=final, wall_s=timer.elapsed())
-    if not quiet:
+    if announce and not quiet:
         print(f"chipvi train: {epochs} epochs, model saved to {run_dir.model_dir}")
     return model
