@@ -56,7 +56,7 @@ def check_data_inputs(data) -> None:
 
 def fingerprint(path: str | Path) -> dict:
     """``{"path", "bytes", "sha256"}``; ``sha256`` covers head+tail MiB for large files."""
-    path = Path(path)
+    path = Path(path).resolve()
     size = path.stat().st_size
     if size <= FULL_HASH_LIMIT:
         return {"path": str(path), "bytes": size, "sha256": sha256_file(path)}

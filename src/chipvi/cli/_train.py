@@ -242,7 +242,8 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
         raise
     model.save(str(run_dir.model_dir), overwrite=True)
     rows, _ = run_dir.read_scalars_raw()
-    final = {k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("epoch", "split")}
+    final = {k: float(v) for k, v in (rows[-1] if rows else {}).items()
+             if k not in ("epoch", "split") and v not in ("", None)}
     epochs = max((int(r["epoch"]) for r in rows), default=-1) + 1
     run_dir.event("train_end", epochs=epochs, final=final, wall_s=timer.elapsed())
     if announce and not quiet:
