@@ -80,6 +80,8 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
+    #: CPU threads for torch (``torch.set_num_threads``); null keeps torch's default.
+    threads: int | None = None
     #: Extra loggers next to the CSV files that are always written: tensorboard, wandb.
     loggers: list[str] = field(default_factory=list)
     #: Seconds of training between checkpoints (0: after every epoch); a resumed run repeats at
@@ -284,6 +286,8 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
         raise bad("train.max_epochs", f"must be a positive integer, got {t.max_epochs}.")
     if t.batch_size is not None and t.batch_size <= 0:
         raise bad("train.batch_size", f"must be a positive integer, got {t.batch_size}.")
+    if t.threads is not None and t.threads <= 0:
+        raise bad("train.threads", f"must be a positive integer, got {t.threads}.")
     if t.checkpoint_interval_s < 0:
         raise bad("train.checkpoint_interval_s", f"must be >= 0, got {t.checkpoint_interval_s}.")
     if t.lr is not None and t.lr <= 0:

@@ -122,12 +122,10 @@ def run(args) -> int:
         cfg.data.h5ad = str((out / "bins.h5ad").resolve())  # where it will live after the rename
         cfg.data.bin_size = args.bin_size
         cfg.train.max_epochs = args.epochs or DEMO_EPOCHS
-        validate(cfg)
-        import torch
-
         # ~900 bins x 4 libraries: minibatches too small for intra-op threads to pay off, and
         # extra threads only contend with each other on small shared machines.
-        torch.set_num_threads(1)
+        cfg.train.threads = 1
+        validate(cfg)
         say(f"chipvi demo: training ChIPVI on {adata.n_obs} bins x {adata.n_vars} libraries "
             f"for {cfg.train.max_epochs} epochs")
         run_dir = RunDir.create(tmp / "run", to_yaml(cfg))

@@ -221,6 +221,10 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
             meta.setdefault("resumed", []).append({"from_epoch": last_epoch + 1})
         run_dir.write_meta(meta)
 
+        if cfg.train.threads is not None:
+            import torch
+
+            torch.set_num_threads(int(cfg.train.threads))
         scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
         cls.setup_anndata(adata)
         model = cls(adata, **kwargs)
