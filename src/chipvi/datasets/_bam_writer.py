@@ -232,11 +232,12 @@ class BamWriter:
             power = 10 ** (self._digits - 1 - k)
             names[:, n_prefix + k] = 48 + (ids // power) % 10
         rec["cigar"] = self.read_length << 4  # op 0 = M
-        starts = np.asarray(pos, dtype=np.int64)
-        bases = reference[starts[:, None] + np.arange(self.read_length, dtype=np.int64)]
-        if self.read_length % 2:
-            bases = np.concatenate([bases, np.zeros((n, 1), dtype=np.uint8)], axis=1)
-        rec["seq"] = (bases[:, 0::2] << 4) | bases[:, 1::2]
+        # Row gather from a strided window view: no n x read_length index matrix.
+        windows = np.lib.stride_tricks.sliding_window_view(reference, self.read_length)
+        bases = windows[np.asarray(pos, dtype=np.int64)]
+        seq = rec["seq"]
+        seq[:] = bases[:, 0::2] << 4
+        seq[:, : self.read_length // 2] |= bases[:, 1::2]
         rec["qual"] = self._qual
         self._bgzf.write(rec.tobytes())
 
