@@ -41,7 +41,7 @@ def test_regions_tracks_and_peaks_from_model(trained, tmp_path):
     enriched = sim.truth[[f"enriched_{g}" for g in model.group_names]].any(axis=1).to_numpy()
     # Even after a short fit, most called bins are truly enriched in some group.
     assert (called & enriched).sum() / called.sum() > 0.5
-    by_pvalue = chipvi.tl.call_enriched_regions(model, key_added="by_p")
+    by_pvalue = chipvi.tl.call_enriched_regions(model, method="pvalue", key_added="by_p")
     assert by_pvalue["pvalue"].notna().all() and (by_pvalue["qvalue"] >= -np.log10(0.05)).all()
     written = chipvi.io.write_peaks(adata, tmp_path / "peaks", format="narrowPeak")
     assert sorted(written) == sorted(set(regions["group"]))

@@ -10,5 +10,5 @@ from ._binning import read_bams as read_bams
 from ._mudata import to_mudata as to_mudata
 from ._peaks import read_regions as read_regions
 from ._peaks import write_peaks as write_peaks
-from ._samplesheet import read_samplesheet as read_samplesheet
 from ._runs import load_runs as load_runs
+from ._samplesheet import read_samplesheet as read_samplesheet
