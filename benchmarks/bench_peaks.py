@@ -6,8 +6,8 @@ simulator's nuisances: copy number, GC-like bias, low-mappability pile-ups, a PC
 library). For each:
 
 * chipvi: ``read_bams`` → ``ChIPVI`` trained with defaults → ``tl.call_enriched_regions`` at
-  q ≤ 0.05, both with the NB p-value test (``method="pvalue"``) and the posterior probability
-  of enrichment (``method="posterior"``); the same settings for both simulations.
+  q ≤ 0.05 with the settings in ``CHIPVI_SETTINGS`` (the same for both simulations; the
+  first one is compared with MACS3).
 * MACS3 ``callpeak`` with the group's replicates pooled (``-t rep1 rep2 -c input1 input2``),
   q ≤ 0.05, ``--nomodel --extsize <true fragment length>``, once narrow and once ``--broad``;
   MACS3's best mode is the one with the higher bin-level F1.
@@ -41,6 +41,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+# chipvi settings, the same for both scenarios. The first is the one judged against MACS3; it
+# was chosen on seed 0 (posterior vs p-value test, min_lfe, q, merge_gap), so the benchmark
+# defaults to seed 1.
+CHIPVI_SETTINGS = {
+    "chipvi posterior gap600": {"method": "posterior", "min_lfe": 0.5, "merge_gap": 600},
+    "chipvi posterior gap0": {"method": "posterior", "min_lfe": 0.5, "merge_gap": 0},
+    "chipvi pvalue gap0": {"method": "pvalue", "merge_gap": 0},
+}
 SCENARIOS = {
     "narrow": {"peaks_per_mb": 60.0, "domains_per_mb": 0.0},
     "broad": {"peaks_per_mb": 0.0, "domains_per_mb": 8.0},
@@ -132,16 +140,14 @@ def run_scenario(name: str, params: dict, out: Path, chrom_length: int, seed: in
     train_s = time.perf_counter() - t0
     genome = int(sum(sim.chrom_sizes.values()))
     rows = []
-    for method in ("pvalue", "posterior"):
+    for label, kwargs in CHIPVI_SETTINGS.items():
         t0 = time.perf_counter()
-        regions = chipvi.tl.call_enriched_regions(
-            model, method=method, q=0.05, key_added=f"r_{method}"
-        )
+        regions = chipvi.tl.call_enriched_regions(model, q=0.05, key_added=label, **kwargs)
         call_s = time.perf_counter() - t0
         for group in model.group_names:
             truth_mask = truth[f"enriched_{group}"].to_numpy(dtype=bool)
             r = regions[regions["group"] == group]
-            rows.append({"scenario": name, "group": group, "tool": f"chipvi ({method})",
+            rows.append({"scenario": name, "group": group, "tool": label,
                          "seconds": train_s + call_s, **score(adata, truth_mask, r)})  # fmt: skip
     macs_dir = out / f"{name}_macs3"
     macs_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chrom-length", type=int, default=500_000, help="2 chromosomes of this")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--table", nargs="*", default=None, help="only merge these TSVs and print")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if args.table is None and shutil.which("macs3") is None:
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     for (scenario, group), t in table.groupby(["scenario", "group"], sort=False):
         macs = t[t["tool"].str.startswith("MACS3")].sort_values("bin_f1").iloc[-1]
-        for _, row in t[t["tool"].str.startswith("chipvi")].iterrows():
+        for _, row in t[t["tool"] == next(iter(CHIPVI_SETTINGS))].iterrows():
             summary.append({
                 "scenario": scenario, "group": group, "chipvi": row["tool"],
                 "chipvi_bin_f1": row["bin_f1"], "macs3_best": macs["tool"],

@@ -173,3 +173,26 @@ def test_write_peaks_errors(regions, tmp_path):
     a = make_adata()
     with pytest.raises(ChipviInputError, match="call_enriched_regions"):
         write_peaks(a, tmp_path / "s.bed")
+
+
+def test_bigwig_from_simulated_bams(tmp_path):
+    import chipvi
+
+    sim = chipvi.datasets.simulate(
+        tmp_path / "sim", seed=1, chrom_sizes={"chrA": 30_050, "chrB": 20_000},
+        depths=[5_000, 3_000], control_depths=[3_000, 2_000],
+    )  # fmt: skip
+    adata = chipvi.read_bams(sim.samplesheet, progress=False)
+    paths = write_bigwig(adata, tmp_path / "bw")
+    bw = pyBigWig.open(str(paths[adata.var_names[0]]))
+    try:
+        assert bw.chroms() == sim.chrom_sizes
+        last = bw.intervals("chrA")[-1]
+        assert last[:2] == (30_000, 30_050)  # the short last bin ends at the chromosome end
+    finally:
+        bw.close()
+    back = read_bigwig_bins(paths, adata)
+    np.testing.assert_array_equal(back.to_numpy(), adata.X)
+    lines = write_bedgraph(adata, tmp_path / "bg", layer="control")
+    table = pd.read_csv(lines[adata.var_names[1]], sep="\t", header=None)
+    np.testing.assert_array_equal(table[3], adata.layers["control"][:, 1])

@@ -134,3 +134,39 @@ def test_strand_cross_correlation_finds_fragment_length(tmp_path):
         chipvi.tl.strand_cross_correlation(tmp_path / "missing.bam")
     with pytest.raises(ChipviInputError, match="no chromosome"):
         chipvi.tl.strand_cross_correlation(bam, chroms=["chrZ"])
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    sim = chipvi.datasets.simulate(
+        tmp_path_factory.mktemp("sim"), seed=2, n_chroms=1, chrom_length=100_000,
+        depths=[40_000, 20_000], control_depths=[20_000, 10_000], fragment_length=200,
+    )  # fmt: skip
+    return sim, chipvi.read_bams(sim.samplesheet, progress=False)
+
+
+def test_qc_on_simulated_bams(simulated):
+    sim, adata = simulated
+    m = chipvi.tl.strand_cross_correlation(adata, max_shift=400)
+    deep = m.loc[adata.var_names[0]]
+    # Simulated fragments are 200 ± 25 bp; the deeper library estimates it within 25 bp.
+    assert abs(deep["fragment_length"] - 200) <= 25 and deep["read_length"] == 50
+    assert (m["nsc"] > 1.05).all()
+    fp = chipvi.tl.fingerprint(adata)
+    # ChIP is more concentrated than its input: higher JS distance to the synthetic sample.
+    assert (fp["js_distance"] > 0).all()
+    truth = sim.truth["enriched_G1"].to_numpy()
+    regions = sim.truth.loc[truth, ["chrom", "start", "end"]]
+    frip = chipvi.tl.frip(adata, regions)
+    share_bins = truth.mean()
+    assert (frip > 2 * share_bins).all()
+
+
+def test_qc_on_bundled_data():
+    adata = chipvi.datasets.cssq_chr19()
+    adata = adata[(adata.obs["start"] >= 1_230_000) & (adata.obs["end"] <= 1_410_000)].copy()
+    table = chipvi.tl.replicate_concordance(adata, top_k=50)
+    assert list(table["group"]) == ["HESC", "HSMM"]
+    assert (table["pearson_raw"] > 0.3).all() and (table["jaccard_raw"] > 0).all()
+    fp = chipvi.tl.fingerprint(adata)
+    assert fp["js_distance"].notna().all() and (fp["auc"] < fp["synthetic_auc"]).all()

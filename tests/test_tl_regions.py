@@ -123,7 +123,7 @@ class FakeModel:
 
 def test_model_entry_point():
     adata = make_adata()
-    regions = chipvi.tl.call_enriched_regions(FakeModel(adata), q=0.01)
+    regions = chipvi.tl.call_enriched_regions(FakeModel(adata), method="pvalue", q=0.01)
     assert len(regions) == 5 and "chipvi_regions" in adata.uns
     np.testing.assert_allclose(regions["pvalue"], 5.0)
     assert set(regions.loc[regions["group"] == "B", "signal"]) == {3.0}
