@@ -1,7 +1,7 @@
 """`chipvi train` / `chipvi report` end to end: run directories, facts, sweeps, resume, errors.
 
 Training goes through subprocesses (``python -m chipvi``) with a tiny Pyro model
-(``test_cli_fake_model.TinyChip``); refusals that happen before any import of torch are checked
+(``_cli_fake_model.TinyChip``); refusals that happen before any import of torch are checked
 in-process through :func:`chipvi.cli.main`, which is what the console script calls.
 """
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from test_cli_fake_model import tiny_adata
+from _cli_fake_model import tiny_adata
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -43,7 +43,7 @@ def chipvi(*args, cwd, env=None, timeout=300):
 def fake_args(h5ad: Path, *extra: str) -> list[str]:
     return ["train", "--config-dir", str(CONFIGS), "-q",
             "data.samplesheet=null", f"data.h5ad={h5ad}", "data.region=null",
-            "model.model_class=test_cli_fake_model:TinyChip", "model.n_hidden=8",
+            "model.model_class=_cli_fake_model:TinyChip", "model.n_hidden=8",
             f"train.max_epochs={EPOCHS}", "train.batch_size=64", "train.checkpoint_interval_s=0",
             *extra]
 
@@ -134,7 +134,7 @@ def test_run_directory_contents(full_run, work):
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["name"] == "full" and cfg["train"]["max_epochs"] == EPOCHS
-    assert cfg["model"]["model_class"] == "test_cli_fake_model:TinyChip"
+    assert cfg["model"]["model_class"] == "_cli_fake_model:TinyChip"
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
