@@ -106,6 +106,14 @@ def test_denoise_and_call(trained, capsys):
     kinds = [json.loads(line)["event"] for line in (trained / "facts" / "events.jsonl").read_text().splitlines()]
     assert kinds[-2:] == ["denoise", "call"]
 
+    # a report on a denoised run includes replicate concordance raw vs denoised
+    status, _, err = run_main(capsys, "report", trained, "-o", trained.parent / "report", "-q")
+    assert status == 0, err
+    conc = pd.read_csv(trained.parent / "report" / "concordance.csv")
+    n_pairs = sum(k * (k - 1) // 2 for k in den.var["group"].value_counts())
+    assert len(conc) == n_pairs and conc[["pearson_raw", "pearson_denoised"]].notna().all().all()
+    assert (trained.parent / "report" / "concordance.png").is_file()
+
 
 def test_denoise_refuses_unfinished_run(tmp_path, capsys):
     status, _, err = run_main(capsys, "denoise", tmp_path)
