@@ -68,17 +68,22 @@ class RunCallback(Callback):
     ----------
     run
         The run directory.
+    checkpoint_interval_s
+        Minimum seconds between checkpoints (the first and the last epoch always save one).
     seed
         The run seed; epoch ``e`` starts from :func:`epoch_seed` ``(seed, e)``.
     sinks
         Objects with ``log(metrics: dict, step: int)`` and ``close()`` (TensorBoard, W&B).
     """
 
-    def __init__(self, run: RunDir, seed: int, sinks: list | None = None):
+    def __init__(self, run: RunDir, seed: int, sinks: list | None = None,
+                 checkpoint_interval_s: float = 0.0):
         super().__init__()
         self.run = run
         self.seed = seed
         self.sinks = sinks or []
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self._last_save = None
         self._t0 = 0.0
         self.last_epoch: int | None = None
         kill = os.environ.get(KILL_ENV)
@@ -142,9 +147,15 @@ class RunCallback(Callback):
                        bins_per_s=throughput, finite=finite)
         for sink in self.sinks:
             sink.log(flat, epoch)
-        self._save_checkpoint(trainer)
+        kill = self._kill_after is not None and epoch >= self._kill_after
+        now = time.monotonic()
+        last_epoch = epoch + 1 >= (trainer.max_epochs or 0)
+        if (kill or last_epoch or self._last_save is None
+                or now - self._last_save >= self.checkpoint_interval_s):
+            self._save_checkpoint(trainer)
+            self._last_save = now
         self.last_epoch = epoch
-        if self._kill_after is not None and epoch >= self._kill_after:
+        if kill:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _save_checkpoint(self, trainer) -> None:

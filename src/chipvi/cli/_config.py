@@ -80,8 +80,13 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
+    #: CPU threads for torch (``torch.set_num_threads``); null keeps torch's default.
+    threads: int | None = None
     #: Extra loggers next to the CSV files that are always written: tensorboard, wandb.
     loggers: list[str] = field(default_factory=list)
+    #: Seconds of training between checkpoints (0: after every epoch); a resumed run repeats at
+    #: most this much work. Checkpoints are written at epoch ends only.
+    checkpoint_interval_s: float = 30.0
 
 
 @dataclass
@@ -281,6 +286,10 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
         raise bad("train.max_epochs", f"must be a positive integer, got {t.max_epochs}.")
     if t.batch_size is not None and t.batch_size <= 0:
         raise bad("train.batch_size", f"must be a positive integer, got {t.batch_size}.")
+    if t.threads is not None and t.threads <= 0:
+        raise bad("train.threads", f"must be a positive integer, got {t.threads}.")
+    if t.checkpoint_interval_s < 0:
+        raise bad("train.checkpoint_interval_s", f"must be >= 0, got {t.checkpoint_interval_s}.")
     if t.lr is not None and t.lr <= 0:
         raise bad("train.lr", f"must be positive, got {t.lr}.")
     for name in t.loggers:
@@ -336,10 +345,11 @@ def parse_sweep_overrides(items: list[str]) -> dict[str, list[str]]:
 
 
 def expand_sweep(config_dir: Path | None, overrides: list[str], multirun: bool, config_file: Path | None = None) -> list[tuple[DictConfig, list[str]]]:
-    """All configs of a (possibly swept) run, each with the overrides that made it.
+    """All configs of a (possibly swept) run, each with the swept ``key=value`` items that made it.
 
     Without ``multirun`` a comma in a value is an ordinary character; with it, each
     ``key=a,b,c`` contributes one axis. An experiment's ``sweep:`` mapping adds axes too.
+    The second element lists only keys that take several values (it names the runs).
     """
     if multirun:
         sweep = parse_sweep_overrides(overrides)
@@ -352,14 +362,16 @@ def expand_sweep(config_dir: Path | None, overrides: list[str], multirun: bool, 
         extra_axes = []
         for key, values in first.sweep.items():
             extra_axes.append([f"{key}={_dot_value(v)}" for v in values])
+        axes = axes + extra_axes
         combos = [c + list(e) for c in combos for e in itertools.product(*extra_axes)]
+    varying = {a[0].split("=", 1)[0] for a in axes if len(a) > 1}
     out = []
     for combo in combos:
         cfg = compose(config_dir, combo, config_file)
         # Each run stores the values it used, not the sweep that made it (a run's config.yaml
         # must re-run that one run).
         cfg.sweep = {}
-        out.append((cfg, combo))
+        out.append((cfg, [c for c in combo if c.split("=", 1)[0] in varying]))
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .._errors import ChipviInputError
@@ -10,7 +9,6 @@ from ._config import BUNDLED_PREFIX
 from ._rundir import sha256_file
 
 _BUNDLED = {"cssq_chr19": "cssq_chr19_samplesheet"}
-_REGION = re.compile(r"^(?P<chrom>[^:\s]+):(?P<start>[\d,_]+)-(?P<end>[\d,_]+)$")
 # Inputs above this size are fingerprinted from their first and last MiB plus size: hashing
 # whole multi-GB BAMs would cost more than binning them.
 FULL_HASH_LIMIT = 256 << 20
@@ -51,23 +49,14 @@ def check_data_inputs(data) -> None:
         if not sheet.is_file():
             raise ChipviInputError(f"config key 'data.samplesheet': file {sheet} does not exist.")
     if data.region is not None:
-        parse_region(data.region, key="data.region")
+        from ..io._bed import parse_region
 
-
-def parse_region(text: str, key: str = "region") -> tuple[str, int, int]:
-    """``chr19:1,200,000-1,450,000`` → ``("chr19", 1200000, 1450000)``."""
-    m = _REGION.match(text.strip())
-    if not m:
-        raise ChipviInputError(f"{key} {text!r} is not of the form chrom:start-end (e.g. chr19:1,200,000-1,450,000).")
-    start, end = (int(re.sub(r"[,_]", "", m[g])) for g in ("start", "end"))
-    if end <= start:
-        raise ChipviInputError(f"{key} {text!r}: end must be greater than start.")
-    return m["chrom"], start, end
+        parse_region(data.region, what="config key 'data.region'")
 
 
 def fingerprint(path: str | Path) -> dict:
     """``{"path", "bytes", "sha256"}``; ``sha256`` covers head+tail MiB for large files."""
-    path = Path(path)
+    path = Path(path).resolve()
     size = path.stat().st_size
     if size <= FULL_HASH_LIMIT:
         return {"path": str(path), "bytes": size, "sha256": sha256_file(path)}
@@ -79,20 +68,6 @@ def fingerprint(path: str | Path) -> dict:
         fh.seek(-(1 << 20), 2)
         h.update(fh.read(1 << 20))
     return {"path": str(path), "bytes": size, "sha256_head_tail": h.hexdigest()}
-
-
-def crop(adata, region: str):
-    """Bins overlapping ``region`` (a copy)."""
-    chrom, start, end = parse_region(region, key="data.region")
-    obs = adata.obs
-    if chrom not in set(obs["chrom"].astype(str)):
-        raise ChipviInputError(f"config key 'data.region': chromosome {chrom!r} has no bins in the data.")
-    keep = (obs["chrom"].astype(str) == chrom).to_numpy() & (obs["end"].to_numpy() > start) & (
-        obs["start"].to_numpy() < end
-    )
-    if not keep.any():
-        raise ChipviInputError(f"config key 'data.region': {region} overlaps no bins.")
-    return adata[keep].copy()
 
 
 def load_data(data, *, progress: bool = True):
@@ -134,5 +109,7 @@ def load_data(data, *, progress: bool = True):
         prints += [fingerprint(b) for b in dict.fromkeys(bams)]
         binned = True
     if data.region is not None:
-        adata = crop(adata, data.region)
+        from ..pp import filter_region
+
+        filter_region(adata, data.region)
     return adata, prints, binned

@@ -220,8 +220,11 @@ def software_versions() -> dict[str, str]:
     """Versions of chipvi and the packages that decide its numbers."""
     from importlib import metadata
 
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for dist in ("chipvi", "torch", "pyro-ppl", "scvi-tools", "lightning", "anndata", "numpy",
+    from .. import __version__
+
+    versions = {"chipvi": __version__, "python": sys.version.split()[0],
+                "platform": platform.platform()}
+    for dist in ("torch", "pyro-ppl", "scvi-tools", "lightning", "anndata", "numpy",
                  "pandas", "scipy", "pysam", "omegaconf"):
         try:
             versions[dist] = metadata.version(dist)

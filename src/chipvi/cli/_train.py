@@ -64,9 +64,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _sweep_name(name: str, combo: list[str], multirun: bool) -> str:
-    if not multirun:
-        return name
+def _sweep_name(name: str, combo: list[str]) -> str:
+    """``<name>_<key>=<value>...`` for a swept run (last component of each dotted key)."""
     parts = [re.sub(r"[^A-Za-z0-9_.=-]+", "-", c.split(".")[-1]) for c in combo]
     return "_".join([name, *parts])
 
@@ -95,18 +94,20 @@ def run(args) -> int:
 
     # Validate everything a run needs before any run directory exists.
     from ._callbacks import check_loggers_available
+    from ._model import import_model_class, model_kwargs
 
     for cfg, _ in configs:
         validate_variants(cfg)
         check_data_inputs(cfg.data)
         check_loggers_available(list(cfg.train.loggers))
+        model_kwargs(cfg.model, import_model_class(cfg.model.model_class))
     planned = []
     used: set[Path] = set()
     for cfg, combo in configs:
         if args.run_dir is not None:
             path = args.run_dir
         else:
-            base = Path(cfg.output_dir) / timestamped_name(_sweep_name(cfg.name, combo, args.multirun))
+            base = Path(cfg.output_dir) / timestamped_name(_sweep_name(cfg.name, combo))
             path, i = base, 1
             while path in used or path.exists():
                 i += 1
@@ -180,14 +181,14 @@ def _load_run_data(cfg, run_dir: RunDir, quiet: bool):
     return adata, prints
 
 
-def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool):
+def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool = True):
     """Train one configured model into ``run_dir``; returns the trained model."""
     import scvi
 
     from ._callbacks import RunCallback
     from ._quiet import silence_libraries
 
-    if quiet:
+    if quiet or announce is False:
         silence_libraries()  # again: importing Lightning resets its loggers to INFO
     from ._model import import_model_class, model_kwargs, train_kwargs
 
@@ -220,10 +221,15 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool):
             meta.setdefault("resumed", []).append({"from_epoch": last_epoch + 1})
         run_dir.write_meta(meta)
 
+        if cfg.train.threads is not None:
+            import torch
+
+            torch.set_num_threads(int(cfg.train.threads))
         scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
         cls.setup_anndata(adata)
         model = cls(adata, **kwargs)
-        callback = RunCallback(run_dir, cfg.seed, _sinks(cfg, run_dir))
+        callback = RunCallback(run_dir, cfg.seed, _sinks(cfg, run_dir),
+                               checkpoint_interval_s=cfg.train.checkpoint_interval_s)
         targs = train_kwargs(cfg.train)
         if resume:
             targs["ckpt_path"] = str(run_dir.checkpoint_path)
@@ -240,9 +246,10 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool):
         raise
     model.save(str(run_dir.model_dir), overwrite=True)
     rows, _ = run_dir.read_scalars_raw()
-    final = {k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("epoch", "split")}
+    final = {k: float(v) for k, v in (rows[-1] if rows else {}).items()
+             if k not in ("epoch", "split") and v not in ("", None)}
     epochs = max((int(r["epoch"]) for r in rows), default=-1) + 1
     run_dir.event("train_end", epochs=epochs, final=final, wall_s=timer.elapsed())
-    if not quiet:
+    if announce and not quiet:
         print(f"chipvi train: {epochs} epochs, model saved to {run_dir.model_dir}")
     return model

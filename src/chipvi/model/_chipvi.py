@@ -286,6 +286,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         early_stopping: bool = False,
         train_size: float = 1.0,
         callbacks: list | None = None,
+        warmup_fraction: float = 0.2,
         **trainer_kwargs,
     ):
         """Fit the model by stochastic variational inference (Lightning's arguments).
@@ -306,6 +307,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             Fraction of bins used for fitting (a contiguous leading run); the rest validate.
         callbacks
             Lightning callbacks.
+        warmup_fraction
+            Fraction of the epochs over which the biological term is ramped in (the technical
+            network first learns what the covariates explain).
         **trainer_kwargs
             Passed to the Lightning trainer.
         """
@@ -323,7 +327,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             max_epochs = default_max_epochs(n_train, batch_size)
         self.module.n_obs = n_train
         training_plan = LowLevelPyroTrainingPlan(
-            self.module, optim=torch.optim.Adam, optim_kwargs={"lr": lr}, n_epochs_kl_warmup=None
+            self.module,
+            optim=torch.optim.Adam,
+            optim_kwargs={"lr": lr},
+            n_epochs_kl_warmup=max(1, int(round(warmup_fraction * max_epochs))),
         )
         trainer_kwargs.setdefault("gradient_clip_val", 10.0)
         trainer_kwargs["callbacks"] = list(callbacks or [])

@@ -89,6 +89,14 @@ class CovariateBuilder(nn.Module):
     def n_covariates(self) -> int:
         return len(self.names)
 
+    def pooled_mapq(self, counts, control, mapq, control_mapq) -> torch.Tensor:
+        """Read-weighted mean MAPQ of ChIP and control reads over ±2 bins, ``(bins, libs)``."""
+        reads = _window_mean(counts + control, 5)
+        weighted = _window_mean(counts * mapq + control * control_mapq, 5)
+        return torch.where(
+            reads > 0, weighted / reads.clamp(min=1e-6), self.typical_mapq.expand_as(mapq)
+        )
+
     def raw(
         self,
         counts: torch.Tensor,
@@ -104,11 +112,7 @@ class CovariateBuilder(nn.Module):
         # let the technical mean "see" the count and absorb the enrichment (measured: AUPRC
         # 0.94 -> 0.79). A read-weighted mean over ChIP and control reads of 5 bins, filled
         # with the typical value where there are none, keeps the low-MAPQ signal without that.
-        reads = _window_mean(counts + control, 5)
-        weighted = _window_mean(counts * mapq + control * control_mapq, 5)
-        pooled_mapq = torch.where(
-            reads > 0, weighted / reads.clamp(min=1e-6), self.typical_mapq.expand_as(mapq)
-        )
+        pooled_mapq = self.pooled_mapq(counts, control, mapq, control_mapq)
         ones = torch.ones_like(scaled)
         columns = [
             torch.log1p(scaled),

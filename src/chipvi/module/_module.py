@@ -69,6 +69,10 @@ class ChipviModule(PyroBaseModuleClass):
         If set, adds a random-walk smoothness factor ``-(z_i - z_{i-1})² / (2 s²)``.
     library_scale
         Prior scale τ of the library deviations (fixed).
+    low_mapq
+        Reads of mean MAPQ below this (over ±2 bins) are multi-mappers: the counts of such bins
+        are down-weighted in the likelihood (weight ``sigmoid((MAPQ - low_mapq) / 2)``), so
+        their pile-ups are evidence of neither technique nor biology. ``None``: off.
     """
 
     def __init__(
@@ -89,7 +93,8 @@ class ChipviModule(PyroBaseModuleClass):
         n_encoder_hidden: int = 32,
         window: bool = True,
         random_walk_scale: float | None = None,
-        library_scale: float = 0.25,
+        library_scale: float = 0.2,
+        low_mapq: float | None = 10.0,
     ) -> None:
         super().__init__()
         self.n_obs = int(n_obs)
@@ -131,8 +136,9 @@ class ChipviModule(PyroBaseModuleClass):
         # the group's.
         self.library_scale = float(library_scale)
         self.random_walk_scale = random_walk_scale
+        self.low_mapq = low_mapq
 
-        n_features = 4
+        n_features = 5
         self.encoder = WindowEncoder(n_features, n_encoder_hidden, window=window)
         width = self.encoder.n_output
         self.head_z = MLP(width, 2, (n_encoder_hidden,))
@@ -164,15 +170,28 @@ class ChipviModule(PyroBaseModuleClass):
         x = self.covariates(counts, control, mapq, control_mapq)
         return self.technical(x)
 
-    def encode(self, counts, log_mu, log_r):
-        """Guide parameters: ``z_loc, z_scale`` (bins, groups), ``d_loc, d_scale`` (bins, libs)."""
+    def mappability_weight(self, counts, control, mapq, control_mapq) -> torch.Tensor:
+        """Likelihood weight per bin (``1`` unless the bin's reads are mostly multi-mappers)."""
+        if self.low_mapq is None:
+            return torch.ones_like(counts[:, 0])
+        pooled = self.covariates.pooled_mapq(counts, control, mapq, control_mapq)
+        return torch.sigmoid((pooled - self.low_mapq) / 2).amin(-1)
+
+    def encode(self, counts, log_mu, log_r, weight):
+        """Guide parameters: ``z_loc, z_scale`` (bins, groups), ``d_loc, d_scale`` (bins, libs).
+
+        The encoder sees the evidence as the model weighs it: counts of down-weighted
+        (multi-mapper) bins are masked by their likelihood weight.
+        """
         log_mu = log_mu.detach()
+        w = weight.unsqueeze(-1).expand_as(counts)
         features = torch.stack(
             [
-                torch.log(counts + 0.5) - torch.log(log_mu.exp() + 0.5),
-                torch.log1p(counts),
+                w * (torch.log(counts + 0.5) - torch.log(log_mu.exp() + 0.5)),
+                w * torch.log1p(counts),
                 log_mu - self.technical.bias_mu.detach(),
                 log_r.detach(),
+                w,
             ],
             dim=-1,
         )
@@ -191,13 +210,20 @@ class ChipviModule(PyroBaseModuleClass):
         return dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(locs, scales))
 
     # ----------------------------------------------------------------------------------------
-    def model(self, counts, control, mapq, control_mapq):
-        """Generative model (see module docstring)."""
+    def model(self, counts, control, mapq, control_mapq, kl_weight: float = 1.0):
+        """Generative model (see module docstring).
+
+        ``kl_weight`` (scvi-tools' warm-up schedule, 0 → 1 over the first epochs) scales the
+        biological term in the likelihood: early in training the technical network alone must
+        explain the counts, so it learns the pile-ups that control and MAPQ predict (artefacts)
+        before the sparse biology can claim them.
+        """
         n_bins = counts.shape[0]
         if self._cache is not None and self._cache[0] is counts:
-            log_mu, log_r = self._cache[1], self._cache[2]
+            log_mu, log_r, weight = self._cache[1:]
         else:
             log_mu, log_r = self.technical_parameters(counts, control, mapq, control_mapq)
+            weight = self.mappability_weight(counts, control, mapq, control_mapq)
         self._cache = None
         library_scale = torch.tensor(self.library_scale, device=counts.device)
         with pyro.plate("bins", self.n_obs, subsample=torch.arange(n_bins, device=counts.device)):
@@ -209,28 +235,30 @@ class ChipviModule(PyroBaseModuleClass):
                 .to_event(1),
             )
             lfe = z[:, self.group_index] + delta
-            pyro.sample(
-                "y", NegativeBinomialMeanDisp(log_mu + lfe, log_r).to_event(1), obs=counts
-            )
+            with pyro.poutine.scale(scale=weight):
+                pyro.sample(
+                    "y",
+                    NegativeBinomialMeanDisp(log_mu + kl_weight * lfe, log_r).to_event(1),
+                    obs=counts,
+                )
             if self.replicate_groups:
-                for name, weight in zip(
-                    self.consistency_names, self.consistency_weights, strict=True
-                ):
-                    if weight != 0:
+                for name, w in zip(self.consistency_names, self.consistency_weights, strict=True):
+                    if w != 0:
                         term = CONSISTENCY[name](lfe, self.replicate_groups)
-                        pyro.factor(f"consistency_{name}", weight * term)
+                        pyro.factor(f"consistency_{name}", w * term)
             if self.random_walk_scale is not None:
                 step = torch.diff(z, dim=0, prepend=z[:1])
                 pyro.factor(
                     "random_walk", -(step**2).sum(-1) / (2 * self.random_walk_scale**2)
                 )
 
-    def guide(self, counts, control, mapq, control_mapq):
+    def guide(self, counts, control, mapq, control_mapq, kl_weight: float = 1.0):
         """Amortised mean-field guide over ``z`` and ``delta``."""
         n_bins = counts.shape[0]
         log_mu, log_r = self.technical_parameters(counts, control, mapq, control_mapq)
-        self._cache = (counts, log_mu, log_r)
-        z_loc, z_scale, d_loc, d_scale = self.encode(counts, log_mu, log_r)
+        weight = self.mappability_weight(counts, control, mapq, control_mapq)
+        self._cache = (counts, log_mu, log_r, weight)
+        z_loc, z_scale, d_loc, d_scale = self.encode(counts, log_mu, log_r, weight)
         with pyro.plate("bins", self.n_obs, subsample=torch.arange(n_bins, device=counts.device)):
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             pyro.sample("delta", dist.Normal(d_loc, d_scale).to_event(1))
@@ -240,8 +268,10 @@ class ChipviModule(PyroBaseModuleClass):
     def predict(self, counts, control, mapq, control_mapq) -> dict[str, torch.Tensor]:
         """Deterministic posterior summaries and technical parameters for a run of bins."""
         log_mu, log_r = self.technical_parameters(counts, control, mapq, control_mapq)
-        z_loc, z_scale, d_loc, d_scale = self.encode(counts, log_mu, log_r)
+        weight = self.mappability_weight(counts, control, mapq, control_mapq)
+        z_loc, z_scale, d_loc, d_scale = self.encode(counts, log_mu, log_r, weight)
         return {
+            "weight": weight,
             "log_mu": log_mu,
             "log_r": log_r,
             "z_loc": z_loc,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+_EMPTY = torch.Size()
+
 
 def nb_log_prob(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor) -> torch.Tensor:
     """Log-probability of counts under NB(mean ``exp(log_mu)``, dispersion ``exp(log_r)``).
@@ -61,7 +63,7 @@ class NegativeBinomialMeanDisp(TorchDistribution):
             self.log_mu.expand(batch_shape), self.log_r.expand(batch_shape)
         )
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=_EMPTY):
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             r = self.log_r.exp().expand(shape)
