@@ -136,6 +136,9 @@ def run_scenario(name: str, params: dict, out: Path, chrom_length: int, seed: in
     truth = sim.truth.set_index(adata.obs_names) if len(sim.truth) == adata.n_obs else None
     if truth is None:
         raise SystemExit(f"truth has {len(sim.truth)} bins but the AnnData {adata.n_obs}")
+    import torch
+
+    torch.manual_seed(seed)  # the model's initialisation and minibatch order
     t0 = time.perf_counter()
     chipvi.ChIPVI.setup_anndata(adata)
     model = chipvi.ChIPVI(adata)
