@@ -85,7 +85,7 @@ def test_source_and_licence_recorded_with_checksums():
 
 @pytest.mark.skipif(not hasattr(chipvi, "read_bams"), reason="chipvi.read_bams not merged yet")
 def test_cssq_chr19_contract_layout(sheet):
-    adata = cssq_chr19()
+    adata = cssq_chr19(region=None)
     folder = cssq_chr19_samplesheet().parent
     assert list(adata.var_names) == list(sheet["sample"])
     assert list(adata.var["group"]) == list(sheet["group"])
@@ -106,3 +106,17 @@ def test_cssq_chr19_contract_layout(sheet):
     np.testing.assert_array_equal(adata.X.sum(axis=0), ip_reads)
     np.testing.assert_array_equal(adata.layers["control"].sum(axis=0), in_reads)
     assert adata.uns["chipvi"]["bin_size"] == 200
+
+
+def test_cssq_chr19_default_keeps_the_sequenced_slice(sheet):
+    full = cssq_chr19(region=None)
+    adata = cssq_chr19()
+    assert adata.obs_names[0] == "chr19:1236000-1236200"
+    assert adata.obs_names[-1] == "chr19:1409800-1410000"
+    assert adata.n_obs == (1_410_000 - 1_236_000) // 200
+    # The slice holds every read: nothing outside it was sequenced.
+    np.testing.assert_array_equal(adata.X.sum(axis=0), full.X.sum(axis=0))
+    np.testing.assert_array_equal(
+        adata.layers["control"].sum(axis=0), full.layers["control"].sum(axis=0)
+    )
+    assert adata.uns["chipvi"]["filter_region"] == "chr19:1236000-1410000"

@@ -9,7 +9,7 @@ import pytest
 
 from chipvi import ChipviInputError
 from chipvi.io._binning import bin_obs
-from chipvi.pp import aggregate_bins, filter_blacklist, filter_chroms
+from chipvi.pp import aggregate_bins, filter_blacklist, filter_chroms, filter_region
 
 SIZES = {"chr1": 1030, "chr2": 460, "chrM": 70}
 
@@ -224,6 +224,8 @@ def test_filter_blacklist_bad_input_leaves_adata_untouched(tmp_path):
         filter_blacklist(adata, tmp_path / "missing.bed")
     with pytest.raises(ChipviInputError, match="lacks columns"):
         filter_blacklist(adata, pd.DataFrame({"chrom": ["chr1"], "begin": [0]}))
+    with pytest.raises(ChipviInputError, match="BED file path or a DataFrame"):
+        filter_blacklist(adata, 42)
     everything = pd.DataFrame({"chrom": list(SIZES), "start": [0] * 3, "end": list(SIZES.values())})
     with pytest.raises(ChipviInputError, match="covers every bin"):
         filter_blacklist(adata, everything)
@@ -298,3 +300,32 @@ def test_in_place_on_a_view_leaves_the_parent_alone():
     filter_chroms(view, keep="chr1")
     assert view.n_obs == len(bin_obs([("chr1", 1030)], 25))
     assert parent.n_obs == n and parent.uns["chipvi"]["chrom_sizes"] == SIZES
+
+
+def test_filter_region_keeps_overlapping_bins():
+    adata = make_adata(bin_size=25)
+    chrom = str(adata.obs["chrom"].iloc[0])
+    out = filter_region(adata, f"{chrom}:510-600", copy=True)
+    # bins [500,525) ... [575,600): 510 falls inside the first, 600 is exclusive
+    assert out.obs["start"].tolist() == [500, 525, 550, 575]
+    assert (out.obs["chrom"].astype(str) == chrom).all()
+    assert out.uns["chipvi"]["filter_region"] == f"{chrom}:510-600"
+    np.testing.assert_array_equal(out.X, adata[out.obs_names].X)
+    n = adata.n_obs
+    assert filter_region(adata, chrom) is None  # in place, whole chromosome
+    assert 0 < adata.n_obs < n
+
+
+@pytest.mark.parametrize(
+    "region, match",
+    [
+        ("chrZ:1-100", "not in the data"),
+        ("chr1:100-50", "end must be greater"),
+        ("chr1:1-999999999", "lies outside"),
+        ("chr1:a-b", "does not parse"),
+    ],
+)
+def test_filter_region_bad_input(region, match):
+    adata = make_adata()
+    with pytest.raises(ChipviInputError, match=match):
+        filter_region(adata, region)

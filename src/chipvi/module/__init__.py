@@ -1,1 +1,31 @@
-"""chipvi.module."""
+"""chipvi.module: the maths of ChIPVI (Pyro model/guide, networks, likelihood); no AnnData."""
+
+from ._consistency import mse_consistency, pearson_consistency
+from ._covariates import ALL_COVARIATES, COVARIATE_SETS, CovariateBuilder
+from ._encoder import WindowEncoder
+from ._mlp import MLP
+from ._module import ChipviModule
+from ._nb import NegativeBinomialMeanDisp, nb_log_prob
+from ._registry import CONSISTENCY, TECHNICAL, list_consistency, list_covariate_sets, list_technical
+from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
+
+__all__ = [
+    "ALL_COVARIATES",
+    "CONSISTENCY",
+    "COVARIATE_SETS",
+    "ChipviModule",
+    "CovariateBuilder",
+    "MLP",
+    "NegativeBinomialMeanDisp",
+    "TECHNICAL",
+    "TechnicalMuR",
+    "TechnicalNet",
+    "TechnicalRP",
+    "WindowEncoder",
+    "list_consistency",
+    "list_covariate_sets",
+    "list_technical",
+    "mse_consistency",
+    "nb_log_prob",
+    "pearson_consistency",
+]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ChipviInputError
-from ..io._bed import overlapping_bins, read_bed
+from ..io._bed import overlapping_bins, parse_region, read_bed
 from ._anndata import chipvi_uns, subset_obs
 
 #: Chromosomes dropped by default: mitochondrial genome and the EBV decoy of hg38 builds.
@@ -47,8 +47,13 @@ def filter_blacklist(
         if missing:
             raise ChipviInputError(f"blacklist DataFrame lacks columns {missing}.")
         intervals, source = bed, "<DataFrame>"
-    else:
+    elif isinstance(bed, str | os.PathLike):
         intervals, source = read_bed(bed), str(os.path.abspath(bed))
+    else:
+        raise ChipviInputError(
+            f"bed must be a BED file path or a DataFrame with chrom, start, end; got "
+            f"{type(bed).__name__}."
+        )
     hit = overlapping_bins(adata.obs, intervals)
     if hit.all():
         raise ChipviInputError(
@@ -132,5 +137,46 @@ def filter_chroms(
     previous = list(np.asarray(info.get("filter_chroms", {}).get("removed", []), dtype=str))
     info["chrom_sizes"] = {c: sizes[c] for c in kept}
     info["filter_chroms"] = {"removed": np.asarray(previous + removed, dtype=str)}
+    target.uns["chipvi"] = info
+    return result
+
+
+def filter_region(adata: ad.AnnData, region: str, *, copy: bool = False) -> ad.AnnData | None:
+    """Keep the bins that overlap one genomic region (like deepTools' ``--region``).
+
+    Useful for data sequenced or aligned over a slice of a chromosome only (everything outside
+    carries no reads in ChIP nor control, and is not evidence of absence).
+
+    Parameters
+    ----------
+    adata
+        Bins x libraries from :func:`chipvi.read_bams`.
+    region
+        ``"chrom:start-end"`` (0-based half-open, commas allowed) or a bare chromosome name.
+    copy
+        Return a filtered copy instead of filtering ``adata`` in place.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The filtered AnnData if ``copy``, else ``None``. The region is recorded in
+        ``uns["chipvi"]["filter_region"]``; ``chrom_sizes`` keeps the full chromosome lengths
+        (tracks written from the result still describe the real genome).
+    """
+    info = chipvi_uns(adata, "filter_region")
+    sizes = {str(c): int(n) for c, n in info["chrom_sizes"].items()}
+    chrom, start, end = parse_region(region, sizes)
+    obs = adata.obs
+    keep = (
+        (obs["chrom"].astype(str) == chrom).to_numpy()
+        & (obs["end"].to_numpy() > start)
+        & (obs["start"].to_numpy() < end)
+    )
+    if not keep.any():
+        raise ChipviInputError(f"region {region!r} overlaps no bins of this AnnData.")
+    result = subset_obs(adata, keep, copy)
+    target = result if copy else adata
+    info = dict(target.uns["chipvi"])
+    info["filter_region"] = f"{chrom}:{start}-{end}"
     target.uns["chipvi"] = info
     return result

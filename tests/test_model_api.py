@@ -1,0 +1,191 @@
+"""ChIPVI on small synthetic data: recovers the truth, scvi-tools API, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+from scipy.stats import pearsonr, spearmanr
+
+from _chipvi_synthetic import make_chip_adata
+from chipvi import ChipviInputError
+from chipvi.model import ChIPVI
+
+N_BINS = 1500
+TRAIN = {"max_epochs": 40, "enable_progress_bar": False}
+
+
+def _average_precision(labels, score):
+    order = np.argsort(-score, kind="stable")
+    hits = labels[order].astype(float)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return (precision * hits).sum() / hits.sum()
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(1)
+    return make_chip_adata(n_bins=N_BINS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    adata, _ = data
+    scvi.settings.seed = 0
+    ChIPVI.setup_anndata(adata)
+    model = ChIPVI(adata)
+    model.train(**TRAIN)
+    return model
+
+
+def test_beats_log_ratio_against_truth(data, trained):
+    adata, truth = data
+    lfe = trained.get_denoised().to_numpy()
+    depth, cdepth = adata.var["depth"].to_numpy(), adata.var["control_depth"].to_numpy()
+    ratio = np.log2((adata.X + 1) / depth) - np.log2((adata.layers["control"] + 1) / cdepth)
+    enriched, true_lfe = truth["enriched_A"].to_numpy(), truth["lfe_A"].to_numpy()
+    for j in range(2):
+        ap_model, ap_ratio = _average_precision(enriched, lfe[:, j]), _average_precision(
+            enriched, ratio[:, j]
+        )
+        sp_model, sp_ratio = spearmanr(true_lfe, lfe[:, j])[0], spearmanr(true_lfe, ratio[:, j])[0]
+        assert ap_model > ap_ratio + 0.03, (j, ap_model, ap_ratio)
+        assert sp_model > sp_ratio, (j, sp_model, sp_ratio)
+    assert pearsonr(lfe[:, 0], lfe[:, 1])[0] > pearsonr(ratio[:, 0], ratio[:, 1])[0] + 0.2
+
+
+def test_outputs_shapes_kinds_and_determinism(data, trained):
+    adata, _ = data
+    lfe = trained.get_denoised()
+    assert isinstance(lfe, pd.DataFrame)
+    assert list(lfe.index) == list(adata.obs_names) and list(lfe.columns) == list(adata.var_names)
+    pd.testing.assert_frame_equal(lfe, trained.get_denoised())  # deterministic by default
+    group = trained.get_denoised(level="group")
+    assert list(group.columns) == ["A"] == trained.group_names
+    # Library outputs carry each library's own evidence, not a copy of the group's.
+    assert not np.allclose(lfe.iloc[:, 0], lfe.iloc[:, 1])
+    assert not np.allclose(lfe.iloc[:, 0], group.iloc[:, 0])
+    fe = trained.get_denoised(kind="fold_enrichment", return_numpy=True)
+    np.testing.assert_allclose(fe, np.exp(lfe.to_numpy()), rtol=1e-6)
+    sd = trained.get_denoised(kind="sd", return_numpy=True)
+    assert (sd > 0).all()
+    rate = trained.get_denoised(kind="biological_rate", return_numpy=True)
+    assert (rate > 0).all()
+    sub = trained.get_denoised(indices=[3, 10, 500])
+    pd.testing.assert_frame_equal(sub, lfe.iloc[[3, 10, 500]])
+    mc = trained.get_denoised(n_samples=200, return_numpy=True)
+    assert np.abs(mc - lfe.to_numpy()).mean() < 0.05
+    draws = trained.sample_log_fold_enrichment(n_samples=5, indices=np.arange(20))
+    assert draws.shape == (5, 20, 1)
+    with pytest.raises(ChipviInputError, match="kind"):
+        trained.get_denoised(kind="zscore")
+    with pytest.raises(ChipviInputError, match="level"):
+        trained.get_denoised(level="sample")
+
+
+def test_technical_and_pvalues(data, trained):
+    adata, truth = data
+    tech = trained.get_technical()
+    assert set(tech) == {"mu", "r"}
+    mu = tech["mu"].to_numpy()
+    assert (mu > 0).all() and (tech["r"].to_numpy() > 0).all()
+    # Artefact pile-ups are explained by the technical mean (control + low MAPQ).
+    art = truth["low_mappability"].to_numpy()
+    assert mu[art].mean() > 3 * mu[~art].mean()
+    pv = trained.get_enrichment_pvalues()
+    p, q = pv["pvalue"].to_numpy(), pv["qvalue"].to_numpy()
+    assert ((p >= 0) & (p <= 1)).all() and (q >= p - 1e-12).all()
+    enriched = truth["enriched_A"].to_numpy()
+    assert np.median(p[enriched, 0]) < np.median(p[~enriched, 0])
+    group = trained.get_enrichment_pvalues(level="group")["pvalue"]
+    assert list(group.columns) == ["A"]
+
+
+def test_history_and_repr(trained):
+    assert "elbo_train" in trained.history
+    elbo = trained.history["elbo_train"].to_numpy().ravel()
+    assert len(elbo) == TRAIN["max_epochs"] and elbo[-1] < elbo[0]
+    text = repr(trained)
+    assert "ChIPVI" in text and "1500 bins" in text and "trained" in text
+
+
+def test_other_libraries_or_bins_rejected(data, trained):
+    adata, _ = data
+    with pytest.raises(ChipviInputError, match="libraries"):
+        trained.get_denoised(adata[:, ::-1].copy())
+    with pytest.raises(ChipviInputError, match="other bins"):
+        trained.get_denoised(adata[:100].copy())
+    same = adata.copy()
+    np.testing.assert_allclose(
+        trained.get_denoised(same, return_numpy=True), trained.get_denoised(return_numpy=True)
+    )
+
+
+def test_save_load_round_trip(data, trained, tmp_path):
+    adata, _ = data
+    path = tmp_path / "model"
+    trained.save(path)
+    with pytest.raises(ChipviInputError, match="already exists"):
+        trained.save(path)
+    loaded = ChIPVI.load(path, adata.copy())
+    for kind in ("log_fold_enrichment", "sd"):
+        np.testing.assert_array_equal(
+            loaded.get_denoised(kind=kind, return_numpy=True),
+            trained.get_denoised(kind=kind, return_numpy=True),
+        )
+    np.testing.assert_array_equal(
+        loaded.get_technical(return_numpy=True)["mu"], trained.get_technical(return_numpy=True)["mu"]
+    )
+    # Other data, another version, not a model folder.
+    other, _ = make_chip_adata(n_bins=N_BINS - 10, seed=1)
+    with pytest.raises(ChipviInputError, match="other bins"):
+        ChIPVI.load(path, other)
+    renamed = adata.copy()
+    renamed.var_names = ["x", "y"]
+    with pytest.raises(ChipviInputError, match="libraries"):
+        ChIPVI.load(path, renamed)
+    info_path = path / "chipvi_model.json"
+    info = json.loads(info_path.read_text())
+    info["chipvi_version"] = "0.0.1"
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(ChipviInputError, match="0.0.1"):
+        ChIPVI.load(path, adata.copy())
+    with pytest.raises(ChipviInputError, match="not a saved ChIPVI model"):
+        ChIPVI.load(tmp_path, adata.copy())
+
+
+def test_two_models_do_not_share_weights(data, trained):
+    adata, _ = data
+    before = trained.get_denoised(return_numpy=True)
+    other = ChIPVI(adata, n_hidden=16)
+    other.train(max_epochs=2, enable_progress_bar=False)
+    np.testing.assert_array_equal(trained.get_denoised(return_numpy=True), before)
+
+
+def test_r_p_technical_trains(data):
+    adata, truth = data
+    scvi.settings.seed = 0
+    model = ChIPVI(adata, technical="r_p")
+    model.train(**TRAIN)
+    lfe = model.get_denoised().to_numpy()
+    assert np.isfinite(lfe).all()
+    assert spearmanr(truth["lfe_A"], lfe[:, 0])[0] > 0.3
+
+
+def test_consistency_raises_replicate_concordance(data):
+    adata, _ = data
+    corr = {}
+    for name, kwargs in {"off": {"consistency": ()}, "on": {"consistency_weight": 20.0}}.items():
+        scvi.settings.seed = 0
+        model = ChIPVI(adata, **kwargs)
+        model.train(**TRAIN)
+        lfe = model.get_denoised(return_numpy=True)
+        corr[name] = pearsonr(lfe[:, 0], lfe[:, 1])[0]
+        delta = lfe[:, 0] - lfe[:, 1]
+        corr[name + "_msd"] = float((delta**2).mean())
+    assert corr["on"] > corr["off"]
+    assert corr["on_msd"] < 0.8 * corr["off_msd"]
