@@ -165,12 +165,28 @@ def child_naive(bam: str, n_reads: int) -> dict:
     return {"call_s": time.perf_counter() - t0, "reads": min(seen, n_reads)}
 
 
+def child_count(bam: str, threads: int) -> dict:
+    """The counting part of read_bam_bins alone: every chromosome into preallocated columns."""
+    from chipvi.io._bam import open_bam
+    from chipvi.io._binning import _check_params, _count_files, _n_bins
+
+    t0 = time.perf_counter()
+    info = open_bam(bam)
+    params = _check_params(200, 200, 0, True)
+    n_bins = _n_bins(info.contigs, 200)
+    x = np.zeros(n_bins, np.int32)
+    mapq = np.zeros(n_bins, np.float32)
+    totals, _ = _count_files([info], info.contigs, params, [(x, mapq)], threads, False)
+    return {"call_s": time.perf_counter() - t0, "reads": int(totals.sum())}
+
+
 def child_simulate(bam: str, n_reads: int) -> dict:
     return {"bam": str(simulated_bam(n_reads))}
 
 
 CHILDREN = {
     "chipvi": child_chipvi,
+    "count": child_count,
     "ceiling": child_ceiling,
     "naive": child_naive,
     "simulate": child_simulate,
@@ -252,6 +268,10 @@ def main() -> None:
                 rss,
                 f"imports took {res['import_s']:.1f} s more",
             )
+        )
+        _, rss, res = run_child("count", bam, t)
+        block.append(
+            ("chipvi counting only (no AnnData)", t, n / res["call_s"], rss, "in-process time")
         )
         if not args.no_deeptools:
             wall, rss, _ = measure(
