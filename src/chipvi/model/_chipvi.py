@@ -110,7 +110,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         technical: str = "mu_r",
         covariates: str = "default",
         consistency: Sequence[str] = ("mse", "pearson"),
-        consistency_weight: float | Sequence[float] = (1.0, 1.0),
+        consistency_weight: float | Sequence[float] = 1.0,
         n_hidden: int = 32,
         n_layers: int = 2,
         n_encoder_hidden: int = 32,
@@ -135,7 +135,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(f"consistency terms {bad} unknown; use {list_consistency()}.")
         if isinstance(consistency_weight, int | float):
             consistency_weight = [float(consistency_weight)] * len(consistency)
-        consistency_weight = [float(w) for w in consistency_weight][: len(consistency)]
+        consistency_weight = [float(w) for w in consistency_weight]
         if len(consistency_weight) != len(consistency):
             raise ChipviInputError("consistency_weight needs one weight per consistency term.")
         super().__init__(adata)
