@@ -55,7 +55,7 @@ def default_batch_size(n_obs: int) -> int:
     return int(np.clip(2 ** np.floor(np.log2(max(n_obs, 1) / 8)), 128, 2048))
 
 
-def default_max_epochs(n_obs: int, batch_size: int, n_steps: int = 1500) -> int:
+def default_max_epochs(n_obs: int, batch_size: int, n_steps: int = 800) -> int:
     """Epochs that give about ``n_steps`` optimiser steps (at least 2, at most 1000)."""
     steps_per_epoch = max(1, int(np.ceil(n_obs / batch_size)))
     return int(np.clip(round(n_steps / steps_per_epoch), 2, 1000))
@@ -294,7 +294,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Passes over the bins; default gives about 1500 optimiser steps (2–1000 epochs).
+            Passes over the bins; default gives about 800 optimiser steps (2–1000 epochs).
         accelerator, devices, strategy
             As in :class:`lightning.pytorch.Trainer` (``"gpu"`` needs a CUDA device).
         batch_size
@@ -302,9 +302,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         lr
             Learning rate of Adam (gradients clipped at norm 10).
         early_stopping
-            Stop on the validation ELBO (needs ``train_size < 1``) or the training ELBO.
+            Stop when the training ELBO stops improving (Lightning's ``EarlyStopping``).
         train_size
-            Fraction of bins used for fitting (a contiguous leading run); the rest validate.
+            Fraction of bins used for fitting (a contiguous leading run of the genome); the
+            rest are held out. Their posteriors still come from the amortised guide.
         callbacks
             Lightning callbacks.
         warmup_fraction
@@ -335,8 +336,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         trainer_kwargs.setdefault("gradient_clip_val", 10.0)
         trainer_kwargs["callbacks"] = list(callbacks or [])
         trainer_kwargs.setdefault("strategy", strategy)
-        if early_stopping and train_size >= 1:
-            trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
+        # The Pyro training plan logs only the training ELBO (no validation step).
+        trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
         self.module.train()
         try:
             super().train(
