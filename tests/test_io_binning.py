@@ -328,5 +328,99 @@ def test_unknown_chroms(bams):
 
 
 def test_missing_blacklist_file(bams, tmp_path):
-    with pytest.raises(ChipviInputError, match="Blacklist"):
+    with pytest.raises(ChipviInputError, match=r"BED file .*none.bed does not exist"):
         read_bams(bams["sheet"], blacklist=tmp_path / "none.bed", progress=False)
+
+
+def test_blacklist_removes_overlapping_bins_only(bams, tmp_path):
+    bed = tmp_path / "blacklist.bed"
+    bed.write_text("chrA\t250\t401\nchrC\t700\t777\n")
+    full = read_bams(bams["sheet"], progress=False)
+    kept = read_bams(bams["sheet"], blacklist=bed, progress=False)
+    removed = {"chrA:200-400", "chrA:400-600", "chrC:600-777"}
+    assert set(full.obs_names) - set(kept.obs_names) == removed
+    assert kept.n_obs == full.n_obs - 3
+    np.testing.assert_array_equal(kept.X, full[kept.obs_names].X)
+    np.testing.assert_array_equal(kept.layers["control"], full[kept.obs_names].layers["control"])
+    assert kept.uns["chipvi"]["filter_blacklist"]["n_bins_removed"] == 3
+
+
+def _sheet_files(sheet_path):
+    from chipvi.io import read_samplesheet
+
+    sheet = read_samplesheet(sheet_path)
+    return sheet, list(dict.fromkeys([*sheet["bam"], *[c for c in sheet["control"] if c]]))
+
+
+def _assert_matches_reference(adata, sheet, **settings):
+    for j, (chip, ctrl) in enumerate(zip(sheet["bam"], sheet["control"], strict=True)):
+        x_ref, mapq_ref = reference_bins(chip, **settings)
+        np.testing.assert_array_equal(adata.X[:, j], x_ref)
+        np.testing.assert_allclose(adata.layers["mapq"][:, j], mapq_ref, rtol=1e-6)
+        c_ref, cmapq_ref = reference_bins(ctrl, **settings)
+        np.testing.assert_array_equal(adata.layers["control"][:, j], c_ref)
+        np.testing.assert_allclose(adata.layers["control_mapq"][:, j], cmapq_ref, rtol=1e-6)
+        assert x_ref.sum() > 0 and c_ref.sum() > 0
+
+
+@pytest.mark.parametrize(
+    "settings", [{}, {"min_mapq": 20, "bin_size": 1000, "fragment_length": 150}]
+)
+def test_bundled_real_bams_match_reference(settings):
+    from chipvi.datasets import cssq_chr19_samplesheet
+
+    sheet_path = cssq_chr19_samplesheet()
+    adata = read_bams(sheet_path, chroms=["chr19"], progress=False, **settings)
+    sheet, _ = _sheet_files(sheet_path)
+    _assert_matches_reference(adata, sheet, chroms=["chr19"], **settings)
+    # The sheet's depth columns (totals of the full libraries) override the counted reads.
+    np.testing.assert_array_equal(adata.var["depth"], sheet["depth"].astype(np.int64))
+    np.testing.assert_array_equal(
+        adata.var["control_depth"], sheet["control_depth"].astype(np.int64)
+    )
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_simulated_bams_match_reference(tmp_path, paired):
+    from chipvi.datasets import simulate
+
+    sim = simulate(
+        tmp_path,
+        seed=5,
+        n_chroms=2,
+        chrom_length=60_000,
+        depths=(8_000, 3_000),
+        control_depths=(4_000, 2_000),
+        paired=paired,
+    )
+    adata = read_bams(sim.samplesheet, progress=False, threads=2, keep_duplicates=False)
+    sheet, _ = _sheet_files(sim.samplesheet)
+    _assert_matches_reference(adata, sheet, keep_duplicates=False)
+    np.testing.assert_array_equal(adata.var["depth"], adata.X.sum(axis=0))
+
+
+def test_corrupt_record_lengths(tmp_path):
+    """A record whose CIGAR would run past its end is reported, not read out of bounds."""
+    import zlib
+
+    written = write_bam(tmp_path / "ok.bam", [Read("c1", 10), Read("c1", 20)], [("c1", 1000)])
+    # Uncompressed BGZF (stored deflate blocks): bytes can be patched in place, index stays valid.
+    bam = tmp_path / "bad.bam"
+    pysam.view("-u", "-o", str(bam), str(written), catch_stdout=False)
+    pysam.index(str(bam))
+    with pysam.AlignmentFile(str(bam)) as f:
+        offset = f.tell()  # virtual offset of the first record
+    coffset, uoffset = offset >> 16, offset & 0xFFFF
+    raw = bytearray(bam.read_bytes())
+    bsize = int.from_bytes(raw[coffset + 16 : coffset + 18], "little") + 1
+    payload = coffset + 18 + 5  # after the BGZF header and the stored-block header
+    assert raw[coffset + 18] & 0x06 == 0  # BTYPE 00: stored
+    raw[payload + uoffset + 16 : payload + uoffset + 18] = (60000).to_bytes(2, "little")
+    data = raw[payload : coffset + bsize - 8]
+    raw[coffset + bsize - 8 : coffset + bsize - 4] = zlib.crc32(data).to_bytes(4, "little")
+    bam.write_bytes(bytes(raw))
+    with (
+        pytest.raises(ChipviInputError, match="corrupt BAM record"),
+        pytest.warns(UserWarning, match="older than"),  # the BAM changed after indexing
+    ):
+        read_bam_bins(bam)

@@ -36,6 +36,11 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file private (0600); give the output the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

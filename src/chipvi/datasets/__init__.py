@@ -1,1 +1,6 @@
-"""chipvi.datasets."""
+"""chipvi.datasets: simulated data with known truth and the bundled real data set."""
+
+from ._cssq import cssq_chr19, cssq_chr19_samplesheet
+from ._simulate import Simulation, simulate
+
+__all__ = ["Simulation", "cssq_chr19", "cssq_chr19_samplesheet", "simulate"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -21,6 +21,7 @@ import pandas as pd
 
 from .._errors import ChipviInputError
 from ._bam import BamInfo, open_bam
+from ._bed import read_bed
 from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_decompressor
 from ._count import (
     ERR_BUFFER,
@@ -125,6 +126,10 @@ def _contig_mismatch(a: BamInfo, b: BamInfo, names: list[str]) -> str:
     )
 
 
+def _n_bins(contigs: Sequence[tuple[str, int]], bin_size: int) -> int:
+    return sum(-(-length // bin_size) for _, length in contigs)
+
+
 def bin_obs(contigs: Sequence[tuple[str, int]], bin_size: int) -> pd.DataFrame:
     """The ``obs`` table of fixed-width bins tiling each chromosome from 0.
 
@@ -211,6 +216,11 @@ def _stream_reference(
                 want = min(comp.size - carry, stop - file_pos)
                 if want > 0:
                     got = fh.readinto(view[carry : carry + want])
+                    if not got:
+                        raise ChipviInputError(
+                            f"{path} ended at byte {file_pos}, before the data its index "
+                            "points to; the file is truncated or the index is stale."
+                        )
                     file_pos += got
                     carry += got
                 err, used = count_blocks(
@@ -263,10 +273,14 @@ def _count_files(
     outputs: Sequence[tuple[np.ndarray, np.ndarray]],
     threads: int,
     progress: bool,
-) -> np.ndarray:
+    meanwhile: Callable[[], object] = lambda: None,
+) -> tuple[np.ndarray, object]:
     """Count every (file, chromosome) into ``outputs[i] = (x_column, mapq_column)`` of file i.
 
-    Returns the reads counted per file.
+    ``threads`` workers count; the calling thread runs ``meanwhile()`` (e.g. building the bin
+    table, which needs the GIL the counting kernels do not hold) and then waits.
+
+    Returns the reads counted per file and the result of ``meanwhile``.
     """
     lengths = np.array([length for _, length in contigs], np.int64)
     n_bins = -(-lengths // params.bin_size)
@@ -288,20 +302,21 @@ def _count_files(
         return f, size, _count_reference(infos[f], tid, length, params, x_col[sl], mapq_col[sl])
 
     bar = _progress_bar(sum(t[0] for t in tasks), progress)
-    try:
-        if threads == 1 or len(tasks) == 1:
-            results = map(run, tasks)
-            for f, size, n in results:
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks)))) as pool:
+        futures = [pool.submit(run, task) for task in tasks]
+        try:
+            extra = meanwhile()
+            for future in as_completed(futures):
+                f, size, n = future.result()
                 totals[f] += n
                 bar(size)
-        else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                for f, size, n in pool.map(run, tasks):
-                    totals[f] += n
-                    bar(size)
-    finally:
-        bar(None)
-    return totals
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        finally:
+            bar(None)
+    return totals, extra
 
 
 def _progress_bar(total: int, enabled: bool) -> Callable[[int | None], None]:
@@ -395,10 +410,18 @@ def read_bam_bins(
     n_threads = _resolve_threads(threads)
     info = open_bam(bam, index=index)
     contigs = _kept_contigs([info], chroms)
-    obs = bin_obs(contigs, params.bin_size)
-    x = np.zeros((len(obs), 1), np.int32)
-    mapq = np.zeros((len(obs), 1), np.float32)
-    totals = _count_files([info], contigs, params, [(x[:, 0], mapq[:, 0])], n_threads, progress)
+    n_bins = _n_bins(contigs, params.bin_size)
+    x = np.zeros((n_bins, 1), np.int32)
+    mapq = np.zeros((n_bins, 1), np.float32)
+    totals, obs = _count_files(
+        [info],
+        contigs,
+        params,
+        [(x[:, 0], mapq[:, 0])],
+        n_threads,
+        progress,
+        meanwhile=lambda: bin_obs(contigs, params.bin_size),
+    )
     _check_reads(totals, [info], params, contigs)
     name = info.path.name.removesuffix(".bam")
     var = pd.DataFrame(
@@ -460,8 +483,8 @@ def read_bams(
     keep_duplicates
         Count reads flagged as duplicates (flag 0x400).
     blacklist
-        BED file of regions whose bins are removed after counting
-        (:func:`chipvi.pp.filter_blacklist`).
+        BED file of regions whose bins are removed after counting, with
+        :func:`chipvi.pp.filter_blacklist` (bins overlapping an interval by at least one base).
     chroms
         Chromosomes to keep (default: every chromosome of the header). Bins follow the BAM
         header order whatever the order given here.
@@ -486,8 +509,8 @@ def read_bams(
       ``layers["control"]`` (int32) and ``layers["control_mapq"]`` (float32): the matched
       control, aligned to each ChIP column (zeros if none);
     * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
-      ``keep_duplicates``, ``version``, ``counting`` (the rule above), ``samplesheet``,
-      ``blacklist``.
+      ``keep_duplicates``, ``version``, ``counting`` (the rule above), ``samplesheet``, and
+      ``filter_blacklist`` when a blacklist was applied.
 
     Raises
     ------
@@ -506,8 +529,9 @@ def read_bams(
         sheet, sheet_path = samplesheet, ""
     else:
         sheet, sheet_path = read_samplesheet(samplesheet), str(Path(samplesheet).absolute())
-    if blacklist is not None and not Path(blacklist).is_file():
-        raise ChipviInputError(f"Blacklist file {blacklist} does not exist.")
+    if blacklist is not None:
+        # Parse it now, so a bad BED fails before any counting.
+        read_bed(blacklist)
 
     # Check every file (and build indexes) before counting anything.
     chip_paths = list(sheet["bam"])
@@ -515,9 +539,7 @@ def read_bams(
     unique = list(dict.fromkeys(chip_paths + control_paths))
     infos = {p: open_bam(p, index=index) for p in unique}
     contigs = _kept_contigs([infos[p] for p in unique], chroms)
-    obs = bin_obs(contigs, params.bin_size)
-
-    n_bins, n_lib = len(obs), len(sheet)
+    n_bins, n_lib = _n_bins(contigs, params.bin_size), len(sheet)
     x = np.zeros((n_bins, n_lib), np.int32)
     mapq = np.zeros((n_bins, n_lib), np.float32)
     control = np.zeros((n_bins, n_lib), np.int32)
@@ -535,13 +557,14 @@ def read_bams(
             else:
                 first_column[path] = target
     files = list(first_column)
-    totals = _count_files(
+    totals, obs = _count_files(
         [infos[p] for p in files],
         contigs,
         params,
         [first_column[p] for p in files],
         n_threads,
         progress,
+        meanwhile=lambda: bin_obs(contigs, params.bin_size),
     )
     _check_reads(totals, [infos[p] for p in files], params, contigs)
     for (src_x, src_m), (dst_x, dst_m) in copies:
@@ -573,7 +596,6 @@ def read_bams(
                 params,
                 contigs,
                 samplesheet=sheet_path,
-                blacklist=str(Path(blacklist).absolute()) if blacklist is not None else "",
             )
         },
     )

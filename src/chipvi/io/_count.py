@@ -191,6 +191,10 @@ def count_blocks(
             if read_i32(work, p + 4) != tid:
                 state[S_DONE] = 1
                 break
+            # Name and CIGAR must lie inside the record (numba does not bounds-check).
+            if 32 + np.int64(work[p + 12]) + 4 * read_u16(work, p + 16) > rec_size:
+                state[S_POS] = p
+                return ERR_RECORD, cpos
             counted += _count_record(
                 work,
                 p,

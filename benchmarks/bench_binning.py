@@ -1,0 +1,415 @@
+"""Binning speed: chipvi.io.read_bam_bins against mosdepth, deepTools, a naive pysam loop and
+the decompression-only ceiling, on one simulated BAM of ≥ 10 M reads, measured in the same run.
+
+Usage::
+
+    python benchmarks/bench_binning.py [--reads 10000000] [--threads 1 2] [--no-deeptools]
+
+The BAM is built once and cached in ``benchmarks/_work/`` (git-ignored). Every tool runs as a
+subprocess on the same file with the page cache warm; wall time and peak RSS (``wait4``) are
+those of that process. The naive loop is timed on a subsample and extrapolated. Prints one
+table; ratios are throughput relative to mosdepth and to the ceiling at the same thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_work"
+sys.path.insert(0, str(HERE.parent / "src"))
+
+# A small "genome": bins and chromosomes enough for realistic per-chromosome work.
+CONTIGS = [(f"chr{i + 1}", 60_000_000 - 7_000_000 * i) for i in range(6)]
+READ_LEN = 50
+NAME_LEN = 15  # + NUL
+
+
+# --------------------------------------------------------------------------------------------
+# Fast BAM writer (fixed-size single-end records, vectorised with numpy)
+# --------------------------------------------------------------------------------------------
+def _record_dtype() -> np.dtype:
+    return np.dtype(
+        [
+            ("block_size", "<i4"),
+            ("ref_id", "<i4"),
+            ("pos", "<i4"),
+            ("l_read_name", "u1"),
+            ("mapq", "u1"),
+            ("bin", "<u2"),
+            ("n_cigar_op", "<u2"),
+            ("flag", "<u2"),
+            ("l_seq", "<i4"),
+            ("next_ref_id", "<i4"),
+            ("next_pos", "<i4"),
+            ("tlen", "<i4"),
+            ("read_name", f"S{NAME_LEN + 1}"),
+            ("cigar", "<u4"),
+            ("seq", "u1", (READ_LEN + 1) // 2),
+            ("qual", "u1", READ_LEN),
+            ("tag_nm", "S3"),
+            ("nm", "u1"),
+            ("tag_as", "S3"),
+            ("as", "u1"),
+        ],
+        align=False,
+    )
+
+
+def _reg2bin(beg: np.ndarray, end: np.ndarray) -> np.ndarray:
+    end = end - 1
+    out = np.zeros(beg.shape, np.int64)
+    done = np.zeros(beg.shape, bool)
+    for shift, offset in ((14, 4681), (17, 585), (20, 73), (23, 9), (26, 1)):
+        same = ~done & ((beg >> shift) == (end >> shift))
+        out[same] = offset + (beg[same] >> shift)
+        done |= same
+    return out
+
+
+def _bgzf_blocks(data: bytes, level: int) -> list[bytes]:
+    import zlib
+
+    import deflate
+
+    out = []
+    for i in range(0, len(data), 0xFF00):
+        chunk = data[i : i + 0xFF00]
+        comp = deflate.deflate_compress(chunk, level)
+        header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
+        header += struct.pack("<H", len(comp) + 25)
+        out.append(header + bytes(comp) + struct.pack("<II", zlib.crc32(chunk), len(chunk)))
+    return out
+
+
+def write_bench_bam(path: Path, n_reads: int, seed: int = 0, level: int = 6) -> None:
+    """Write a coordinate-sorted single-end BAM with ``n_reads`` reads and index it."""
+    import pysam
+
+    from chipvi.io._bgzf import BGZF_EOF
+
+    rng = np.random.default_rng(seed)
+    text = "@HD\tVN:1.6\tSO:coordinate\n" + "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in CONTIGS)
+    head = (
+        b"BAM\x01" + struct.pack("<i", len(text)) + text.encode() + struct.pack("<i", len(CONTIGS))
+    )
+    for name, length in CONTIGS:
+        head += (
+            struct.pack("<i", len(name) + 1) + name.encode() + b"\x00" + struct.pack("<i", length)
+        )
+    lengths = np.array([ln for _, ln in CONTIGS], float)
+    per_chrom = rng.multinomial(n_reads, lengths / lengths.sum())
+    dtype = _record_dtype()
+    tmp = path.with_suffix(".part")
+    serial = 0
+    with open(tmp, "wb") as fh, ThreadPoolExecutor(2) as pool:
+        pending = b""
+        fh.write(b"".join(_bgzf_blocks(head, level)))  # header in its own block(s), as samtools
+
+        def emit(buf: bytes, final: bool = False) -> bytes:
+            cut = len(buf) if final else len(buf) - len(buf) % 0xFF00
+            pieces = [buf[i : min(i + 0xFF00 * 64, cut)] for i in range(0, cut, 0xFF00 * 64)]
+            for blocks in pool.map(lambda p: _bgzf_blocks(p, level), pieces):
+                fh.write(b"".join(blocks))
+            return buf[cut:]
+
+        for tid, ((_, length), n) in enumerate(zip(CONTIGS, per_chrom, strict=True)):
+            # Background plus narrow "peaks", sorted by position.
+            n_peak = n // 5
+            centres = rng.integers(0, length - 1000, 2000)
+            pos = np.concatenate(
+                [
+                    rng.integers(0, length - READ_LEN, n - n_peak),
+                    np.clip(
+                        rng.choice(centres, n_peak) + rng.normal(0, 150, n_peak).astype(np.int64),
+                        0,
+                        length - READ_LEN,
+                    ),
+                ]
+            )
+            pos.sort()
+            for lo in range(0, n, 1_000_000):
+                p = pos[lo : lo + 1_000_000]
+                m = p.size
+                rec = np.zeros(m, dtype)
+                rec["block_size"] = dtype.itemsize - 4
+                rec["ref_id"] = tid
+                rec["pos"] = p
+                rec["l_read_name"] = NAME_LEN + 1
+                rec["mapq"] = rng.choice(np.array([60, 60, 60, 42, 1, 0], np.uint8), m)
+                rec["bin"] = _reg2bin(p, p + READ_LEN)
+                rec["n_cigar_op"] = 1
+                rec["flag"] = np.where(rng.random(m) < 0.5, 16, 0) | np.where(
+                    rng.random(m) < 0.05, 0x400, 0
+                )
+                rec["l_seq"] = READ_LEN
+                rec["next_ref_id"] = -1
+                rec["next_pos"] = -1
+                rec["read_name"] = np.char.mod(f"r%0{NAME_LEN - 1}d", np.arange(serial, serial + m))
+                serial += m
+                rec["cigar"] = READ_LEN << 4
+                codes = np.array([1, 2, 4, 8], np.uint8)
+                rec["seq"] = (rng.choice(codes, (m, (READ_LEN + 1) // 2)) << 4) | rng.choice(
+                    codes, (m, (READ_LEN + 1) // 2)
+                )
+                qual = np.full((m, READ_LEN), 37, np.uint8)
+                qual[:, -10:] = rng.integers(2, 38, (m, 10))
+                rec["qual"] = qual
+                rec["tag_nm"] = b"NMC"
+                rec["nm"] = rng.integers(0, 3, m)
+                rec["tag_as"] = b"ASC"
+                rec["as"] = rng.integers(30, 51, m)
+                pending = emit(pending + rec.tobytes())
+        emit(pending, final=True)
+        fh.write(BGZF_EOF)
+    os.replace(tmp, path)
+    pysam.index(str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes (one per measurement, so peak RSS is that of one tool)
+# --------------------------------------------------------------------------------------------
+def child_chipvi(bam: str, threads: int) -> dict:
+    t0 = time.perf_counter()
+    import pysam
+
+    from chipvi.io import read_bam_bins
+
+    t1 = time.perf_counter()
+    adata = read_bam_bins(bam, 200, threads=threads, progress=False)
+    t2 = time.perf_counter()
+    nbytes = (
+        adata.X.nbytes
+        + sum(v.nbytes for v in adata.layers.values())
+        + adata.obs.memory_usage(deep=True).sum()
+    )
+    # Reads the counting rule keeps in this BAM: all (single-end, no unmapped/secondary/...).
+    expected = int(pysam.AlignmentFile(bam).mapped)
+    return {
+        "import_s": t1 - t0,
+        "call_s": t2 - t1,
+        "reads": int(adata.X.sum()),
+        "expected": expected,
+        "adata_mib": nbytes / 2**20,
+    }
+
+
+def child_ceiling(bam: str, threads: int) -> dict:
+    """Inflate every BGZF block of the file with ``threads`` threads (no parsing)."""
+    from chipvi.io._bgzf import (
+        MAX_BLOCK,
+        block_size,
+        free_decompressor,
+        inflate_all,
+        new_decompressor,
+    )
+
+    t0 = time.perf_counter()  # after imports, like the chipvi "call only" row
+    size = os.path.getsize(bam)
+    # Split the file into one byte range per thread at block boundaries.
+    with open(bam, "rb") as fh:
+        cuts = [0]
+        for k in range(1, threads):
+            target = size * k // threads
+            fh.seek(target)
+            window = np.frombuffer(fh.read(2 * MAX_BLOCK), np.uint8)
+            i = 0
+            while block_size(window, i, window.size) <= 0:
+                i += 1
+            cuts.append(target + i)
+        cuts.append(size)
+
+    def run(k: int) -> int:
+        handle = new_decompressor()
+        comp = np.empty(4 << 20, np.uint8)
+        out = np.empty(MAX_BLOCK, np.uint8)
+        total = 0
+        with open(bam, "rb", buffering=0) as fh:
+            fh.seek(cuts[k])
+            pos, carry = cuts[k], 0
+            while pos < cuts[k + 1] or carry:
+                n = fh.readinto(
+                    memoryview(comp)[carry : carry + min(comp.size - carry, cuts[k + 1] - pos)]
+                )
+                pos += n
+                err, used, got = inflate_all(handle, comp, carry + n, out, True)
+                assert err == 0
+                total += got
+                comp[: carry + n - used] = comp[used : carry + n]
+                carry = carry + n - used
+                if n == 0:
+                    break
+        free_decompressor(handle)
+        return total
+
+    with ThreadPoolExecutor(threads) as pool:
+        inflated = sum(pool.map(run, range(threads)))
+    return {"call_s": time.perf_counter() - t0, "inflated": inflated}
+
+
+def child_naive(bam: str, n_reads: int) -> dict:
+    """The per-read pysam loop (same counting rule, single-end) on the first ``n_reads`` reads."""
+    import pysam
+
+    t0 = time.perf_counter()
+    with pysam.AlignmentFile(bam) as f:
+        counts = {
+            n: np.zeros(-(-ln // 200), np.int32)
+            for n, ln in zip(f.references, f.lengths, strict=True)
+        }
+        lengths = dict(zip(f.references, f.lengths, strict=True))
+        seen = 0
+        for read in f.fetch(until_eof=True):
+            seen += 1
+            if seen > n_reads:
+                break
+            if read.flag & 0xB04:
+                continue
+            chrom = read.reference_name
+            start = read.reference_end - 200 if read.is_reverse else read.reference_start
+            centre = min(max(start + 100, 0), lengths[chrom] - 1)
+            counts[chrom][centre // 200] += 1
+    return {"call_s": time.perf_counter() - t0, "reads": min(seen, n_reads)}
+
+
+CHILDREN = {"chipvi": child_chipvi, "ceiling": child_ceiling, "naive": child_naive}
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+def measure(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd``; return (wall seconds, its own peak RSS in MiB via wait4, stdout)."""
+    out_path, err_path = WORK / "child.out", WORK / "child.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd} failed:\n{err_path.read_text()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, out_path.read_text()
+
+
+def run_child(kind: str, *args) -> tuple[float, float, dict]:
+    wall, rss, out = measure([sys.executable, __file__, "--child", kind, *map(str, args)])
+    return wall, rss, json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--reads", type=int, default=10_000_000)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--naive-reads", type=int, default=1_000_000)
+    ap.add_argument("--no-deeptools", action="store_true")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        kind, bam, n = args.child
+        print(json.dumps(CHILDREN[kind](bam, int(n))))
+        return
+
+    WORK.mkdir(exist_ok=True)
+    n = args.reads
+    bam = WORK / f"bench_{n}.bam"
+    if not bam.exists():
+        t0 = time.perf_counter()
+        write_bench_bam(bam, n)
+        print(f"wrote {bam} in {time.perf_counter() - t0:.0f} s")
+    # Warm the page cache and numba's compilation cache, so no tool pays for either.
+    with open(bam, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+    run_child("chipvi", bam, 1)
+    run_child("ceiling", bam, 1)
+    load_before = os.getloadavg()
+
+    _, _, naive = run_child("naive", bam, args.naive_reads)
+    naive_rate = naive["reads"] / naive["call_s"]
+    rows = []  # (tool, threads, reads/s, peak RSS MiB, note)
+    for t in args.threads:
+        block = []
+        _, rss, res = run_child("ceiling", bam, t)
+        block.append(
+            ("decompression ceiling (inflate+CRC)", t, n / res["call_s"], rss, "in-process time")
+        )
+        wall, rss, _ = measure(
+            ["mosdepth", "-n", "--by", "200", "-t", str(t), str(WORK / f"mosdepth_t{t}"), str(bam)]
+        )
+        block.append(("mosdepth -n --by 200 -t T", t, n / wall, rss, "process wall time"))
+        wall, rss, res = run_child("chipvi", bam, t)
+        if res["reads"] != res["expected"]:
+            raise RuntimeError(f"chipvi counted {res['reads']} reads, expected {res['expected']}")
+        size = f"AnnData {res['adata_mib']:.0f} MiB"
+        block.append(("chipvi read_bam_bins", t, n / wall, rss, f"process wall time; {size}"))
+        block.append(
+            (
+                "chipvi read_bam_bins (call only)",
+                t,
+                n / res["call_s"],
+                rss,
+                f"imports took {res['import_s']:.1f} s more",
+            )
+        )
+        if not args.no_deeptools:
+            wall, rss, _ = measure(
+                [
+                    "multiBamSummary",
+                    "bins",
+                    "--binSize",
+                    "200",
+                    "-p",
+                    str(t),
+                    "-b",
+                    str(bam),
+                    "-o",
+                    str(WORK / f"multiBamSummary_t{t}.npz"),
+                ]
+            )
+            block.append(("deepTools multiBamSummary bins", t, n / wall, rss, "process wall time"))
+        block.append(
+            (
+                "naive pysam loop",
+                t,
+                naive_rate,
+                float("nan"),
+                f"1 thread, first {naive['reads']:,} reads",
+            )
+        )
+        mosdepth_rate, ceiling_rate = block[1][2], block[0][2]
+        rows += [(*r, r[2] / mosdepth_rate, r[2] / ceiling_rate) for r in block]
+
+    load_after = os.getloadavg()
+    print(
+        f"\nBAM {bam.name}: {n:,} single-end 50 bp reads, {bam.stat().st_size / 2**20:.0f} MiB, "
+        f"{len(CONTIGS)} chromosomes, {sum(-(-ln // 200) for _, ln in CONTIGS):,} bins of 200 bp"
+    )
+    print(
+        f"cpus {os.cpu_count()}; 1-min load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after"
+    )
+    print(
+        f"| {'tool':36} | threads | Mreads/s | peak RSS MiB | vs mosdepth | vs ceiling | note |\n"
+        f"|{'-' * 38}|--------:|---------:|-------------:|------------:|-----------:|------|"
+    )
+    for tool, t, rate, rss, note, vs_m, vs_c in rows:
+        print(
+            f"| {tool:36} | {t:7} | {rate / 1e6:8.2f} | {rss:12.0f} | {vs_m:10.2f}x | "
+            f"{vs_c:9.0%} | {note} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

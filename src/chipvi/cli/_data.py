@@ -1,0 +1,115 @@
+"""Turning a :class:`DataConfig` into an AnnData, with fingerprints of every input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._errors import ChipviInputError
+from ._config import BUNDLED_PREFIX
+from ._rundir import sha256_file
+
+_BUNDLED = {"cssq_chr19": "cssq_chr19_samplesheet"}
+# Inputs above this size are fingerprinted from their first and last MiB plus size: hashing
+# whole multi-GB BAMs would cost more than binning them.
+FULL_HASH_LIMIT = 256 << 20
+
+
+def resolve_samplesheet(value: str) -> Path:
+    """A sample-sheet path, or the bundled sheet named by ``bundled:<name>``."""
+    if value.startswith(BUNDLED_PREFIX):
+        name = value[len(BUNDLED_PREFIX):]
+        if name not in _BUNDLED:
+            raise ChipviInputError(
+                f"config key 'data.samplesheet': unknown bundled data set {name!r}; "
+                f"known: {', '.join(BUNDLED_PREFIX + k for k in _BUNDLED)}."
+            )
+        from .. import datasets
+
+        getter = getattr(datasets, _BUNDLED[name], None)
+        if getter is None:
+            raise ChipviInputError(
+                f"This chipvi build has no chipvi.datasets.{_BUNDLED[name]}(); the bundled data "
+                "set is not installed."
+            )
+        return Path(getter())
+    return Path(value).expanduser().resolve()
+
+
+def check_data_inputs(data) -> None:
+    """Fail early (before a run directory exists) on data inputs that cannot work."""
+    if (data.samplesheet is None) == (data.h5ad is None):
+        raise ChipviInputError(
+            "config: set exactly one of 'data.samplesheet' (BAMs to bin) and 'data.h5ad' "
+            f"(bins from `chipvi bin`); got samplesheet={data.samplesheet!r}, h5ad={data.h5ad!r}."
+        )
+    if data.h5ad is not None and not Path(data.h5ad).expanduser().is_file():
+        raise ChipviInputError(f"config key 'data.h5ad': file {data.h5ad} does not exist.")
+    if data.samplesheet is not None:
+        sheet = resolve_samplesheet(data.samplesheet)
+        if not sheet.is_file():
+            raise ChipviInputError(f"config key 'data.samplesheet': file {sheet} does not exist.")
+    if data.region is not None:
+        from ..io._bed import parse_region
+
+        parse_region(data.region, what="config key 'data.region'")
+
+
+def fingerprint(path: str | Path) -> dict:
+    """``{"path", "bytes", "sha256"}``; ``sha256`` covers head+tail MiB for large files."""
+    path = Path(path).resolve()
+    size = path.stat().st_size
+    if size <= FULL_HASH_LIMIT:
+        return {"path": str(path), "bytes": size, "sha256": sha256_file(path)}
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        fh.seek(-(1 << 20), 2)
+        h.update(fh.read(1 << 20))
+    return {"path": str(path), "bytes": size, "sha256_head_tail": h.hexdigest()}
+
+
+def load_data(data, *, progress: bool = True):
+    """AnnData and input fingerprints for a :class:`~chipvi.cli._config.DataConfig`.
+
+    Returns
+    -------
+    adata, fingerprints, binned
+        ``binned`` is True when the bins were counted from BAMs here (worth caching).
+    """
+    import anndata as ad
+
+    check_data_inputs(data)
+    prints: list[dict] = []
+    if data.h5ad is not None:
+        path = Path(data.h5ad).expanduser().resolve()
+        prints.append(fingerprint(path))
+        adata = ad.read_h5ad(path)
+        binned = False
+    else:
+        import chipvi
+
+        sheet = resolve_samplesheet(data.samplesheet)
+        prints.append(fingerprint(sheet))
+        adata = chipvi.read_bams(
+            sheet,
+            bin_size=data.bin_size,
+            fragment_length=data.fragment_length,
+            min_mapq=data.min_mapq,
+            keep_duplicates=data.keep_duplicates,
+            blacklist=data.blacklist,
+            chroms=list(data.chroms) if data.chroms is not None else None,
+            progress=progress,
+        )
+        bams = []
+        for column in ("bam", "control_bam"):
+            if column in adata.var:
+                bams += [b for b in adata.var[column].astype(str) if b]
+        prints += [fingerprint(b) for b in dict.fromkeys(bams)]
+        binned = True
+    if data.region is not None:
+        from ..pp import filter_region
+
+        filter_region(adata, data.region)
+    return adata, prints, binned

@@ -1,0 +1,98 @@
+"""Results of a trained model written to files: denoised layers, bigWigs, peaks, track plots.
+
+Shared by ``chipvi denoise``, ``chipvi call`` and ``chipvi demo``. The file writers and the
+region caller belong to :mod:`chipvi.io`, :mod:`chipvi.tl` and :mod:`chipvi.pl`; this module
+only decides names and folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._errors import ChipviInputError
+
+# kind of model.get_denoised → key in adata.layers (library level) and adata.obsm (group level)
+DENOISED_KEYS = {"log_fold_enrichment": "chipvi_lfe", "sd": "chipvi_sd"}
+
+
+def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
+    """Store denoised values in ``adata``: layers (per library) and obsm DataFrames (per group)."""
+    for kind, key in DENOISED_KEYS.items():
+        lib = model.get_denoised(adata, kind=kind, level="library", batch_size=batch_size)
+        adata.layers[key] = np.asarray(lib.to_numpy(), dtype=np.float32)
+        adata.obsm[key] = model.get_denoised(adata, kind=kind, level="group", batch_size=batch_size)
+
+
+def _need(module, name: str, what: str):
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ChipviInputError(
+            f"{what} needs chipvi.{module.__name__.split('.')[-1]}.{name}, which this chipvi build "
+            "does not have yet."
+        )
+    return fn
+
+
+def available(module, name: str) -> bool:
+    return getattr(module, name, None) is not None
+
+
+def write_group_bigwigs(adata, folder: Path, *, key: str = "chipvi_lfe") -> dict[str, Path]:
+    """One bigWig per group of ``adata.obsm[key]``."""
+    from .. import io
+
+    write_bigwig = _need(io, "write_bigwig", "Writing bigWig tracks")
+    return write_bigwig(adata, folder, key=key, overwrite=True)
+
+
+def call_peaks(model, adata, path: Path, *, q: float = 0.05, fmt: str = "narrowPeak",
+               level: str = "group", overwrite: bool = False):
+    """Enriched regions from the model's q-values, written as BED/narrowPeak/broadPeak."""
+    from .. import io, tl
+
+    call = _need(tl, "call_enriched_regions", "Calling enriched regions")
+    write_peaks = _need(io, "write_peaks", "Writing peaks")
+    regions = call(model, adata=adata, q=q, level=level)
+    written = write_peaks(regions, path, format=fmt, overwrite=overwrite)
+    return regions, written
+
+
+def plot_tracks(adata, path: Path, region: str | None = None) -> Path:
+    """PNG of raw counts and denoised signal over ``region`` (default: the busiest 50 kb)."""
+    from .. import pl
+
+    tracks = _need(pl, "tracks", "Plotting tracks")
+    if region is None:
+        region = busiest_window(adata)
+    keys = ["raw", "chipvi_lfe"]
+    tracks(adata, region, keys=keys, show=False, save=path, overwrite=True)
+    return path
+
+
+def busiest_window(adata, width_bp: int = 50_000) -> str:
+    """``chrom:start-end`` of the window with the most ChIP reads (for a first look)."""
+    obs = adata.obs
+    counts = np.asarray(adata.X.sum(1)).ravel()
+    chrom = obs["chrom"].astype(str).to_numpy()
+    best = (0.0, chrom[0], int(obs["start"].iloc[0]))
+    bin_size = int(obs["end"].iloc[0] - obs["start"].iloc[0]) or 1
+    n = max(1, width_bp // bin_size)
+    for c in dict.fromkeys(chrom):
+        idx = np.flatnonzero(chrom == c)
+        run = np.convolve(counts[idx], np.ones(min(n, len(idx))), mode="valid")
+        i = int(run.argmax())
+        if run[i] > best[0]:
+            best = (float(run[i]), c, int(obs["start"].iloc[idx[i]]))
+    _, c, start = best
+    end = min(start + width_bp, int(obs["end"][obs["chrom"].astype(str) == c].max()))
+    return f"{c}:{start}-{end}"
+
+
+def replicate_concordance(adata, *, denoised: str = "chipvi_lfe"):
+    """Replicate agreement raw vs denoised (a table), via :func:`chipvi.tl.replicate_concordance`."""
+    from .. import tl
+
+    fn = _need(tl, "replicate_concordance", "Replicate concordance")
+    return fn(adata, denoised=denoised, key_added=None)

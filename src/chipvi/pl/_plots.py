@@ -1,0 +1,306 @@
+"""QC and model plots: replicate concordance, fingerprint, training history, technical fit, MA."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import ChipviInputError
+from ..io._signal import signal_frame
+from ..tl._qc import _resolve_library_signal, log_cpm
+from ..tl._qc import fingerprint as _fingerprint
+from ._utils import check_save, finish
+
+
+def _axes(ax, n: int, size=(4.0, 3.6)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, axes = plt.subplots(1, n, figsize=(size[0] * n, size[1]), squeeze=False)
+        return fig, list(axes[0])
+    axes = list(np.atleast_1d(ax))
+    if len(axes) != n:
+        raise ChipviInputError(f"This plot needs {n} Axes, got {len(axes)}.")
+    return axes[0].figure, axes
+
+
+def concordance(
+    adata: AnnData,
+    library_1: str | None = None,
+    library_2: str | None = None,
+    *,
+    group: str | None = None,
+    denoised: str | pd.DataFrame | Any | None = None,
+    layer: str | None = None,
+    gridsize: int = 60,
+    ax: Any = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> list[Any]:
+    """Hexbin of one replicate against another: raw (log1p CPM) and, optionally, denoised.
+
+    Parameters
+    ----------
+    adata
+        AnnData in the chipvi layout.
+    library_1, library_2
+        Libraries to compare; default the first two libraries of ``group`` (or of the first group
+        with two libraries).
+    group
+        Group whose first two replicates are compared when libraries are not given.
+    denoised
+        Library-level denoised values (layer name, DataFrame or trained model) for a second panel.
+    layer
+        Raw counts (``None``: ``X``).
+    gridsize
+        Hexagons across.
+    ax
+        One Axes (raw only) or two (raw, denoised) to draw into.
+    show, save, overwrite
+        See :func:`chipvi.pl.tracks`.
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+    """
+    check_save(save, overwrite)
+    if library_1 is None or library_2 is None:
+        groups = adata.var["group"].astype(str)
+        candidates = [group] if group is not None else list(pd.unique(groups))
+        if group is not None and group not in set(groups):
+            raise ChipviInputError(f"Unknown group {group!r}; groups: {list(pd.unique(groups))}.")
+        pairs = [list(adata.var_names[groups == g]) for g in candidates]
+        pairs = [p for p in pairs if len(p) >= 2]
+        if not pairs:
+            raise ChipviInputError("No group with two replicates; pass library_1 and library_2.")
+        library_1, library_2 = pairs[0][:2]
+    for lib in (library_1, library_2):
+        if lib not in adata.var_names:
+            raise ChipviInputError(f"Unknown library {lib!r}; libraries: {list(adata.var_names)}.")
+    sources = {"raw log1p CPM": log_cpm(adata, layer)}
+    if denoised is not None:
+        sources["denoised"] = _resolve_library_signal(adata, denoised, None)
+    fig, axes = _axes(ax, len(sources))
+    for a, (name, frame) in zip(axes, sources.items(), strict=True):
+        x, y = frame[library_1].to_numpy(), frame[library_2].to_numpy()
+        ok = np.isfinite(x) & np.isfinite(y)
+        a.hexbin(x[ok], y[ok], gridsize=gridsize, bins="log", cmap="viridis", mincnt=1)
+        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 else np.nan
+        a.set_title(f"{name}  (Pearson r = {r:.3f})", fontsize=9)
+        a.set_xlabel(library_1)
+        a.set_ylabel(library_2)
+    finish(fig, show=show, save=save, overwrite=overwrite)
+    return axes
+
+
+def fingerprint(
+    adata: AnnData,
+    *,
+    key: str = "chipvi_fingerprint",
+    samples: Sequence[str] | None = None,
+    controls: bool = True,
+    ax: Any = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """deepTools-style fingerprint: cumulative share of reads against rank of bins.
+
+    Uses the curves stored by :func:`chipvi.tl.fingerprint` under ``uns[key]`` (computed with
+    default settings if absent). Controls are drawn dashed.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    check_save(save, overwrite)
+    if key not in adata.uns:
+        _fingerprint(adata, key_added=key)
+    curve = adata.uns[key]["curve"]
+    libs = [c for c in curve.columns if c != "rank" and ":control" not in c]
+    if samples is not None:
+        unknown = [s for s in samples if s not in libs]
+        if unknown:
+            raise ChipviInputError(f"No fingerprint for {unknown}; have {libs}.")
+        libs = list(samples)
+    fig, (a,) = _axes(ax, 1, size=(4.5, 4.0))
+    for lib in libs:
+        (line,) = a.plot(curve["rank"], curve[lib], label=lib)
+        if controls and f"{lib}:control" in curve:
+            a.plot(
+                curve["rank"], curve[f"{lib}:control"], ls="--", color=line.get_color(), alpha=0.6
+            )
+    a.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
+    a.set_xlabel("rank of bins (fraction)")
+    a.set_ylabel("fraction of reads")
+    a.legend(fontsize=7, loc="upper left")
+    finish(fig, show=show, save=save, overwrite=overwrite)
+    return a
+
+
+def training_history(
+    model: Any,
+    keys: Sequence[str] | None = None,
+    *,
+    ax: Any = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """Training curves from ``model.history`` (dict of per-epoch DataFrames, scvi-tools style).
+
+    Parameters
+    ----------
+    model
+        A trained model with a ``history`` attribute.
+    keys
+        History entries to plot (default all with at least one value, e.g. ``elbo_train``).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    check_save(save, overwrite)
+    history = getattr(model, "history", None)
+    if not history:
+        raise ChipviInputError("The model has no training history; train it first.")
+    names = [k for k in history if len(history[k])] if keys is None else list(keys)
+    unknown = [k for k in names if k not in history]
+    if unknown:
+        raise ChipviInputError(f"No history entries {unknown}; have {list(history)}.")
+    fig, (a,) = _axes(ax, 1, size=(5.0, 3.6))
+    for k in names:
+        frame = history[k]
+        series = frame.iloc[:, 0] if isinstance(frame, pd.DataFrame) else pd.Series(frame)
+        a.plot(np.asarray(series.index, dtype=float), series.to_numpy(dtype=float), label=k)
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend(fontsize=8)
+    finish(fig, show=show, save=save, overwrite=overwrite)
+    return a
+
+
+def technical_fit(
+    data: Any,
+    *,
+    adata: AnnData | None = None,
+    mu: pd.DataFrame | None = None,
+    samples: Sequence[str] | None = None,
+    n_bins: int = 30,
+    control_layer: str = "control",
+    ax: Any = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> list[Any]:
+    """Observed vs model-expected counts, in bins of the matched control's count.
+
+    For each library, bins are grouped by control count (quantile groups); the panel shows the
+    mean observed ChIP count and the mean technical expectation ``mu`` per group. Where the
+    technical model fits, the two follow each other except for the enriched upper tail.
+
+    Parameters
+    ----------
+    data
+        A trained ChIPVI model (``mu`` from ``get_technical()``) or an AnnData together with
+        ``mu``.
+    adata
+        With a model: the AnnData (default the model's).
+    mu
+        With an AnnData: bins × libraries technical means.
+    samples
+        Libraries to plot (default all; one panel each).
+    n_bins
+        Control-count groups.
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+    """
+    check_save(save, overwrite)
+    if isinstance(data, AnnData):
+        adata = data
+        if mu is None:
+            raise ChipviInputError("technical_fit on an AnnData needs mu= (bins × libraries).")
+    else:
+        if not hasattr(data, "get_technical"):
+            raise ChipviInputError("technical_fit needs a ChIPVI model or an AnnData with mu=.")
+        adata = adata if adata is not None else data.adata
+        mu = data.get_technical(adata=adata)["mu"]
+    libs = list(adata.var_names) if samples is None else list(samples)
+    unknown = [s for s in libs if s not in adata.var_names or s not in mu.columns]
+    if unknown:
+        raise ChipviInputError(f"Unknown library {unknown}; libraries: {list(adata.var_names)}.")
+    observed = signal_frame(adata)
+    control = signal_frame(adata, layer=control_layer)
+    fig, axes = _axes(ax, len(libs), size=(3.6, 3.2))
+    for a, lib in zip(axes, libs, strict=True):
+        c = control[lib].to_numpy()
+        edges = np.unique(np.quantile(c, np.linspace(0, 1, int(n_bins) + 1)))
+        which = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, max(len(edges) - 2, 0))
+        groups = pd.DataFrame(
+            {"g": which, "c": c, "y": observed[lib].to_numpy(), "mu": mu[lib].to_numpy()}
+        )
+        means = groups.groupby("g").mean()
+        a.plot(means["c"], means["y"], "o", ms=3, label="observed")
+        a.plot(means["c"], means["mu"], "-", label="expected (mu)")
+        a.set_title(lib, fontsize=9)
+        a.set_xlabel("control count")
+        a.set_ylabel("mean ChIP count")
+        a.legend(fontsize=7)
+    finish(fig, show=show, save=save, overwrite=overwrite)
+    return axes
+
+
+def differential(
+    data: AnnData | pd.DataFrame,
+    *,
+    key: str = "chipvi_differential",
+    ax: Any = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """MA plot of :func:`chipvi.tl.differential_enrichment`: mean log enrichment vs lfc.
+
+    ``A`` = mean of the two groups' log fold enrichment, ``M`` = posterior mean lfc; bins called
+    up / down are coloured.
+
+    Parameters
+    ----------
+    data
+        The per-bin table, or an AnnData holding it in ``obsm[key]``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    check_save(save, overwrite)
+    if isinstance(data, AnnData):
+        if key not in data.obsm:
+            raise ChipviInputError(
+                f"adata.obsm has no {key!r}; run chipvi.tl.differential_enrichment first."
+            )
+        data = data.obsm[key]
+    need = {"lfe1", "lfe2", "lfc_mean", "direction"}
+    if not isinstance(data, pd.DataFrame) or not need <= set(data.columns):
+        raise ChipviInputError(f"The differential table needs columns {sorted(need)}.")
+    fig, (a,) = _axes(ax, 1, size=(5.0, 4.0))
+    avg = (data["lfe1"] + data["lfe2"]).to_numpy() / 2
+    lfc = data["lfc_mean"].to_numpy()
+    d = data["direction"].to_numpy()
+    a.scatter(avg[d == 0], lfc[d == 0], s=3, c="0.7", rasterized=True, label="not called")
+    a.scatter(avg[d > 0], lfc[d > 0], s=5, c="tab:red", label=f"up ({int((d > 0).sum())})")
+    a.scatter(avg[d < 0], lfc[d < 0], s=5, c="tab:blue", label=f"down ({int((d < 0).sum())})")
+    a.axhline(0, color="k", lw=0.6)
+    a.set_xlabel("mean log fold enrichment (A)")
+    a.set_ylabel("log fold change (M)")
+    a.legend(fontsize=7, markerscale=2)
+    finish(fig, show=show, save=save, overwrite=overwrite)
+    return a

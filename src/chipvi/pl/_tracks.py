@@ -1,0 +1,160 @@
+"""Genome-browser style stacked tracks with enriched regions drawn as boxes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import ChipviInputError
+from ..io._peaks import read_regions
+from ..io._signal import bin_coordinates, chrom_sizes, signal_frame
+from ._utils import check_save, finish, parse_region
+
+TrackSpec = str | pd.DataFrame
+
+
+def _resolve_track(adata: AnnData, name: str, spec: TrackSpec) -> tuple[pd.DataFrame, str]:
+    """(bins × columns values, level) for a track: 'X'/'raw', a layer, an obsm key or a table."""
+    if isinstance(spec, pd.DataFrame):
+        level = "library" if set(spec.columns) <= set(adata.var_names) else "group"
+        return spec.reindex(adata.obs_names).astype(np.float64), level
+    if spec in ("X", "raw"):
+        return signal_frame(adata), "library"
+    if spec in adata.layers:
+        return signal_frame(adata, layer=spec), "library"
+    if spec in adata.obsm:
+        return signal_frame(adata, key=spec), "group"
+    raise ChipviInputError(
+        f"Track {name!r}: {spec!r} is not 'X', a layer ({sorted(adata.layers)}) or an obsm key "
+        f"({sorted(adata.obsm)})."
+    )
+
+
+def tracks(
+    adata: AnnData,
+    region: str,
+    *,
+    keys: Sequence[TrackSpec] | Mapping[str, TrackSpec] | None = None,
+    samples: Sequence[str] | str | None = None,
+    regions: str | pd.DataFrame | os.PathLike | None = "chipvi_regions",
+    height: float = 0.8,
+    width: float = 10.0,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> list[Any]:
+    """Stacked signal tracks over a genomic region, one panel per track and library/group.
+
+    Parameters
+    ----------
+    adata
+        AnnData in the chipvi layout.
+    region
+        ``"chrom:start-end"`` (commas allowed, 0-based) or a bare chromosome name.
+    keys
+        Tracks to draw: ``"X"``/``"raw"`` (counts), layer names (library level, e.g.
+        ``"control"`` or a denoised layer) and ``obsm`` keys (group level); also bins × columns
+        DataFrames (e.g. ``model.get_technical()["mu"]``). A mapping gives them display names.
+        Default: raw counts, plus the control layer when present.
+    samples
+        Libraries to show (group-level tracks show these libraries' groups). Default all.
+    regions
+        Regions drawn as boxes in a bottom panel, one row per group: an ``uns`` key (default the
+        one :func:`chipvi.tl.call_enriched_regions` writes; skipped silently if absent), a table
+        or a BED path. ``None``: no region panel.
+    height, width
+        Inches per panel and figure width.
+    show, save, overwrite
+        Show the figure; save it to this path (refusing an existing file unless ``overwrite``).
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+        Top to bottom; the region panel, if any, is last.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    check_save(save, overwrite)
+    sizes = chrom_sizes(adata)
+    chrom, lo, hi = parse_region(region, sizes)
+    if keys is None:
+        keys = {"raw": "X"} | ({"control": "control"} if "control" in adata.layers else {})
+    named = dict(keys) if isinstance(keys, Mapping) else {
+        (k if isinstance(k, str) else f"track {i + 1}"): k for i, k in enumerate(keys)
+    }  # fmt: skip
+    libs = (
+        list(adata.var_names)
+        if samples is None
+        else ([samples] if isinstance(samples, str) else list(samples))
+    )
+    unknown = [s for s in libs if s not in adata.var_names]
+    if unknown:
+        raise ChipviInputError(f"Unknown sample(s) {unknown}; libraries: {list(adata.var_names)}.")
+    lib_groups = (
+        list(pd.unique(adata.var.loc[libs, "group"].astype(str))) if "group" in adata.var else []
+    )
+    region_table = None
+    if regions is not None:
+        if isinstance(regions, str) and not os.path.exists(regions):
+            region_table = adata.uns.get(regions)
+        else:
+            region_table = read_regions(regions)
+    bchrom, bstart, bend = bin_coordinates(adata)
+    inside = np.flatnonzero((bchrom == chrom) & (bend > lo) & (bstart < hi))
+    inside = inside[np.argsort(bstart[inside], kind="stable")]
+    panels = []
+    for k, (name, spec) in enumerate(named.items()):
+        frame, level = _resolve_track(adata, name, spec)
+        cols = (
+            libs
+            if level == "library"
+            else [c for c in frame.columns if c in lib_groups] or list(frame.columns)
+        )
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise ChipviInputError(f"Track {name!r} has no column(s) {missing}.")
+        for col in cols:
+            panels.append((f"{name}\n{col}", frame[col].to_numpy()[inside], f"C{k % 10}"))
+    n_panels = len(panels) + (1 if region_table is not None else 0)
+    fig, axes = plt.subplots(
+        n_panels, 1, figsize=(width, height * n_panels + 0.6), sharex=True, squeeze=False
+    )
+    axes = list(axes[:, 0])
+    edges = np.r_[bstart[inside], bend[inside][-1:]] if inside.size else np.array([lo, hi])
+    for ax, (label, values, color) in zip(axes, panels, strict=False):
+        if inside.size:
+            ax.stairs(np.nan_to_num(values), edges, fill=True, alpha=0.8, linewidth=0, color=color)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(labelsize=7)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    if region_table is not None:
+        ax = axes[-1]
+        table = region_table
+        if "group" in table and lib_groups:
+            table = table[table["group"].astype(str).isin(lib_groups + libs)]
+        rows = list(pd.unique(table["group"].astype(str))) if "group" in table else ["regions"]
+        shown = table[
+            (table["chrom"].astype(str) == chrom) & (table["end"] > lo) & (table["start"] < hi)
+        ]
+        for _, r in shown.iterrows():
+            row = rows.index(str(r["group"])) if "group" in shown else 0
+            ax.add_patch(
+                Rectangle(
+                    (r["start"], row + 0.1), r["end"] - r["start"], 0.8, color="tab:red", alpha=0.8
+                )
+            )
+        ax.set_ylim(0, max(len(rows), 1))
+        ax.set_yticks(np.arange(len(rows)) + 0.5, rows, fontsize=7)
+        ax.set_ylabel("regions", rotation=0, ha="right", va="center", fontsize=8)
+    axes[-1].set_xlim(lo, hi)
+    axes[-1].set_xlabel(f"{chrom}:{lo:,}-{hi:,}")
+    fig.align_ylabels(axes)
+    finish(fig, show=show, save=save, overwrite=overwrite)
+    return axes

@@ -1,0 +1,127 @@
+"""Aggregate fixed-width bins into wider ones."""
+
+from __future__ import annotations
+
+import copy as copy_module
+import warnings
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from .._errors import ChipviInputError
+from ..io._binning import bin_obs
+from ._anndata import chipvi_uns, replace_contents
+
+# (count layer, mean-MAPQ layer) pairs; None is X.
+_COUNT_PAIRS = ((None, "mapq"), ("control", "control_mapq"))
+
+
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+
+
+def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> ad.AnnData | None:
+    """Merge adjacent bins into bins of ``bin_size`` bp (e.g. 25 bp -> 200 bp).
+
+    Counts (``X`` and ``layers["control"]``) are summed; mean MAPQ layers (``"mapq"``,
+    ``"control_mapq"``) are averaged weighted by the reads of the matching counts (0 where a
+    new bin has no reads). New bins tile every chromosome from 0 and the last bin of a
+    chromosome ends at the chromosome end, so it is shorter when the length is not a multiple
+    of ``bin_size``. ``obs`` is rebuilt, ``var`` kept, ``uns["chipvi"]["bin_size"]`` updated
+    (the previous size goes to ``"aggregated_from"``). Other layers, ``obsm`` and ``obsp`` have
+    no defined aggregate and are dropped with a warning.
+
+    Parameters
+    ----------
+    adata
+        Bins x libraries from :func:`chipvi.read_bams`, with the full tiling of bins (aggregate
+        before :func:`filter_blacklist`; :func:`filter_chroms` is fine).
+    bin_size
+        New bin width in bp: a positive multiple of the current one.
+    copy
+        Return a new AnnData instead of replacing the contents of ``adata``.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The aggregated AnnData if ``copy``, else ``None`` (``adata`` is updated).
+
+    Examples
+    --------
+    >>> adata = chipvi.read_bams("samples.csv", bin_size=25)  # doctest: +SKIP
+    >>> chipvi.pp.aggregate_bins(adata, 200)  # doctest: +SKIP
+    """
+    info = chipvi_uns(adata, "aggregate_bins")
+    current = int(info["bin_size"])
+    if isinstance(bin_size, bool) or not isinstance(bin_size, int | np.integer) or bin_size <= 0:
+        raise ChipviInputError(f"bin_size must be a positive integer, got {bin_size!r}.")
+    bin_size = int(bin_size)
+    if bin_size % current:
+        raise ChipviInputError(
+            f"bin_size {bin_size} is not a multiple of the current bin size {current}; "
+            f"choose a multiple such as {current * max(1, round(bin_size / current))}."
+        )
+    contigs = [(str(c), int(n)) for c, n in info["chrom_sizes"].items()]
+    tiling = bin_obs(contigs, current)
+    obs = adata.obs
+    if not (
+        len(obs) == len(tiling)
+        and np.array_equal(obs["chrom"].astype(str).to_numpy(), tiling["chrom"].astype(str))
+        and np.array_equal(obs["start"].to_numpy(np.int64), tiling["start"].to_numpy())
+        and np.array_equal(obs["end"].to_numpy(np.int64), tiling["end"].to_numpy())
+    ):
+        raise ChipviInputError(
+            "aggregate_bins needs every bin of every chromosome in uns['chipvi']['chrom_sizes'], "
+            "in order (as read_bams writes them); bins were removed or reordered. Aggregate "
+            "before filter_blacklist or subsetting bins."
+        )
+    new_obs = bin_obs(contigs, bin_size)
+    # Old bins are in order, so each new bin is a run of consecutive old bins.
+    chrom_first_new = np.r_[0, np.cumsum([-(-n // bin_size) for _, n in contigs])[:-1]]
+    codes = obs["chrom"].astype(str).map({c: i for i, (c, _) in enumerate(contigs)})
+    target = chrom_first_new[codes.to_numpy(np.int64)] + obs["start"].to_numpy(np.int64) // bin_size
+    run_starts = np.flatnonzero(np.r_[True, target[1:] != target[:-1]])
+
+    layers = {}
+    x = None
+    for count_key, mapq_key in _COUNT_PAIRS:
+        if count_key is not None and count_key not in adata.layers:
+            continue
+        counts = _dense(adata.X if count_key is None else adata.layers[count_key])
+        summed = np.add.reduceat(counts, run_starts, axis=0, dtype=np.int64)
+        if summed.size and summed.max() > np.iinfo(np.int32).max:
+            raise ChipviInputError(
+                f"aggregated counts exceed the int32 range in {count_key or 'X'}; use a smaller "
+                "bin_size."
+            )
+        if count_key is None:
+            x = summed.astype(np.int32)
+        else:
+            layers[count_key] = summed.astype(np.int32)
+        if mapq_key in adata.layers:
+            weighted = np.add.reduceat(
+                counts * _dense(adata.layers[mapq_key]).astype(np.float64), run_starts, axis=0
+            )
+            mean = np.divide(weighted, summed, out=np.zeros_like(weighted), where=summed > 0)
+            layers[mapq_key] = mean.astype(np.float32)
+    dropped = [k for k in adata.layers if k not in layers]
+    dropped += [f"obsm['{k}']" for k in adata.obsm] + [f"obsp['{k}']" for k in adata.obsp]
+    if dropped:
+        warnings.warn(
+            f"aggregate_bins dropped {', '.join(dropped)}: no defined aggregate; recompute them "
+            "on the aggregated bins.",
+            UserWarning,
+            stacklevel=2,
+        )
+    uns = copy_module.deepcopy(dict(adata.uns))
+    uns["chipvi"] = {**uns["chipvi"], "bin_size": bin_size, "aggregated_from": current}
+    new = ad.AnnData(
+        X=x,
+        obs=new_obs,
+        var=adata.var.copy(),
+        layers=layers,
+        uns=uns,
+        varm={k: np.array(v, copy=True) for k, v in adata.varm.items()},
+    )
+    return replace_contents(adata, new, copy)

@@ -1,0 +1,334 @@
+"""Enriched regions: threshold per-bin q-values, merge neighbouring bins, score and summit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import ChipviInputError
+from ..io._signal import bin_coordinates, chrom_sizes, genomic_order, signal_frame
+
+REGION_TABLE_COLUMNS = [
+    "chrom", "start", "end", "name", "group", "n_bins", "score",
+    "signal", "pvalue", "qvalue", "summit", "summit_bin",
+]  # fmt: skip
+
+
+_REGION_DTYPES = {
+    "chrom": str, "start": np.int64, "end": np.int64, "name": str, "group": str,
+    "n_bins": np.int64, "score": np.int64, "signal": np.float64, "pvalue": np.float64,
+    "qvalue": np.float64, "summit": np.int64, "summit_bin": str,
+}  # fmt: skip
+
+
+def empty_region_table() -> pd.DataFrame:
+    """A region table with no rows but the usual columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=_REGION_DTYPES[c]) for c in REGION_TABLE_COLUMNS})
+
+
+def bayesian_qvalues(probability: np.ndarray) -> np.ndarray:
+    """Bayesian FDR q-values from per-bin posterior probabilities of being called.
+
+    Bins are ranked by decreasing probability; calling the top k has expected false discovery
+    proportion ``mean(1 - p)`` over them. The q-value of a bin is the smallest such FDR over the
+    sets that include it. NaN probabilities get q = NaN.
+    """
+    p = np.asarray(probability, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return q
+    order = ok[np.argsort(-p[ok], kind="stable")]
+    fdr = np.cumsum(1.0 - p[order]) / np.arange(1, order.size + 1)
+    q[order] = np.minimum.accumulate(fdr[::-1])[::-1]
+    return np.clip(q, 0.0, 1.0)
+
+
+def bh_qvalues(pvalue: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg q-values (NaN p-values are left out and stay NaN)."""
+    p = np.asarray(pvalue, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return q
+    order = ok[np.argsort(p[ok], kind="stable")]
+    ranked = p[order] * ok.size / np.arange(1, ok.size + 1)
+    q[order] = np.minimum.accumulate(ranked[::-1])[::-1]
+    return np.clip(q, 0.0, 1.0)
+
+
+def merge_bins(
+    called: np.ndarray, chrom: np.ndarray, start: np.ndarray, end: np.ndarray, merge_gap: int
+) -> np.ndarray:
+    """Region id per called bin (bins in genomic order); -1 for bins not called.
+
+    Called bins on the same chromosome whose gap (next start − previous end, in bp) is at most
+    ``merge_gap`` belong to one region.
+    """
+    ids = np.full(called.shape, -1, dtype=np.int64)
+    idx = np.flatnonzero(called)
+    if idx.size == 0:
+        return ids
+    new = np.ones(idx.size, dtype=bool)
+    new[1:] = (chrom[idx[1:]] != chrom[idx[:-1]]) | (start[idx[1:]] - end[idx[:-1]] > merge_gap)
+    ids[idx] = np.cumsum(new) - 1
+    return ids
+
+
+def regions_from_bins(
+    called: np.ndarray,
+    chrom: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    *,
+    rank_value: np.ndarray,
+    merge_gap: int,
+    min_bins: int,
+    bin_size: int,
+    extra_min: dict[str, np.ndarray] | None = None,
+    extra_mean: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Merge called bins (genomic order) into regions.
+
+    Returns one row per region with ``chrom, start, end, n_bins`` (called bins), the summit
+    (called bin with the largest ``rank_value``: ``summit_index`` into the arrays and
+    ``summit_value``), and the per-region minimum / mean of the ``extra_*`` arrays over the
+    called bins. Regions spanning fewer than ``min_bins`` bins are dropped.
+    """
+    ids = merge_bins(called, chrom, start, end, merge_gap)
+    idx = np.flatnonzero(ids >= 0)
+    cols = ["chrom", "start", "end", "n_bins", "summit_index", "summit_value"]
+    if idx.size == 0:
+        return pd.DataFrame(columns=cols + list(extra_min or {}) + list(extra_mean or {}))
+    rid = ids[idx]
+    first = np.r_[0, np.flatnonzero(np.diff(rid)) + 1]
+    last = np.r_[first[1:], idx.size] - 1
+    n_bins = last - first + 1
+    # Summit: sort called bins by (region, -value) and take the first of each region.
+    val = np.nan_to_num(rank_value[idx].astype(np.float64), nan=-np.inf)
+    order = np.lexsort((-val, rid))
+    summit = idx[order[first]]
+    out = pd.DataFrame(
+        {
+            "chrom": chrom[idx[first]],
+            "start": start[idx[first]],
+            "end": end[idx[last]],
+            "n_bins": n_bins,
+            "summit_index": summit,
+            "summit_value": rank_value[summit],
+        }
+    )
+    for name, arr in (extra_min or {}).items():
+        out[name] = np.fmin.reduceat(arr[idx].astype(np.float64), first)
+    for name, arr in (extra_mean or {}).items():
+        out[name] = np.add.reduceat(arr[idx].astype(np.float64), first) / n_bins
+    span = np.ceil((out["end"] - out["start"]) / max(int(bin_size), 1)).astype(np.int64)
+    return out[span.to_numpy() >= min_bins].reset_index(drop=True)
+
+
+def _is_model(obj: Any) -> bool:
+    return not isinstance(obj, AnnData) and hasattr(obj, "get_enrichment_pvalues")
+
+
+def _model_inputs(model, adata, level, batch_size, method, min_lfe):
+    from scipy.stats import norm
+
+    adata = adata if adata is not None else model.adata
+    kw = {"adata": adata, "level": level, "batch_size": batch_size}
+    fe = model.get_denoised(kind="fold_enrichment", **kw)
+    if method == "pvalue":
+        pv = model.get_enrichment_pvalues(**kw)
+        return adata, pv["qvalue"], pv["pvalue"], fe
+    # Posterior probability that the log fold enrichment exceeds min_lfe (Gaussian guide).
+    loc = model.get_denoised(kind="log_fold_enrichment", **kw)
+    sd = model.get_denoised(kind="sd", **kw)
+    prob = norm.sf(min_lfe, loc=loc.to_numpy(), scale=np.maximum(sd.to_numpy(), 1e-12))
+    q = np.column_stack([bayesian_qvalues(prob[:, j]) for j in range(prob.shape[1])])
+    return adata, pd.DataFrame(q, index=loc.index, columns=loc.columns), None, fe
+
+
+def call_enriched_regions(
+    data: AnnData | Any,
+    *,
+    adata: AnnData | None = None,
+    key: str | None = None,
+    kind: Literal["qvalue", "probability"] = "qvalue",
+    method: Literal["pvalue", "posterior"] = "posterior",
+    min_lfe: float = 0.5,
+    signal_key: str | None = None,
+    pvalue_key: str | None = None,
+    level: Literal["group", "library"] = "group",
+    groups: Sequence[str] | str | None = None,
+    q: float = 0.05,
+    min_bins: int = 1,
+    merge_gap: int = 0,
+    key_added: str = "chipvi_regions",
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Call enriched regions: bins with q ≤ ``q``, merged, scored, with a summit bin.
+
+    Parameters
+    ----------
+    data
+        A trained :class:`chipvi.ChIPVI` model (see ``method``; signal = denoised fold
+        enrichment), or an AnnData holding per-bin values under ``key``.
+    adata
+        With a model: the AnnData to call on (default the model's). Results are stored there.
+    key
+        With an AnnData: per-bin q-values (``kind="qvalue"``) or posterior probabilities of
+        enrichment (``kind="probability"``, turned into Bayesian-FDR q-values) in
+        ``adata.obsm[key]`` (``level="group"``, columns = groups) or ``adata.layers[key]``
+        (``level="library"``).
+    kind
+        What ``key`` holds.
+    method
+        With a model: ``"posterior"`` (default) uses the posterior probability that the group's
+        (or library's) log fold enrichment exceeds ``min_lfe`` and calls bins by Bayesian FDR;
+        ``"pvalue"`` tests each bin's counts against the learned technical Negative Binomial
+        (``get_enrichment_pvalues``, Benjamini–Hochberg q-values). On the simulator the
+        posterior is the more precise of the two (``benchmarks/bench_peaks.py``): counts
+        spilling from a peak into neighbouring bins pass the count test but not the posterior.
+    min_lfe
+        Natural-log fold enrichment a bin must exceed for ``method="posterior"``.
+    signal_key
+        Optional signal (e.g. fold enrichment) at the same level as ``key``: it picks the summit
+        (largest value) and gives ``signal`` (value at the summit). Without it the summit is the
+        bin with the smallest q-value and ``signal`` is -log10 q there.
+    pvalue_key
+        Optional per-bin p-values at the same level (reported as -log10 of the region minimum).
+    level
+        ``"group"`` (one set of regions per group) or ``"library"``.
+    groups
+        Restrict to these groups (or libraries).
+    q
+        q-value threshold per bin.
+    min_bins
+        Drop regions spanning fewer bins than this.
+    merge_gap
+        Merge called bins whose gap is at most this many bp (0: only adjacent bins).
+    key_added
+        Regions are stored in ``adata.uns[key_added]`` and the call's parameters in
+        ``adata.uns[key_added + "_params"]``.
+    batch_size
+        Minibatch size for the model's posterior computations.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per region: ``chrom, start, end`` (0-based half-open), ``name``, ``group``,
+        ``n_bins`` (called bins), ``score`` (0–1000, ``min(1000, round(-10 log10 q_min))``),
+        ``signal``, ``pvalue`` and ``qvalue`` (-log10 of the region's smallest value; NaN when
+        unknown), ``summit`` (offset of the summit bin's centre from ``start``), ``summit_bin``
+        (its obs name). Sorted by group, chromosome and start.
+    """
+    if not 0 < q <= 1:
+        raise ChipviInputError(f"q must be in (0, 1], got {q}.")
+    if int(min_bins) < 1 or int(merge_gap) < 0:
+        raise ChipviInputError("min_bins must be >= 1 and merge_gap >= 0.")
+    if level not in ("group", "library"):
+        raise ChipviInputError(f"level must be 'group' or 'library', not {level!r}.")
+    if kind not in ("qvalue", "probability"):
+        raise ChipviInputError(f"kind must be 'qvalue' or 'probability', not {kind!r}.")
+
+    def read(name: str | None) -> pd.DataFrame | None:
+        if name is None:
+            return None
+        if level == "group":
+            return signal_frame(adata, key=name)
+        return signal_frame(adata, layer=name)
+
+    if _is_model(data):
+        if method not in ("pvalue", "posterior"):
+            raise ChipviInputError(f"method must be 'pvalue' or 'posterior', not {method!r}.")
+        adata, qv, pv, sig = _model_inputs(data, adata, level, batch_size, method, float(min_lfe))
+    else:
+        if not isinstance(data, AnnData):
+            raise ChipviInputError(
+                f"call_enriched_regions needs an AnnData or a ChIPVI model, got {type(data).__name__}."
+            )
+        adata = data
+        if key is None:
+            raise ChipviInputError(
+                "Pass key= naming per-bin q-values (or probabilities with kind='probability') in "
+                "adata.obsm (level='group') or adata.layers (level='library'), or pass a model."
+            )
+        qv = read(key)
+        if kind == "probability":
+            qv = pd.DataFrame(
+                np.column_stack([bayesian_qvalues(qv[c].to_numpy()) for c in qv.columns])
+                if qv.shape[1] else np.zeros((len(qv), 0)),
+                index=qv.index, columns=qv.columns,
+            )  # fmt: skip
+        pv = read(pvalue_key)
+        sig = read(signal_key)
+    columns = list(qv.columns)
+    if groups is not None:
+        wanted = [groups] if isinstance(groups, str) else list(groups)
+        unknown = [g for g in wanted if g not in columns]
+        if unknown:
+            raise ChipviInputError(f"Unknown {level}(s) {unknown}; available: {columns}.")
+        columns = wanted
+    for other, label in ((pv, "pvalue_key"), (sig, "signal_key")):
+        if other is not None and [c for c in columns if c not in other.columns]:
+            raise ChipviInputError(
+                f"{label} lacks columns {columns}; it has {list(other.columns)}."
+            )
+
+    sizes = chrom_sizes(adata)
+    order = genomic_order(adata, sizes)
+    chrom, start, end = (a[order] for a in bin_coordinates(adata))
+    bin_size = int(
+        adata.uns["chipvi"].get("bin_size", int(np.median(end - start)) if len(end) else 1)
+    )
+    obs_names = np.asarray(adata.obs_names)[order]
+
+    tables = []
+    for col in columns:
+        qcol = qv[col].to_numpy(dtype=np.float64)[order]
+        called = np.nan_to_num(qcol, nan=1.0 + q) <= q
+        neglog_q = -np.log10(np.clip(qcol, 1e-300, 1.0))
+        rank = sig[col].to_numpy(dtype=np.float64)[order] if sig is not None else neglog_q
+        extra = {"_qmin": qcol}
+        if pv is not None:
+            extra["_pmin"] = pv[col].to_numpy(dtype=np.float64)[order]
+        reg = regions_from_bins(
+            called, chrom, start, end, rank_value=rank, merge_gap=int(merge_gap),
+            min_bins=int(min_bins), bin_size=bin_size, extra_min=extra,
+        )  # fmt: skip
+        if reg.empty:
+            continue
+        s_idx = reg["summit_index"].to_numpy()
+        qvalue = -np.log10(np.clip(reg["_qmin"].to_numpy(), 1e-300, 1.0))
+        reg = pd.DataFrame(
+            {
+                "chrom": reg["chrom"].astype(str),
+                "start": reg["start"].astype(np.int64),
+                "end": reg["end"].astype(np.int64),
+                "name": [f"{col}_region_{i + 1}" for i in range(len(reg))],
+                "group": str(col),
+                "n_bins": reg["n_bins"].astype(np.int64),
+                "score": np.minimum(1000, np.round(10 * qvalue)).astype(np.int64),
+                "signal": reg["summit_value"].astype(np.float64),
+                "pvalue": -np.log10(np.clip(reg["_pmin"].to_numpy(), 1e-300, 1.0))
+                if "_pmin" in reg else np.nan,
+                "qvalue": qvalue,
+                "summit": ((start[s_idx] + end[s_idx]) // 2 - reg["start"].to_numpy()).astype(np.int64),
+                "summit_bin": obs_names[s_idx].astype(str),
+            }
+        )  # fmt: skip
+        tables.append(reg)
+    result = pd.concat(tables, ignore_index=True) if tables else empty_region_table()
+    adata.uns[key_added] = result
+    adata.uns[f"{key_added}_params"] = {
+        "source": f"model:{method}" if _is_model(data) else str(key),
+        "kind": "qvalue" if _is_model(data) else kind,
+        "level": level,
+        "q": float(q),
+        "min_bins": int(min_bins),
+        "merge_gap": int(merge_gap),
+    }
+    return result

@@ -1,0 +1,156 @@
+"""simulate → bin → train → denoise → call with the real ChIPVI, and `chipvi demo`.
+
+The demo runs as a subprocess (what the README's first command does); the other steps go
+through :func:`chipvi.cli.main` in-process (the console script's entry point) to keep the
+suite fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    from chipvi.cli import main
+
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    from chipvi.cli import main
+
+    status = main(["simulate", str(out / "sim"), "--seed", "3", "--n-chroms", "1",
+                   "--chrom-length", "200000", "--depths", "20000,8000", "-q"])
+    assert status == 0
+    return out
+
+
+def test_simulate_and_bin(sim, capsys):
+    sheet = sim / "sim" / "samplesheet.csv"
+    assert sheet.is_file()
+    out = sim / "bins.h5ad"
+    status, stdout, err = run_main(capsys, "bin", sheet, "-o", out)
+    assert status == 0, err
+    adata = ad.read_h5ad(out)
+    rows = pd.read_csv(sheet)
+    assert list(adata.var_names) == list(rows["sample"])
+    assert adata.n_obs == 1000 and int(adata.obs["end"].iloc[-1]) == 200_000
+    totals = np.asarray(adata.X).sum(0)
+    for name, total in zip(adata.var_names, totals, strict=True):
+        assert f"{name}: {int(total)} reads counted" in stdout
+    # the deeper library has more reads counted
+    assert totals[0] > totals[1] > 0
+
+    # refusals: existing output (untouched), missing sheet, wrong suffix, bad bin size
+    stamp = out.stat().st_mtime_ns
+    status, _, err = run_main(capsys, "bin", sheet, "-o", out)
+    assert status == 2 and "already exists" in err and out.stat().st_mtime_ns == stamp
+    status, _, err = run_main(capsys, "bin", sim / "nope.csv", "-o", sim / "x.h5ad")
+    assert status == 2 and "nope.csv does not exist" in err and not (sim / "x.h5ad").exists()
+    status, _, err = run_main(capsys, "bin", sheet, "-o", sim / "x.csv")
+    assert status == 2 and "must end in .h5ad" in err
+    status, _, err = run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--bin-size", "0")
+    assert status == 2 and not (sim / "x.h5ad").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(sim):
+    """A real ChIPVI run trained for a few epochs on the simulated bins."""
+    from chipvi.cli import main
+
+    if not (sim / "bins.h5ad").exists():
+        assert main(["bin", str(sim / "sim" / "samplesheet.csv"), "-o", str(sim / "bins.h5ad"), "-q"]) == 0
+    run = sim / "run"
+    status = main(["train", "--config-dir", str(ROOT / "configs"), "-q", "--run-dir", str(run),
+                   "data.samplesheet=null", f"data.h5ad={sim / 'bins.h5ad'}", "data.region=null",
+                   "data.chroms=null", "train.max_epochs=3", "model.n_hidden=8"])
+    assert status == 0
+    return run
+
+
+def test_denoise_and_call(trained, capsys):
+    status, stdout, err = run_main(capsys, "denoise", trained)
+    assert status == 0, err
+    den = ad.read_h5ad(trained / "denoised" / "denoised.h5ad")
+    assert den.layers["chipvi_lfe"].shape == den.shape and np.isfinite(den.layers["chipvi_lfe"]).all()
+    groups = list(dict.fromkeys(den.var["group"].astype(str)))
+    assert list(den.obsm["chipvi_lfe"].columns) == groups
+    assert sorted(p.name for p in (trained / "denoised" / "bigwig").iterdir()) == sorted(f"{g}.bw" for g in groups)
+    status, _, err = run_main(capsys, "denoise", trained)
+    assert status == 2 and "already exists" in err
+
+    status, stdout, err = run_main(capsys, "call", trained, "--q", "0.05")
+    assert status == 0, err
+    peaks = sorted((trained / "peaks").iterdir())
+    assert [p.name for p in peaks] == sorted(f"{g}.narrowPeak" for g in groups)
+    n_regions = int(stdout.split("chipvi call: ")[1].split()[0])
+    assert n_regions == sum(len(p.read_text().splitlines()) for p in peaks)
+    status, _, err = run_main(capsys, "call", trained, "--q", "2")
+    assert status == 2 and "--q must be in (0, 1]" in err
+    kinds = [json.loads(line)["event"] for line in (trained / "facts" / "events.jsonl").read_text().splitlines()]
+    assert kinds[-2:] == ["denoise", "call"]
+
+
+def test_denoise_refuses_unfinished_run(tmp_path, capsys):
+    status, _, err = run_main(capsys, "denoise", tmp_path)
+    assert status == 2 and "not a chipvi run directory" in err
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    status, _, err = run_main(capsys, "denoise", tmp_path)
+    assert status == 2 and "no trained model" in err and "--resume" in err
+
+
+def test_demo_end_to_end(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+
+    def demo(*args):
+        return subprocess.run([sys.executable, "-m", "chipvi", "demo", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    (tmp_path / "taken").mkdir()
+    res = demo("-o", "taken", "-q")
+    assert res.returncode == 2 and "not made by `chipvi demo`" in res.stderr
+
+    res = demo("--epochs", "3")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "chipvi_demo"
+    for rel in ("bins.h5ad", "denoised.h5ad", "summary.txt", "tracks.png", "run/config.yaml",
+                "run/facts/events.jsonl", "run/model/model.pt", "bigwig/HESC.bw", "bigwig/HSMM.bw",
+                "peaks/HESC.narrowPeak", "peaks/HSMM.narrowPeak", ".chipvi_demo"):
+        assert (out / rel).exists(), rel
+    summary = (out / "summary.txt").read_text()
+    assert summary.strip() in res.stdout.replace("\r", "")
+    bins = ad.read_h5ad(out / "bins.h5ad")
+    assert f"({bins.n_obs} bins of 200 bp)" in summary
+    for name, total in zip(bins.var_names, np.asarray(bins.X).sum(0), strict=True):
+        assert f"{name:<10} ChIP reads {int(total):>7,}" in summary
+    assert "HESC   raw" in summary and "HSMM   raw" in summary
+    assert not list(tmp_path.glob(".chipvi_demo.part*"))
+
+
+def test_demo_replaces_only_its_own_folder(tmp_path):
+    from chipvi import ChipviInputError
+    from chipvi.cli._demo import MARKER, _check_out
+
+    _check_out(tmp_path / "new", overwrite=False)  # absent: fine
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / MARKER).write_text("")
+    _check_out(tmp_path / "mine", overwrite=False)  # made by a demo: replaced
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ChipviInputError, match="--overwrite"):
+        _check_out(tmp_path / "other", overwrite=False)
+    _check_out(tmp_path / "other", overwrite=True)

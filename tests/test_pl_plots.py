@@ -1,0 +1,152 @@
+"""Plots: the figures have the expected axes and artists; bad regions and paths are refused."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+import chipvi  # noqa: E402
+from _analysis_data import make_adata, truth_mask  # noqa: E402
+from chipvi._errors import ChipviInputError  # noqa: E402
+from chipvi.pl._utils import parse_region  # noqa: E402
+
+
+@pytest.fixture
+def adata():
+    a = make_adata()
+    a.layers["denoised"] = np.column_stack(
+        [2.0 * truth_mask(a.obs, g) for g in a.var["group"]]
+    ) + np.random.default_rng(0).normal(0, 0.1, a.shape)
+    a.obsm["group_lfe"] = pd.DataFrame(
+        {g: 2.0 * truth_mask(a.obs, g) for g in ("A", "B")}, index=a.obs_names
+    )
+    a.obsm["q"] = pd.DataFrame(
+        {g: np.where(truth_mask(a.obs, g), 1e-5, 0.9) for g in ("A", "B")}, index=a.obs_names
+    )
+    chipvi.tl.call_enriched_regions(a, key="q")
+    return a
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_parse_region():
+    sizes = {"chr1": 2_000_000}
+    assert parse_region("chr1:1,000,000-1,200,000", sizes) == ("chr1", 1_000_000, 1_200_000)
+    assert parse_region("chr1", sizes) == ("chr1", 0, 2_000_000)
+    with pytest.raises(ChipviInputError, match="Cannot parse"):
+        parse_region("chr1:100", sizes)
+    with pytest.raises(ChipviInputError, match="not in the data"):
+        parse_region("chr2:1-5", sizes)
+    with pytest.raises(ChipviInputError, match="outside chr1"):
+        parse_region("chr1:1,900,000-2,100,000", sizes)
+    with pytest.raises(ChipviInputError, match="greater than start"):
+        parse_region("chr1:500-100", sizes)
+
+
+def test_tracks_panels_and_region_boxes(adata, tmp_path):
+    out = tmp_path / "tracks.png"
+    axes = chipvi.pl.tracks(
+        adata,
+        "chr1:0-8,000",
+        keys={"raw": "X", "denoised": "denoised", "group": "group_lfe", "control": "control"},
+        samples=["A_1", "A_2"],
+        save=out,
+    )
+    # raw, denoised, control: 2 libraries each; group-level: group A only; plus the region panel.
+    assert len(axes) == 2 + 2 + 1 + 2 + 1
+    assert out.stat().st_size > 0
+    boxes = [p for p in axes[-1].patches if isinstance(p, Rectangle)]
+    # Group A regions in chr1:0-8000: 1000-2000 and 6000-6400.
+    assert sorted((b.get_x(), b.get_width()) for b in boxes) == [(1000, 1000), (6000, 400)]
+    assert axes[-1].get_xlim() == (0, 8000)
+    assert "group\nA" in [a.get_ylabel() for a in axes]
+    with pytest.raises(ChipviInputError, match="already exists"):
+        chipvi.pl.tracks(adata, "chr1:0-8,000", save=out)
+    with pytest.raises(ChipviInputError, match="outside chr2"):
+        chipvi.pl.tracks(adata, "chr2:0-9,000")
+    with pytest.raises(ChipviInputError, match="not 'X', a layer"):
+        chipvi.pl.tracks(adata, "chr1", keys=["nope"])
+    with pytest.raises(ChipviInputError, match="Unknown sample"):
+        chipvi.pl.tracks(adata, "chr1", samples=["Z"])
+    chipvi.pl.tracks(adata, "chr1:0-10,050", save="/tmp/chipvi_tracks.png", overwrite=True)
+
+
+def test_concordance_and_fingerprint(adata):
+    axes = chipvi.pl.concordance(
+        adata, group="B", denoised="denoised", save="/tmp/chipvi_conc.png", overwrite=True
+    )
+    assert len(axes) == 2 and all(
+        any(isinstance(c, PolyCollection) for c in a.collections) for a in axes
+    )
+    assert axes[0].get_xlabel() == "B_1" and "Pearson" in axes[1].get_title()
+    with pytest.raises(ChipviInputError, match="Unknown group"):
+        chipvi.pl.concordance(adata, group="Z")
+    ax = chipvi.pl.fingerprint(adata, save="/tmp/chipvi_fp.png", overwrite=True)
+    assert len(ax.get_lines()) == 4 + 4 + 1  # libraries, their controls, diagonal
+    assert "chipvi_fingerprint" in adata.uns
+    with pytest.raises(ChipviInputError, match="No fingerprint"):
+        chipvi.pl.fingerprint(adata, samples=["Z"])
+
+
+class HistoryModel:
+    def __init__(self, adata):
+        self.adata = adata
+        epochs = pd.Index(np.arange(20), name="epoch")
+        self.history = {
+            "elbo_train": pd.DataFrame(
+                {"elbo_train": 1000 / (1 + epochs.to_numpy())}, index=epochs
+            ),
+            "elbo_validation": pd.DataFrame({"elbo_validation": []}),
+        }
+
+    def get_technical(self, adata=None, **kwargs):
+        ctrl = adata.layers["control"].astype(float)
+        return {"mu": pd.DataFrame(ctrl * 1.1, index=adata.obs_names, columns=adata.var_names)}
+
+
+def test_training_history_and_technical_fit(adata):
+    model = HistoryModel(adata)
+    ax = chipvi.pl.training_history(model, save="/tmp/chipvi_hist.png", overwrite=True)
+    assert [line.get_label() for line in ax.get_lines()] == ["elbo_train"]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata()[:2], [1000, 500])
+    with pytest.raises(ChipviInputError, match="No history entries"):
+        chipvi.pl.training_history(model, keys=["nope"])
+    axes = chipvi.pl.technical_fit(
+        model, samples=["A_1", "B_2"], n_bins=5, save="/tmp/chipvi_tech.png", overwrite=True
+    )
+    assert len(axes) == 2 and [a.get_title() for a in axes] == ["A_1", "B_2"]
+    observed, expected = axes[0].get_lines()
+    assert len(expected.get_xdata()) >= 3
+    np.testing.assert_allclose(expected.get_ydata(), 1.1 * np.asarray(expected.get_xdata()))
+    with pytest.raises(ChipviInputError, match="needs mu"):
+        chipvi.pl.technical_fit(adata)
+
+
+def test_differential_ma_plot(adata):
+    table = pd.DataFrame(
+        {
+            "lfe1": [1.0, 0.0, 2.0],
+            "lfe2": [0.0, 1.0, 2.0],
+            "lfc_mean": [1.0, -1.0, 0.0],
+            "direction": [1, -1, 0],
+        },
+        index=adata.obs_names[:3],
+    )
+    ax = chipvi.pl.differential(table, save="/tmp/chipvi_ma.png", overwrite=True)
+    offsets = [c.get_offsets() for c in ax.collections]
+    assert [len(o) for o in offsets] == [1, 1, 1]
+    np.testing.assert_allclose(offsets[1][0], [0.5, 1.0])
+    with pytest.raises(ChipviInputError, match="differential_enrichment first"):
+        chipvi.pl.differential(adata)
