@@ -146,7 +146,9 @@ def metrics(score: np.ndarray, truth: pd.DataFrame, group: str, strong: int, wea
     }
 
 
-def bench_simulation(seed: int, chrom_length: int, workdir: Path, threads: int) -> pd.DataFrame:
+def bench_simulation(
+    seed: int, chrom_length: int, workdir: Path, threads: int, reuse_peers: bool = False
+) -> pd.DataFrame:
     from chipvi.datasets import simulate
 
     out = workdir / f"sim{seed}"
@@ -159,9 +161,16 @@ def bench_simulation(seed: int, chrom_length: int, workdir: Path, threads: int) 
     weak = 1 - strong
     group = sheet["group"].iloc[0]
     scores = {}
+    cache = workdir / f"peer_scores_seed{seed}_{chrom_length}.npz"
     t0 = time.perf_counter()
-    scores.update(macs3_scores(sheet, root, out, sim.chrom_sizes, frag))
-    scores.update(bamcompare_scores(sheet, root, out, sim.chrom_sizes, frag))
+    if reuse_peers and cache.is_file():
+        with np.load(cache) as saved:
+            scores.update({name: saved[name] for name in saved.files})
+        print(f"(peer scores reused from {cache})")
+    else:
+        scores.update(macs3_scores(sheet, root, out, sim.chrom_sizes, frag))
+        scores.update(bamcompare_scores(sheet, root, out, sim.chrom_sizes, frag))
+        np.savez(cache, **scores)
     peer_s = time.perf_counter() - t0
     denoised, adata, train_s = chipvi_scores(sim.samplesheet, threads)
     assert adata.n_obs == len(sim.truth)
@@ -230,6 +239,9 @@ def main(argv=None) -> int:
     parser.add_argument("--real", action="store_true")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 on a shared machine; >1 oversubscribes)")
+    parser.add_argument("--reuse-peers", action="store_true",
+                        help="reuse peer scores saved by an earlier run in the --keep folder "
+                             "(same seeds, same simulator)")
     parser.add_argument("--keep", help="keep simulated data and peer outputs in this folder")
     args = parser.parse_args(argv)
     missing = [t for t in ("macs3", "bamCompare") if shutil.which(t) is None]
@@ -241,7 +253,9 @@ def main(argv=None) -> int:
     all_ok = True
     try:
         for seed in args.seeds:
-            table = bench_simulation(seed, args.chrom_length, workdir, args.threads)
+            table = bench_simulation(
+                seed, args.chrom_length, workdir, args.threads, args.reuse_peers
+            )
             print(table.round(3).to_string())
             ok = verdict(table)
             all_ok &= bool(ok.all())

@@ -55,7 +55,7 @@ def default_batch_size(n_obs: int) -> int:
     return int(np.clip(2 ** np.floor(np.log2(max(n_obs, 1) / 8)), 128, 2048))
 
 
-def default_max_epochs(n_obs: int, batch_size: int, n_steps: int = 800) -> int:
+def default_max_epochs(n_obs: int, batch_size: int, n_steps: int = 1500) -> int:
     """Epochs that give about ``n_steps`` optimiser steps (at least 2, at most 1000)."""
     steps_per_epoch = max(1, int(np.ceil(n_obs / batch_size)))
     return int(np.clip(round(n_steps / steps_per_epoch), 2, 1000))
@@ -90,6 +90,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Let the guide read neighbouring bins (``False``: each bin alone).
     random_walk_scale
         Optional random-walk smoothness prior on the group enrichment between adjacent bins.
+    library_scale
+        Prior sd of each library's deviation from its group's log fold enrichment.
+    low_mapq
+        Bins whose reads (ChIP and control, ±2 bins) have a mean MAPQ below this are treated
+        as multi-mapper pile-ups and down-weighted in the likelihood; ``None`` turns it off.
 
     Examples
     --------
@@ -116,6 +121,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         n_encoder_hidden: int = 32,
         window: bool = True,
         random_walk_scale: float | None = None,
+        library_scale: float = 0.2,
+        low_mapq: float | None = 10.0,
     ) -> None:
         if not isinstance(adata, AnnData):
             raise ChipviInputError(f"ChIPVI needs an AnnData, got {type(adata).__name__}.")
@@ -182,13 +189,16 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             n_encoder_hidden=n_encoder_hidden,
             window=window,
             random_walk_scale=random_walk_scale,
+            library_scale=library_scale,
+            low_mapq=low_mapq,
         )
         self._set_covariate_statistics(arrays)
         self._model_summary_string = (
             f"ChIPVI: {adata.n_obs} bins × {adata.n_vars} libraries in {len(self.group_names)} "
             f"groups; technical={technical!r}, covariates={covariates!r}, "
             f"consistency={dict(zip(consistency, consistency_weight, strict=True))}, "
-            f"window={window}, random_walk_scale={random_walk_scale}"
+            f"window={window}, random_walk_scale={random_walk_scale}, "
+            f"library_scale={library_scale}, low_mapq={low_mapq}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -294,7 +304,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Passes over the bins; default gives about 800 optimiser steps (2–1000 epochs).
+            Passes over the bins; default gives about 1500 optimiser steps (2–1000 epochs).
         accelerator, devices, strategy
             As in :class:`lightning.pytorch.Trainer` (``"gpu"`` needs a CUDA device).
         batch_size
