@@ -198,3 +198,21 @@ def test_consistency_raises_replicate_concordance(data):
         corr[name + "_msd"] = float((delta**2).mean())
     assert corr["on"] > corr["off"]
     assert corr["on_msd"] < 0.8 * corr["off_msd"]
+
+
+def test_contiguous_block_sampler_covers_every_bin():
+    from chipvi.model._dataloader import ContiguousBlockSampler
+
+    torch.manual_seed(0)
+    sampler = ContiguousBlockSampler(1000, 128, shuffle=True)
+    seen = np.zeros(1000, int)
+    for _ in range(30):
+        blocks = list(sampler)
+        assert len(blocks) <= len(sampler)
+        for block in blocks:
+            assert np.all(np.diff(block) == 1)  # consecutive bins
+            seen[block] += 1
+    assert (seen > 0).all()
+    fixed = list(ContiguousBlockSampler(1000, 128, shuffle=False))
+    assert len(fixed) == len(ContiguousBlockSampler(1000, 128, shuffle=False)) == 8
+    np.testing.assert_array_equal(np.concatenate(fixed), np.arange(1000))
