@@ -78,7 +78,7 @@ def trained(sim):
     run = sim / "run"
     status = main(["train", "--config-dir", str(ROOT / "configs"), "-q", "--run-dir", str(run),
                    "data.samplesheet=null", f"data.h5ad={sim / 'bins.h5ad'}", "data.region=null",
-                   "data.chroms=null", "train.max_epochs=3", "model.n_hidden=8"])
+                   "data.chroms=null", "train.max_epochs=20", "model.n_hidden=8", "train.threads=1"])
     assert status == 0
     return run
 
@@ -99,11 +99,20 @@ def test_denoise_and_call(trained, capsys):
     peaks = sorted((trained / "peaks").iterdir())
     assert [p.name for p in peaks] == sorted(f"{g}.narrowPeak" for g in groups)
     n_regions = int(stdout.split("chipvi call: ")[1].split()[0])
+    assert n_regions > 0  # the simulation has peaks at ~60 per Mb
     assert n_regions == sum(len(p.read_text().splitlines()) for p in peaks)
     status, _, err = run_main(capsys, "call", trained, "--q", "2")
     assert status == 2 and "--q must be in (0, 1]" in err
     kinds = [json.loads(line)["event"] for line in (trained / "facts" / "events.jsonl").read_text().splitlines()]
     assert kinds[-2:] == ["denoise", "call"]
+
+    # a report on a denoised run includes replicate concordance raw vs denoised
+    status, _, err = run_main(capsys, "report", trained, "-o", trained.parent / "report", "-q")
+    assert status == 0, err
+    conc = pd.read_csv(trained.parent / "report" / "concordance.csv")
+    n_pairs = sum(k * (k - 1) // 2 for k in den.var["group"].value_counts())
+    assert len(conc) == n_pairs and conc[["pearson_raw", "pearson_denoised"]].notna().all().all()
+    assert (trained.parent / "report" / "concordance.png").is_file()
 
 
 def test_denoise_refuses_unfinished_run(tmp_path, capsys):
@@ -154,3 +163,34 @@ def test_demo_replaces_only_its_own_folder(tmp_path):
     with pytest.raises(ChipviInputError, match="--overwrite"):
         _check_out(tmp_path / "other", overwrite=False)
     _check_out(tmp_path / "other", overwrite=True)
+
+
+def test_real_model_resume_after_ctrl_c_matches(sim, capsys, monkeypatch):
+    """ChIPVI (torch Adam via Lightning, contiguous-block sampler) resumes bit-identically."""
+    import signal
+
+    import torch
+
+    from chipvi.cli import main
+
+    if not (sim / "bins.h5ad").exists():
+        assert main(["bin", str(sim / "sim" / "samplesheet.csv"), "-o", str(sim / "bins.h5ad"), "-q"]) == 0
+    common = ["train", "--config-dir", str(ROOT / "configs"), "-q", "data.samplesheet=null",
+              f"data.h5ad={sim / 'bins.h5ad'}", "data.region=null", "data.chroms=null",
+              "train.max_epochs=4", "train.checkpoint_interval_s=0", "model.n_hidden=8",
+              "train.threads=1"]
+    assert main([*common, "--run-dir", str(sim / "full")]) == 0
+    handler = signal.getsignal(signal.SIGINT)
+    monkeypatch.setenv("CHIPVI_TEST_KILL_AFTER_EPOCH", "1:INT")
+    try:
+        status = main([*common, "--run-dir", str(sim / "cut")])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
+    assert status == 130
+    assert f"chipvi train --resume {sim / 'cut'}" in capsys.readouterr().err
+    monkeypatch.delenv("CHIPVI_TEST_KILL_AFTER_EPOCH")
+    assert main(["train", "--resume", str(sim / "cut"), "-q"]) == 0
+    a = torch.load(sim / "full" / "model" / "model.pt", weights_only=False)["model_state_dict"]
+    b = torch.load(sim / "cut" / "model" / "model.pt", weights_only=False)["model_state_dict"]
+    tensors = [k for k, v in a.items() if isinstance(v, torch.Tensor)]
+    assert tensors and all(torch.equal(a[k], b[k]) for k in tensors)

@@ -16,7 +16,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 import chipvi  # noqa: E402
 from _analysis_data import make_adata, truth_mask  # noqa: E402
 from chipvi._errors import ChipviInputError  # noqa: E402
-from chipvi.pl._utils import parse_region  # noqa: E402
+from chipvi.io import parse_region  # noqa: E402
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_parse_region():
     sizes = {"chr1": 2_000_000}
     assert parse_region("chr1:1,000,000-1,200,000", sizes) == ("chr1", 1_000_000, 1_200_000)
     assert parse_region("chr1", sizes) == ("chr1", 0, 2_000_000)
-    with pytest.raises(ChipviInputError, match="Cannot parse"):
+    with pytest.raises(ChipviInputError, match="does not parse"):
         parse_region("chr1:100", sizes)
     with pytest.raises(ChipviInputError, match="not in the data"):
         parse_region("chr2:1-5", sizes)

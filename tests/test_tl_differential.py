@@ -53,6 +53,8 @@ def test_differential_recovers_known_changes():
         ("chr2", 4000, 5600, -1),
     ]
     assert regions["name"].iloc[2] == "A_vs_B_down_3"
+    # All draws agree in these bins: q is reported as below 1/n_samples, not as 1e-300.
+    np.testing.assert_allclose(regions["qvalue"], np.log10(200))
     assert adata.obsm["chipvi_differential"] is table
     # Regions table is writable as peaks.
     assert set(regions.columns) >= {"chrom", "start", "end", "name", "score", "signal", "qvalue"}

@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     chipvi.ChIPVI.setup_anndata(adata)
     model = chipvi.ChIPVI(adata)
     torch.manual_seed(0)
-    model.train(max_epochs=10, accelerator="cpu", enable_progress_bar=False)
+    model.train(max_epochs=40, accelerator="cpu", enable_progress_bar=False)
     return sim, adata, model
 
 

@@ -3,10 +3,13 @@
 Resuming gives the same parameters as an uninterrupted run because everything that decides the
 next epoch is either in the checkpoint or re-derived from the seed:
 
-* Lightning's checkpoint holds the training plan's ``state_dict`` (the Pyro module's parameters),
-  the loop counters (epoch, global step: KL warm-up depends on them) and callback states; it does
-  **not** hold the Pyro optimiser (``PyroTrainingPlan.optim``, one torch Adam per parameter,
-  outside Lightning's view). :meth:`RunCallback.on_save_checkpoint` adds its ``get_state()`` and
+* Lightning's checkpoint holds the training plan's ``state_dict`` (the module's parameters),
+  the loop counters (epoch, global step: KL warm-up depends on them), callback states and the
+  state of optimisers Lightning drives (ChIPVI trains with one torch Adam through
+  ``LowLevelPyroTrainingPlan``, so its moments are there). With scvi-tools' default
+  ``PyroTrainingPlan`` the real optimiser is Pyro's (``plan.optim``, one torch Adam per
+  parameter, outside Lightning's view: Lightning only sees a dummy one);
+  :meth:`RunCallback.on_save_checkpoint` adds its ``get_state()`` and
   :meth:`on_load_checkpoint` hands it back with ``set_state`` (consumed on the first step).
 * Random state is not checkpointed; instead every epoch starts from a seed derived from
   ``(seed, epoch)``, so minibatch order and Monte-Carlo draws of epoch *e* are the same whether
@@ -30,7 +33,8 @@ from .._errors import ChipviInputError
 from ._rundir import RunDir
 
 PYRO_OPTIM_KEY = "chipvi_pyro_optim_state"
-# Test hook: SIGKILL the process after this epoch's checkpoint, to exercise --resume.
+# Test hook: "N" sends SIGKILL to this process after epoch N's checkpoint ("N:INT" sends SIGINT,
+# i.e. Ctrl-C), to exercise --resume.
 KILL_ENV = "CHIPVI_TEST_KILL_AFTER_EPOCH"
 
 
@@ -87,7 +91,9 @@ class RunCallback(Callback):
         self._t0 = 0.0
         self.last_epoch: int | None = None
         kill = os.environ.get(KILL_ENV)
-        self._kill_after = int(kill) if kill else None
+        epoch, _, sig = (kill or "").partition(":")
+        self._kill_after = int(epoch) if epoch else None
+        self._kill_signal = signal.SIGINT if sig == "INT" else signal.SIGKILL
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._first_epoch_of_fit = True
@@ -156,7 +162,8 @@ class RunCallback(Callback):
             self._last_save = now
         self.last_epoch = epoch
         if kill:
-            os.kill(os.getpid(), signal.SIGKILL)
+            self._kill_after = None
+            os.kill(os.getpid(), self._kill_signal)
 
     def _save_checkpoint(self, trainer) -> None:
         path = self.run.checkpoint_path

@@ -40,7 +40,8 @@ def check_data_inputs(data) -> None:
     if (data.samplesheet is None) == (data.h5ad is None):
         raise ChipviInputError(
             "config: set exactly one of 'data.samplesheet' (BAMs to bin) and 'data.h5ad' "
-            f"(bins from `chipvi bin`); got samplesheet={data.samplesheet!r}, h5ad={data.h5ad!r}."
+            f"(bins from `chipvi bin`); got samplesheet={data.samplesheet!r}, h5ad={data.h5ad!r}. "
+            "Set the other one to null, e.g. `data.samplesheet=null data.h5ad=bins.h5ad`."
         )
     if data.h5ad is not None and not Path(data.h5ad).expanduser().is_file():
         raise ChipviInputError(f"config key 'data.h5ad': file {data.h5ad} does not exist.")

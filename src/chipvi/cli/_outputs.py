@@ -55,7 +55,15 @@ def call_peaks(model, adata, path: Path, *, q: float = 0.05, fmt: str = "narrowP
     call = _need(tl, "call_enriched_regions", "Calling enriched regions")
     write_peaks = _need(io, "write_peaks", "Writing peaks")
     regions = call(model, adata=adata, q=q, level=level)
-    written = write_peaks(regions, path, format=fmt, overwrite=overwrite)
+    written = dict(write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}
+    # A group without enriched regions still gets its (empty) file, so every group has one.
+    names = model.group_names if level == "group" else model.library_names
+    suffix = {"narrowPeak": ".narrowPeak", "broadPeak": ".broadPeak", "bed": ".bed"}[fmt]
+    for name in names:
+        if name not in written:
+            empty = Path(path) / f"{name}{suffix}"
+            empty.write_text("")
+            written[name] = empty
     return regions, written
 
 

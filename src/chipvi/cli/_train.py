@@ -77,7 +77,7 @@ def run(args) -> int:
                 "--resume takes only the run directory: the run continues with its own "
                 "config.yaml (no overrides, --config, --run-dir or -m)."
             )
-        return resume(args.resume, quiet=args.quiet, overwrite=args.overwrite)
+        return resume(args.resume, quiet=args.quiet)
 
     config_dir = args.config_dir or (None if args.config else default_config_dir())
     if args.config is not None and not args.config.is_file():
@@ -128,7 +128,8 @@ def run(args) -> int:
     return 0
 
 
-def resume(path: Path, *, quiet: bool, overwrite: bool = False) -> int:
+def resume(path: Path, *, quiet: bool) -> int:
+    """Continue the run in ``path`` from its last checkpoint with its own config."""
     from ._config import compose
 
     run_dir = RunDir(path).require_existing()
@@ -143,7 +144,8 @@ def resume(path: Path, *, quiet: bool, overwrite: bool = False) -> int:
         raise ChipviInputError(f"--resume {path}: this run already finished training (see facts/events.jsonl).")
     cfg = compose(None, [], run_dir.config_path)
     validate_variants(cfg)
-    check_data_inputs(cfg.data) if not run_dir.data_path.is_file() else None
+    if not run_dir.data_path.is_file():  # no cached bins: the configured inputs must exist
+        check_data_inputs(cfg.data)
     train_run(cfg, run_dir, quiet=quiet, resume=True)
     return 0
 

@@ -6,3 +6,12 @@ from ._plots import fingerprint as fingerprint
 from ._plots import technical_fit as technical_fit
 from ._plots import training_history as training_history
 from ._tracks import tracks as tracks
+
+__all__ = [
+    "concordance",
+    "differential",
+    "fingerprint",
+    "technical_fit",
+    "tracks",
+    "training_history",
+]

@@ -7,3 +7,13 @@ from ._qc import frip as frip
 from ._qc import replicate_concordance as replicate_concordance
 from ._regions import call_enriched_regions as call_enriched_regions
 from ._strand import strand_cross_correlation as strand_cross_correlation
+
+__all__ = [
+    "call_enriched_regions",
+    "differential_enrichment",
+    "fingerprint",
+    "frip",
+    "gene_expression_association",
+    "replicate_concordance",
+    "strand_cross_correlation",
+]

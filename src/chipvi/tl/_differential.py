@@ -134,6 +134,7 @@ def differential_enrichment(
         label=f"{group1}_vs_{group2 or 'rest'}",
         merge_gap=merge_gap,
         min_bins=min_bins,
+        q_floor=1.0 / int(n_samples),
     )
     if key_added is not None:
         adata.obsm[key_added] = table
@@ -149,13 +150,20 @@ def differential_enrichment(
 
 
 def differential_regions(
-    adata: AnnData, table: pd.DataFrame, *, label: str, merge_gap: int = 0, min_bins: int = 1
+    adata: AnnData,
+    table: pd.DataFrame,
+    *,
+    label: str,
+    merge_gap: int = 0,
+    min_bins: int = 1,
+    q_floor: float = 1e-300,
 ) -> pd.DataFrame:
     """Merge called bins of a differential table into regions, separately per direction.
 
     Returns the region table of :func:`chipvi.tl.call_enriched_regions` (``group`` = ``label``,
     ``signal`` = posterior mean lfc at the summit, the bin with the largest |lfc|) plus a
-    ``direction`` column.
+    ``direction`` column. Reported q-values are at least ``q_floor`` (with S posterior draws a
+    Monte-Carlo q-value of 0 only means "below 1/S").
     """
     order = genomic_order(adata)
     chrom, start, end = (a[order] for a in bin_coordinates(adata))
@@ -173,7 +181,7 @@ def differential_regions(
         if reg.empty:
             continue
         s = reg["summit_index"].to_numpy()
-        qv = -np.log10(np.clip(reg["_q"].to_numpy(), 1e-300, 1.0))
+        qv = -np.log10(np.clip(reg["_q"].to_numpy(), q_floor, 1.0))
         tables.append(
             pd.DataFrame(
                 {
