@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +35,6 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, rankdata, spearmanr
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -114,13 +112,13 @@ def bamcompare_scores(sheet: pd.DataFrame, root: Path, work: Path, chrom_sizes, 
     return out
 
 
-def chipvi_scores(samplesheet: Path):
+def chipvi_scores(samplesheet: Path, threads: int):
     import scvi
     import torch
 
     import chipvi
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     scvi.settings.seed = 0
     adata = chipvi.read_bams(samplesheet, progress=False)
     chipvi.ChIPVI.setup_anndata(adata)
@@ -148,7 +146,9 @@ def metrics(score: np.ndarray, truth: pd.DataFrame, group: str, strong: int, wea
     }
 
 
-def bench_simulation(seed: int, chrom_length: int, workdir: Path) -> pd.DataFrame:
+def bench_simulation(
+    seed: int, chrom_length: int, workdir: Path, threads: int, reuse_peers: bool = False
+) -> pd.DataFrame:
     from chipvi.datasets import simulate
 
     out = workdir / f"sim{seed}"
@@ -161,11 +161,18 @@ def bench_simulation(seed: int, chrom_length: int, workdir: Path) -> pd.DataFram
     weak = 1 - strong
     group = sheet["group"].iloc[0]
     scores = {}
+    cache = workdir / f"peer_scores_seed{seed}_{chrom_length}.npz"
     t0 = time.perf_counter()
-    scores.update(macs3_scores(sheet, root, out, sim.chrom_sizes, frag))
-    scores.update(bamcompare_scores(sheet, root, out, sim.chrom_sizes, frag))
+    if reuse_peers and cache.is_file():
+        with np.load(cache) as saved:
+            scores.update({name: saved[name] for name in saved.files})
+        print(f"(peer scores reused from {cache})")
+    else:
+        scores.update(macs3_scores(sheet, root, out, sim.chrom_sizes, frag))
+        scores.update(bamcompare_scores(sheet, root, out, sim.chrom_sizes, frag))
+        np.savez(cache, **scores)
     peer_s = time.perf_counter() - t0
-    denoised, adata, train_s = chipvi_scores(sim.samplesheet)
+    denoised, adata, train_s = chipvi_scores(sim.samplesheet, threads)
     assert adata.n_obs == len(sim.truth)
     scores["chipvi (train defaults)"] = denoised
     rows = {name: metrics(s, sim.truth, group, strong, weak) for name, s in scores.items()}
@@ -185,14 +192,14 @@ def verdict(table: pd.DataFrame) -> pd.Series:
     return pd.Series(out)
 
 
-def bench_real() -> None:
+def bench_real(threads: int) -> None:
     import scvi
     import torch
 
     import chipvi
     from chipvi.datasets import cssq_chr19, cssq_chr19_samplesheet
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     scvi.settings.seed = 0
     adata = cssq_chr19()
     chipvi.ChIPVI.setup_anndata(adata)
@@ -230,6 +237,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--chrom-length", type=int, default=2_500_000)
     parser.add_argument("--real", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 on a shared machine; >1 oversubscribes)")
+    parser.add_argument("--reuse-peers", action="store_true",
+                        help="reuse peer scores saved by an earlier run in the --keep folder "
+                             "(same seeds, same simulator)")
     parser.add_argument("--keep", help="keep simulated data and peer outputs in this folder")
     args = parser.parse_args(argv)
     missing = [t for t in ("macs3", "bamCompare") if shutil.which(t) is None]
@@ -241,13 +253,15 @@ def main(argv=None) -> int:
     all_ok = True
     try:
         for seed in args.seeds:
-            table = bench_simulation(seed, args.chrom_length, workdir)
+            table = bench_simulation(
+                seed, args.chrom_length, workdir, args.threads, args.reuse_peers
+            )
             print(table.round(3).to_string())
             ok = verdict(table)
             all_ok &= bool(ok.all())
             print("chipvi beats the best peer:", ", ".join(f"{k}={v}" for k, v in ok.items()))
         if args.real:
-            bench_real()
+            bench_real(args.threads)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

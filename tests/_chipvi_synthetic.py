@@ -27,19 +27,19 @@ def make_chip_adata(
     shared = np.zeros(n_bins)
     for _ in range(max(1, n_bins // 150)):  # narrow peaks, most shared by all groups
         c, w = rng.integers(0, n_bins), rng.integers(2, 7)
-        h = rng.uniform(1.0, 3.0)
+        h = rng.uniform(1.5, 3.0)
         prof = h * np.exp(-0.5 * ((np.arange(n_bins) - c) / (w / 2)) ** 2)
         shared = np.maximum(shared, prof)
     for _ in range(max(1, n_bins // 1500)):  # broad domains
         s, w = rng.integers(0, n_bins), rng.integers(60, 250)
-        shared[s : s + w] = np.maximum(shared[s : s + w], rng.uniform(0.6, 1.0))
+        shared[s : s + w] = np.maximum(shared[s : s + w], rng.uniform(1.0, 1.4))
     for g in range(len(names)):
         lfe[:, g] = shared
         if g > 0:  # group-specific peaks
             for _ in range(max(1, n_bins // 600)):
                 c = rng.integers(0, n_bins)
                 lfe[c : c + 4, g] = rng.uniform(1.0, 2.5)
-    lfe[lfe < 0.05] = 0.0
+    lfe[lfe < 0.3] = 0.0
     # Technical background: smooth copy-number/open-chromatin variation.
     cnv = np.exp(np.convolve(rng.normal(0, 0.6, n_bins), np.ones(50) / 50, mode="same") * 4)
     artefact = np.zeros(n_bins, bool)
@@ -47,7 +47,7 @@ def make_chip_adata(
         s = rng.integers(0, n_bins - 5)
         artefact[s : s + rng.integers(2, 5)] = True
     art_factor = np.where(artefact, 15.0, 1.0)
-    base = 1.0 / n_bins * 0.9
+    base = 3.0 / n_bins
     n_lib = len(groups)
     X = np.zeros((n_bins, n_lib), np.int32)
     control = np.zeros((n_bins, n_lib), np.int32)
@@ -58,7 +58,7 @@ def make_chip_adata(
     ctrl_q = np.where(ctrl > 0, np.where(artefact, rng.uniform(2, 10, n_bins), rng.uniform(35, 42, n_bins)), 0)
     for j, (d, g) in enumerate(zip(depths, groups, strict=True)):
         mu = d * base * cnv * art_factor * np.exp(lfe[:, names.index(g)])
-        mu = mu / mu.sum() * d * 0.02 * (n_bins * 200 / 3e5)  # a 3e5-bp region gets 2 % of reads
+        mu = mu / mu.sum() * d * 0.06 * (n_bins * 200 / 3e5)  # a 3e5-bp region gets 6 % of reads
         y = rng.negative_binomial(dispersion, dispersion / (dispersion + mu))
         if j == 1:  # PCR jackpots in the second library
             jp = rng.choice(np.flatnonzero(lfe[:, names.index(g)] == 0), 3, replace=False)
@@ -92,6 +92,6 @@ def make_chip_adata(
     adata.uns["chipvi"] = {"bin_size": 200, "chrom_sizes": {"chr1": n_bins * 200}}
     truth = pd.DataFrame({f"lfe_{g}": lfe[:, k] for k, g in enumerate(names)}, index=adata.obs_names)
     for g in names:
-        truth[f"enriched_{g}"] = truth[f"lfe_{g}"] > 0.5
+        truth[f"enriched_{g}"] = truth[f"lfe_{g}"] > 0
     truth["low_mappability"] = artefact
     return adata, truth

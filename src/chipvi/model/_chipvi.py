@@ -90,6 +90,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Let the guide read neighbouring bins (``False``: each bin alone).
     random_walk_scale
         Optional random-walk smoothness prior on the group enrichment between adjacent bins.
+    library_scale
+        Prior sd of each library's deviation from its group's log fold enrichment.
+    low_mapq
+        Bins whose reads (ChIP and control, ±2 bins) have a mean MAPQ below this are treated
+        as multi-mapper pile-ups and down-weighted in the likelihood; ``None`` turns it off.
 
     Examples
     --------
@@ -110,12 +115,14 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         technical: str = "mu_r",
         covariates: str = "default",
         consistency: Sequence[str] = ("mse", "pearson"),
-        consistency_weight: float | Sequence[float] = (1.0, 1.0),
+        consistency_weight: float | Sequence[float] = 1.0,
         n_hidden: int = 32,
         n_layers: int = 2,
         n_encoder_hidden: int = 32,
         window: bool = True,
         random_walk_scale: float | None = None,
+        library_scale: float = 0.2,
+        low_mapq: float | None = 10.0,
     ) -> None:
         if not isinstance(adata, AnnData):
             raise ChipviInputError(f"ChIPVI needs an AnnData, got {type(adata).__name__}.")
@@ -135,7 +142,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(f"consistency terms {bad} unknown; use {list_consistency()}.")
         if isinstance(consistency_weight, int | float):
             consistency_weight = [float(consistency_weight)] * len(consistency)
-        consistency_weight = [float(w) for w in consistency_weight][: len(consistency)]
+        consistency_weight = [float(w) for w in consistency_weight]
         if len(consistency_weight) != len(consistency):
             raise ChipviInputError("consistency_weight needs one weight per consistency term.")
         super().__init__(adata)
@@ -182,13 +189,16 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             n_encoder_hidden=n_encoder_hidden,
             window=window,
             random_walk_scale=random_walk_scale,
+            library_scale=library_scale,
+            low_mapq=low_mapq,
         )
         self._set_covariate_statistics(arrays)
         self._model_summary_string = (
             f"ChIPVI: {adata.n_obs} bins × {adata.n_vars} libraries in {len(self.group_names)} "
             f"groups; technical={technical!r}, covariates={covariates!r}, "
             f"consistency={dict(zip(consistency, consistency_weight, strict=True))}, "
-            f"window={window}, random_walk_scale={random_walk_scale}"
+            f"window={window}, random_walk_scale={random_walk_scale}, "
+            f"library_scale={library_scale}, low_mapq={low_mapq}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -302,9 +312,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         lr
             Learning rate of Adam (gradients clipped at norm 10).
         early_stopping
-            Stop on the validation ELBO (needs ``train_size < 1``) or the training ELBO.
+            Stop when the training ELBO stops improving (Lightning's ``EarlyStopping``).
         train_size
-            Fraction of bins used for fitting (a contiguous leading run); the rest validate.
+            Fraction of bins used for fitting (a contiguous leading run of the genome); the
+            rest are held out. Their posteriors still come from the amortised guide.
         callbacks
             Lightning callbacks.
         warmup_fraction
@@ -335,8 +346,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         trainer_kwargs.setdefault("gradient_clip_val", 10.0)
         trainer_kwargs["callbacks"] = list(callbacks or [])
         trainer_kwargs.setdefault("strategy", strategy)
-        if early_stopping and train_size >= 1:
-            trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
+        # The Pyro training plan logs only the training ELBO (no validation step).
+        trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
         self.module.train()
         try:
             super().train(

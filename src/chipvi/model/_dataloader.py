@@ -50,7 +50,11 @@ class ContiguousBlockSampler(Sampler):
         yield from self._blocks()
 
     def __len__(self) -> int:
-        return len(self._blocks()) if not self.shuffle else int(np.ceil(self.n / self.block_size))
+        # With a random offset an epoch has at most one block more than without; Lightning
+        # stops an epoch at len() batches, so report the upper bound (an epoch that ends
+        # earlier simply exhausts the iterator).
+        n_blocks = int(np.ceil(self.n / self.block_size))
+        return n_blocks + 1 if self.shuffle and n_blocks > 1 else n_blocks
 
 
 class ContiguousBlockLoader(AnnDataLoader):
