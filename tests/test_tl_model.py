@@ -64,6 +64,11 @@ def test_differential_and_model_plots(trained):
     true_diff = (sim.truth[f"lfe_{g1}"] - sim.truth[f"lfe_{g2}"]).to_numpy()
     # Posterior lfc follows the true difference in log enrichment.
     assert np.corrcoef(table["lfc_mean"], true_diff)[0, 1] > 0.3
+    # The model method is the same computation, stored under its own key.
+    via_model = model.differential_enrichment(g1, g2, n_samples=30, key_added="de_model")
+    assert list(via_model.columns) == list(table.columns)
+    assert "de_model" in adata.uns and "de_model" in adata.obsm
+    assert np.corrcoef(via_model["lfc_mean"], table["lfc_mean"])[0, 1] > 0.9
     assert len(chipvi.pl.differential(adata).collections) == 3
     assert len(chipvi.pl.training_history(model).get_lines()) >= 1
     assert len(chipvi.pl.technical_fit(model, samples=[adata.var_names[0]])) == 1

@@ -582,6 +582,46 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             "qvalue": pd.DataFrame(qvalue, index=index, columns=columns),
         }
 
+    def differential_enrichment(
+        self,
+        group1: str,
+        group2: str | None = None,
+        *,
+        adata: AnnData | None = None,
+        delta: float = 0.5,
+        fdr: float = 0.05,
+        n_samples: int = 100,
+        **kwargs,
+    ) -> pd.DataFrame:
+        """Differential enrichment between two groups (scvi-tools ``differential_expression`` analogue).
+
+        Per bin: posterior log fold change of the group enrichments, probability of a change
+        larger than ``delta``, Bayesian FDR, and merged differential regions stored in
+        ``adata.uns``. See :func:`chipvi.tl.differential_enrichment` for every option and the
+        returned columns.
+
+        Parameters
+        ----------
+        group1, group2
+            Groups to compare (``lfc = group1 - group2``); ``group2=None`` compares with the rest.
+        adata
+            AnnData to evaluate (default the model's); results are stored there.
+        delta
+            Smallest absolute log fold change that counts as a change.
+        fdr
+            Target Bayesian false discovery rate.
+        n_samples
+            Posterior draws per bin.
+        **kwargs
+            Passed to :func:`chipvi.tl.differential_enrichment` (``merge_gap``, ``min_bins``,
+            ``batch_size``, ``key_added``, ...).
+        """
+        from ..tl import differential_enrichment
+
+        return differential_enrichment(
+            self, group1, group2, adata=adata, delta=delta, fdr=fdr, n_samples=n_samples, **kwargs
+        )
+
     # ----------------------------------------------------------------------------------------
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, **kwargs) -> None:
         """Save the model (weights, setup, training history) to a new folder ``dir_path``."""
