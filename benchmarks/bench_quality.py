@@ -40,9 +40,15 @@ for _name in ("lightning", "lightning.pytorch", "scvi"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 BIN = 200
-HIGHER_BETTER = {"auprc_strong": True, "auprc_weak": True, "spearman_strong": True,
-                 "spearman_weak": True, "rep_pearson": True, "rep_spearman": True,
-                 "artefact_rank": False}
+HIGHER_BETTER = {
+    "auprc_strong": True,
+    "auprc_weak": True,
+    "spearman_strong": True,
+    "spearman_weak": True,
+    "rep_pearson": True,
+    "rep_spearman": True,
+    "artefact_rank": False,
+}
 
 
 def average_precision(labels: np.ndarray, score: np.ndarray) -> float:
@@ -55,15 +61,23 @@ def average_precision(labels: np.ndarray, score: np.ndarray) -> float:
 
 def bedgraph_to_bins(path: Path, chrom_sizes: dict[str, int], fill: float) -> np.ndarray:
     """Overlap-weighted mean of a bedGraph over the 200 bp bins of ``chrom_sizes``."""
-    table = pd.read_csv(path, sep="\t", header=None, comment="t", usecols=[0, 1, 2, 3],
-                        names=["chrom", "start", "end", "value"], dtype={"chrom": str})
+    table = pd.read_csv(
+        path,
+        sep="\t",
+        header=None,
+        comment="t",
+        usecols=[0, 1, 2, 3],
+        names=["chrom", "start", "end", "value"],
+        dtype={"chrom": str},
+    )
     out = []
     for chrom, size in chrom_sizes.items():
         n = -(-size // BIN)
         total, covered = np.zeros(n), np.zeros(n)
         sub = table[table["chrom"] == chrom]
-        for s, e, v in zip(sub["start"].to_numpy(), sub["end"].to_numpy(), sub["value"].to_numpy(),
-                           strict=True):
+        for s, e, v in zip(
+            sub["start"].to_numpy(), sub["end"].to_numpy(), sub["value"].to_numpy(), strict=True
+        ):
             b0, b1 = s // BIN, (e - 1) // BIN
             for b in range(b0, min(b1, n - 1) + 1):
                 ov = min(e, (b + 1) * BIN) - max(s, b * BIN)
@@ -85,14 +99,48 @@ def macs3_scores(sheet: pd.DataFrame, root: Path, work: Path, chrom_sizes, frag:
     fe, pp = [], []
     for row in sheet.itertuples():
         name = row.sample
-        run(["macs3", "callpeak", "-t", str(root / row.bam), "-c", str(root / row.control),
-             "-f", "BAM", "-g", genome, "-n", name, "--outdir", str(work), "-B", "--SPMR",
-             "--nomodel", "--extsize", str(frag)], work / "macs3.log")
+        run(
+            [
+                "macs3",
+                "callpeak",
+                "-t",
+                str(root / row.bam),
+                "-c",
+                str(root / row.control),
+                "-f",
+                "BAM",
+                "-g",
+                genome,
+                "-n",
+                name,
+                "--outdir",
+                str(work),
+                "-B",
+                "--SPMR",
+                "--nomodel",
+                "--extsize",
+                str(frag),
+            ],
+            work / "macs3.log",
+        )
         treat, ctrl = work / f"{name}_treat_pileup.bdg", work / f"{name}_control_lambda.bdg"
         for method, dest in (("FE", fe), ("ppois", pp)):
             out = work / f"{name}_{method}.bdg"
-            run(["macs3", "bdgcmp", "-t", str(treat), "-c", str(ctrl), "-m", method,
-                 "-o", str(out)], work / "macs3.log")
+            run(
+                [
+                    "macs3",
+                    "bdgcmp",
+                    "-t",
+                    str(treat),
+                    "-c",
+                    str(ctrl),
+                    "-m",
+                    method,
+                    "-o",
+                    str(out),
+                ],
+                work / "macs3.log",
+            )
             dest.append(bedgraph_to_bins(out, chrom_sizes, fill=1.0 if method == "FE" else 0.0))
     return {"MACS3 FE": np.column_stack(fe), "MACS3 ppois": np.column_stack(pp)}
 
@@ -103,10 +151,30 @@ def bamcompare_scores(sheet: pd.DataFrame, root: Path, work: Path, chrom_sizes, 
         cols = []
         for row in sheet.itertuples():
             dest = work / f"{row.sample}_{method}.bedgraph"
-            run(["bamCompare", "-b1", str(root / row.bam), "-b2", str(root / row.control),
-                 "--operation", "log2", "--scaleFactorsMethod", method, "--binSize", str(BIN),
-                 "--extendReads", str(frag), "--outFileFormat", "bedgraph", "-o", str(dest),
-                 "-p", "1"], work / "bamCompare.log")
+            run(
+                [
+                    "bamCompare",
+                    "-b1",
+                    str(root / row.bam),
+                    "-b2",
+                    str(root / row.control),
+                    "--operation",
+                    "log2",
+                    "--scaleFactorsMethod",
+                    method,
+                    "--binSize",
+                    str(BIN),
+                    "--extendReads",
+                    str(frag),
+                    "--outFileFormat",
+                    "bedgraph",
+                    "-o",
+                    str(dest),
+                    "-p",
+                    "1",
+                ],
+                work / "bamCompare.log",
+            )
             cols.append(bedgraph_to_bins(dest, chrom_sizes, fill=0.0))
         out[f"bamCompare log2 {method}"] = np.column_stack(cols)
     return out
@@ -177,8 +245,10 @@ def bench_simulation(
     scores["chipvi (train defaults)"] = denoised
     rows = {name: metrics(s, sim.truth, group, strong, weak) for name, s in scores.items()}
     table = pd.DataFrame(rows).T
-    print(f"\n## seed {seed}: {adata.n_obs} bins x {adata.n_vars} libraries, depths "
-          f"{libs['depth'].tolist()}; chipvi train {train_s:.1f} s, peers {peer_s:.1f} s")
+    print(
+        f"\n## seed {seed}: {adata.n_obs} bins x {adata.n_vars} libraries, depths "
+        f"{libs['depth'].tolist()}; chipvi train {train_s:.1f} s, peers {peer_s:.1f} s"
+    )
     return table
 
 
@@ -208,27 +278,40 @@ def bench_real(threads: int) -> None:
     lfe = model.get_denoised().to_numpy()
     X = adata.X.astype(float)
     cpm = np.log1p(X / adata.var["depth"].to_numpy() * 1e6)
-    regions = pd.read_csv(cssq_chr19_samplesheet().parent / "chr19_regions.bed", sep="\t",
-                          header=None, usecols=[0, 1, 2], names=["chrom", "start", "end"])
+    regions = pd.read_csv(
+        cssq_chr19_samplesheet().parent / "chr19_regions.bed",
+        sep="\t",
+        header=None,
+        usecols=[0, 1, 2],
+        names=["chrom", "start", "end"],
+    )
     in_promoter = np.zeros(adata.n_obs, bool)
     starts, ends = adata.obs["start"].to_numpy(), adata.obs["end"].to_numpy()
     for r in regions.itertuples():
-        in_promoter |= (adata.obs["chrom"].astype(str).to_numpy() == r.chrom) & (
-            starts < r.end) & (ends > r.start)
+        in_promoter |= (
+            (adata.obs["chrom"].astype(str).to_numpy() == r.chrom)
+            & (starts < r.end)
+            & (ends > r.start)
+        )
     rows = []
     for g in adata.var["group"].unique():
         cols = np.flatnonzero(adata.var["group"].to_numpy() == g)
         a, b = cols[:2]
         for name, s in (("raw log CPM", cpm), ("chipvi LFE", lfe)):
-            rows.append({
-                "group": g, "score": name,
-                "rep_pearson": pearsonr(s[:, a], s[:, b])[0],
-                "rep_spearman": spearmanr(s[:, a], s[:, b])[0],
-                "promoter_auprc_r1": average_precision(in_promoter, s[:, a]),
-                "promoter_auprc_r2": average_precision(in_promoter, s[:, b]),
-            })
-    print(f"\n## bundled CSSQ chr19 ({adata.n_obs} bins, {int(in_promoter.sum())} in promoter "
-          "windows of chr19_regions.bed)")
+            rows.append(
+                {
+                    "group": g,
+                    "score": name,
+                    "rep_pearson": pearsonr(s[:, a], s[:, b])[0],
+                    "rep_spearman": spearmanr(s[:, a], s[:, b])[0],
+                    "promoter_auprc_r1": average_precision(in_promoter, s[:, a]),
+                    "promoter_auprc_r2": average_precision(in_promoter, s[:, b]),
+                }
+            )
+    print(
+        f"\n## bundled CSSQ chr19 ({adata.n_obs} bins, {int(in_promoter.sum())} in promoter "
+        "windows of chr19_regions.bed)"
+    )
     print(pd.DataFrame(rows).round(3).to_string(index=False))
 
 
@@ -237,16 +320,25 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--chrom-length", type=int, default=2_500_000)
     parser.add_argument("--real", action="store_true")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 on a shared machine; >1 oversubscribes)")
-    parser.add_argument("--reuse-peers", action="store_true",
-                        help="reuse peer scores saved by an earlier run in the --keep folder "
-                             "(same seeds, same simulator)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 on a shared machine; >1 oversubscribes)",
+    )
+    parser.add_argument(
+        "--reuse-peers",
+        action="store_true",
+        help="reuse peer scores saved by an earlier run in the --keep folder "
+        "(same seeds, same simulator)",
+    )
     parser.add_argument("--keep", help="keep simulated data and peer outputs in this folder")
     args = parser.parse_args(argv)
     missing = [t for t in ("macs3", "bamCompare") if shutil.which(t) is None]
     if missing:
-        print(f"missing peer tools {missing}: run bash benchmarks/install_peers.sh", file=sys.stderr)
+        print(
+            f"missing peer tools {missing}: run bash benchmarks/install_peers.sh", file=sys.stderr
+        )
         return 2
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="chipvi_quality_"))
     workdir.mkdir(parents=True, exist_ok=True)

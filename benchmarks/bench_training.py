@@ -40,8 +40,12 @@ def plain_torch_epochs(model, epochs: int, batch_size: int, lr: float = 5e-3) ->
     adata = model.adata
     arrays = [
         torch.as_tensor(np.asarray(a), dtype=torch.float32)
-        for a in (adata.X, adata.layers["control"], adata.layers["mapq"],
-                  adata.layers["control_mapq"])
+        for a in (
+            adata.X,
+            adata.layers["control"],
+            adata.layers["mapq"],
+            adata.layers["control_mapq"],
+        )
     ]
     sampler = ContiguousBlockSampler(adata.n_obs, batch_size, shuffle=True)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
@@ -54,17 +58,22 @@ def plain_torch_epochs(model, epochs: int, batch_size: int, lr: float = 5e-3) ->
             log_mu, log_r = module.technical_parameters(counts, control, mapq, control_mapq)
             weight = module.mappability_weight(counts, control, mapq, control_mapq)
             z_loc, z_scale, d_loc, d_scale = module.encode(counts, log_mu, log_r, weight)
-            qz, qd = torch.distributions.Normal(z_loc, z_scale), torch.distributions.Normal(
-                d_loc, d_scale)
+            qz, qd = (
+                torch.distributions.Normal(z_loc, z_scale),
+                torch.distributions.Normal(d_loc, d_scale),
+            )
             z, delta = qz.rsample(), qd.rsample()
             lfe = z[:, gi] + delta
             elbo = (weight * nb_log_prob(counts, log_mu + lfe, log_r).sum(-1)).sum()
             elbo = elbo + module.prior_z().log_prob(z).sum()
-            elbo = elbo + torch.distributions.Normal(0.0, module.library_scale).log_prob(delta).sum()
+            elbo = (
+                elbo + torch.distributions.Normal(0.0, module.library_scale).log_prob(delta).sum()
+            )
             elbo = elbo - qz.log_prob(z).sum() - qd.log_prob(delta).sum()
             if module.replicate_groups:
-                for name, w in zip(module.consistency_names, module.consistency_weights,
-                                   strict=True):
+                for name, w in zip(
+                    module.consistency_names, module.consistency_weights, strict=True
+                ):
                     elbo = elbo + w * CONSISTENCY[name](lfe, module.replicate_groups).sum()
             loss = -elbo * scale
             opt.zero_grad()
@@ -79,8 +88,11 @@ def main(argv=None) -> int:
     parser.add_argument("--n-bins", type=int, default=30_000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-defaults", action="store_true",
-                        help="skip timing model.train() with its default epochs")
+    parser.add_argument(
+        "--skip-defaults",
+        action="store_true",
+        help="skip timing model.train() with its default epochs",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     import scvi
@@ -106,8 +118,10 @@ def main(argv=None) -> int:
     t_plain = plain_torch_epochs(plain, args.epochs, batch)
     rows.append(("plain torch loop, same module", t_plain))
 
-    print(f"{adata.n_obs} bins x {adata.n_vars} libraries, batch {batch} bins, "
-          f"{args.epochs} epochs, {args.threads} threads")
+    print(
+        f"{adata.n_obs} bins x {adata.n_vars} libraries, batch {batch} bins, "
+        f"{args.epochs} epochs, {args.threads} threads"
+    )
     print(f"{'path':45s} {'seconds':>8s} {'bins*libs/s':>12s}")
     for name, secs in rows:
         print(f"{name:45s} {secs:8.2f} {n_cells * args.epochs / secs:12.0f}")
@@ -119,8 +133,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         model.train(enable_progress_bar=False)
         secs = time.perf_counter() - t0
-        print(f"model.train() defaults: {epochs} epochs in {secs:.1f} s "
-              f"({n_cells * epochs / secs:.0f} bins*libs/s; target < 60 s)")
+        print(
+            f"model.train() defaults: {epochs} epochs in {secs:.1f} s "
+            f"({n_cells * epochs / secs:.0f} bins*libs/s; target < 60 s)"
+        )
     return 0
 
 

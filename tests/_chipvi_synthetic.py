@@ -55,7 +55,9 @@ def make_chip_adata(
     control_mapq = np.zeros((n_bins, n_lib), np.float32)
     ctrl_mu = control_depth * base * cnv * art_factor
     ctrl = rng.poisson(ctrl_mu).astype(np.int32)
-    ctrl_q = np.where(ctrl > 0, np.where(artefact, rng.uniform(2, 10, n_bins), rng.uniform(35, 42, n_bins)), 0)
+    ctrl_q = np.where(
+        ctrl > 0, np.where(artefact, rng.uniform(2, 10, n_bins), rng.uniform(35, 42, n_bins)), 0
+    )
     for j, (d, g) in enumerate(zip(depths, groups, strict=True)):
         mu = d * base * cnv * art_factor * np.exp(lfe[:, names.index(g)])
         mu = mu / mu.sum() * d * 0.06 * (n_bins * 200 / 3e5)  # a 3e5-bp region gets 6 % of reads
@@ -66,7 +68,9 @@ def make_chip_adata(
         X[:, j] = y
         control[:, j] = ctrl
         control_mapq[:, j] = ctrl_q
-        mapq[:, j] = np.where(y > 0, np.where(artefact, rng.uniform(2, 10, n_bins), rng.uniform(35, 42, n_bins)), 0)
+        mapq[:, j] = np.where(
+            y > 0, np.where(artefact, rng.uniform(2, 10, n_bins), rng.uniform(35, 42, n_bins)), 0
+        )
     starts = np.arange(n_bins, dtype=np.int64) * 200
     obs = pd.DataFrame(
         {"chrom": pd.Categorical(["chr1"] * n_bins), "start": starts, "end": starts + 200},
@@ -87,10 +91,16 @@ def make_chip_adata(
         },
         index=samples,
     )
-    adata = AnnData(X=X, obs=obs, var=var,
-                    layers={"control": control, "mapq": mapq, "control_mapq": control_mapq})
+    adata = AnnData(
+        X=X,
+        obs=obs,
+        var=var,
+        layers={"control": control, "mapq": mapq, "control_mapq": control_mapq},
+    )
     adata.uns["chipvi"] = {"bin_size": 200, "chrom_sizes": {"chr1": n_bins * 200}}
-    truth = pd.DataFrame({f"lfe_{g}": lfe[:, k] for k, g in enumerate(names)}, index=adata.obs_names)
+    truth = pd.DataFrame(
+        {f"lfe_{g}": lfe[:, k] for k, g in enumerate(names)}, index=adata.obs_names
+    )
     for g in names:
         truth[f"enriched_{g}"] = truth[f"lfe_{g}"] > 0
     truth["low_mappability"] = artefact

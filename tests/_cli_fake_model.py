@@ -68,8 +68,15 @@ class _TinyModule(PyroBaseModuleClass):
 class TinyChip(PyroSviTrainMixin, BaseModelClass):
     """Contract-shaped stand-in for ChIPVI (technical/consistency args accepted and recorded)."""
 
-    def __init__(self, adata, technical: str = "mu_r", consistency=("mse",),
-                 consistency_weight: float = 1.0, n_hidden: int = 8, **kwargs):
+    def __init__(
+        self,
+        adata,
+        technical: str = "mu_r",
+        consistency=("mse",),
+        consistency_weight: float = 1.0,
+        n_hidden: int = 8,
+        **kwargs,
+    ):
         pyro.clear_param_store()
         super().__init__(adata)
         self.module = _TinyModule(adata.n_vars, n_hidden)
@@ -83,26 +90,53 @@ class TinyChip(PyroSviTrainMixin, BaseModelClass):
     @classmethod
     def setup_anndata(cls, adata, layer=None, control_layer="control", **kwargs):
         setup_method_args = cls._get_setup_method_args(**locals())
-        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-                  LayerField("control", control_layer, is_count_data=True)]
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            LayerField("control", control_layer, is_count_data=True),
+        ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
-    def train(self, max_epochs=None, accelerator="auto", devices="auto", strategy="auto",
-              batch_size=64, lr=0.01, early_stopping=False, train_size=1.0, callbacks=None,
-              **trainer_kwargs):
+    def train(
+        self,
+        max_epochs=None,
+        accelerator="auto",
+        devices="auto",
+        strategy="auto",
+        batch_size=64,
+        lr=0.01,
+        early_stopping=False,
+        train_size=1.0,
+        callbacks=None,
+        **trainer_kwargs,
+    ):
         if strategy != "auto":
             trainer_kwargs["strategy"] = strategy
         self.module.core.n_obs = self.adata.n_obs
-        return super().train(max_epochs=max_epochs or 5, accelerator=accelerator, device=devices,
-                             train_size=train_size, batch_size=batch_size, lr=lr,
-                             early_stopping=early_stopping, callbacks=callbacks or [],
-                             **trainer_kwargs)
+        return super().train(
+            max_epochs=max_epochs or 5,
+            accelerator=accelerator,
+            device=devices,
+            train_size=train_size,
+            batch_size=batch_size,
+            lr=lr,
+            early_stopping=early_stopping,
+            callbacks=callbacks or [],
+            **trainer_kwargs,
+        )
 
     @torch.inference_mode()
-    def get_denoised(self, adata=None, indices=None, kind="log_fold_enrichment", level="library",
-                     n_samples=0, return_numpy=False, batch_size=None):
+    def get_denoised(
+        self,
+        adata=None,
+        indices=None,
+        kind="log_fold_enrichment",
+        level="library",
+        n_samples=0,
+        return_numpy=False,
+        batch_size=None,
+    ):
         adata = self._validate_anndata(adata)
         x = torch.as_tensor(np.asarray(adata.X, dtype=np.float32))
         ctrl = torch.as_tensor(np.asarray(adata.layers["control"], dtype=np.float32))
@@ -122,13 +156,25 @@ def tiny_adata(n_bins: int = 300, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     starts = np.arange(n_bins, dtype=np.int64) * 200
-    obs = pd.DataFrame({"chrom": pd.Categorical(["chrT"] * n_bins), "start": starts,
-                        "end": starts + 200})
+    obs = pd.DataFrame(
+        {"chrom": pd.Categorical(["chrT"] * n_bins), "start": starts, "end": starts + 200}
+    )
     obs.index = [f"chrT:{s}-{s + 200}" for s in starts]
     samples = ["A_R1", "A_R2", "B_R1", "B_R2"]
-    var = pd.DataFrame({"sample": samples, "target": "H3K4me3", "group": ["A", "A", "B", "B"],
-                        "replicate": [1, 2, 1, 2], "depth": 0, "control": "ctl",
-                        "control_depth": 0, "bam": "", "control_bam": ""}, index=samples)
+    var = pd.DataFrame(
+        {
+            "sample": samples,
+            "target": "H3K4me3",
+            "group": ["A", "A", "B", "B"],
+            "replicate": [1, 2, 1, 2],
+            "depth": 0,
+            "control": "ctl",
+            "control_depth": 0,
+            "bam": "",
+            "control_bam": "",
+        },
+        index=samples,
+    )
     ctrl = rng.poisson(3.0, size=(n_bins, 4)).astype(np.int32)
     signal = np.where(rng.random(n_bins) < 0.1, 8.0, 1.0)
     x = rng.poisson(ctrl * signal[:, None] + 0.5).astype(np.int32)

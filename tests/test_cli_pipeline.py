@@ -34,8 +34,21 @@ def sim(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
     from chipvi.cli import main
 
-    status = main(["simulate", str(out / "sim"), "--seed", "3", "--n-chroms", "1",
-                   "--chrom-length", "200000", "--depths", "20000,8000", "-q"])
+    status = main(
+        [
+            "simulate",
+            str(out / "sim"),
+            "--seed",
+            "3",
+            "--n-chroms",
+            "1",
+            "--chrom-length",
+            "200000",
+            "--depths",
+            "20000,8000",
+            "-q",
+        ]
+    )
     assert status == 0
     return out
 
@@ -74,11 +87,28 @@ def trained(sim):
     from chipvi.cli import main
 
     if not (sim / "bins.h5ad").exists():
-        assert main(["bin", str(sim / "sim" / "samplesheet.csv"), "-o", str(sim / "bins.h5ad"), "-q"]) == 0
+        assert (
+            main(["bin", str(sim / "sim" / "samplesheet.csv"), "-o", str(sim / "bins.h5ad"), "-q"])
+            == 0
+        )
     run = sim / "run"
-    status = main(["train", "--config-dir", str(ROOT / "configs"), "-q", "--run-dir", str(run),
-                   "data.samplesheet=null", f"data.h5ad={sim / 'bins.h5ad'}", "data.region=null",
-                   "data.chroms=null", "train.max_epochs=20", "model.n_hidden=8", "train.threads=1"])
+    status = main(
+        [
+            "train",
+            "--config-dir",
+            str(ROOT / "configs"),
+            "-q",
+            "--run-dir",
+            str(run),
+            "data.samplesheet=null",
+            f"data.h5ad={sim / 'bins.h5ad'}",
+            "data.region=null",
+            "data.chroms=null",
+            "train.max_epochs=20",
+            "model.n_hidden=8",
+            "train.threads=1",
+        ]
+    )
     assert status == 0
     return run
 
@@ -87,10 +117,14 @@ def test_denoise_and_call(trained, capsys):
     status, stdout, err = run_main(capsys, "denoise", trained)
     assert status == 0, err
     den = ad.read_h5ad(trained / "denoised" / "denoised.h5ad")
-    assert den.layers["chipvi_lfe"].shape == den.shape and np.isfinite(den.layers["chipvi_lfe"]).all()
+    assert (
+        den.layers["chipvi_lfe"].shape == den.shape and np.isfinite(den.layers["chipvi_lfe"]).all()
+    )
     groups = list(dict.fromkeys(den.var["group"].astype(str)))
     assert list(den.obsm["chipvi_lfe"].columns) == groups
-    assert sorted(p.name for p in (trained / "denoised" / "bigwig").iterdir()) == sorted(f"{g}.bw" for g in groups)
+    assert sorted(p.name for p in (trained / "denoised" / "bigwig").iterdir()) == sorted(
+        f"{g}.bw" for g in groups
+    )
     status, _, err = run_main(capsys, "denoise", trained)
     assert status == 2 and "already exists" in err
 
@@ -103,7 +137,10 @@ def test_denoise_and_call(trained, capsys):
     assert n_regions == sum(len(p.read_text().splitlines()) for p in peaks)
     status, _, err = run_main(capsys, "call", trained, "--q", "2")
     assert status == 2 and "--q must be in (0, 1]" in err
-    kinds = [json.loads(line)["event"] for line in (trained / "facts" / "events.jsonl").read_text().splitlines()]
+    kinds = [
+        json.loads(line)["event"]
+        for line in (trained / "facts" / "events.jsonl").read_text().splitlines()
+    ]
     assert kinds[-2:] == ["denoise", "call"]
 
     # a report on a denoised run includes replicate concordance raw vs denoised
@@ -127,8 +164,14 @@ def test_demo_end_to_end(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
 
     def demo(*args):
-        return subprocess.run([sys.executable, "-m", "chipvi", "demo", *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "chipvi", "demo", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     (tmp_path / "taken").mkdir()
     res = demo("-o", "taken", "-q")
@@ -137,9 +180,20 @@ def test_demo_end_to_end(tmp_path):
     res = demo("--epochs", "3")
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "chipvi_demo"
-    for rel in ("bins.h5ad", "denoised.h5ad", "summary.txt", "tracks.png", "run/config.yaml",
-                "run/facts/events.jsonl", "run/model/model.pt", "bigwig/HESC.bw", "bigwig/HSMM.bw",
-                "peaks/HESC.narrowPeak", "peaks/HSMM.narrowPeak", ".chipvi_demo"):
+    for rel in (
+        "bins.h5ad",
+        "denoised.h5ad",
+        "summary.txt",
+        "tracks.png",
+        "run/config.yaml",
+        "run/facts/events.jsonl",
+        "run/model/model.pt",
+        "bigwig/HESC.bw",
+        "bigwig/HSMM.bw",
+        "peaks/HESC.narrowPeak",
+        "peaks/HSMM.narrowPeak",
+        ".chipvi_demo",
+    ):
         assert (out / rel).exists(), rel
     summary = (out / "summary.txt").read_text()
     assert summary.strip() in res.stdout.replace("\r", "")
@@ -174,11 +228,24 @@ def test_real_model_resume_after_ctrl_c_matches(sim, capsys, monkeypatch):
     from chipvi.cli import main
 
     if not (sim / "bins.h5ad").exists():
-        assert main(["bin", str(sim / "sim" / "samplesheet.csv"), "-o", str(sim / "bins.h5ad"), "-q"]) == 0
-    common = ["train", "--config-dir", str(ROOT / "configs"), "-q", "data.samplesheet=null",
-              f"data.h5ad={sim / 'bins.h5ad'}", "data.region=null", "data.chroms=null",
-              "train.max_epochs=4", "train.checkpoint_interval_s=0", "model.n_hidden=8",
-              "train.threads=1"]
+        assert (
+            main(["bin", str(sim / "sim" / "samplesheet.csv"), "-o", str(sim / "bins.h5ad"), "-q"])
+            == 0
+        )
+    common = [
+        "train",
+        "--config-dir",
+        str(ROOT / "configs"),
+        "-q",
+        "data.samplesheet=null",
+        f"data.h5ad={sim / 'bins.h5ad'}",
+        "data.region=null",
+        "data.chroms=null",
+        "train.max_epochs=4",
+        "train.checkpoint_interval_s=0",
+        "model.n_hidden=8",
+        "train.threads=1",
+    ]
     assert main([*common, "--run-dir", str(sim / "full")]) == 0
     handler = signal.getsignal(signal.SIGINT)
     monkeypatch.setenv("CHIPVI_TEST_KILL_AFTER_EPOCH", "1:INT")

@@ -31,21 +31,41 @@ EPOCHS = 5
 def chipvi(*args, cwd, env=None, timeout=300):
     """Run ``python -m chipvi ARGS`` with this checkout's code and the fake model importable."""
     full_env = dict(os.environ)
-    full_env.update({
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
-    })
+    full_env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "NUMBA_NUM_THREADS": "1",
+        }
+    )
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "chipvi", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "chipvi", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def fake_args(h5ad: Path, *extra: str) -> list[str]:
-    return ["train", "--config-dir", str(CONFIGS), "-q",
-            "data.samplesheet=null", f"data.h5ad={h5ad}", "data.region=null",
-            "model.model_class=_cli_fake_model:TinyChip", "model.n_hidden=8",
-            f"train.max_epochs={EPOCHS}", "train.batch_size=64", "train.checkpoint_interval_s=0",
-            *extra]
+    return [
+        "train",
+        "--config-dir",
+        str(CONFIGS),
+        "-q",
+        "data.samplesheet=null",
+        f"data.h5ad={h5ad}",
+        "data.region=null",
+        "model.model_class=_cli_fake_model:TinyChip",
+        "model.n_hidden=8",
+        f"train.max_epochs={EPOCHS}",
+        "train.batch_size=64",
+        "train.checkpoint_interval_s=0",
+        *extra,
+    ]
 
 
 def params(run: Path) -> dict:
@@ -68,11 +88,19 @@ def work(tmp_path_factory):
 def sweep_runs(work):
     """A two-run sweep (``-m``) with TensorBoard logging on: {weight: run directory}."""
     out = work / "sweep"
-    res = chipvi(*fake_args(work / "tiny.h5ad", "train.loggers=[tensorboard]", "name=full",
-                            f"output_dir={out}"), "-m", "model.consistency_weight=1,10", cwd=work)
+    res = chipvi(
+        *fake_args(
+            work / "tiny.h5ad", "train.loggers=[tensorboard]", "name=full", f"output_dir={out}"
+        ),
+        "-m",
+        "model.consistency_weight=1,10",
+        cwd=work,
+    )
     assert res.returncode == 0, res.stderr
-    runs = {yaml.safe_load((r / "config.yaml").read_text())["model"]["consistency_weight"]: r
-            for r in sorted(out.iterdir())}
+    runs = {
+        yaml.safe_load((r / "config.yaml").read_text())["model"]["consistency_weight"]: r
+        for r in sorted(out.iterdir())
+    }
     assert sorted(runs) == [1.0, 10.0]
     return runs
 
@@ -107,8 +135,15 @@ def test_help_and_unknown_commands(work, capsys):
 
 def test_run_directory_contents(full_run, work):
     run = full_run
-    for rel in ("config.yaml", "facts/events.jsonl", "facts/scalars.csv", "facts/meta.json",
-                "model/model.pt", "checkpoints/last.ckpt", "figures"):
+    for rel in (
+        "config.yaml",
+        "facts/events.jsonl",
+        "facts/scalars.csv",
+        "facts/meta.json",
+        "model/model.pt",
+        "checkpoints/last.ckpt",
+        "figures",
+    ):
         assert (run / rel).exists(), rel
     ev = events(run)
     kinds = [e["event"] for e in ev]
@@ -124,7 +159,8 @@ def test_run_directory_contents(full_run, work):
     assert {"epoch", "split", "elbo", "epoch_time_s", "bins_per_s"} <= set(rows[0])
     assert all(r["split"] == "train" and float(r["bins_per_s"]) > 0 for r in rows)
     assert [float(r["elbo"]) for r in rows] == pytest.approx(
-        [e["losses"]["elbo_train"] for e in epochs])
+        [e["losses"]["elbo_train"] for e in epochs]
+    )
 
     meta = json.loads((run / "facts" / "meta.json").read_text())
     assert meta["seed"] == 0 and meta["software"]["torch"] == torch.__version__
@@ -183,10 +219,13 @@ def test_missing_optional_logger_is_a_clear_error(work, capsys, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a)
+    )
     monkeypatch.chdir(work)
-    status, err = run_main(capsys, *fake_args(work / "tiny.h5ad", "train.loggers=[wandb]",
-                                              f"output_dir={work / 'wb'}"))
+    status, err = run_main(
+        capsys, *fake_args(work / "tiny.h5ad", "train.loggers=[wandb]", f"output_dir={work / 'wb'}")
+    )
     assert status == 2 and "pip install 'chipvi[wandb]'" in err
     assert not (work / "wb").exists()
 
@@ -194,9 +233,18 @@ def test_missing_optional_logger_is_a_clear_error(work, capsys, monkeypatch):
 def test_resume_after_kill_matches_uninterrupted(full_run, work, monkeypatch):
     run = work / "runs" / "killed"
     # same config as the sweep's consistency_weight=1 run
-    res = chipvi(*fake_args(work / "tiny.h5ad", "train.loggers=[tensorboard]", "name=full",
-                            "model.consistency_weight=1"),
-                 "--run-dir", str(run), cwd=work, env={"CHIPVI_TEST_KILL_AFTER_EPOCH": "1"})
+    res = chipvi(
+        *fake_args(
+            work / "tiny.h5ad",
+            "train.loggers=[tensorboard]",
+            "name=full",
+            "model.consistency_weight=1",
+        ),
+        "--run-dir",
+        str(run),
+        cwd=work,
+        env={"CHIPVI_TEST_KILL_AFTER_EPOCH": "1"},
+    )
     assert res.returncode == -signal.SIGKILL
     assert [e["event"] for e in events(run)][-1] == "epoch_end"
     assert not (run / "model").exists()
@@ -219,12 +267,27 @@ def test_resume_after_kill_matches_uninterrupted(full_run, work, monkeypatch):
 def test_ctrl_c_keeps_checkpoint_and_says_how_to_resume(work):
     run = work / "runs" / "sigint"
     env = dict(os.environ)
-    env.update({"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
-                "OMP_NUM_THREADS": "1"})
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chipvi", *fake_args(work / "tiny.h5ad", "train.max_epochs=100000"),
-         "--run-dir", str(run)], cwd=work, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "chipvi",
+            *fake_args(work / "tiny.h5ad", "train.max_epochs=100000"),
+            "--run-dir",
+            str(run),
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     ev_path = run / "facts" / "events.jsonl"
     while time.time() < deadline:

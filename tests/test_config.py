@@ -37,7 +37,12 @@ def cdir(tmp_path):
 def test_composition_order(cdir):
     cfg = compose(cdir)
     assert (cfg.name, cfg.seed, cfg.data.bin_size, cfg.model.n_hidden, cfg.train.max_epochs) == (
-        "base", 3, 200, 16, 7)
+        "base",
+        3,
+        200,
+        16,
+        7,
+    )
     # experiment reselects data and overrides values; the command line wins over all files
     cfg = compose(cdir, ["experiment=e", "train.max_epochs=2", "model.n_hidden=64"])
     assert (cfg.name, cfg.data.h5ad, cfg.data.bin_size) == ("exp", "b.h5ad", 25)
@@ -47,8 +52,15 @@ def test_composition_order(cdir):
 
 
 def test_list_and_null_overrides(cdir):
-    cfg = compose(cdir, ["data.chroms=[chr1,chr2]", "model.consistency=[mse]", "data.h5ad=null",
-                         "data.samplesheet=s.csv"])
+    cfg = compose(
+        cdir,
+        [
+            "data.chroms=[chr1,chr2]",
+            "model.consistency=[mse]",
+            "data.h5ad=null",
+            "data.samplesheet=s.csv",
+        ],
+    )
     assert list(cfg.data.chroms) == ["chr1", "chr2"]
     assert list(cfg.model.consistency) == ["mse"]
     assert cfg.data.h5ad is None and cfg.data.samplesheet == "s.csv"
@@ -136,7 +148,9 @@ def test_variant_names_checked_against_registry(cdir, monkeypatch):
     import chipvi.module
 
     monkeypatch.setattr(chipvi.module, "list_technical", lambda: ["mu_r", "r_p"], raising=False)
-    monkeypatch.setattr(chipvi.module, "list_consistency", lambda: ["mse", "pearson"], raising=False)
+    monkeypatch.setattr(
+        chipvi.module, "list_consistency", lambda: ["mse", "pearson"], raising=False
+    )
     validate_variants(compose(cdir, ["model.technical=r_p", "model.consistency=[pearson]"]))
     with pytest.raises(ChipviInputError, match=r"'model\.technical' is 'zinb'.*mu_r, r_p"):
         validate_variants(compose(cdir, ["model.technical=zinb"]))

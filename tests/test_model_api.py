@@ -147,7 +147,8 @@ def test_save_load_round_trip(data, trained, tmp_path):
             trained.get_denoised(kind=kind, return_numpy=True),
         )
     np.testing.assert_array_equal(
-        loaded.get_technical(return_numpy=True)["mu"], trained.get_technical(return_numpy=True)["mu"]
+        loaded.get_technical(return_numpy=True)["mu"],
+        trained.get_technical(return_numpy=True)["mu"],
     )
     # Other data, another version, not a model folder.
     other, _ = make_chip_adata(n_bins=N_BINS - 10, seed=1)

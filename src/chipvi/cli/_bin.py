@@ -18,20 +18,43 @@ def register(subparsers) -> None:
             "(obs = bins, var = ChIP libraries) as .h5ad."
         ),
     )
-    p.add_argument("samplesheet", type=Path, help="sample sheet CSV (relative BAM paths resolve against its folder)")
+    p.add_argument(
+        "samplesheet",
+        type=Path,
+        help="sample sheet CSV (relative BAM paths resolve against its folder)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output .h5ad file")
     p.add_argument("--bin-size", type=int, default=200, help="bin width in bp (default 200)")
-    p.add_argument("--fragment-length", type=int, default=200,
-                   help="single-end reads count at 5' end + fragment_length/2 (default 200)")
-    p.add_argument("--min-mapq", type=int, default=0,
-                   help="drop reads below this MAPQ (default 0: MAPQ is a model covariate)")
-    p.add_argument("--drop-duplicates", action="store_true", help="drop reads flagged as duplicates")
-    p.add_argument("--blacklist", type=Path, default=None, help="BED of regions whose bins are removed")
-    p.add_argument("--chroms", default=None, help="comma-separated chromosomes to keep (default all)")
+    p.add_argument(
+        "--fragment-length",
+        type=int,
+        default=200,
+        help="single-end reads count at 5' end + fragment_length/2 (default 200)",
+    )
+    p.add_argument(
+        "--min-mapq",
+        type=int,
+        default=0,
+        help="drop reads below this MAPQ (default 0: MAPQ is a model covariate)",
+    )
+    p.add_argument(
+        "--drop-duplicates", action="store_true", help="drop reads flagged as duplicates"
+    )
+    p.add_argument(
+        "--blacklist", type=Path, default=None, help="BED of regions whose bins are removed"
+    )
+    p.add_argument(
+        "--chroms", default=None, help="comma-separated chromosomes to keep (default all)"
+    )
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress bars or summary")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars or summary",
+    )
     p.set_defaults(func=run)
 
 

@@ -80,8 +80,9 @@ class RunCallback(Callback):
         Objects with ``log(metrics: dict, step: int)`` and ``close()`` (TensorBoard, W&B).
     """
 
-    def __init__(self, run: RunDir, seed: int, sinks: list | None = None,
-                 checkpoint_interval_s: float = 0.0):
+    def __init__(
+        self, run: RunDir, seed: int, sinks: list | None = None, checkpoint_interval_s: float = 0.0
+    ):
         super().__init__()
         self.run = run
         self.seed = seed
@@ -114,7 +115,7 @@ class RunCallback(Callback):
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for out in outputs:
-            for key, value in (out.items() if isinstance(out, dict) else []):
+            for key, value in out.items() if isinstance(out, dict) else []:
                 v = _scalar(value)
                 if v is None:
                     continue
@@ -149,15 +150,25 @@ class RunCallback(Callback):
         self.run.append_scalars(rows)
         flat = {f"{k}_{s}": v for s, terms in metrics.items() for k, v in terms.items()}
         finite = all(math.isfinite(v) for v in flat.values())
-        self.run.event("epoch_end", epoch=epoch, losses=flat, epoch_time_s=elapsed,
-                       bins_per_s=throughput, finite=finite)
+        self.run.event(
+            "epoch_end",
+            epoch=epoch,
+            losses=flat,
+            epoch_time_s=elapsed,
+            bins_per_s=throughput,
+            finite=finite,
+        )
         for sink in self.sinks:
             sink.log(flat, epoch)
         kill = self._kill_after is not None and epoch >= self._kill_after
         now = time.monotonic()
         last_epoch = epoch + 1 >= (trainer.max_epochs or 0)
-        if (kill or last_epoch or self._last_save is None
-                or now - self._last_save >= self.checkpoint_interval_s):
+        if (
+            kill
+            or last_epoch
+            or self._last_save is None
+            or now - self._last_save >= self.checkpoint_interval_s
+        ):
             self._save_checkpoint(trainer)
             self._last_save = now
         self.last_epoch = epoch
@@ -192,7 +203,9 @@ class RunCallback(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         kind = "interrupted" if isinstance(exception, KeyboardInterrupt) else "error"
-        self.run.event(kind, epoch=trainer.current_epoch, error=f"{type(exception).__name__}: {exception}")
+        self.run.event(
+            kind, epoch=trainer.current_epoch, error=f"{type(exception).__name__}: {exception}"
+        )
 
     def on_train_end(self, trainer, pl_module) -> None:
         for sink in self.sinks:
@@ -233,7 +246,9 @@ class WandbSink:
                 "`pip install 'chipvi[wandb]'` or remove it from train.loggers."
             ) from None
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(mode="offline", dir=str(log_dir), name=name, config=config, reinit=True)
+        self.run = wandb.init(
+            mode="offline", dir=str(log_dir), name=name, config=config, reinit=True
+        )
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)

@@ -133,7 +133,9 @@ def _read_yaml(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ChipviInputError(f"{path} must hold a mapping of keys to values, not {type(data).__name__}.")
+        raise ChipviInputError(
+            f"{path} must hold a mapping of keys to values, not {type(data).__name__}."
+        )
     return data
 
 
@@ -206,7 +208,9 @@ def _pop_defaults(data: dict, path: Path) -> dict[str, str]:
     return defaults
 
 
-def compose(config_dir: Path | None, overrides: list[str] = (), config_file: Path | None = None) -> DictConfig:
+def compose(
+    config_dir: Path | None, overrides: list[str] = (), config_file: Path | None = None
+) -> DictConfig:
     """Build one validated config from the config folder (or a saved file) and overrides.
 
     Parameters
@@ -240,7 +244,9 @@ def compose(config_dir: Path | None, overrides: list[str] = (), config_file: Pat
             )
         root_path = config_dir / "config.yaml"
         if not root_path.is_file():
-            raise ChipviInputError(f"{root_path} does not exist; --config-dir must hold config.yaml.")
+            raise ChipviInputError(
+                f"{root_path} does not exist; --config-dir must hold config.yaml."
+            )
         root = _read_yaml(root_path)
         selected = _pop_defaults(root, root_path)
         experiment_name = groups.get("experiment", selected.get("experiment"))
@@ -270,6 +276,7 @@ def compose(config_dir: Path | None, overrides: list[str] = (), config_file: Pat
 
 def validate(cfg: DictConfig, source: str = "config") -> None:
     """Checks beyond types: value ranges and names the code knows."""
+
     def bad(key: str, msg: str) -> ChipviInputError:
         return ChipviInputError(f"{source}: config key '{key}' {msg}")
 
@@ -294,7 +301,10 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
         raise bad("train.lr", f"must be positive, got {t.lr}.")
     for name in t.loggers:
         if name not in KNOWN_LOGGERS:
-            raise bad("train.loggers", f"has unknown logger {name!r}; choose from {', '.join(KNOWN_LOGGERS)}.")
+            raise bad(
+                "train.loggers",
+                f"has unknown logger {name!r}; choose from {', '.join(KNOWN_LOGGERS)}.",
+            )
     m = cfg.model
     if m.consistency_weight is not None and m.consistency_weight < 0:
         raise bad("model.consistency_weight", f"must be >= 0, got {m.consistency_weight}.")
@@ -317,7 +327,9 @@ def validate_variants(cfg: DictConfig) -> None:
         ("model.technical", cfg.model.technical, "list_technical"),
         ("model.covariates", cfg.model.covariates, "list_covariate_sets"),
     ]
-    checks += [("model.consistency", name, "list_consistency") for name in cfg.model.consistency or []]
+    checks += [
+        ("model.consistency", name, "list_consistency") for name in cfg.model.consistency or []
+    ]
     for key, value, lister in checks:
         list_fn = getattr(module, lister, None)
         if value is None or list_fn is None:
@@ -344,7 +356,9 @@ def parse_sweep_overrides(items: list[str]) -> dict[str, list[str]]:
     return sweep
 
 
-def expand_sweep(config_dir: Path | None, overrides: list[str], multirun: bool, config_file: Path | None = None) -> list[tuple[DictConfig, list[str]]]:
+def expand_sweep(
+    config_dir: Path | None, overrides: list[str], multirun: bool, config_file: Path | None = None
+) -> list[tuple[DictConfig, list[str]]]:
     """All configs of a (possibly swept) run, each with the swept ``key=value`` items that made it.
 
     Without ``multirun`` a comma in a value is an ordinary character; with it, each

@@ -17,7 +17,7 @@ FULL_HASH_LIMIT = 256 << 20
 def resolve_samplesheet(value: str) -> Path:
     """A sample-sheet path, or the bundled sheet named by ``bundled:<name>``."""
     if value.startswith(BUNDLED_PREFIX):
-        name = value[len(BUNDLED_PREFIX):]
+        name = value[len(BUNDLED_PREFIX) :]
         if name not in _BUNDLED:
             raise ChipviInputError(
                 f"config key 'data.samplesheet': unknown bundled data set {name!r}; "

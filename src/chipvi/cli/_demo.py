@@ -44,12 +44,30 @@ def register(subparsers) -> None:
             "--overwrite."
         ),
     )
-    p.add_argument("-o", "--out", type=Path, default=Path("chipvi_demo"), help="output folder (default ./chipvi_demo)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: the demo's short schedule)")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("chipvi_demo"),
+        help="output folder (default ./chipvi_demo)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: the demo's short schedule)",
+    )
     p.add_argument("--bin-size", type=int, default=200, help="bin width in bp (default 200)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT even if a demo did not make it")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress or summary")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT even if a demo did not make it"
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress or summary",
+    )
     p.set_defaults(func=run)
 
 
@@ -126,8 +144,10 @@ def run(args) -> int:
         # extra threads only contend with each other on small shared machines.
         cfg.train.threads = 1
         validate(cfg)
-        say(f"chipvi demo: training ChIPVI on {adata.n_obs} bins x {adata.n_vars} libraries "
-            f"for {cfg.train.max_epochs} epochs")
+        say(
+            f"chipvi demo: training ChIPVI on {adata.n_obs} bins x {adata.n_vars} libraries "
+            f"for {cfg.train.max_epochs} epochs"
+        )
         run_dir = RunDir.create(tmp / "run", to_yaml(cfg))
         # The run's data cache is the same AnnData; train_run reads run/data.h5ad if present.
         shutil.copyfile(tmp / "bins.h5ad", run_dir.data_path)
@@ -159,9 +179,13 @@ def run(args) -> int:
         chrom = adata.obs["chrom"].astype(str)
         report("")
         report("chipvi demo summary")
-        report(f"  data      bundled ENCODE H3K4me3, {chrom.iloc[0]}:{int(adata.obs['start'].min()):,}-"
-               f"{int(adata.obs['end'].max()):,} ({adata.n_obs} bins of {args.bin_size} bp)")
-        report(f"  libraries {adata.n_vars} in groups {', '.join(dict.fromkeys(adata.var['group'].astype(str)))}")
+        report(
+            f"  data      bundled ENCODE H3K4me3, {chrom.iloc[0]}:{int(adata.obs['start'].min()):,}-"
+            f"{int(adata.obs['end'].max()):,} ({adata.n_obs} bins of {args.bin_size} bp)"
+        )
+        report(
+            f"  libraries {adata.n_vars} in groups {', '.join(dict.fromkeys(adata.var['group'].astype(str)))}"
+        )
         counts = np.asarray(adata.X.sum(0)).ravel()
         ctrl = np.asarray(adata.layers["control"].sum(0)).ravel()
         for name, n, c in zip(adata.var_names, counts, ctrl, strict=True):
@@ -177,15 +201,21 @@ def run(args) -> int:
         for note in notes:
             report(f"  {note}")
         (tmp / "summary.txt").write_text("\n".join(lines) + "\n")
-        (tmp / MARKER).write_text("made by `chipvi demo`; a later `chipvi demo` may replace this folder\n")
+        (tmp / MARKER).write_text(
+            "made by `chipvi demo`; a later `chipvi demo` may replace this folder\n"
+        )
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    say(f"  outputs   {out}/ (denoised.h5ad, run/, "
-        + ", ".join(k for k in ("bigwig/", "peaks/", "tracks.png") if (out / k.rstrip('/')).exists())
-        + f"); tracks region {region}")
+    say(
+        f"  outputs   {out}/ (denoised.h5ad, run/, "
+        + ", ".join(
+            k for k in ("bigwig/", "peaks/", "tracks.png") if (out / k.rstrip("/")).exists()
+        )
+        + f"); tracks region {region}"
+    )
     say(f"  time      {time.perf_counter() - t0:.0f} s")
     return 0

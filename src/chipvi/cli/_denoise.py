@@ -21,11 +21,15 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("run_dir", type=Path, help="a run directory made by `chipvi train`")
-    p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default RUN_DIR/denoised)")
+    p.add_argument(
+        "-o", "--out", type=Path, default=None, help="output folder (default RUN_DIR/denoised)"
+    )
     p.add_argument("--no-bigwig", action="store_true", help="only the .h5ad")
     p.add_argument("--batch-size", type=int, default=None, help="bins per inference batch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary"
+    )
     p.set_defaults(func=run)
 
 
@@ -53,7 +57,9 @@ def run(args) -> int:
             shutil.rmtree(tmp)
     run_dir.event("denoise", out=str(out), bigwigs=sorted(written))
     if not args.quiet:
-        print(f"chipvi denoise: {out / 'denoised.h5ad'} ({adata.n_obs} bins x {adata.n_vars} libraries)")
+        print(
+            f"chipvi denoise: {out / 'denoised.h5ad'} ({adata.n_obs} bins x {adata.n_vars} libraries)"
+        )
         for name in written:
             print(f"  bigWig {out / 'bigwig' / Path(written[name]).name}")
     return 0

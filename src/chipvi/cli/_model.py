@@ -17,7 +17,9 @@ def import_model_class(path: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ChipviInputError(f"config key 'model.model_class': cannot import {module_name!r} ({e}).") from None
+        raise ChipviInputError(
+            f"config key 'model.model_class': cannot import {module_name!r} ({e})."
+        ) from None
     cls = getattr(module, attr, None)
     if cls is None:
         raise ChipviInputError(
@@ -49,8 +51,16 @@ def model_kwargs(model_cfg, cls) -> dict:
 def train_kwargs(train_cfg) -> dict:
     """``model.train`` arguments from the config (``None`` leaves the model's default)."""
     out = {}
-    for key in ("max_epochs", "batch_size", "lr", "train_size", "early_stopping",
-                "accelerator", "devices", "strategy"):
+    for key in (
+        "max_epochs",
+        "batch_size",
+        "lr",
+        "train_size",
+        "early_stopping",
+        "accelerator",
+        "devices",
+        "strategy",
+    ):
         value = getattr(train_cfg, key)
         if value is not None:
             out[key] = value

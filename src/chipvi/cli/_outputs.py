@@ -47,15 +47,25 @@ def write_group_bigwigs(adata, folder: Path, *, key: str = "chipvi_lfe") -> dict
     return write_bigwig(adata, folder, key=key, overwrite=True)
 
 
-def call_peaks(model, adata, path: Path, *, q: float = 0.05, fmt: str = "narrowPeak",
-               level: str = "group", overwrite: bool = False):
+def call_peaks(
+    model,
+    adata,
+    path: Path,
+    *,
+    q: float = 0.05,
+    fmt: str = "narrowPeak",
+    level: str = "group",
+    overwrite: bool = False,
+):
     """Enriched regions from the model's q-values, written as BED/narrowPeak/broadPeak."""
     from .. import io, tl
 
     call = _need(tl, "call_enriched_regions", "Calling enriched regions")
     write_peaks = _need(io, "write_peaks", "Writing peaks")
     regions = call(model, adata=adata, q=q, level=level)
-    written = dict(write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}
+    written = (
+        dict(write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}
+    )
     # A group without enriched regions still gets its (empty) file, so every group has one.
     names = model.group_names if level == "group" else model.library_names
     suffix = {"narrowPeak": ".narrowPeak", "broadPeak": ".broadPeak", "bed": ".bed"}[fmt]

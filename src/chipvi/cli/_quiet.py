@@ -5,7 +5,14 @@ from __future__ import annotations
 import logging
 import warnings
 
-_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "scvi", "py.warnings")
+_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "scvi",
+    "py.warnings",
+)
 
 
 def silence_libraries() -> None:

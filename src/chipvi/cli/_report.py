@@ -28,7 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary"
+    )
     p.set_defaults(func=run)
 
 
@@ -36,7 +38,7 @@ def config_differences(runs) -> pd.DataFrame:
     """Config columns whose values differ between runs."""
     cols = [c for c in runs.columns if c.startswith("config.")]
     differ = [c for c in cols if runs[c].astype(str).nunique() > 1]
-    return runs[differ].rename(columns=lambda c: c[len("config."):])
+    return runs[differ].rename(columns=lambda c: c[len("config.") :])
 
 
 def plot_losses(scalars, path: Path) -> None:

@@ -133,7 +133,9 @@ class RunDir:
     def read_events(self) -> list[dict]:
         if not self.events_path.is_file():
             return []
-        return [json.loads(line) for line in self.events_path.read_text().splitlines() if line.strip()]
+        return [
+            json.loads(line) for line in self.events_path.read_text().splitlines() if line.strip()
+        ]
 
     def append_scalars(self, rows: list[dict]) -> None:
         """Append rows to ``scalars.csv``; a new loss term rewrites the header for all rows."""
@@ -202,14 +204,19 @@ def git_commit(start: Path | None = None) -> str | None:
     start = start or Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(start), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(start), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if out.returncode != 0:
             return None
         commit = out.stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(start), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -222,10 +229,23 @@ def software_versions() -> dict[str, str]:
 
     from .. import __version__
 
-    versions = {"chipvi": __version__, "python": sys.version.split()[0],
-                "platform": platform.platform()}
-    for dist in ("torch", "pyro-ppl", "scvi-tools", "lightning", "anndata", "numpy",
-                 "pandas", "scipy", "pysam", "omegaconf"):
+    versions = {
+        "chipvi": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    for dist in (
+        "torch",
+        "pyro-ppl",
+        "scvi-tools",
+        "lightning",
+        "anndata",
+        "numpy",
+        "pandas",
+        "scipy",
+        "pysam",
+        "omegaconf",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -12,7 +12,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
 
 
 def register(subparsers) -> None:
@@ -28,14 +30,22 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--n-chroms", type=int, default=2, help="chromosomes (default 2)")
-    p.add_argument("--chrom-length", type=int, default=1_000_000, help="bp per chromosome (default 1e6)")
+    p.add_argument(
+        "--chrom-length", type=int, default=1_000_000, help="bp per chromosome (default 1e6)"
+    )
     p.add_argument("--n-groups", type=int, default=1, help="biological groups (default 1)")
     p.add_argument("--n-replicates", type=int, default=2, help="replicates per group (default 2)")
-    p.add_argument("--depths", type=_int_list, default=None,
-                   help="ChIP reads per library, comma-separated (default: the simulator's)")
+    p.add_argument(
+        "--depths",
+        type=_int_list,
+        default=None,
+        help="ChIP reads per library, comma-separated (default: the simulator's)",
+    )
     p.add_argument("--paired", action="store_true", help="paired-end reads")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in OUT_DIR")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary"
+    )
     p.set_defaults(func=run)
 
 
@@ -44,9 +54,15 @@ def run(args) -> int:
 
     if not hasattr(datasets, "simulate"):
         raise ChipviInputError("This chipvi build has no chipvi.datasets.simulate.")
-    kwargs = dict(seed=args.seed, n_chroms=args.n_chroms, chrom_length=args.chrom_length,
-                  n_groups=args.n_groups, n_replicates=args.n_replicates, paired=args.paired,
-                  overwrite=args.overwrite)
+    kwargs = dict(
+        seed=args.seed,
+        n_chroms=args.n_chroms,
+        chrom_length=args.chrom_length,
+        n_groups=args.n_groups,
+        n_replicates=args.n_replicates,
+        paired=args.paired,
+        overwrite=args.overwrite,
+    )
     if args.depths is not None:
         kwargs["depths"] = args.depths
     sim = datasets.simulate(args.out_dir, **kwargs)

@@ -43,24 +43,56 @@ def register(subparsers) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="group selection (data=NAME, model=NAME, experiment=NAME) or dotted "
-                        "override (model.n_hidden=64, train.max_epochs=50)")
-    p.add_argument("-m", "--multirun", action="store_true",
-                   help="sweep: KEY=a,b,c gives one run per value (cartesian product over keys)")
-    p.add_argument("--config-dir", type=Path, default=None,
-                   help="folder with config.yaml and data/, model/, experiment/ "
-                        "(default: $CHIPVI_CONFIG_DIR, ./configs, or the source checkout's configs/)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="a complete config file (e.g. another run's config.yaml) instead of --config-dir")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="exact run directory (default: <output_dir>/<YYYY-MM-DD_HH-MM-SS>_<name>)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="group selection (data=NAME, model=NAME, experiment=NAME) or dotted "
+        "override (model.n_hidden=64, train.max_epochs=50)",
+    )
+    p.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="sweep: KEY=a,b,c gives one run per value (cartesian product over keys)",
+    )
+    p.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help="folder with config.yaml and data/, model/, experiment/ "
+        "(default: $CHIPVI_CONFIG_DIR, ./configs, or the source checkout's configs/)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a complete config file (e.g. another run's config.yaml) instead of --config-dir",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="exact run directory (default: <output_dir>/<YYYY-MM-DD_HH-MM-SS>_<name>)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue an interrupted run from its last checkpoint (same seed, same result)")
-    p.add_argument("--show-config", action="store_true", help="print the composed config(s) and exit")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress bars or summaries")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint (same seed, same result)",
+    )
+    p.add_argument(
+        "--show-config", action="store_true", help="print the composed config(s) and exit"
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars or summaries",
+    )
     p.set_defaults(func=run)
 
 
@@ -141,7 +173,9 @@ def resume(path: Path, *, quiet: bool) -> int:
         )
     events = run_dir.read_events()
     if any(e.get("event") == "train_end" for e in events):
-        raise ChipviInputError(f"--resume {path}: this run already finished training (see facts/events.jsonl).")
+        raise ChipviInputError(
+            f"--resume {path}: this run already finished training (see facts/events.jsonl)."
+        )
     cfg = compose(None, [], run_dir.config_path)
     validate_variants(cfg)
     if not run_dir.data_path.is_file():  # no cached bins: the configured inputs must exist
@@ -160,8 +194,13 @@ def _sinks(cfg, run_dir: RunDir) -> list:
         if name == "tensorboard":
             sinks.append(TensorBoardSink(run_dir.path / "tensorboard"))
         elif name == "wandb":
-            sinks.append(WandbSink(run_dir.path / "wandb", run_dir.path.name,
-                                   OmegaConf.to_container(cfg, resolve=True)))
+            sinks.append(
+                WandbSink(
+                    run_dir.path / "wandb",
+                    run_dir.path.name,
+                    OmegaConf.to_container(cfg, resolve=True),
+                )
+            )
     return sinks
 
 
@@ -211,14 +250,20 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
     try:
         adata, prints = _load_run_data(cfg, run_dir, quiet)
         meta = run_dir.read_meta() if resume else {}
-        meta.update({
-            "name": cfg.name,
-            "seed": cfg.seed,
-            "git_commit": git_commit(),
-            "software": software_versions(),
-            "data": {"inputs": prints, "n_bins": int(adata.n_obs), "n_libraries": int(adata.n_vars)},
-            "model_class": cfg.model.model_class,
-        })
+        meta.update(
+            {
+                "name": cfg.name,
+                "seed": cfg.seed,
+                "git_commit": git_commit(),
+                "software": software_versions(),
+                "data": {
+                    "inputs": prints,
+                    "n_bins": int(adata.n_obs),
+                    "n_libraries": int(adata.n_vars),
+                },
+                "model_class": cfg.model.model_class,
+            }
+        )
         if resume:
             meta.setdefault("resumed", []).append({"from_epoch": last_epoch + 1})
         run_dir.write_meta(meta)
@@ -230,8 +275,12 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
         scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
         cls.setup_anndata(adata)
         model = cls(adata, **kwargs)
-        callback = RunCallback(run_dir, cfg.seed, _sinks(cfg, run_dir),
-                               checkpoint_interval_s=cfg.train.checkpoint_interval_s)
+        callback = RunCallback(
+            run_dir,
+            cfg.seed,
+            _sinks(cfg, run_dir),
+            checkpoint_interval_s=cfg.train.checkpoint_interval_s,
+        )
         targs = train_kwargs(cfg.train)
         if resume:
             targs["ckpt_path"] = str(run_dir.checkpoint_path)
@@ -248,8 +297,11 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
         raise
     model.save(str(run_dir.model_dir), overwrite=True)
     rows, _ = run_dir.read_scalars_raw()
-    final = {k: float(v) for k, v in (rows[-1] if rows else {}).items()
-             if k not in ("epoch", "split") and v not in ("", None)}
+    final = {
+        k: float(v)
+        for k, v in (rows[-1] if rows else {}).items()
+        if k not in ("epoch", "split") and v not in ("", None)
+    }
     epochs = max((int(r["epoch"]) for r in rows), default=-1) + 1
     run_dir.event("train_end", epochs=epochs, final=final, wall_s=timer.elapsed())
     if announce and not quiet:

@@ -91,9 +91,15 @@ def load_runs(path: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[str
         name = run.name
         config = yaml.safe_load((run / "config.yaml").read_text()) or {}
         ev_path = run / "facts" / "events.jsonl"
-        ev = [json.loads(line) for line in ev_path.read_text().splitlines() if line.strip()] if ev_path.is_file() else []
+        ev = (
+            [json.loads(line) for line in ev_path.read_text().splitlines() if line.strip()]
+            if ev_path.is_file()
+            else []
+        )
         sc_path = run / "facts" / "scalars.csv"
-        sc = pd.read_csv(sc_path) if sc_path.is_file() and sc_path.stat().st_size else pd.DataFrame()
+        sc = (
+            pd.read_csv(sc_path) if sc_path.is_file() and sc_path.stat().st_size else pd.DataFrame()
+        )
         meta_path = run / "facts" / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         row = {"run": name, "path": str(run), "status": _status(ev)}
@@ -117,7 +123,15 @@ def load_runs(path: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[str
             events.append(pd.json_normalize(ev).assign(run=name))
         metas.append({"run": name, **_flatten(meta)})
     runs_df = pd.DataFrame(rows).set_index("run")
-    scalars_df = pd.concat(scalars, ignore_index=True) if scalars else pd.DataFrame(columns=["run", "epoch", "split"])
-    events_df = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=["run", "event", "time"])
+    scalars_df = (
+        pd.concat(scalars, ignore_index=True)
+        if scalars
+        else pd.DataFrame(columns=["run", "epoch", "split"])
+    )
+    events_df = (
+        pd.concat(events, ignore_index=True)
+        if events
+        else pd.DataFrame(columns=["run", "event", "time"])
+    )
     meta_df = pd.DataFrame(metas).set_index("run")
     return {"runs": runs_df, "scalars": scalars_df, "events": events_df, "meta": meta_df}

@@ -162,13 +162,19 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         counts = arrays["X"]
         has_reads = counts > 0
         typical_mapq = np.array(
-            [np.median(arrays["mapq"][has_reads[:, j], j]) if has_reads[:, j].any() else 30.0
-             for j in range(counts.shape[1])]
+            [
+                np.median(arrays["mapq"][has_reads[:, j], j]) if has_reads[:, j].any() else 30.0
+                for j in range(counts.shape[1])
+            ]
         )
         has_ctrl = arrays["control"] > 0
         typical_cmapq = np.array(
-            [np.median(arrays["control_mapq"][has_ctrl[:, j], j]) if has_ctrl[:, j].any() else 30.0
-             for j in range(counts.shape[1])]
+            [
+                np.median(arrays["control_mapq"][has_ctrl[:, j], j])
+                if has_ctrl[:, j].any()
+                else 30.0
+                for j in range(counts.shape[1])
+            ]
         )
         log_mean = np.log(counts.mean(0) + 1e-3)
 
@@ -279,10 +285,15 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         step = max(1, int(np.ceil(n / 200_000)))
         raws = []
         for start in range(0, n, _CHUNK * step):
-            chunk = {k: torch.as_tensor(v[start : start + _CHUNK], dtype=torch.float32)
-                     for k, v in arrays.items()}
-            raws.append(self.module.covariates.raw(
-                chunk["X"], chunk["control"], chunk["mapq"], chunk["control_mapq"]))
+            chunk = {
+                k: torch.as_tensor(v[start : start + _CHUNK], dtype=torch.float32)
+                for k, v in arrays.items()
+            }
+            raws.append(
+                self.module.covariates.raw(
+                    chunk["X"], chunk["control"], chunk["mapq"], chunk["control_mapq"]
+                )
+            )
         self.module.covariates.set_statistics(torch.cat(raws, 0))
 
     def train(
@@ -395,8 +406,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             lo, hi = max(0, start - CONTEXT), min(n, stop + CONTEXT)
-            tensors = [torch.as_tensor(arrays[k][lo:hi], dtype=torch.float32, device=device)
-                       for k in ("X", "control", "mapq", "control_mapq")]
+            tensors = [
+                torch.as_tensor(arrays[k][lo:hi], dtype=torch.float32, device=device)
+                for k in ("X", "control", "mapq", "control_mapq")
+            ]
             out = self.module.predict(*tensors)
             for key, value in out.items():
                 pieces.setdefault(key, []).append(value[start - lo : stop - lo].cpu().numpy())
@@ -436,7 +449,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         if level == "library":
             return per_lib
         gi = self.module.group_index.cpu().numpy()
-        return np.array([np.exp(np.log(per_lib[gi == g]).mean()) for g in range(len(self.group_names))])
+        return np.array(
+            [np.exp(np.log(per_lib[gi == g]).mean()) for g in range(len(self.group_names))]
+        )
 
     def _frame(self, values, adata, idx, level, return_numpy):
         values = values[idx]
@@ -573,9 +588,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             mu, r = mean, mean**2 / np.maximum(extra, 1e-12)
         y, mu, r = y[idx], mu[idx], r[idx]
         pvalue = stats.nbinom.sf(y - 1, r, r / (r + mu))
-        qvalue = np.column_stack(
-            [stats.false_discovery_control(pvalue[:, j]) for j in range(pvalue.shape[1])]
-        ) if len(idx) else pvalue
+        qvalue = (
+            np.column_stack(
+                [stats.false_discovery_control(pvalue[:, j]) for j in range(pvalue.shape[1])]
+            )
+            if len(idx)
+            else pvalue
+        )
         index, columns = adata.obs_names[idx], self._columns(level)
         return {
             "pvalue": pd.DataFrame(pvalue, index=index, columns=columns),
@@ -629,7 +648,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         if dir_path.exists() and not overwrite:
             raise ChipviInputError(f"{dir_path} already exists; pass overwrite=True to replace it.")
         if not dir_path.parent.is_dir():
-            raise ChipviInputError(f"Output folder {dir_path.parent} does not exist; create it first.")
+            raise ChipviInputError(
+                f"Output folder {dir_path.parent} does not exist; create it first."
+            )
         tmp = dir_path.parent / f".{dir_path.name}.{uuid.uuid4().hex}.part"
         try:
             super().save(str(tmp), overwrite=False, save_anndata=False, **kwargs)

@@ -36,7 +36,9 @@ def check_counts(values: np.ndarray, where: str) -> None:
         raise ChipviInputError(f"{where} contains NaN or infinite values; counts must be finite.")
     if (values < 0).any():
         i, j = np.argwhere(values < 0)[0]
-        raise ChipviInputError(f"{where} has a negative count ({values[i, j]}) at bin {i}, library {j}.")
+        raise ChipviInputError(
+            f"{where} has a negative count ({values[i, j]}) at bin {i}, library {j}."
+        )
     if not np.issubdtype(values.dtype, np.integer) and not np.all(values == np.round(values)):
         i, j = np.argwhere(values != np.round(values))[0]
         raise ChipviInputError(

@@ -22,7 +22,7 @@ def _pairs(groups: Sequence[torch.Tensor]):
 
 def mse_consistency(lfe: torch.Tensor, groups: Sequence[torch.Tensor]) -> torch.Tensor:
     """Minus the mean squared difference between replicates, per bin."""
-    terms = [-(lfe[:, a] - lfe[:, b]) ** 2 for a, b in _pairs(groups)]
+    terms = [-((lfe[:, a] - lfe[:, b]) ** 2) for a, b in _pairs(groups)]
     return torch.stack(terms, 0).mean(0)
 
 

@@ -31,8 +31,14 @@ ALL_COVARIATES: tuple[str, ...] = (
 COVARIATE_SETS: dict[str, tuple[str, ...]] = {
     "default": ALL_COVARIATES,
     "no_window": tuple(c for c in ALL_COVARIATES if not c.endswith(("_1kb", "_10kb"))),
-    "control_only": ("log_control", "log_control_1kb", "log_control_10kb", "log_control_depth",
-                     "log_chip_depth", "has_control"),
+    "control_only": (
+        "log_control",
+        "log_control_1kb",
+        "log_control_10kb",
+        "log_control_depth",
+        "log_chip_depth",
+        "has_control",
+    ),
 }
 
 #: Rows of context each side needed for exact covariates at the centre of a chunk.

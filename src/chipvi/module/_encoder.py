@@ -35,7 +35,10 @@ class WindowEncoder(nn.Module):
         for dilation in DILATIONS:
             kernel = 5 if window else 1
             pad = 2 * dilation if window else 0
-            layers += [nn.Conv1d(width, n_hidden, kernel, dilation=dilation, padding=pad), nn.SiLU()]
+            layers += [
+                nn.Conv1d(width, n_hidden, kernel, dilation=dilation, padding=pad),
+                nn.SiLU(),
+            ]
             width = n_hidden
         self.conv = nn.Sequential(*layers)
         self.n_output = n_hidden + n_input

@@ -248,9 +248,7 @@ class ChipviModule(PyroBaseModuleClass):
                         pyro.factor(f"consistency_{name}", w * term)
             if self.random_walk_scale is not None:
                 step = torch.diff(z, dim=0, prepend=z[:1])
-                pyro.factor(
-                    "random_walk", -(step**2).sum(-1) / (2 * self.random_walk_scale**2)
-                )
+                pyro.factor("random_walk", -(step**2).sum(-1) / (2 * self.random_walk_scale**2))
 
     def guide(self, counts, control, mapq, control_mapq, kl_weight: float = 1.0):
         """Amortised mean-field guide over ``z`` and ``delta``."""
