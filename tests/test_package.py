@@ -5,3 +5,16 @@ def test_version_and_public_api():
     assert chipvi.__version__
     for name in ("io", "pp", "tl", "pl", "datasets", "read_bams", "read_samplesheet"):
         assert hasattr(chipvi, name), name
+
+
+def test_io_pp_tl_pl_do_not_import_torch():
+    # DESIGN: io never imports torch; binning must not pay for the model's imports.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, chipvi; chipvi.io; chipvi.pp; chipvi.tl; chipvi.pl; chipvi.datasets;"
+        "print(sorted(m for m in ('torch', 'pyro', 'scvi') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
