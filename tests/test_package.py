@@ -9,12 +9,18 @@ def test_version_and_public_api():
 
 def test_io_pp_tl_pl_do_not_import_torch():
     # DESIGN: io never imports torch; binning must not pay for the model's imports.
+    import os
     import subprocess
     import sys
+    from pathlib import Path
 
     code = (
         "import sys, chipvi; chipvi.io; chipvi.pp; chipvi.tl; chipvi.pl; chipvi.datasets;"
         "print(sorted(m for m in ('torch', 'pyro', 'scvi') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    src = str(Path(chipvi.__file__).resolve().parents[1])  # the chipvi under test
+    env = {**os.environ, "PYTHONPATH": src}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert out.stdout.strip() == "[]"
