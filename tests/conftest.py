@@ -4,5 +4,17 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # Tests run on 2-core CI machines: keep torch/numba from oversubscribing.
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def portal(monkeypatch):
+    """A fake ENCODE portal on 127.0.0.1 (tests/encode_fixtures), stopped after the test."""
+    from encode_fixtures.portal import running_portal
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with running_portal() as fake:
+        yield fake

@@ -8,15 +8,13 @@ import pandas as pd
 import pytest
 
 from chipvi.cli import _download as cli_download
-from encode_fixtures.portal import running_portal
 
 
 @pytest.fixture
-def portal(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with running_portal() as fake:
-        monkeypatch.setenv("CHIPVI_ENCODE_URL", fake.url)
-        yield fake
+def portal(portal, monkeypatch):
+    """The shared fake portal (conftest), also as the CLI's base URL."""
+    monkeypatch.setenv("CHIPVI_ENCODE_URL", portal.url)
+    return portal
 
 
 def run(*argv: str) -> int:

@@ -13,14 +13,6 @@ import pytest
 from chipvi import ChipviInputError
 from chipvi.io.encode import DownloadError, EncodeClient, build_samplesheet, download
 from chipvi.io.encode import _download as download_module
-from encode_fixtures.portal import running_portal
-
-
-@pytest.fixture
-def portal(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with running_portal() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -6,14 +6,6 @@ import pytest
 
 from chipvi import ChipviInputError
 from chipvi.io.encode import EncodeClient, build_samplesheet, search_experiments
-from encode_fixtures.portal import running_portal
-
-
-@pytest.fixture
-def portal(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with running_portal() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -12,13 +12,6 @@ from encode_fixtures.portal import running_portal
 
 
 @pytest.fixture
-def portal(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with running_portal() as fake:
-        yield fake
-
-
-@pytest.fixture
 def client(portal):
     return EncodeClient(portal.url, timeout=2, retries=3, backoff=0, min_interval=0)
 
