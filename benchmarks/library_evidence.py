@@ -17,7 +17,6 @@ import time
 import warnings
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scvi
@@ -41,12 +40,7 @@ if which == "real":
     adata = chipvi.datasets.cssq_chr19()
 else:
     seed = int(which[3:])
-    h5 = Path(f"{BQ}/sim{seed}.h5ad")
-    if h5.exists():
-        adata = ad.read_h5ad(h5)
-    else:
-        adata = chipvi.read_bams(f"{BQ}/sim{seed}/samplesheet.csv", progress=False)
-        adata.write_h5ad(h5)
+    adata = chipvi.read_bams(f"{BQ}/sim{seed}/samplesheet.csv", progress=False)
 chipvi.ChIPVI.setup_anndata(adata)
 model = chipvi.ChIPVI(adata, **kw)
 t0 = time.perf_counter()
