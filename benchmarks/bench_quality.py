@@ -262,12 +262,42 @@ def verdict(table: pd.DataFrame) -> pd.Series:
     return pd.Series(out)
 
 
+def real_data_concordance(adata, lfe: np.ndarray) -> tuple[pd.DataFrame, int]:
+    """Replicate concordance and promoter-window AUPRC, raw log CPM vs a denoised score.
+
+    ``adata`` is the bundled CSSQ data (``cssq_chr19()``); ``lfe`` its library-level score.
+    Returns the table and the number of bins in the promoter windows of ``chr19_regions.bed``.
+    """
+    from chipvi.datasets import cssq_chr19_samplesheet
+    from chipvi.io import read_bed
+    from chipvi.io._bed import overlapping_bins
+
+    regions = read_bed(cssq_chr19_samplesheet().parent / "chr19_regions.bed")
+    in_promoter = overlapping_bins(adata.obs, regions)
+    cpm = np.log1p(adata.X.astype(float) / adata.var["depth"].to_numpy() * 1e6)
+    rows = []
+    for g in adata.var["group"].unique():
+        a, b = np.flatnonzero(adata.var["group"].to_numpy() == g)[:2]
+        for name, score in (("raw log CPM", cpm), ("chipvi LFE", lfe)):
+            rows.append(
+                {
+                    "group": g,
+                    "score": name,
+                    "rep_pearson": pearsonr(score[:, a], score[:, b])[0],
+                    "rep_spearman": spearmanr(score[:, a], score[:, b])[0],
+                    "promoter_auprc_r1": average_precision(in_promoter, score[:, a]),
+                    "promoter_auprc_r2": average_precision(in_promoter, score[:, b]),
+                }
+            )
+    return pd.DataFrame(rows), int(in_promoter.sum())
+
+
 def bench_real(threads: int) -> None:
     import scvi
     import torch
 
     import chipvi
-    from chipvi.datasets import cssq_chr19, cssq_chr19_samplesheet
+    from chipvi.datasets import cssq_chr19
 
     torch.set_num_threads(threads)
     scvi.settings.seed = 0
@@ -276,43 +306,12 @@ def bench_real(threads: int) -> None:
     model = chipvi.ChIPVI(adata)
     model.train(enable_progress_bar=False)
     lfe = model.get_denoised().to_numpy()
-    X = adata.X.astype(float)
-    cpm = np.log1p(X / adata.var["depth"].to_numpy() * 1e6)
-    regions = pd.read_csv(
-        cssq_chr19_samplesheet().parent / "chr19_regions.bed",
-        sep="\t",
-        header=None,
-        usecols=[0, 1, 2],
-        names=["chrom", "start", "end"],
-    )
-    in_promoter = np.zeros(adata.n_obs, bool)
-    starts, ends = adata.obs["start"].to_numpy(), adata.obs["end"].to_numpy()
-    for r in regions.itertuples():
-        in_promoter |= (
-            (adata.obs["chrom"].astype(str).to_numpy() == r.chrom)
-            & (starts < r.end)
-            & (ends > r.start)
-        )
-    rows = []
-    for g in adata.var["group"].unique():
-        cols = np.flatnonzero(adata.var["group"].to_numpy() == g)
-        a, b = cols[:2]
-        for name, s in (("raw log CPM", cpm), ("chipvi LFE", lfe)):
-            rows.append(
-                {
-                    "group": g,
-                    "score": name,
-                    "rep_pearson": pearsonr(s[:, a], s[:, b])[0],
-                    "rep_spearman": spearmanr(s[:, a], s[:, b])[0],
-                    "promoter_auprc_r1": average_precision(in_promoter, s[:, a]),
-                    "promoter_auprc_r2": average_precision(in_promoter, s[:, b]),
-                }
-            )
+    table, n_promoter = real_data_concordance(adata, lfe)
     print(
-        f"\n## bundled CSSQ chr19 ({adata.n_obs} bins, {int(in_promoter.sum())} in promoter "
+        f"\n## bundled CSSQ chr19 ({adata.n_obs} bins, {n_promoter} in promoter "
         "windows of chr19_regions.bed)"
     )
-    print(pd.DataFrame(rows).round(3).to_string(index=False))
+    print(table.round(3).to_string(index=False))
 
 
 def main(argv=None) -> int:

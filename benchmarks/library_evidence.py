@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import scvi
 import torch
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr
 
 import chipvi
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_quality import average_precision, metrics, verdict  # noqa: E402
+from bench_quality import metrics, real_data_concordance, verdict  # noqa: E402
 
 warnings.filterwarnings("ignore")
 for n in ("lightning", "lightning.pytorch", "scvi"):
@@ -48,7 +48,6 @@ model.train(enable_progress_bar=False)
 ts = time.perf_counter() - t0
 lib = model.get_denoised().to_numpy()
 grp = model.get_denoised(level="group").to_numpy()
-gi = pd.Categorical(adata.var["group"]).codes if False else None
 gnames = list(model.group_names)
 gidx = np.array([gnames.index(g) for g in adata.var["group"]])
 dev = lib - grp[:, gidx]
@@ -73,39 +72,7 @@ out["corr(dev_a-dev_b,resid_a-resid_b)"] = [
 ]
 print(json.dumps(out))
 if which == "real":
-    from chipvi.datasets import cssq_chr19_samplesheet
-
-    regions = pd.read_csv(
-        cssq_chr19_samplesheet().parent / "chr19_regions.bed",
-        sep="\t",
-        header=None,
-        usecols=[0, 1, 2],
-        names=["chrom", "start", "end"],
-    )
-    inp = np.zeros(adata.n_obs, bool)
-    s, e, c = (
-        adata.obs["start"].to_numpy(),
-        adata.obs["end"].to_numpy(),
-        adata.obs["chrom"].astype(str).to_numpy(),
-    )
-    for r in regions.itertuples():
-        inp |= (c == r.chrom) & (s < r.end) & (e > r.start)
-    cpm = np.log1p(y / adata.var["depth"].to_numpy() * 1e6)
-    rows = []
-    for g in adata.var["group"].unique():
-        a, b = np.flatnonzero(adata.var["group"].to_numpy() == g)[:2]
-        for name, sc in (("raw log CPM", cpm), ("chipvi LFE", lib)):
-            rows.append(
-                {
-                    "group": g,
-                    "score": name,
-                    "rep_pearson": pearsonr(sc[:, a], sc[:, b])[0],
-                    "rep_spearman": spearmanr(sc[:, a], sc[:, b])[0],
-                    "prom_auprc_r1": average_precision(inp, sc[:, a]),
-                    "prom_auprc_r2": average_precision(inp, sc[:, b]),
-                }
-            )
-    print(pd.DataFrame(rows).round(3).to_string(index=False))
+    print(real_data_concordance(adata, lib)[0].round(3).to_string(index=False))
 else:
     seed = int(which[3:])
     truth = pd.read_csv(next(Path(f"{BQ}/sim{seed}").glob("*truth*.tsv")), sep="\t")
