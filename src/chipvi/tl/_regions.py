@@ -43,7 +43,8 @@ def bayesian_qvalues(probability: np.ndarray) -> np.ndarray:
 
     Bins are ranked by decreasing probability; calling the top k has expected false discovery
     proportion ``mean(1 - p)`` over them. The q-value of a bin is the smallest such FDR over the
-    sets that include it. NaN probabilities get q = NaN.
+    sets that include it; bins with equal probabilities are in or out together (so genomic
+    order never decides between tied bins). NaN probabilities get q = NaN.
     """
     p = np.asarray(probability, dtype=np.float64)
     q = np.full(p.shape, np.nan)
@@ -52,7 +53,11 @@ def bayesian_qvalues(probability: np.ndarray) -> np.ndarray:
         return q
     order = ok[np.argsort(-p[ok], kind="stable")]
     fdr = np.cumsum(1.0 - p[order]) / np.arange(1, order.size + 1)
-    q[order] = np.minimum.accumulate(fdr[::-1])[::-1]
+    # A set may only end at the last bin of a run of tied probabilities.
+    ranked = p[order]
+    tie_end = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]
+    group = np.searchsorted(tie_end, np.arange(ranked.size))
+    q[order] = np.minimum.accumulate(fdr[tie_end][::-1])[::-1][group]
     return np.clip(q, 0.0, 1.0)
 
 
