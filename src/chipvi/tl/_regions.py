@@ -109,8 +109,9 @@ def regions_from_bins(
 
     Returns one row per region with ``chrom, start, end, n_bins`` (called bins), the indices of
     its first and last bin into the arrays (``first_index``, ``last_index``), the summit
-    (called bin with the largest ``rank_value``: ``summit_index`` and ``summit_value``), and the per-region minimum / mean of the ``extra_*`` arrays over the
-    called bins. Regions spanning fewer than ``min_bins`` bins are dropped.
+    (called bin with the largest ``rank_value``: ``summit_index`` and ``summit_value``), and
+    the per-region minimum / mean of the ``extra_*`` arrays over the called bins. Regions
+    spanning fewer than ``min_bins`` bins are dropped.
     """
     ids = merge_bins(called, chrom, start, end, merge_gap)
     idx = np.flatnonzero(ids >= 0)
@@ -382,7 +383,8 @@ def call_enriched_regions(
         if unknown:
             raise ChipviInputError(f"Unknown {level}(s) {unknown}; available: {columns}.")
         columns = wanted
-    for other, label in ((pv, "pvalue_key"), (sig, "signal_key"), (lfe, "lfe_key"), (sd, "sd_key")):
+    optional = ((pv, "pvalue_key"), (sig, "signal_key"), (lfe, "lfe_key"), (sd, "sd_key"))
+    for other, label in optional:
         if other is not None and [c for c in columns if c not in other.columns]:
             raise ChipviInputError(
                 f"{label} lacks columns {columns}; it has {list(other.columns)}."
@@ -414,9 +416,12 @@ def call_enriched_regions(
         )  # fmt: skip
         if not reg.empty and domain_q is not None:
             err = region_error_probability(
-                reg["first_index"].to_numpy(), reg["last_index"].to_numpy(), lfe[col].to_numpy(dtype=np.float64)[order],
-                sd[col].to_numpy(dtype=np.float64)[order], float(min_lfe),
-            )  # fmt: skip
+                reg["first_index"].to_numpy(),
+                reg["last_index"].to_numpy(),
+                lfe[col].to_numpy(dtype=np.float64)[order],
+                sd[col].to_numpy(dtype=np.float64)[order],
+                float(min_lfe),
+            )
             reg = reg[err <= domain_q].reset_index(drop=True)
         if reg.empty:
             continue
