@@ -42,18 +42,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from chipvi.tl._regions import BROAD_DOMAINS  # noqa: E402
+
 # chipvi settings, the same for both scenarios, all chosen on seed 0 (posterior vs p-value
 # test, min_lfe, q, merge_gap; for the broad mode broad_q, merge_gap and domain_q), so the
 # benchmark defaults to seeds 1-3.
 CHIPVI_SETTINGS = {
     "chipvi posterior gap600": {"method": "posterior", "min_lfe": 0.5, "merge_gap": 600},
-    "chipvi broad": {
-        "method": "posterior",
-        "min_lfe": 0.5,
-        "broad_q": 0.2,
-        "merge_gap": 1000,
-        "domain_q": 0.05,
-    },
+    "chipvi broad": {"method": "posterior", "min_lfe": 0.5, **BROAD_DOMAINS},
     "chipvi posterior gap0": {"method": "posterior", "min_lfe": 0.5, "merge_gap": 0},
     "chipvi posterior gap1000": {"method": "posterior", "min_lfe": 0.5, "merge_gap": 1000},
     "chipvi pvalue gap0": {"method": "pvalue", "merge_gap": 0},

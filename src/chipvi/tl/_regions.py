@@ -215,6 +215,11 @@ def _model_inputs(model, adata, level, batch_size, method, min_lfe, need_posteri
     return adata, pd.DataFrame(q, index=loc.index, columns=loc.columns), None, fe, loc, sd
 
 
+#: Broad-domain calling (the MACS3 ``--broad`` analogue): the setting chosen on the tuning seed
+#: of ``benchmarks/bench_peaks.py``; ``chipvi call --format broadPeak`` uses it.
+BROAD_DOMAINS: dict[str, float] = {"broad_q": 0.2, "merge_gap": 1000, "domain_q": 0.05}
+
+
 def call_enriched_regions(
     data: AnnData | Any,
     *,
