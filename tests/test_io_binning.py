@@ -424,3 +424,47 @@ def test_corrupt_record_lengths(tmp_path):
         pytest.warns(UserWarning, match="older than"),  # the BAM changed after indexing
     ):
         read_bam_bins(bam)
+
+
+@pytest.mark.parametrize("bin_size", [1, 7, 200, 10_000])
+def test_bin_names_equal_fstring_definition(bin_size):
+    """The compiled name builder writes exactly f"{chrom}:{start}-{end}" for every bin."""
+    from chipvi.io._binning import bin_names, bin_obs
+
+    # Odd lengths, a chromosome shorter than a bin, digit-count boundaries, non-ASCII names.
+    contigs = [("chr1", 10_001), ("c", 9), ("chrUn_KI270742v1", 999), ("chrß-é", 100), ("x", 1)]
+    names = bin_names(contigs, bin_size)
+    expected = [
+        f"{chrom}:{start}-{min(start + bin_size, length)}"
+        for chrom, length in contigs
+        for start in range(0, length, bin_size)
+    ]
+    assert names.dtype == object and all(type(n) is str for n in names[:50])
+    assert names.tolist() == expected
+    obs = bin_obs(contigs, bin_size)
+    assert obs.index.tolist() == expected and obs.index.dtype == object
+    starts = [int(n.rsplit(":", 1)[1].split("-")[0]) for n in expected]
+    np.testing.assert_array_equal(obs["start"].to_numpy(), starts)
+    assert obs["start"].dtype == np.int64 and obs["end"].dtype == np.int64
+
+
+def test_bin_names_of_no_bins():
+    from chipvi.io._binning import bin_names, bin_obs
+
+    assert bin_names([], 200).tolist() == []
+    obs = bin_obs([], 200)
+    assert len(obs) == 0 and list(obs.columns) == ["chrom", "start", "end"]
+
+
+def test_count_matrices_are_the_anndata_arrays(bams):
+    """X and the layers are built before counting and filled in place: no stale zeros."""
+    adata = read_bams(bams["sheet"], progress=False, threads=2)
+    se, _ = reference_bins(bams["se"])
+    ctrl, _ = reference_bins(bams["ctrl"])
+    np.testing.assert_array_equal(adata.X[:, 2], se)
+    np.testing.assert_array_equal(adata.layers["control"][:, 0], ctrl)
+    assert (
+        adata.var["depth"].tolist()[2] == se.sum()
+        and adata.var["control_depth"].iloc[0] == ctrl.sum()
+    )
+    assert list(adata.var.columns)[:5] == ["sample", "target", "group", "replicate", "depth"]
