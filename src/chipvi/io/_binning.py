@@ -367,6 +367,10 @@ def _count_files(
         x_col, mapq_col = outputs[f]
         return f, size, _count_reference(infos[f], tid, length, params, x_col[sl], mapq_col[sl])
 
+    # Numba's first compiled call in a process sets up its compiler target (imports, ~0.4 s):
+    # pay it here, so that the workers start counting at once and ``meanwhile`` does not
+    # compete with them for the GIL.
+    free_decompressor(new_decompressor())
     bar = _progress_bar(sum(t[0] for t in tasks), progress)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks)))) as pool:
         futures = [pool.submit(run, task) for task in tasks]
