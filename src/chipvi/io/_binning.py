@@ -191,7 +191,7 @@ def bin_names(contigs: Sequence[tuple[str, int]], bin_size: int) -> np.ndarray:
     out = np.empty(int((width * n_bins).sum()), np.uint8)
     used = _write_bin_names(out, prefixes, prefix_end, lengths, bin_size)
     # Contig names cannot hold a newline (SAM header fields are tab/newline delimited).
-    split = out[: used - 1].tobytes().decode().split("\n")
+    split = str(out[: used - 1].data, "utf-8").split("\n")
     names = np.empty(len(split), object)
     names[:] = split
     return names
