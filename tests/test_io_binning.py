@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -468,3 +469,153 @@ def test_count_matrices_are_the_anndata_arrays(bams):
         and adata.var["control_depth"].iloc[0] == ctrl.sum()
     )
     assert list(adata.var.columns)[:5] == ["sample", "target", "group", "replicate", "depth"]
+
+
+# --------------------------------------------------------------------------------------------
+# Chromosomes split between tasks at record starts listed by the index
+# --------------------------------------------------------------------------------------------
+LONG_CONTIGS = [("chrA", 300_000), ("chrB", 120_000)]
+
+
+@pytest.fixture(scope="module")
+def long_bams(tmp_path_factory):
+    """BAMs whose chromosomes span many index bins (so many chunk starts) and BGZF blocks:
+    written by htslib (pysam) and by chipvi's own simulator (records straddle blocks)."""
+    from chipvi.datasets import simulate
+
+    d = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(11)
+    se = write_bam(d / "se.bam", random_reads(rng, LONG_CONTIGS, 12_000), LONG_CONTIGS)
+    pe = write_bam(d / "pe.bam", random_reads(rng, LONG_CONTIGS, 6_000, paired=True), LONG_CONTIGS)
+    sim = simulate(
+        d / "sim",
+        seed=3,
+        n_chroms=1,
+        chrom_length=400_000,
+        n_groups=1,
+        n_replicates=1,
+        depths=(10_000,),
+        control_depths=(1_000,),
+        paired=True,
+    )
+    return {"se": se, "pe": pe, "sim": Path(sim.samplesheet).parent / "G1_R1.bam"}
+
+
+def _count_pieces(info, tid, length, params, pieces):
+    from chipvi.io._binning import _count_piece
+
+    n_bins = -(-length // params.bin_size)
+    parts = [_count_piece(info, tid, length, params, n_bins, piece) for piece in pieces]
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
+
+
+def _record_offsets(bam):
+    """(reference id, virtual offset) of every record, read with htslib."""
+    out = []
+    with pysam.AlignmentFile(str(bam)) as f:
+        while True:
+            offset = f.tell()
+            try:
+                read = next(f)
+            except StopIteration:
+                return out
+            out.append((read.reference_id, offset))
+
+
+@pytest.mark.parametrize("kind", ["se", "pe", "sim"])
+def test_split_at_record_starts_equals_unsplit(long_bams, kind):
+    """Two pieces cut at a record start count exactly what one piece counts: at every record
+    start the index lists, at records starting a BGZF block and at records inside one."""
+    from chipvi.io._bam import open_bam
+    from chipvi.io._binning import _check_params, _Piece, _split_reference
+
+    info = open_bam(long_bams[kind])
+    params = _check_params(200, 200, 0, True)
+    records = _record_offsets(long_bams[kind])
+    kinds_seen = set()
+    for tid, (_, length) in enumerate(info.contigs):
+        begin, end = int(info.span_begin[tid]), int(info.span_end[tid])
+        (whole,) = _split_reference(info, tid, 1)
+        assert whole == _Piece(begin, -1, end)
+        x, mapq_sum, n = _count_pieces(info, tid, length, params, [whole])
+        listed = [int(c) for c in info.record_starts[tid]]
+        assert len([c for c in listed if begin < c < end]) >= 5, "want many listed starts"
+        own = [offset for t, offset in records if t == tid]
+        assert set(listed) <= set(own)  # the index lists record starts only
+        at_block_start = [c for c in own if c & 0xFFFF == 0]
+        cuts = set(listed) | set(at_block_start[:: len(at_block_start) // 15 + 1])
+        cuts |= set(own[:: len(own) // 15 + 1])
+        for cut in sorted(c for c in cuts if begin < c < end):
+            kinds_seen.add("block start" if cut & 0xFFFF == 0 else "inside a block")
+            pieces = [_Piece(begin, cut, end), _Piece(cut, -1, end)]
+            xs, ms, ns = _count_pieces(info, tid, length, params, pieces)
+            np.testing.assert_array_equal(xs, x)
+            np.testing.assert_array_equal(ms, mapq_sum)
+            assert ns == n
+        # Many pieces at once, as the task planner cuts them.
+        pieces = _split_reference(info, tid, 6)
+        assert len(pieces) > 2 and pieces[0].begin == begin and pieces[-1].stop == -1
+        assert all(a.stop == b.begin for a, b in zip(pieces, pieces[1:], strict=False))
+        xs, ms, ns = _count_pieces(info, tid, length, params, pieces)
+        np.testing.assert_array_equal(xs, x)
+        assert ns == n and n > 1000
+    # htslib starts a new block at a record when the next one does not fit; chipvi's
+    # simulator lets records straddle blocks.
+    assert kinds_seen == (
+        {"inside a block"} if kind == "sim" else {"block start", "inside a block"}
+    )
+
+
+@pytest.mark.parametrize("kind", ["se", "pe", "sim"])
+def test_split_tasks_match_reference_and_single_thread(long_bams, kind, monkeypatch):
+    import chipvi.io._binning as binning
+
+    one = read_bam_bins(long_bams[kind], threads=1, keep_duplicates=False)
+    monkeypatch.setattr(binning, "_MIN_PIECE", 1)  # cut every chromosome into 4 x threads
+    split = read_bam_bins(long_bams[kind], threads=3, keep_duplicates=False)
+    x_ref, mapq_ref = reference_bins(long_bams[kind], keep_duplicates=False)
+    np.testing.assert_array_equal(split.X[:, 0], x_ref)
+    np.testing.assert_allclose(split.layers["mapq"][:, 0], mapq_ref, rtol=1e-6)
+    np.testing.assert_array_equal(split.X, one.X)
+    np.testing.assert_array_equal(split.layers["mapq"], one.layers["mapq"])
+    assert split.var["depth"].iloc[0] == x_ref.sum()
+
+
+def test_split_planner_cuts_large_chromosomes_only(long_bams, monkeypatch):
+    import chipvi.io._binning as binning
+    from chipvi.io._bam import open_bam
+
+    info = open_bam(long_bams["se"])
+    planned = []
+    real_split = binning._split_reference
+
+    def spy(info, tid, n_pieces):
+        pieces = real_split(info, tid, n_pieces)
+        planned.append((tid, n_pieces, len(pieces)))
+        return pieces
+
+    monkeypatch.setattr(binning, "_split_reference", spy)
+    read_bam_bins(long_bams["se"], threads=1)
+    assert [p[1] for p in planned] == [1, 1]  # one thread: no cuts
+    planned.clear()
+    read_bam_bins(long_bams["se"], threads=2)
+    assert [p[1] for p in planned] == [1, 1]  # small file: pieces would be under _MIN_PIECE
+    planned.clear()
+    monkeypatch.setattr(binning, "_MIN_PIECE", 1)
+    read_bam_bins(long_bams["se"], threads=2)
+    sizes = [int(info.span_end[t] >> 16) - int(info.span_begin[t] >> 16) for t in (0, 1)]
+    # 8 pieces of the file's compressed bytes, shared in proportion to each chromosome's size.
+    assert [p[1] for p in planned] == [-(-s // (sum(sizes) // 8)) for s in sizes]
+    assert all(1 < p[2] <= p[1] for p in planned)
+
+
+def test_stop_inside_a_record_is_reported(long_bams):
+    from chipvi.io._bam import open_bam
+    from chipvi.io._binning import _check_params, _Piece
+
+    info = open_bam(long_bams["se"])
+    params = _check_params(200, 200, 0, True)
+    begin, end = int(info.span_begin[0]), int(info.span_end[0])
+    cut = int(info.record_starts[0][info.record_starts[0] > begin][3])
+    with pytest.raises(ChipviInputError, match="stale index"):
+        _count_pieces(info, 0, LONG_CONTIGS[0][1], params, [_Piece(begin, cut + 1, end)])

@@ -9,6 +9,7 @@ bounded by a few buffers per thread plus the output matrices.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_de
 from ._count import (
     ERR_BUFFER,
     ERR_RECORD,
+    ERR_STOP,
     S_COUNTED,
     S_DONE,
     S_FILL,
@@ -44,6 +46,12 @@ if TYPE_CHECKING:
 _PIECE = 4 << 20
 #: Initial working buffer for inflated data (a few blocks; grows for huge records).
 _WORK = 4 * MAX_BLOCK
+#: With several threads, chromosomes are split into pieces of about a quarter of each thread's
+#: share of the compressed bytes, but no smaller than this (each piece costs a pass over its
+#: chromosome's bins).
+_MIN_PIECE = 8 << 20
+
+_STALE_INDEX = "the index does not match {path} (stale index?). Index the BAM again."
 
 COUNTING_RULE = (
     "unmapped, secondary, supplementary and QC-fail reads dropped; duplicates dropped only if "
@@ -51,6 +59,17 @@ COUNTING_RULE = (
     "the fragment midpoint (mate 1); other reads counted once per template at the centre of "
     "[5' end, 5' end + fragment_length) along the strand; centres clamped into the chromosome"
 )
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Records of one reference of one file counted by one task: virtual offsets ``[begin,
+    stop)``, or ``[begin, end of the reference's records]`` when ``stop`` is -1; ``begin`` is
+    -1 for a reference without records."""
+
+    begin: int
+    stop: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -234,24 +253,16 @@ def _write_decimal(out, pos, value):
     return pos + n
 
 
-def _count_reference(
-    info: BamInfo,
-    tid: int,
-    chrom_len: int,
-    params: _Params,
-    x_col: np.ndarray,
-    mapq_col: np.ndarray,
-) -> int:
-    """Count one chromosome of one BAM into ``x_col`` / ``mapq_col``; returns reads counted."""
-    n_bins = x_col.size
+def _count_piece(
+    info: BamInfo, tid: int, chrom_len: int, params: _Params, n_bins: int, piece: _Piece
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Count one piece of one chromosome of one BAM: ``(counts, MAPQ sums, reads counted)``."""
     counts = np.zeros(n_bins, np.int32)
     mapq_sum = np.zeros(n_bins, np.int64)
-    begin, end = int(info.span_begin[tid]), int(info.span_end[tid])
     counted = 0
-    if begin >= 0:
-        counted = _stream_reference(info, tid, chrom_len, params, begin, end, counts, mapq_sum)
-    store_column(counts, mapq_sum, x_col, mapq_col)
-    return counted
+    if piece.begin >= 0:
+        counted = _stream_reference(info, tid, chrom_len, params, piece, counts, mapq_sum)
+    return counts, mapq_sum, counted
 
 
 def _stream_reference(
@@ -259,14 +270,15 @@ def _stream_reference(
     tid: int,
     chrom_len: int,
     params: _Params,
-    begin: int,
-    end: int,
+    piece: _Piece,
     counts: np.ndarray,
     mapq_sum: np.ndarray,
 ) -> int:
     path = info.path
-    c_begin, u_begin = begin >> 16, begin & 0xFFFF
-    c_end, u_end = end >> 16, end & 0xFFFF
+    c_begin, u_begin = piece.begin >> 16, piece.begin & 0xFFFF
+    # Read up to the piece's stop, or to the end of the reference's records.
+    last = piece.stop if piece.stop >= 0 else piece.end
+    c_end, u_end = last >> 16, last & 0xFFFF
     comp = np.empty(_PIECE, np.uint8)
     work = np.empty(_WORK, np.uint8)
     state = new_state(u_begin)
@@ -293,6 +305,8 @@ def _stream_reference(
                     handle,
                     comp,
                     carry,
+                    file_pos - carry,
+                    piece.stop,
                     work,
                     state,
                     tid,
@@ -317,6 +331,8 @@ def _stream_reference(
                             f"{path}: corrupt BAM record in the block at byte {offset}; "
                             "re-create the file."
                         )
+                    if err == ERR_STOP:
+                        raise ChipviInputError(_STALE_INDEX.format(path=path))
                     raise ChipviInputError(block_error_message(err, str(path), offset))
                 comp[: carry - used] = comp[used:carry]
                 carry -= used
@@ -326,8 +342,8 @@ def _stream_reference(
         free_decompressor(handle)
     if not state[S_DONE] and state[S_FILL] != state[S_POS]:
         raise ChipviInputError(
-            f"{path}: the data for {info.contigs[tid][0]} ends inside a record; the index does "
-            "not match the BAM (stale index?). Index the BAM again."
+            f"{path}: the data for {info.contigs[tid][0]} ends inside a record; "
+            + _STALE_INDEX.format(path=path)
         )
     return int(state[S_COUNTED])
 
@@ -351,21 +367,34 @@ def _count_files(
     lengths = np.array([length for _, length in contigs], np.int64)
     n_bins = -(-lengths // params.bin_size)
     offsets = np.concatenate([[0], np.cumsum(n_bins)])
-    tasks = []
+    references = []  # (compressed size, file, tid, length, bins slice)
     for f, info in enumerate(infos):
         tids = info.tids
         for k, (name, length) in enumerate(contigs):
             tid = tids[name]
             size = max(int(info.span_end[tid] >> 16) - int(info.span_begin[tid] >> 16), 0)
-            tasks.append((size, f, tid, int(length), slice(offsets[k], offsets[k + 1])))
-    # Largest first, so the pool does not end waiting on one big chromosome.
+            references.append((size, f, tid, int(length), slice(offsets[k], offsets[k + 1])))
+    piece_size = max(sum(r[0] for r in references) // (4 * threads), _MIN_PIECE)
+    tasks = []  # (compressed size, reference index, piece)
+    for r, (size, f, tid, _, _) in enumerate(references):
+        n_pieces = -(-size // piece_size) if threads > 1 else 1
+        pieces = _split_reference(infos[f], tid, n_pieces)
+        tasks += [(size // len(pieces), r, piece) for piece in pieces]
+    # Largest first, so the pool does not end waiting on one big piece.
     tasks.sort(key=lambda t: -t[0])
     totals = np.zeros(len(infos), np.int64)
+    per_reference = np.bincount([t[1] for t in tasks], minlength=len(references))
+    merges = [_Merge(int(n)) for n in per_reference]
 
     def run(task) -> tuple[int, int, int]:
-        size, f, tid, length, sl = task
-        x_col, mapq_col = outputs[f]
-        return f, size, _count_reference(infos[f], tid, length, params, x_col[sl], mapq_col[sl])
+        size, r, piece = task
+        _, f, tid, length, sl = references[r]
+        counts, mapq_sum, n = _count_piece(infos[f], tid, length, params, sl.stop - sl.start, piece)
+        merged = merges[r].add(counts, mapq_sum)
+        if merged is not None:
+            x_col, mapq_col = outputs[f]
+            store_column(*merged, x_col[sl], mapq_col[sl])
+        return f, size, n
 
     # Numba's first compiled call in a process sets up its compiler target (imports, ~0.4 s):
     # pay it here, so that the workers start counting at once and ``meanwhile`` does not
@@ -387,6 +416,49 @@ def _count_files(
         finally:
             bar(None)
     return totals, extra
+
+
+def _split_reference(info: BamInfo, tid: int, n_pieces: int) -> list[_Piece]:
+    """Cut a reference's records into up to ``n_pieces`` of similar compressed size.
+
+    Cuts are at record starts listed by the index, so every record belongs to one piece.
+    """
+    begin, end = int(info.span_begin[tid]), int(info.span_end[tid])
+    starts = info.record_starts[tid] if info.record_starts else np.zeros(0, np.int64)
+    starts = starts[(starts > begin) & (starts < end)]
+    cuts: list[int] = []
+    if n_pieces > 1 and starts.size and begin >= 0:
+        c_begin, c_end = begin >> 16, end >> 16
+        targets = c_begin + (np.arange(1, n_pieces) * (c_end - c_begin)) // n_pieces
+        nearest = np.searchsorted(starts >> 16, targets).clip(0, starts.size - 1)
+        cuts = sorted(set(starts[nearest].tolist()))
+    bounds = [begin, *cuts]
+    return [
+        _Piece(b, bounds[i + 1] if i + 1 < len(bounds) else -1, end) for i, b in enumerate(bounds)
+    ]
+
+
+class _Merge:
+    """Sums the per-piece counts of one reference; the last piece gets the total."""
+
+    def __init__(self, n_pieces: int):
+        self._left = n_pieces
+        self._lock = threading.Lock()
+        self._sums: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, counts: np.ndarray, mapq_sum: np.ndarray):
+        """Add one piece; returns ``(counts, MAPQ sums)`` once every piece is in, else None."""
+        with self._lock:
+            if self._sums is None:
+                self._sums = (counts, mapq_sum)
+            else:
+                np.add(self._sums[0], counts, out=self._sums[0])
+                np.add(self._sums[1], mapq_sum, out=self._sums[1])
+            self._left -= 1
+            if self._left:
+                return None
+            sums, self._sums = self._sums, None
+            return sums
 
 
 def _new_anndata(

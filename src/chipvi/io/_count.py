@@ -43,16 +43,20 @@ S_DONE = 2  # 1 once a record of another reference is reached
 S_SKIP = 3  # bytes to skip in the first block (the index's within-block offset), -1 after
 S_COUNTED = 4  # reads (fragments) counted
 S_RECORDS = 5  # records seen on this reference
-N_STATE = 6
+S_STOP = 6  # position in the working buffer where the region stops, -1 until its block is read
+N_STATE = 7
 
 #: Kernel error code: a record's size field is impossible (corrupt data).
 ERR_RECORD = 5
+#: Kernel error code: the stop offset is not at a record start (the index does not match).
+ERR_STOP = 6
 
 
 def new_state(first_block_skip: int) -> np.ndarray:
     """State for a region whose first record is ``first_block_skip`` bytes into its first block."""
     state = np.zeros(N_STATE, np.int64)
     state[S_SKIP] = first_block_skip
+    state[S_STOP] = -1
     return state
 
 
@@ -144,6 +148,8 @@ def count_blocks(
     handle,
     comp,
     comp_end,
+    comp_offset,
+    stop,
     work,
     state,
     tid,
@@ -158,11 +164,16 @@ def count_blocks(
 ):
     """Inflate the complete blocks of ``comp[:comp_end]`` and count the records of ``tid``.
 
+    ``comp[0]`` is at byte ``comp_offset`` of the file. Counting stops at the first record of
+    another reference, or at the record starting at virtual offset ``stop`` (-1: no such stop),
+    so that a reference can be split between tasks at record starts.
+
     Returns ``(error_code, bytes_consumed)``; the caller passes the rest again with more data.
     ``ERR_BUFFER`` means a record does not fit ``work``: grow it (keeping its content) and call
     again.
     """
     half_fragment = fragment_length // 2
+    stop_block = stop >> 16 if stop >= 0 else -1
     cpos = 0
     while cpos < comp_end and state[S_DONE] == 0:
         bsize = block_size(comp, cpos, comp_end)
@@ -181,7 +192,11 @@ def count_blocks(
             work[:n] = work[p:fill]
             state[S_POS] = 0
             state[S_FILL] = n
+            if state[S_STOP] >= 0:
+                state[S_STOP] -= p
             fill = n
+        if comp_offset + cpos == stop_block:
+            state[S_STOP] = fill + (stop & 0xFFFF)
         err, got = inflate_block(handle, comp, cpos, bsize, work, fill, check_crc)
         if err != OK:
             return err, cpos
@@ -193,9 +208,18 @@ def count_blocks(
         cpos += bsize
 
         p = state[S_POS]
+        stop_at = state[S_STOP]
         counted = 0
         records = 0
-        while fill - p >= 4:
+        while True:
+            if 0 <= stop_at <= p:
+                if stop_at < p:
+                    state[S_POS] = p
+                    return ERR_STOP, cpos
+                state[S_DONE] = 1
+                break
+            if fill - p < 4:
+                break
             rec_size = read_i32(work, p)
             if rec_size < 32:
                 state[S_POS] = p
@@ -226,10 +250,12 @@ def count_blocks(
         state[S_POS] = p
         state[S_COUNTED] += counted
         state[S_RECORDS] += records
-        if p == fill:
+        if p == fill and state[S_DONE] == 0:
             # Everything parsed: restart at the front, so the buffer never needs compacting.
             state[S_POS] = 0
             state[S_FILL] = 0
+            if stop_at >= 0:
+                state[S_STOP] = stop_at - p
     return OK, cpos
 
 
