@@ -1,9 +1,11 @@
 """BAM files → AnnData of fixed-width bins: ``read_bams`` and ``read_bam_bins``.
 
-Work is split into one task per (BAM file, chromosome). A task streams the chromosome's
-compressed bytes (located through the BAM index) in pieces and hands them to a numba kernel that
-inflates and counts without the GIL, so tasks run in parallel on a thread pool and memory stays
-bounded by a few buffers per thread plus the output matrices.
+Work is split into tasks of one (BAM file, chromosome), or, with several threads, of a piece of
+a large chromosome cut at a record start the index lists. A task streams its compressed bytes
+(located through the BAM index) and hands them to a numba kernel that inflates and counts
+without the GIL, so tasks run in parallel on a thread pool and memory stays bounded by a few
+buffers per thread plus the output matrices. Meanwhile the calling thread builds the AnnData
+around the matrices being filled (bin names, AnnData's checks): the work that needs the GIL.
 """
 
 from __future__ import annotations
@@ -360,7 +362,9 @@ def _count_files(
     """Count every (file, chromosome) into ``outputs[i] = (x_column, mapq_column)`` of file i.
 
     ``threads`` workers count; the calling thread runs ``meanwhile()`` (e.g. building the bin
-    table, which needs the GIL the counting kernels do not hold) and then waits.
+    table, which needs the GIL the counting kernels do not hold) and then waits. With several
+    threads, chromosomes larger than a quarter of a thread's share of the compressed bytes
+    (and than ``_MIN_PIECE``) are cut into pieces, so that no thread idles at the end.
 
     Returns the reads counted per file and the result of ``meanwhile``.
     """
