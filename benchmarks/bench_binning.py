@@ -70,29 +70,36 @@ def _cpu() -> float:
 # Child processes (one per measurement, so peak RSS is that of one tool)
 # --------------------------------------------------------------------------------------------
 def child_chipvi(bam: str, threads: int) -> dict:
-    t0 = time.perf_counter()
-    import pysam
+    """Import chipvi and bin the BAM: what a user's process does, and nothing else.
 
+    (Measuring the AnnData's size walks 1.3 M index strings, ~0.5 s: that is done in a
+    separate run, ``child_chipvi_size``, so it does not count as chipvi's time.)
+    """
+    t0 = time.perf_counter()
     from chipvi.io import read_bam_bins
 
     t1, c1 = time.perf_counter(), _cpu()
     adata = read_bam_bins(bam, 200, threads=threads, progress=False)
     t2, c2 = time.perf_counter(), _cpu()
-    nbytes = (
-        adata.X.nbytes
-        + sum(v.nbytes for v in adata.layers.values())
-        + adata.obs.memory_usage(deep=True).sum()
-    )
-    # Reads the counting rule keeps in this BAM: all (single-end, no unmapped/secondary/...).
-    expected = int(pysam.AlignmentFile(bam).mapped)
     return {
         "import_s": t1 - t0,
         "call_s": t2 - t1,
         "call_cpu_s": c2 - c1,
         "reads": int(adata.X.sum()),
-        "expected": expected,
-        "adata_mib": nbytes / 2**20,
     }
+
+
+def child_chipvi_size(bam: str, threads: int) -> dict:
+    """Size of the AnnData read_bam_bins returns: X, layers and obs (index strings included)."""
+    from chipvi.io import read_bam_bins
+
+    adata = read_bam_bins(bam, 200, threads=threads, progress=False)
+    nbytes = (
+        adata.X.nbytes
+        + sum(v.nbytes for v in adata.layers.values())
+        + adata.obs.memory_usage(deep=True).sum()
+    )
+    return {"adata_mib": nbytes / 2**20}
 
 
 def child_ceiling(bam: str, threads: int) -> dict:
@@ -198,6 +205,7 @@ def child_simulate(bam: str, n_reads: int) -> dict:
 
 CHILDREN = {
     "chipvi": child_chipvi,
+    "chipvi_size": child_chipvi_size,
     "count": child_count,
     "ceiling": child_ceiling,
     "naive": child_naive,
@@ -249,11 +257,13 @@ def main() -> None:
     bam = Path(run_child("simulate", "-", args.reads)[2]["bam"])
     with pysam.AlignmentFile(str(bam)) as f:
         n = f.mapped + f.unmapped  # every record: the unit of reads/s for all tools
+        # Reads the counting rule keeps in this BAM: all (single-end, no unmapped/secondary/...).
+        expected = f.mapped
     # Warm the page cache and numba's compilation cache, so no tool pays for either.
     with open(bam, "rb") as fh:
         while fh.read(1 << 24):
             pass
-    run_child("chipvi", bam, 1)
+    adata_mib = run_child("chipvi_size", bam, 1)[2]["adata_mib"]
     run_child("ceiling", bam, 1)
     load_before = os.getloadavg()
 
@@ -285,9 +295,9 @@ def main() -> None:
             "process wall time",
         )
         wall, rss, res, cpu = run_child("chipvi", bam, t)
-        if res["reads"] != res["expected"]:
-            raise RuntimeError(f"chipvi counted {res['reads']} reads, expected {res['expected']}")
-        size = f"AnnData {res['adata_mib']:.0f} MiB"
+        if res["reads"] != expected:
+            raise RuntimeError(f"chipvi counted {res['reads']} reads, expected {expected}")
+        size = f"AnnData {adata_mib:.0f} MiB"
         block["process"] = (
             "chipvi read_bam_bins",
             t,
