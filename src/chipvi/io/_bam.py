@@ -39,8 +39,9 @@ class BamInfo:
     n_mapped
         Mapped reads per reference according to the index (-1 if the index does not say).
     record_starts
-        Per reference, sorted virtual offsets known to start a record (the index's chunk
-        starts): where a reference's records can be split between counting tasks.
+        Per reference, sorted virtual offsets of records the index lists (chunk starts, BAI
+        linear-index entries, CSI bin loffsets) inside the reference's span: where its records
+        can be split between counting tasks.
     """
 
     path: Path
@@ -158,7 +159,7 @@ def read_index(index_path: Path, n_refs: int):
     """Per-reference record spans from a ``.bai`` or ``.csi`` index.
 
     Returns ``(span_begin, span_end, n_mapped)`` arrays of length ``n_refs`` and a tuple of
-    ``n_refs`` sorted arrays of the chunk starts (virtual offsets of records) of each reference.
+    ``n_refs`` arrays: the ``record_starts`` of :class:`BamInfo`.
     """
     raw = index_path.read_bytes()
     try:

@@ -220,7 +220,7 @@ def bin_names(contigs: Sequence[tuple[str, int]], bin_size: int) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _write_bin_names(out, prefixes, prefix_end, lengths, bin_size):
-    """Write ``prefix + start + "-" + end + "\n"`` for every bin; returns the bytes written."""
+    """Write the prefix, start, "-", end and a newline for every bin; returns the length."""
     pos = 0
     for k in range(lengths.size):
         p0 = prefix_end[k - 1] if k > 0 else 0
