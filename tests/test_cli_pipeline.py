@@ -104,7 +104,7 @@ def trained(sim):
             f"data.h5ad={sim / 'bins.h5ad'}",
             "data.region=null",
             "data.chroms=null",
-            "train.max_epochs=20",
+            "train.max_epochs=60",
             "model.n_hidden=8",
             "train.threads=1",
         ]
@@ -137,11 +137,25 @@ def test_denoise_and_call(trained, capsys):
     assert n_regions == sum(len(p.read_text().splitlines()) for p in peaks)
     status, _, err = run_main(capsys, "call", trained, "--q", "2")
     assert status == 2 and "--q must be in (0, 1]" in err
+    # broadPeak holds domains: seeds linked through weaker bins, so no more regions than narrow
+    broad_out = trained.parent / "broad"
+    status, stdout, err = run_main(
+        capsys, "call", trained, "--format", "broadPeak", "-o", broad_out
+    )
+    assert status == 0, err
+    assert sorted(p.name for p in broad_out.iterdir()) == sorted(f"{g}.broadPeak" for g in groups)
+    n_broad = int(stdout.split("chipvi call: ")[1].split()[0])
+    assert 0 < n_broad <= n_regions
+    assert all(
+        len(line.split("\t")) == 9
+        for p in broad_out.iterdir()
+        for line in p.read_text().splitlines()
+    )
     kinds = [
         json.loads(line)["event"]
         for line in (trained / "facts" / "events.jsonl").read_text().splitlines()
     ]
-    assert kinds[-2:] == ["denoise", "call"]
+    assert kinds[-3:] == ["denoise", "call", "call"]
 
     # a report on a denoised run includes replicate concordance raw vs denoised
     status, _, err = run_main(capsys, "report", trained, "-o", trained.parent / "report", "-q")

@@ -1,4 +1,12 @@
-"""Enriched regions: threshold per-bin q-values, merge neighbouring bins, score and summit."""
+"""Enriched regions: threshold per-bin q-values, merge neighbouring bins, score and summit.
+
+Narrow calling keeps bins with q <= ``q`` and merges them across small gaps. Broad calling is
+two-level like MACS3 ``callpeak --broad``: seed bins (q <= ``q``) are extended through
+neighbouring bins at a weaker cutoff (q <= ``broad_q``), and a domain is kept only when it
+holds a seed. Either mode can also test each region as a whole: the posterior probability that
+the region's mean log fold enrichment exceeds ``min_lfe`` (``domain_q``), which removes short
+background clusters that pass bin by bin but not as a region.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +43,8 @@ def bayesian_qvalues(probability: np.ndarray) -> np.ndarray:
 
     Bins are ranked by decreasing probability; calling the top k has expected false discovery
     proportion ``mean(1 - p)`` over them. The q-value of a bin is the smallest such FDR over the
-    sets that include it. NaN probabilities get q = NaN.
+    sets that include it; bins with equal probabilities are in or out together (so genomic
+    order never decides between tied bins). NaN probabilities get q = NaN.
     """
     p = np.asarray(probability, dtype=np.float64)
     q = np.full(p.shape, np.nan)
@@ -44,7 +53,11 @@ def bayesian_qvalues(probability: np.ndarray) -> np.ndarray:
         return q
     order = ok[np.argsort(-p[ok], kind="stable")]
     fdr = np.cumsum(1.0 - p[order]) / np.arange(1, order.size + 1)
-    q[order] = np.minimum.accumulate(fdr[::-1])[::-1]
+    # A set may only end at the last bin of a run of tied probabilities.
+    ranked = p[order]
+    tie_end = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]
+    group = np.searchsorted(tie_end, np.arange(ranked.size))
+    q[order] = np.minimum.accumulate(fdr[tie_end][::-1])[::-1][group]
     return np.clip(q, 0.0, 1.0)
 
 
@@ -94,14 +107,16 @@ def regions_from_bins(
 ) -> pd.DataFrame:
     """Merge called bins (genomic order) into regions.
 
-    Returns one row per region with ``chrom, start, end, n_bins`` (called bins), the summit
-    (called bin with the largest ``rank_value``: ``summit_index`` into the arrays and
-    ``summit_value``), and the per-region minimum / mean of the ``extra_*`` arrays over the
-    called bins. Regions spanning fewer than ``min_bins`` bins are dropped.
+    Returns one row per region with ``chrom, start, end, n_bins`` (called bins), the indices of
+    its first and last bin into the arrays (``first_index``, ``last_index``), the summit
+    (called bin with the largest ``rank_value``: ``summit_index`` and ``summit_value``), and
+    the per-region minimum / mean of the ``extra_*`` arrays over the called bins. Regions
+    spanning fewer than ``min_bins`` bins are dropped.
     """
     ids = merge_bins(called, chrom, start, end, merge_gap)
     idx = np.flatnonzero(ids >= 0)
-    cols = ["chrom", "start", "end", "n_bins", "summit_index", "summit_value"]
+    cols = ["chrom", "start", "end", "n_bins", "first_index", "last_index", "summit_index",
+            "summit_value"]  # fmt: skip
     if idx.size == 0:
         return pd.DataFrame(columns=cols + list(extra_min or {}) + list(extra_mean or {}))
     rid = ids[idx]
@@ -118,6 +133,8 @@ def regions_from_bins(
             "start": start[idx[first]],
             "end": end[idx[last]],
             "n_bins": n_bins,
+            "first_index": idx[first],
+            "last_index": idx[last],
             "summit_index": summit,
             "summit_value": rank_value[summit],
         }
@@ -130,25 +147,77 @@ def regions_from_bins(
     return out[span.to_numpy() >= min_bins].reset_index(drop=True)
 
 
+def link_seeds(
+    seed: np.ndarray,
+    link: np.ndarray,
+    chrom: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    merge_gap: int,
+) -> np.ndarray:
+    """Two-level calling: the ``link`` bins of the linked stretches that contain a ``seed`` bin.
+
+    Bins (genomic order) passing the weak cutoff (``link``; seeds count as passing) are merged
+    across gaps of at most ``merge_gap`` bp; a stretch is kept when it holds at least one seed.
+    Returns the called mask (``link`` bins of kept stretches).
+    """
+    link = link | seed
+    ids = merge_bins(link, chrom, start, end, merge_gap)
+    kept = np.unique(ids[seed & (ids >= 0)])
+    return (ids >= 0) & np.isin(ids, kept)
+
+
+def region_error_probability(
+    first: np.ndarray, last: np.ndarray, lfe: np.ndarray, sd: np.ndarray, min_lfe: float
+) -> np.ndarray:
+    """Posterior probability that a region's mean log fold enrichment is at most ``min_lfe``.
+
+    Regions span bins ``first..last`` (inclusive indices into genomic-order arrays), gap bins
+    included. Each bin's log fold enrichment is Gaussian (``lfe``, ``sd``) and independent of
+    the others, as in the model's mean-field guide, so the region mean is Gaussian with mean
+    ``mean(lfe)`` and standard deviation ``sqrt(sum(sd**2)) / n``. Bins with a NaN value are
+    left out of the mean; a region without any finite bin gets 1.
+    """
+    from scipy.stats import norm
+
+    ok = np.isfinite(lfe) & np.isfinite(sd)
+    csum = np.r_[0.0, np.cumsum(np.where(ok, lfe, 0.0))]
+    cvar = np.r_[0.0, np.cumsum(np.where(ok, sd, 0.0) ** 2)]
+    cnt = np.r_[0, np.cumsum(ok)]
+    n = cnt[last + 1] - cnt[first]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (csum[last + 1] - csum[first]) / n
+        scale = np.sqrt(cvar[last + 1] - cvar[first]) / n
+    err = norm.cdf(min_lfe, loc=mean, scale=np.maximum(scale, 1e-12))
+    return np.where(n > 0, err, 1.0)
+
+
 def _is_model(obj: Any) -> bool:
     return not isinstance(obj, AnnData) and hasattr(obj, "get_enrichment_pvalues")
 
 
-def _model_inputs(model, adata, level, batch_size, method, min_lfe):
+def _model_inputs(model, adata, level, batch_size, method, min_lfe, need_posterior):
     from scipy.stats import norm
 
     adata = adata if adata is not None else model.adata
     kw = {"adata": adata, "level": level, "batch_size": batch_size}
     fe = model.get_denoised(kind="fold_enrichment", **kw)
+    loc = sd = None
+    if method == "posterior" or need_posterior:
+        loc = model.get_denoised(kind="log_fold_enrichment", **kw)
+        sd = model.get_denoised(kind="sd", **kw)
     if method == "pvalue":
         pv = model.get_enrichment_pvalues(**kw)
-        return adata, pv["qvalue"], pv["pvalue"], fe
+        return adata, pv["qvalue"], pv["pvalue"], fe, loc, sd
     # Posterior probability that the log fold enrichment exceeds min_lfe (Gaussian guide).
-    loc = model.get_denoised(kind="log_fold_enrichment", **kw)
-    sd = model.get_denoised(kind="sd", **kw)
     prob = norm.sf(min_lfe, loc=loc.to_numpy(), scale=np.maximum(sd.to_numpy(), 1e-12))
     q = np.column_stack([bayesian_qvalues(prob[:, j]) for j in range(prob.shape[1])])
-    return adata, pd.DataFrame(q, index=loc.index, columns=loc.columns), None, fe
+    return adata, pd.DataFrame(q, index=loc.index, columns=loc.columns), None, fe, loc, sd
+
+
+#: Broad-domain calling (the MACS3 ``--broad`` analogue): the setting chosen on the tuning seed
+#: of ``benchmarks/bench_peaks.py``; ``chipvi call --format broadPeak`` uses it.
+BROAD_DOMAINS: dict[str, float] = {"broad_q": 0.2, "merge_gap": 1000, "domain_q": 0.05}
 
 
 def call_enriched_regions(
@@ -161,15 +230,25 @@ def call_enriched_regions(
     min_lfe: float = 0.5,
     signal_key: str | None = None,
     pvalue_key: str | None = None,
+    lfe_key: str | None = None,
+    sd_key: str | None = None,
     level: Literal["group", "library"] = "group",
     groups: Sequence[str] | str | None = None,
     q: float = 0.05,
     min_bins: int = 1,
     merge_gap: int = 0,
+    broad_q: float | None = None,
+    domain_q: float | None = None,
     key_added: str = "chipvi_regions",
     batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Call enriched regions: bins with q ≤ ``q``, merged, scored, with a summit bin.
+
+    Narrow mode (default) calls the bins with q ≤ ``q`` and merges them across gaps of at most
+    ``merge_gap``. Broad mode (``broad_q``), the analogue of MACS3 ``callpeak --broad``, uses
+    them as seeds and extends them through neighbouring bins with q ≤ ``broad_q``: stretches
+    of such bins (merged across ``merge_gap``) become domains when they hold a seed.
+    ``domain_q`` then tests each region as a whole (see below).
 
     Parameters
     ----------
@@ -200,6 +279,10 @@ def call_enriched_regions(
         bin with the smallest q-value and ``signal`` is -log10 q there.
     pvalue_key
         Optional per-bin p-values at the same level (reported as -log10 of the region minimum).
+    lfe_key, sd_key
+        With an AnnData and ``domain_q``: posterior mean and standard deviation of the per-bin
+        natural-log fold enrichment at the same level as ``key`` (with a model they come from
+        ``get_denoised``).
     level
         ``"group"`` (one set of regions per group) or ``"library"``.
     groups
@@ -209,7 +292,17 @@ def call_enriched_regions(
     min_bins
         Drop regions spanning fewer bins than this.
     merge_gap
-        Merge called bins whose gap is at most this many bp (0: only adjacent bins).
+        Merge called bins whose gap is at most this many bp (0: only adjacent bins). In broad
+        mode this is the largest gap bridged between linked bins.
+    broad_q
+        Broad mode: the weaker per-bin q-value cutoff (≥ ``q``) through which seeds are
+        extended, like MACS3's ``--broad-cutoff``. ``None`` (default): narrow mode.
+    domain_q
+        Keep only regions whose posterior probability that the mean log fold enrichment over
+        the whole region (gap bins included) is at most ``min_lfe`` is ≤ ``domain_q``. Bins are
+        taken as independent Gaussians (the model's mean-field posterior), so a long domain of
+        moderate enrichment passes while a short background cluster must be strongly enriched
+        to pass. Needs the posterior: a model, or ``lfe_key`` and ``sd_key``.
     key_added
         Regions are stored in ``adata.uns[key_added]`` and the call's parameters in
         ``adata.uns[key_added + "_params"]``.
@@ -223,7 +316,15 @@ def call_enriched_regions(
         ``n_bins`` (called bins), ``score`` (0–1000, ``min(1000, round(-10 log10 q_min))``),
         ``signal``, ``pvalue`` and ``qvalue`` (-log10 of the region's smallest value; NaN when
         unknown), ``summit`` (offset of the summit bin's centre from ``start``), ``summit_bin``
-        (its obs name). Sorted by group, chromosome and start.
+        (its obs name). Sorted by group, chromosome and start. In broad mode ``n_bins`` counts
+        the bins at the weak cutoff and ``qvalue`` is the strongest seed's.
+
+    Examples
+    --------
+    Broad domains (H3K27me3, H3K36me3), with the setting chosen on the simulator::
+
+        chipvi.tl.call_enriched_regions(model, broad_q=0.2, merge_gap=1000, domain_q=0.05)
+        chipvi.io.write_peaks(adata, "domains/", format="broadPeak")
     """
     if not 0 < q <= 1:
         raise ChipviInputError(f"q must be in (0, 1], got {q}.")
@@ -233,6 +334,12 @@ def call_enriched_regions(
         raise ChipviInputError(f"level must be 'group' or 'library', not {level!r}.")
     if kind not in ("qvalue", "probability"):
         raise ChipviInputError(f"kind must be 'qvalue' or 'probability', not {kind!r}.")
+    if broad_q is not None and not q <= broad_q <= 1:
+        raise ChipviInputError(
+            f"broad_q must be between q ({q}) and 1 (the weaker, linking cutoff), got {broad_q}."
+        )
+    if domain_q is not None and not 0 < domain_q <= 1:
+        raise ChipviInputError(f"domain_q must be in (0, 1], got {domain_q}.")
 
     def read(name: str | None) -> pd.DataFrame | None:
         if name is None:
@@ -244,7 +351,9 @@ def call_enriched_regions(
     if _is_model(data):
         if method not in ("pvalue", "posterior"):
             raise ChipviInputError(f"method must be 'pvalue' or 'posterior', not {method!r}.")
-        adata, qv, pv, sig = _model_inputs(data, adata, level, batch_size, method, float(min_lfe))
+        adata, qv, pv, sig, lfe, sd = _model_inputs(
+            data, adata, level, batch_size, method, float(min_lfe), domain_q is not None
+        )
     else:
         if not isinstance(data, AnnData):
             raise ChipviInputError(
@@ -263,8 +372,15 @@ def call_enriched_regions(
                 if qv.shape[1] else np.zeros((len(qv), 0)),
                 index=qv.index, columns=qv.columns,
             )  # fmt: skip
+        if domain_q is not None and (lfe_key is None or sd_key is None):
+            raise ChipviInputError(
+                "domain_q needs the posterior of the log fold enrichment: pass lfe_key= and "
+                "sd_key= (posterior mean and sd at the level of key), or pass a model."
+            )
         pv = read(pvalue_key)
         sig = read(signal_key)
+        lfe = read(lfe_key) if domain_q is not None else None
+        sd = read(sd_key) if domain_q is not None else None
     columns = list(qv.columns)
     if groups is not None:
         wanted = [groups] if isinstance(groups, str) else list(groups)
@@ -272,7 +388,8 @@ def call_enriched_regions(
         if unknown:
             raise ChipviInputError(f"Unknown {level}(s) {unknown}; available: {columns}.")
         columns = wanted
-    for other, label in ((pv, "pvalue_key"), (sig, "signal_key")):
+    optional = ((pv, "pvalue_key"), (sig, "signal_key"), (lfe, "lfe_key"), (sd, "sd_key"))
+    for other, label in optional:
         if other is not None and [c for c in columns if c not in other.columns]:
             raise ChipviInputError(
                 f"{label} lacks columns {columns}; it has {list(other.columns)}."
@@ -290,6 +407,9 @@ def call_enriched_regions(
     for col in columns:
         qcol = qv[col].to_numpy(dtype=np.float64)[order]
         called = np.nan_to_num(qcol, nan=1.0 + q) <= q
+        if broad_q is not None:
+            weak = np.nan_to_num(qcol, nan=2.0) <= broad_q
+            called = link_seeds(called, weak, chrom, start, end, int(merge_gap))
         neglog_q = -np.log10(np.clip(qcol, 1e-300, 1.0))
         rank = sig[col].to_numpy(dtype=np.float64)[order] if sig is not None else neglog_q
         extra = {"_qmin": qcol}
@@ -299,6 +419,15 @@ def call_enriched_regions(
             called, chrom, start, end, rank_value=rank, merge_gap=int(merge_gap),
             min_bins=int(min_bins), bin_size=bin_size, extra_min=extra,
         )  # fmt: skip
+        if not reg.empty and domain_q is not None:
+            err = region_error_probability(
+                reg["first_index"].to_numpy(),
+                reg["last_index"].to_numpy(),
+                lfe[col].to_numpy(dtype=np.float64)[order],
+                sd[col].to_numpy(dtype=np.float64)[order],
+                float(min_lfe),
+            )
+            reg = reg[err <= domain_q].reset_index(drop=True)
         if reg.empty:
             continue
         s_idx = reg["summit_index"].to_numpy()
@@ -330,5 +459,8 @@ def call_enriched_regions(
         "q": float(q),
         "min_bins": int(min_bins),
         "merge_gap": int(merge_gap),
+        "broad_q": None if broad_q is None else float(broad_q),
+        "domain_q": None if domain_q is None else float(domain_q),
+        "min_lfe": float(min_lfe),
     }
     return result
