@@ -509,6 +509,11 @@ def _count_pieces(info, tid, length, params, pieces):
 
     n_bins = -(-length // params.bin_size)
     parts = [_count_piece(info, tid, length, params, n_bins, piece) for piece in pieces]
+    for counts, _, _, touched in parts:
+        # The bins a piece reports touching (all its merge adds) are exactly its first to last.
+        nonzero = np.flatnonzero(counts)
+        span = (nonzero[0], nonzero[-1] + 1) if nonzero.size else (0, 0)
+        assert (touched.start, touched.stop) == span
     return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 

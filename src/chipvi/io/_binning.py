@@ -32,6 +32,8 @@ from ._count import (
     S_COUNTED,
     S_DONE,
     S_FILL,
+    S_HIGH,
+    S_LOW,
     S_POS,
     count_blocks,
     new_state,
@@ -257,14 +259,18 @@ def _write_decimal(out, pos, value):
 
 def _count_piece(
     info: BamInfo, tid: int, chrom_len: int, params: _Params, n_bins: int, piece: _Piece
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Count one piece of one chromosome of one BAM: ``(counts, MAPQ sums, reads counted)``."""
+) -> tuple[np.ndarray, np.ndarray, int, slice]:
+    """Count one piece of one chromosome of one BAM.
+
+    Returns the chromosome's counts and MAPQ sums, the reads counted and the slice of bins they
+    fell in (empty if none).
+    """
     counts = np.zeros(n_bins, np.int32)
     mapq_sum = np.zeros(n_bins, np.int64)
-    counted = 0
+    counted, touched = 0, slice(0, 0)
     if piece.begin >= 0:
-        counted = _stream_reference(info, tid, chrom_len, params, piece, counts, mapq_sum)
-    return counts, mapq_sum, counted
+        counted, touched = _stream_reference(info, tid, chrom_len, params, piece, counts, mapq_sum)
+    return counts, mapq_sum, counted, touched
 
 
 def _stream_reference(
@@ -275,7 +281,8 @@ def _stream_reference(
     piece: _Piece,
     counts: np.ndarray,
     mapq_sum: np.ndarray,
-) -> int:
+) -> tuple[int, slice]:
+    """Count a piece's records into ``counts`` / ``mapq_sum``: (reads counted, bins touched)."""
     path = info.path
     c_begin, u_begin = piece.begin >> 16, piece.begin & 0xFFFF
     # Read up to the piece's stop, or to the end of the reference's records.
@@ -347,7 +354,9 @@ def _stream_reference(
             f"{path}: the data for {info.contigs[tid][0]} ends inside a record; "
             + _STALE_INDEX.format(path=path)
         )
-    return int(state[S_COUNTED])
+    # Bins the piece counted into: its merge adds only these.
+    low, high = int(state[S_LOW]), int(state[S_HIGH])
+    return int(state[S_COUNTED]), slice(low, high + 1) if high >= 0 else slice(0, 0)
 
 
 def _count_files(
@@ -393,8 +402,10 @@ def _count_files(
     def run(task) -> tuple[int, int, int]:
         size, r, piece = task
         _, f, tid, length, sl = references[r]
-        counts, mapq_sum, n = _count_piece(infos[f], tid, length, params, sl.stop - sl.start, piece)
-        merged = merges[r].add(counts, mapq_sum)
+        counts, mapq_sum, n, touched = _count_piece(
+            infos[f], tid, length, params, sl.stop - sl.start, piece
+        )
+        merged = merges[r].add(counts, mapq_sum, touched)
         if merged is not None:
             x_col, mapq_col = outputs[f]
             store_column(*merged, x_col[sl], mapq_col[sl])
@@ -450,14 +461,15 @@ class _Merge:
         self._lock = threading.Lock()
         self._sums: tuple[np.ndarray, np.ndarray] | None = None
 
-    def add(self, counts: np.ndarray, mapq_sum: np.ndarray):
-        """Add one piece; returns ``(counts, MAPQ sums)`` once every piece is in, else None."""
+    def add(self, counts: np.ndarray, mapq_sum: np.ndarray, touched: slice):
+        """Add one piece (only its ``touched`` bins hold counts); returns ``(counts, MAPQ
+        sums)`` once every piece is in, else None."""
         with self._lock:
             if self._sums is None:
                 self._sums = (counts, mapq_sum)
             else:
-                np.add(self._sums[0], counts, out=self._sums[0])
-                np.add(self._sums[1], mapq_sum, out=self._sums[1])
+                self._sums[0][touched] += counts[touched]
+                self._sums[1][touched] += mapq_sum[touched]
             self._left -= 1
             if self._left:
                 return None

@@ -44,7 +44,9 @@ S_SKIP = 3  # bytes to skip in the first block (the index's within-block offset)
 S_COUNTED = 4  # reads (fragments) counted
 S_RECORDS = 5  # records seen on this reference
 S_STOP = 6  # position in the working buffer where the region stops, -1 until its block is read
-N_STATE = 7
+S_LOW = 7  # lowest and highest bin counted into (S_HIGH = -1: none yet)
+S_HIGH = 8
+N_STATE = 9
 
 #: Kernel error code: a record's size field is impossible (corrupt data).
 ERR_RECORD = 5
@@ -57,6 +59,8 @@ def new_state(first_block_skip: int) -> np.ndarray:
     state = np.zeros(N_STATE, np.int64)
     state[S_SKIP] = first_block_skip
     state[S_STOP] = -1
+    state[S_LOW] = np.iinfo(np.int64).max
+    state[S_HIGH] = -1
     return state
 
 
@@ -207,6 +211,8 @@ def count_blocks(
         counted = 0
         records = 0
         run_bin = -1  # the bin of the current run of counted reads, its reads and MAPQ sum
+        low = state[S_LOW]
+        high = state[S_HIGH]
         run_n = 0
         run_mapq = np.int64(0)
         while True:
@@ -252,6 +258,8 @@ def count_blocks(
                     if run_bin >= 0:
                         counts[run_bin] += run_n
                         mapq_sum[run_bin] += run_mapq
+                        low = min(low, run_bin)
+                        high = max(high, run_bin)
                     run_bin = b
                     run_n = 1
                     run_mapq = np.int64(work[p + 13])
@@ -260,6 +268,10 @@ def count_blocks(
         if run_bin >= 0:
             counts[run_bin] += run_n
             mapq_sum[run_bin] += run_mapq
+            low = min(low, run_bin)
+            high = max(high, run_bin)
+        state[S_LOW] = low
+        state[S_HIGH] = high
         state[S_POS] = p
         state[S_COUNTED] += counted
         state[S_RECORDS] += records
