@@ -580,14 +580,17 @@ def test_split_at_record_starts_equals_unsplit(long_bams, kind):
     )
 
 
-@pytest.mark.parametrize("kind", ["se", "pe", "csi", "sim"])
-def test_split_tasks_match_reference_and_single_thread(long_bams, kind, monkeypatch):
+@pytest.mark.parametrize(
+    ("kind", "bin_size"), [("se", 200), ("pe", 200), ("csi", 200), ("sim", 200), ("pe", 1)]
+)
+def test_split_tasks_match_reference_and_single_thread(long_bams, kind, bin_size, monkeypatch):
     import chipvi.io._binning as binning
 
-    one = read_bam_bins(long_bams[kind], threads=1, keep_duplicates=False)
+    settings = {"bin_size": bin_size, "keep_duplicates": False}
+    one = read_bam_bins(long_bams[kind], threads=1, **settings)
     monkeypatch.setattr(binning, "_MIN_PIECE", 1)  # cut every chromosome into 4 x threads
-    split = read_bam_bins(long_bams[kind], threads=3, keep_duplicates=False)
-    x_ref, mapq_ref = reference_bins(long_bams[kind], keep_duplicates=False)
+    split = read_bam_bins(long_bams[kind], threads=3, **settings)
+    x_ref, mapq_ref = reference_bins(long_bams[kind], **settings)
     np.testing.assert_array_equal(split.X[:, 0], x_ref)
     np.testing.assert_allclose(split.layers["mapq"][:, 0], mapq_ref, rtol=1e-6)
     np.testing.assert_array_equal(split.X, one.X)
