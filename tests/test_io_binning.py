@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -424,3 +425,214 @@ def test_corrupt_record_lengths(tmp_path):
         pytest.warns(UserWarning, match="older than"),  # the BAM changed after indexing
     ):
         read_bam_bins(bam)
+
+
+@pytest.mark.parametrize("bin_size", [1, 7, 200, 10_000])
+def test_bin_names_equal_fstring_definition(bin_size):
+    """The compiled name builder writes exactly f"{chrom}:{start}-{end}" for every bin."""
+    from chipvi.io._binning import bin_names, bin_obs
+
+    # Odd lengths, a chromosome shorter than a bin, digit-count boundaries, non-ASCII names.
+    contigs = [("chr1", 10_001), ("c", 9), ("chrUn_KI270742v1", 999), ("chrß-é", 100), ("x", 1)]
+    names = bin_names(contigs, bin_size)
+    expected = [
+        f"{chrom}:{start}-{min(start + bin_size, length)}"
+        for chrom, length in contigs
+        for start in range(0, length, bin_size)
+    ]
+    assert names.dtype == object and all(type(n) is str for n in names[:50])
+    assert names.tolist() == expected
+    obs = bin_obs(contigs, bin_size)
+    assert obs.index.tolist() == expected and obs.index.dtype == object
+    starts = [int(n.rsplit(":", 1)[1].split("-")[0]) for n in expected]
+    np.testing.assert_array_equal(obs["start"].to_numpy(), starts)
+    assert obs["start"].dtype == np.int64 and obs["end"].dtype == np.int64
+
+
+def test_bin_names_of_no_bins():
+    from chipvi.io._binning import bin_names, bin_obs
+
+    assert bin_names([], 200).tolist() == []
+    obs = bin_obs([], 200)
+    assert len(obs) == 0 and list(obs.columns) == ["chrom", "start", "end"]
+
+
+def test_count_matrices_are_the_anndata_arrays(bams):
+    """X and the layers are built before counting and filled in place: no stale zeros."""
+    adata = read_bams(bams["sheet"], progress=False, threads=2)
+    se, _ = reference_bins(bams["se"])
+    ctrl, _ = reference_bins(bams["ctrl"])
+    np.testing.assert_array_equal(adata.X[:, 2], se)
+    np.testing.assert_array_equal(adata.layers["control"][:, 0], ctrl)
+    assert (
+        adata.var["depth"].tolist()[2] == se.sum()
+        and adata.var["control_depth"].iloc[0] == ctrl.sum()
+    )
+    assert list(adata.var.columns)[:5] == ["sample", "target", "group", "replicate", "depth"]
+
+
+# --------------------------------------------------------------------------------------------
+# Chromosomes split between tasks at record starts listed by the index
+# --------------------------------------------------------------------------------------------
+LONG_CONTIGS = [("chrA", 300_000), ("chrB", 120_000)]
+
+
+@pytest.fixture(scope="module")
+def long_bams(tmp_path_factory):
+    """BAMs whose chromosomes span many index bins (so many chunk starts) and BGZF blocks:
+    written by htslib (pysam) and by chipvi's own simulator (records straddle blocks)."""
+    from chipvi.datasets import simulate
+
+    d = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(11)
+    se = write_bam(d / "se.bam", random_reads(rng, LONG_CONTIGS, 12_000), LONG_CONTIGS)
+    pe = write_bam(d / "pe.bam", random_reads(rng, LONG_CONTIGS, 6_000, paired=True), LONG_CONTIGS)
+    sim = simulate(
+        d / "sim",
+        seed=3,
+        n_chroms=1,
+        chrom_length=400_000,
+        n_groups=1,
+        n_replicates=1,
+        depths=(10_000,),
+        control_depths=(1_000,),
+        paired=True,
+    )
+    csi = d / "pe_csi.bam"
+    shutil.copy(pe, csi)
+    pysam.index("-c", "-m", "12", str(csi))  # CSI: no linear index; bins carry loffsets
+    return {"se": se, "pe": pe, "csi": csi, "sim": Path(sim.samplesheet).parent / "G1_R1.bam"}
+
+
+def _count_pieces(info, tid, length, params, pieces):
+    from chipvi.io._binning import _count_piece
+
+    n_bins = -(-length // params.bin_size)
+    parts = [_count_piece(info, tid, length, params, n_bins, piece) for piece in pieces]
+    for counts, _, _, touched in parts:
+        # The bins a piece reports touching (all its merge adds) are exactly its first to last.
+        nonzero = np.flatnonzero(counts)
+        span = (nonzero[0], nonzero[-1] + 1) if nonzero.size else (0, 0)
+        assert (touched.start, touched.stop) == span
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
+
+
+def _record_offsets(bam):
+    """(reference id, virtual offset) of every record, read with htslib."""
+    out = []
+    with pysam.AlignmentFile(str(bam)) as f:
+        while True:
+            offset = f.tell()
+            try:
+                read = next(f)
+            except StopIteration:
+                return out
+            out.append((read.reference_id, offset))
+
+
+@pytest.mark.parametrize("kind", ["se", "pe", "csi", "sim"])
+def test_split_at_record_starts_equals_unsplit(long_bams, kind):
+    """Two pieces cut at a record start count exactly what one piece counts: at every record
+    start the index lists, at records starting a BGZF block and at records inside one."""
+    from chipvi.io._bam import open_bam
+    from chipvi.io._binning import _check_params, _Piece, _split_reference
+
+    info = open_bam(long_bams[kind])
+    params = _check_params(200, 200, 0, True)
+    records = _record_offsets(long_bams[kind])
+    kinds_seen = set()
+    listed_total = 0
+    for tid, (_, length) in enumerate(info.contigs):
+        begin, end = int(info.span_begin[tid]), int(info.span_end[tid])
+        (whole,) = _split_reference(info, tid, 1)
+        assert whole == _Piece(begin, -1, end)
+        x, mapq_sum, n = _count_pieces(info, tid, length, params, [whole])
+        listed = [int(c) for c in info.record_starts[tid]]
+        n_listed = len([c for c in listed if begin < c < end])
+        # A BAI's linear index lists a record per 16 kb window; a CSI of a small file fewer.
+        assert kind == "csi" or n_listed >= 5, "want many listed record starts"
+        listed_total += n_listed
+        own = [offset for t, offset in records if t == tid]
+        assert set(listed) <= set(own)  # the index lists record starts only
+        at_block_start = [c for c in own if c & 0xFFFF == 0]
+        cuts = set(listed) | set(at_block_start[:: len(at_block_start) // 15 + 1])
+        cuts |= set(own[:: len(own) // 15 + 1])
+        for cut in sorted(c for c in cuts if begin < c < end):
+            kinds_seen.add("block start" if cut & 0xFFFF == 0 else "inside a block")
+            pieces = [_Piece(begin, cut, end), _Piece(cut, -1, end)]
+            xs, ms, ns = _count_pieces(info, tid, length, params, pieces)
+            np.testing.assert_array_equal(xs, x)
+            np.testing.assert_array_equal(ms, mapq_sum)
+            assert ns == n
+        # Many pieces at once, as the task planner cuts them.
+        pieces = _split_reference(info, tid, 6)
+        assert len(pieces) <= min(6, n_listed + 1) and (kind == "csi" or len(pieces) > 2)
+        assert pieces[0].begin == begin and pieces[-1].stop == -1
+        assert all(a.stop == b.begin for a, b in zip(pieces, pieces[1:], strict=False))
+        xs, ms, ns = _count_pieces(info, tid, length, params, pieces)
+        np.testing.assert_array_equal(xs, x)
+        assert ns == n and n > 1000
+    assert listed_total >= 1
+    # htslib starts a new block at a record when the next one does not fit; chipvi's
+    # simulator lets records straddle blocks.
+    assert kinds_seen == (
+        {"inside a block"} if kind == "sim" else {"block start", "inside a block"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "bin_size"), [("se", 200), ("pe", 200), ("csi", 200), ("sim", 200), ("pe", 1)]
+)
+def test_split_tasks_match_reference_and_single_thread(long_bams, kind, bin_size, monkeypatch):
+    import chipvi.io._binning as binning
+
+    settings = {"bin_size": bin_size, "keep_duplicates": False}
+    one = read_bam_bins(long_bams[kind], threads=1, **settings)
+    monkeypatch.setattr(binning, "_MIN_PIECE", 1)  # cut every chromosome into 4 x threads
+    split = read_bam_bins(long_bams[kind], threads=3, **settings)
+    x_ref, mapq_ref = reference_bins(long_bams[kind], **settings)
+    np.testing.assert_array_equal(split.X[:, 0], x_ref)
+    np.testing.assert_allclose(split.layers["mapq"][:, 0], mapq_ref, rtol=1e-6)
+    np.testing.assert_array_equal(split.X, one.X)
+    np.testing.assert_array_equal(split.layers["mapq"], one.layers["mapq"])
+    assert split.var["depth"].iloc[0] == x_ref.sum()
+
+
+def test_split_planner_cuts_large_chromosomes_only(long_bams, monkeypatch):
+    import chipvi.io._binning as binning
+    from chipvi.io._bam import open_bam
+
+    info = open_bam(long_bams["se"])
+    planned = []
+    real_split = binning._split_reference
+
+    def spy(info, tid, n_pieces):
+        pieces = real_split(info, tid, n_pieces)
+        planned.append((tid, n_pieces, len(pieces)))
+        return pieces
+
+    monkeypatch.setattr(binning, "_split_reference", spy)
+    read_bam_bins(long_bams["se"], threads=1)
+    assert [p[1] for p in planned] == [1, 1]  # one thread: no cuts
+    planned.clear()
+    read_bam_bins(long_bams["se"], threads=2)
+    assert [p[1] for p in planned] == [1, 1]  # small file: pieces would be under _MIN_PIECE
+    planned.clear()
+    monkeypatch.setattr(binning, "_MIN_PIECE", 1)
+    read_bam_bins(long_bams["se"], threads=2)
+    sizes = [int(info.span_end[t] >> 16) - int(info.span_begin[t] >> 16) for t in (0, 1)]
+    # 8 pieces of the file's compressed bytes, shared in proportion to each chromosome's size.
+    assert [p[1] for p in planned] == [-(-s // (sum(sizes) // 8)) for s in sizes]
+    assert all(1 < p[2] <= p[1] for p in planned)
+
+
+def test_stop_inside_a_record_is_reported(long_bams):
+    from chipvi.io._bam import open_bam
+    from chipvi.io._binning import _check_params, _Piece
+
+    info = open_bam(long_bams["se"])
+    params = _check_params(200, 200, 0, True)
+    begin, end = int(info.span_begin[0]), int(info.span_end[0])
+    cut = int(info.record_starts[0][info.record_starts[0] > begin][3])
+    with pytest.raises(ChipviInputError, match="stale index"):
+        _count_pieces(info, 0, LONG_CONTIGS[0][1], params, [_Piece(begin, cut + 1, end)])

@@ -38,6 +38,10 @@ class BamInfo:
         just past its last record; -1 for a reference without records.
     n_mapped
         Mapped reads per reference according to the index (-1 if the index does not say).
+    record_starts
+        Per reference, sorted virtual offsets of records the index lists (chunk starts, BAI
+        linear-index entries, CSI bin loffsets) inside the reference's span: where its records
+        can be split between counting tasks.
     """
 
     path: Path
@@ -45,6 +49,7 @@ class BamInfo:
     span_begin: np.ndarray
     span_end: np.ndarray
     n_mapped: np.ndarray
+    record_starts: tuple[np.ndarray, ...] = ()
 
     @property
     def tids(self) -> dict[str, int]:
@@ -153,7 +158,8 @@ def _build_index(path: Path, n_refs: int, *, sorted_header: bool):
 def read_index(index_path: Path, n_refs: int):
     """Per-reference record spans from a ``.bai`` or ``.csi`` index.
 
-    Returns ``(span_begin, span_end, n_mapped)`` arrays of length ``n_refs``.
+    Returns ``(span_begin, span_end, n_mapped)`` arrays of length ``n_refs`` and a tuple of
+    ``n_refs`` arrays: the ``record_starts`` of :class:`BamInfo`.
     """
     raw = index_path.read_bytes()
     try:
@@ -186,13 +192,17 @@ def _parse_index(
     begin = np.full(n_refs, -1, np.int64)
     end = np.full(n_refs, -1, np.int64)
     mapped = np.full(n_refs, -1, np.int64)
+    starts = []
     for ref in range(n_ref):
         (n_bin,) = struct.unpack_from("<i", data, off)
         off += 4
         lo, hi = -1, -1
+        ref_starts = []
+        loffsets = []
         for _ in range(n_bin):
             if has_loffset:
-                bin_id, _loffset, n_chunk = struct.unpack_from("<IQi", data, off)
+                bin_id, loffset, n_chunk = struct.unpack_from("<IQi", data, off)
+                loffsets.append(loffset)
                 off += 16
             else:
                 bin_id, n_chunk = struct.unpack_from("<Ii", data, off)
@@ -208,8 +218,17 @@ def _parse_index(
                 c_lo, c_hi = int(chunks[0::2].min()), int(chunks[1::2].max())
                 lo = c_lo if lo < 0 else min(lo, c_lo)
                 hi = max(hi, c_hi)
+                ref_starts.append(chunks[0::2])
         begin[ref], end[ref] = lo, hi
         if linear:
             (n_intv,) = struct.unpack_from("<i", data, off)
+            ref_starts.append(np.frombuffer(data, "<u8", n_intv, off + 4))
             off += 4 + 8 * n_intv
-    return begin, end, mapped
+        else:
+            ref_starts.append(np.array(loffsets, np.uint64))
+        # Chunk starts, BAI linear-index entries and CSI bin loffsets are all offsets of
+        # records (the specification's "first alignment" of a chunk, window or bin). Offsets
+        # outside the reference's span (e.g. 0 for empty windows in old indexes) are dropped.
+        ref_starts = np.unique(np.concatenate(ref_starts)).astype(np.int64)
+        starts.append(ref_starts[(ref_starts >= lo) & (ref_starts < hi)])
+    return begin, end, mapped, tuple(starts)

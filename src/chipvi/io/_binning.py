@@ -1,45 +1,61 @@
 """BAM files → AnnData of fixed-width bins: ``read_bams`` and ``read_bam_bins``.
 
-Work is split into one task per (BAM file, chromosome). A task streams the chromosome's
-compressed bytes (located through the BAM index) in pieces and hands them to a numba kernel that
-inflates and counts without the GIL, so tasks run in parallel on a thread pool and memory stays
-bounded by a few buffers per thread plus the output matrices.
+Work is split into tasks of one (BAM file, chromosome), or, with several threads, of a piece of
+a large chromosome cut at a record start the index lists. A task streams its compressed bytes
+(located through the BAM index) and hands them to a numba kernel that inflates and counts
+without the GIL, so tasks run in parallel on a thread pool and memory stays bounded by a few
+buffers per thread plus the output matrices. Meanwhile the calling thread builds the AnnData
+around the matrices being filled (bin names, AnnData's checks): the work that needs the GIL.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
+import numba
 import numpy as np
-import pandas as pd
 
 from .._errors import ChipviInputError
 from ._bam import BamInfo, open_bam
-from ._bed import read_bed
 from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_decompressor
 from ._count import (
     ERR_BUFFER,
     ERR_RECORD,
+    ERR_STOP,
     S_COUNTED,
     S_DONE,
     S_FILL,
+    S_HIGH,
+    S_LOW,
     S_POS,
     count_blocks,
     new_state,
     store_column,
 )
-from ._samplesheet import read_samplesheet
+
+if TYPE_CHECKING:
+    # pandas and anndata are imported where they are used: counting needs neither, so a
+    # process that bins a BAM can start counting before they are loaded (see _count_files).
+    import anndata as ad
+    import pandas as pd
 
 #: Compressed bytes read per system call.
 _PIECE = 4 << 20
 #: Initial working buffer for inflated data (a few blocks; grows for huge records).
 _WORK = 4 * MAX_BLOCK
+#: With several threads, chromosomes are split into pieces of about a quarter of each thread's
+#: share of the compressed bytes, but no smaller than this (each piece costs a pass over its
+#: chromosome's bins).
+_MIN_PIECE = 8 << 20
+
+_STALE_INDEX = "the index does not match {path} (stale index?). Index the BAM again."
 
 COUNTING_RULE = (
     "unmapped, secondary, supplementary and QC-fail reads dropped; duplicates dropped only if "
@@ -47,6 +63,17 @@ COUNTING_RULE = (
     "the fragment midpoint (mate 1); other reads counted once per template at the centre of "
     "[5' end, 5' end + fragment_length) along the strand; centres clamped into the chromosome"
 )
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Records of one reference of one file counted by one task: virtual offsets ``[begin,
+    stop)``, or ``[begin, end of the reference's records]`` when ``stop`` is -1; ``begin`` is
+    -1 for a reference without records."""
+
+    begin: int
+    stop: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -130,7 +157,7 @@ def _n_bins(contigs: Sequence[tuple[str, int]], bin_size: int) -> int:
     return sum(-(-length // bin_size) for _, length in contigs)
 
 
-def bin_obs(contigs: Sequence[tuple[str, int]], bin_size: int) -> pd.DataFrame:
+def bin_obs(contigs: Iterable[tuple[str, int]], bin_size: int) -> pd.DataFrame:
     """The ``obs`` table of fixed-width bins tiling each chromosome from 0.
 
     Parameters
@@ -145,47 +172,105 @@ def bin_obs(contigs: Sequence[tuple[str, int]], bin_size: int) -> pd.DataFrame:
     DataFrame with index ``"chrom:start-end"`` and columns ``chrom`` (categorical, contig order),
     ``start`` and ``end`` (int64).
     """
+    import pandas as pd
+
+    contigs = [(str(name), int(length)) for name, length in contigs]
     names = [name for name, _ in contigs]
-    starts = [np.arange(0, length, bin_size, dtype=np.int64) for _, length in contigs]
-    ends = [
-        np.minimum(s + bin_size, length) for s, (_, length) in zip(starts, contigs, strict=True)
-    ]
-    codes = np.repeat(np.arange(len(names), dtype=np.int32), [s.size for s in starts])
-    start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-    end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
-    index = [
-        f"{name}:{s}-{e}"
-        for name, ss, es in zip(names, starts, ends, strict=True)
-        for s, e in zip(ss.tolist(), es.tolist(), strict=True)
-    ]
+    lengths = np.array([length for _, length in contigs], np.int64)
+    n_bins = -(-lengths // bin_size)
+    codes = np.repeat(np.arange(len(names), dtype=np.int32), n_bins)
+    # Position of each bin within its chromosome: 0, 1, ... restarting at every chromosome.
+    first = np.cumsum(n_bins) - n_bins
+    start = (np.arange(codes.size, dtype=np.int64) - np.repeat(first, n_bins)) * bin_size
+    end = np.minimum(start + bin_size, np.repeat(lengths, n_bins))
     return pd.DataFrame(
         {
             "chrom": pd.Categorical.from_codes(codes, categories=names),
             "start": start,
             "end": end,
         },
-        index=pd.Index(index, dtype=object),
+        index=pd.Index(bin_names(contigs, bin_size), dtype=object, copy=False),
     )
 
 
-def _count_reference(
-    info: BamInfo,
-    tid: int,
-    chrom_len: int,
-    params: _Params,
-    x_col: np.ndarray,
-    mapq_col: np.ndarray,
-) -> int:
-    """Count one chromosome of one BAM into ``x_col`` / ``mapq_col``; returns reads counted."""
-    n_bins = x_col.size
+def bin_names(contigs: Sequence[tuple[str, int]], bin_size: int) -> np.ndarray:
+    """``"chrom:start-end"`` of every bin, as an object array of str.
+
+    Same strings as ``f"{chrom}:{start}-{end}"`` per bin, but written as bytes by one compiled
+    pass and turned into str objects by one decode and split (an f-string per bin costs ~0.4 s
+    per million bins).
+    """
+    encoded = [name.encode() + b":" for name, _ in contigs]
+    lengths = np.array([length for _, length in contigs], np.int64)
+    n_bins = -(-lengths // bin_size)
+    if not n_bins.sum():
+        return np.empty(0, object)
+    prefixes = np.frombuffer(b"".join(encoded), np.uint8)
+    prefix_end = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+    # Bytes per bin: prefix, two numbers of at most len(str(length)) digits, "-" and "\n".
+    width = np.array(
+        [len(e) + 2 * len(str(n)) + 2 for e, n in zip(encoded, lengths.tolist(), strict=True)]
+    )
+    out = np.empty(int((width * n_bins).sum()), np.uint8)
+    used = _write_bin_names(out, prefixes, prefix_end, lengths, bin_size)
+    # Contig names cannot hold a newline (SAM header fields are tab/newline delimited).
+    split = str(out[: used - 1].data, "utf-8").split("\n")
+    names = np.empty(len(split), object)
+    names[:] = split
+    return names
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_bin_names(out, prefixes, prefix_end, lengths, bin_size):
+    """Write the prefix, start, "-", end and a newline for every bin; returns the length."""
+    pos = 0
+    for k in range(lengths.size):
+        p0 = prefix_end[k - 1] if k > 0 else 0
+        p1 = prefix_end[k]
+        length = lengths[k]
+        start = 0
+        while start < length:
+            end = min(start + bin_size, length)
+            for i in range(p0, p1):
+                out[pos] = prefixes[i]
+                pos += 1
+            pos = _write_decimal(out, pos, start)
+            out[pos] = 45  # "-"
+            pos = _write_decimal(out, pos + 1, end)
+            out[pos] = 10  # "\n"
+            pos += 1
+            start = end
+    return pos
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _write_decimal(out, pos, value):
+    """Write the non-negative ``value`` in decimal at ``out[pos]``; returns the next position."""
+    n = 1
+    v = value
+    while v >= 10:
+        v //= 10
+        n += 1
+    for i in range(n - 1, -1, -1):
+        out[pos + i] = 48 + value % 10
+        value //= 10
+    return pos + n
+
+
+def _count_piece(
+    info: BamInfo, tid: int, chrom_len: int, params: _Params, n_bins: int, piece: _Piece
+) -> tuple[np.ndarray, np.ndarray, int, slice]:
+    """Count one piece of one chromosome of one BAM.
+
+    Returns the chromosome's counts and MAPQ sums, the reads counted and the slice of bins they
+    fell in (empty if none).
+    """
     counts = np.zeros(n_bins, np.int32)
     mapq_sum = np.zeros(n_bins, np.int64)
-    begin, end = int(info.span_begin[tid]), int(info.span_end[tid])
-    counted = 0
-    if begin >= 0:
-        counted = _stream_reference(info, tid, chrom_len, params, begin, end, counts, mapq_sum)
-    store_column(counts, mapq_sum, x_col, mapq_col)
-    return counted
+    counted, touched = 0, slice(0, 0)
+    if piece.begin >= 0:
+        counted, touched = _stream_reference(info, tid, chrom_len, params, piece, counts, mapq_sum)
+    return counts, mapq_sum, counted, touched
 
 
 def _stream_reference(
@@ -193,14 +278,16 @@ def _stream_reference(
     tid: int,
     chrom_len: int,
     params: _Params,
-    begin: int,
-    end: int,
+    piece: _Piece,
     counts: np.ndarray,
     mapq_sum: np.ndarray,
-) -> int:
+) -> tuple[int, slice]:
+    """Count a piece's records into ``counts`` / ``mapq_sum``: (reads counted, bins touched)."""
     path = info.path
-    c_begin, u_begin = begin >> 16, begin & 0xFFFF
-    c_end, u_end = end >> 16, end & 0xFFFF
+    c_begin, u_begin = piece.begin >> 16, piece.begin & 0xFFFF
+    # Read up to the piece's stop, or to the end of the reference's records.
+    last = piece.stop if piece.stop >= 0 else piece.end
+    c_end, u_end = last >> 16, last & 0xFFFF
     comp = np.empty(_PIECE, np.uint8)
     work = np.empty(_WORK, np.uint8)
     state = new_state(u_begin)
@@ -227,6 +314,8 @@ def _stream_reference(
                     handle,
                     comp,
                     carry,
+                    file_pos - carry,
+                    piece.stop,
                     work,
                     state,
                     tid,
@@ -251,6 +340,8 @@ def _stream_reference(
                             f"{path}: corrupt BAM record in the block at byte {offset}; "
                             "re-create the file."
                         )
+                    if err == ERR_STOP:
+                        raise ChipviInputError(_STALE_INDEX.format(path=path))
                     raise ChipviInputError(block_error_message(err, str(path), offset))
                 comp[: carry - used] = comp[used:carry]
                 carry -= used
@@ -260,10 +351,12 @@ def _stream_reference(
         free_decompressor(handle)
     if not state[S_DONE] and state[S_FILL] != state[S_POS]:
         raise ChipviInputError(
-            f"{path}: the data for {info.contigs[tid][0]} ends inside a record; the index does "
-            "not match the BAM (stale index?). Index the BAM again."
+            f"{path}: the data for {info.contigs[tid][0]} ends inside a record; "
+            + _STALE_INDEX.format(path=path)
         )
-    return int(state[S_COUNTED])
+    # Bins the piece counted into: its merge adds only these.
+    low, high = int(state[S_LOW]), int(state[S_HIGH])
+    return int(state[S_COUNTED]), slice(low, high + 1) if high >= 0 else slice(0, 0)
 
 
 def _count_files(
@@ -278,29 +371,50 @@ def _count_files(
     """Count every (file, chromosome) into ``outputs[i] = (x_column, mapq_column)`` of file i.
 
     ``threads`` workers count; the calling thread runs ``meanwhile()`` (e.g. building the bin
-    table, which needs the GIL the counting kernels do not hold) and then waits.
+    table, which needs the GIL the counting kernels do not hold) and then waits. With several
+    threads, chromosomes larger than a quarter of a thread's share of the compressed bytes
+    (and than ``_MIN_PIECE``) are cut into pieces, so that no thread idles at the end.
 
     Returns the reads counted per file and the result of ``meanwhile``.
     """
     lengths = np.array([length for _, length in contigs], np.int64)
     n_bins = -(-lengths // params.bin_size)
     offsets = np.concatenate([[0], np.cumsum(n_bins)])
-    tasks = []
+    references = []  # (compressed size, file, tid, length, bins slice)
     for f, info in enumerate(infos):
         tids = info.tids
         for k, (name, length) in enumerate(contigs):
             tid = tids[name]
             size = max(int(info.span_end[tid] >> 16) - int(info.span_begin[tid] >> 16), 0)
-            tasks.append((size, f, tid, int(length), slice(offsets[k], offsets[k + 1])))
-    # Largest first, so the pool does not end waiting on one big chromosome.
+            references.append((size, f, tid, int(length), slice(offsets[k], offsets[k + 1])))
+    piece_size = max(sum(r[0] for r in references) // (4 * threads), _MIN_PIECE)
+    tasks = []  # (compressed size, reference index, piece)
+    for r, (size, f, tid, _, _) in enumerate(references):
+        n_pieces = -(-size // piece_size) if threads > 1 else 1
+        pieces = _split_reference(infos[f], tid, n_pieces)
+        tasks += [(size // len(pieces), r, piece) for piece in pieces]
+    # Largest first, so the pool does not end waiting on one big piece.
     tasks.sort(key=lambda t: -t[0])
     totals = np.zeros(len(infos), np.int64)
+    per_reference = np.bincount([t[1] for t in tasks], minlength=len(references))
+    merges = [_Merge(int(n)) for n in per_reference]
 
     def run(task) -> tuple[int, int, int]:
-        size, f, tid, length, sl = task
-        x_col, mapq_col = outputs[f]
-        return f, size, _count_reference(infos[f], tid, length, params, x_col[sl], mapq_col[sl])
+        size, r, piece = task
+        _, f, tid, length, sl = references[r]
+        counts, mapq_sum, n, touched = _count_piece(
+            infos[f], tid, length, params, sl.stop - sl.start, piece
+        )
+        merged = merges[r].add(counts, mapq_sum, touched)
+        if merged is not None:
+            x_col, mapq_col = outputs[f]
+            store_column(*merged, x_col[sl], mapq_col[sl])
+        return f, size, n
 
+    # Numba's first compiled call in a process sets up its compiler target (imports, ~0.4 s):
+    # pay it here, so that the workers start counting at once and ``meanwhile`` does not
+    # compete with them for the GIL.
+    free_decompressor(new_decompressor())
     bar = _progress_bar(sum(t[0] for t in tasks), progress)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks)))) as pool:
         futures = [pool.submit(run, task) for task in tasks]
@@ -317,6 +431,85 @@ def _count_files(
         finally:
             bar(None)
     return totals, extra
+
+
+def _split_reference(info: BamInfo, tid: int, n_pieces: int) -> list[_Piece]:
+    """Cut a reference's records into up to ``n_pieces`` of similar compressed size.
+
+    Cuts are at record starts listed by the index, so every record belongs to one piece.
+    """
+    begin, end = int(info.span_begin[tid]), int(info.span_end[tid])
+    starts = info.record_starts[tid] if info.record_starts else np.zeros(0, np.int64)
+    starts = starts[(starts > begin) & (starts < end)]
+    cuts: list[int] = []
+    if n_pieces > 1 and starts.size and begin >= 0:
+        c_begin, c_end = begin >> 16, end >> 16
+        targets = c_begin + (np.arange(1, n_pieces) * (c_end - c_begin)) // n_pieces
+        nearest = np.searchsorted(starts >> 16, targets).clip(0, starts.size - 1)
+        cuts = sorted(set(starts[nearest].tolist()))
+    bounds = [begin, *cuts]
+    return [
+        _Piece(b, bounds[i + 1] if i + 1 < len(bounds) else -1, end) for i, b in enumerate(bounds)
+    ]
+
+
+class _Merge:
+    """Sums the per-piece counts of one reference; the last piece gets the total."""
+
+    def __init__(self, n_pieces: int):
+        self._left = n_pieces
+        self._lock = threading.Lock()
+        self._sums: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, counts: np.ndarray, mapq_sum: np.ndarray, touched: slice):
+        """Add one piece (only its ``touched`` bins hold counts); returns ``(counts, MAPQ
+        sums)`` once every piece is in, else None."""
+        with self._lock:
+            if self._sums is None:
+                self._sums = (counts, mapq_sum)
+            else:
+                self._sums[0][touched] += counts[touched]
+                self._sums[1][touched] += mapq_sum[touched]
+            self._left -= 1
+            if self._left:
+                return None
+            sums, self._sums = self._sums, None
+            return sums
+
+
+def _new_anndata(
+    contigs: Sequence[tuple[str, int]],
+    params: _Params,
+    x: np.ndarray,
+    layers: dict[str, np.ndarray],
+    var: dict,
+    var_names: list[str],
+    uns: dict,
+) -> ad.AnnData:
+    """The AnnData around the count matrices, built while they are being filled.
+
+    AnnData keeps ``X`` and the layers by reference, so the counting threads fill them in place;
+    meanwhile this thread pays for what needs the GIL: importing pandas and anndata (when the
+    caller has not), the bin names and AnnData's checks of them.
+    """
+    import anndata as ad
+    import pandas as pd
+
+    adata = ad.AnnData(
+        X=x,
+        obs=bin_obs(contigs, params.bin_size),
+        var=pd.DataFrame(var, index=pd.Index(var_names, dtype=object)),
+        layers=layers,
+        uns={"chipvi": uns},
+    )
+    # anndata 0.10-0.12 keep dense numpy arrays by reference; should a version copy them, point
+    # it back at the arrays being filled.
+    if adata.X is not x:
+        adata.X = x
+    for key, value in layers.items():
+        if adata.layers[key] is not value:
+            adata.layers[key] = value
+    return adata
 
 
 def _progress_bar(total: int, enabled: bool) -> Callable[[int | None], None]:
@@ -413,24 +606,22 @@ def read_bam_bins(
     n_bins = _n_bins(contigs, params.bin_size)
     x = np.zeros((n_bins, 1), np.int32)
     mapq = np.zeros((n_bins, 1), np.float32)
-    totals, obs = _count_files(
+    name = info.path.name.removesuffix(".bam")
+    var = {"sample": [name], "depth": np.zeros(1, np.int64), "bam": [str(info.path)]}
+    totals, adata = _count_files(
         [info],
         contigs,
         params,
         [(x[:, 0], mapq[:, 0])],
         n_threads,
         progress,
-        meanwhile=lambda: bin_obs(contigs, params.bin_size),
+        meanwhile=lambda: _new_anndata(
+            contigs, params, x, {"mapq": mapq}, var, [name], _uns(params, contigs)
+        ),
     )
     _check_reads(totals, [info], params, contigs)
-    name = info.path.name.removesuffix(".bam")
-    var = pd.DataFrame(
-        {"sample": [name], "depth": totals.astype(np.int64), "bam": [str(info.path)]},
-        index=pd.Index([name], dtype=object),
-    )
-    return ad.AnnData(
-        X=x, obs=obs, var=var, layers={"mapq": mapq}, uns={"chipvi": _uns(params, contigs)}
-    )
+    adata.var["depth"] = totals.astype(np.int64)
+    return adata
 
 
 def read_bams(
@@ -523,6 +714,11 @@ def read_bams(
     --------
     >>> adata = chipvi.read_bams("samples.csv", bin_size=200, chroms=["chr19"])  # doctest: +SKIP
     """
+    import pandas as pd
+
+    from ._bed import read_bed
+    from ._samplesheet import read_samplesheet
+
     params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates)
     n_threads = _resolve_threads(threads)
     if isinstance(samplesheet, pd.DataFrame):
@@ -557,48 +753,42 @@ def read_bams(
             else:
                 first_column[path] = target
     files = list(first_column)
-    totals, obs = _count_files(
+    no_depth = np.zeros(n_lib, np.int64)  # filled in once counted
+    var = {
+        "sample": sheet["sample"].astype(str).to_numpy(),
+        "target": sheet["target"].astype(str).to_numpy(),
+        "group": sheet["group"].astype(str).to_numpy(),
+        "replicate": sheet["replicate"].astype(str).to_numpy(),
+        "depth": no_depth,
+        "control": [Path(p).name.removesuffix(".bam") if p else "" for p in sheet["control"]],
+        "control_depth": no_depth,
+        "bam": sheet["bam"].astype(str).to_numpy(),
+        "control_bam": sheet["control"].astype(str).to_numpy(),
+    }
+    totals, adata = _count_files(
         [infos[p] for p in files],
         contigs,
         params,
         [first_column[p] for p in files],
         n_threads,
         progress,
-        meanwhile=lambda: bin_obs(contigs, params.bin_size),
+        meanwhile=lambda: _new_anndata(
+            contigs,
+            params,
+            x,
+            {"mapq": mapq, "control": control, "control_mapq": control_mapq},
+            var,
+            sheet["sample"].astype(str).tolist(),
+            _uns(params, contigs, samplesheet=sheet_path),
+        ),
     )
     _check_reads(totals, [infos[p] for p in files], params, contigs)
     for (src_x, src_m), (dst_x, dst_m) in copies:
         dst_x[:] = src_x
         dst_m[:] = src_m
     counted = dict(zip(files, totals.tolist(), strict=True))
-
-    var = pd.DataFrame(
-        {
-            "sample": sheet["sample"].astype(str).to_numpy(),
-            "target": sheet["target"].astype(str).to_numpy(),
-            "group": sheet["group"].astype(str).to_numpy(),
-            "replicate": sheet["replicate"].astype(str).to_numpy(),
-            "depth": _depth(sheet, "depth", "bam", counted),
-            "control": [Path(p).name.removesuffix(".bam") if p else "" for p in sheet["control"]],
-            "control_depth": _depth(sheet, "control_depth", "control", counted),
-            "bam": sheet["bam"].astype(str).to_numpy(),
-            "control_bam": sheet["control"].astype(str).to_numpy(),
-        },
-        index=pd.Index(sheet["sample"].astype(str), dtype=object, name=None),
-    )
-    adata = ad.AnnData(
-        X=x,
-        obs=obs,
-        var=var,
-        layers={"mapq": mapq, "control": control, "control_mapq": control_mapq},
-        uns={
-            "chipvi": _uns(
-                params,
-                contigs,
-                samplesheet=sheet_path,
-            )
-        },
-    )
+    adata.var["depth"] = _depth(sheet, "depth", "bam", counted)
+    adata.var["control_depth"] = _depth(sheet, "control_depth", "control", counted)
     if blacklist is not None:
         from ..pp import filter_blacklist
 
@@ -610,6 +800,8 @@ def _depth(
     sheet: pd.DataFrame, column: str, path_column: str, counted: dict[str, int]
 ) -> np.ndarray:
     """Per-row depth: the sheet's override where given, else the reads counted (0: no file)."""
+    import pandas as pd
+
     out = np.zeros(len(sheet), np.int64)
     given = sheet[column] if column in sheet.columns else pd.Series([-1] * len(sheet))
     for i, (path, value) in enumerate(zip(sheet[path_column], given, strict=True)):
