@@ -9,9 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import datasets, io, pp  # noqa: E402  (io never imports torch)
 from ._errors import ChipviInputError  # noqa: E402
-from .io import read_bams, read_samplesheet  # noqa: E402
 
 __all__ = [
     "ChIPVI",
@@ -28,15 +26,19 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The model pulls in torch, Pyro and scvi-tools, and tl/pl scipy.stats, pyranges and
-    # matplotlib (seconds to import together); binning and I/O need none of them, so these are
-    # imported on first use and `chipvi bin` starts fast.
+    # The model pulls in torch, Pyro and scvi-tools, tl/pl scipy.stats, pyranges and
+    # matplotlib, io pandas/anndata/pyBigWig (seconds to import together); every subpackage is
+    # imported on first use, so `chipvi bin` pays only for what binning needs.
     if name == "ChIPVI":
         from .model import ChIPVI
 
         return ChIPVI
-    if name in ("tl", "pl"):
+    if name in ("datasets", "io", "pl", "pp", "tl"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name in ("read_bams", "read_samplesheet"):
+        from . import io
+
+        return getattr(io, name)
     raise AttributeError(f"module 'chipvi' has no attribute {name!r}")

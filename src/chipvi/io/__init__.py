@@ -1,31 +1,44 @@
-"""chipvi.io: sample sheets, BAM binning, BED/bigWig/peak files, run folders, ENCODE (no torch)."""
+"""chipvi.io: sample sheets, BAM binning, BED/bigWig/peak files, run folders, ENCODE (no torch).
 
-from . import encode as encode
-from ._bed import parse_region as parse_region
-from ._bed import read_bed as read_bed
-from ._bigwig import read_bigwig_bins as read_bigwig_bins
-from ._bigwig import write_bedgraph as write_bedgraph
-from ._bigwig import write_bigwig as write_bigwig
-from ._binning import read_bam_bins as read_bam_bins
-from ._binning import read_bams as read_bams
-from ._mudata import to_mudata as to_mudata
-from ._peaks import read_regions as read_regions
-from ._peaks import write_peaks as write_peaks
-from ._runs import load_runs as load_runs
-from ._samplesheet import read_samplesheet as read_samplesheet
+Names are imported from their submodule on first use, so ``from chipvi.io import read_bams``
+does not pay for pyBigWig, mudata or the ENCODE client (the binning path starts fast).
+"""
 
-__all__ = [
-    "encode",
-    "load_runs",
-    "parse_region",
-    "read_bam_bins",
-    "read_bams",
-    "read_bed",
-    "read_bigwig_bins",
-    "read_regions",
-    "read_samplesheet",
-    "to_mudata",
-    "write_bedgraph",
-    "write_bigwig",
-    "write_peaks",
-]
+from __future__ import annotations
+
+import importlib
+
+#: Public name -> submodule that defines it.
+_SOURCES = {
+    "encode": None,  # a submodule itself
+    "load_runs": "_runs",
+    "parse_region": "_bed",
+    "read_bam_bins": "_binning",
+    "read_bams": "_binning",
+    "read_bed": "_bed",
+    "read_bigwig_bins": "_bigwig",
+    "read_regions": "_peaks",
+    "read_samplesheet": "_samplesheet",
+    "to_mudata": "_mudata",
+    "write_bedgraph": "_bigwig",
+    "write_bigwig": "_bigwig",
+    "write_peaks": "_peaks",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'chipvi.io' has no attribute {name!r}")
+    source = _SOURCES[name]
+    if source is None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        value = getattr(importlib.import_module(f".{source}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))
