@@ -63,7 +63,7 @@ def plain_torch_epochs(model, epochs: int, batch_size: int, lr: float = 5e-3) ->
                 torch.distributions.Normal(d_loc, d_scale),
             )
             z, delta = qz.rsample(), qd.rsample()
-            lfe = z[:, gi] + module.center_deviations(delta)
+            lfe = z[:, gi] + delta
             elbo = (weight * nb_log_prob(counts, log_mu + lfe, log_r).sum(-1)).sum()
             elbo = elbo + module.prior_z().log_prob(z).sum()
             elbo = (

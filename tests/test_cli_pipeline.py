@@ -104,7 +104,7 @@ def trained(sim):
             f"data.h5ad={sim / 'bins.h5ad'}",
             "data.region=null",
             "data.chroms=null",
-            "train.max_epochs=60",
+            "train.max_epochs=20",
             "model.n_hidden=8",
             "train.threads=1",
         ]

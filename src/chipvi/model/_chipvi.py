@@ -78,10 +78,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     covariates
         Covariate set (see :func:`chipvi.module.list_covariate_sets`).
     consistency
-        Replicate-consistency terms (``"mse"``: minus the squared difference of the
-        replicates' log fold enrichment, per bin; ``"pearson"``: their correlation over a
-        minibatch of consecutive bins, counted once per minibatch); ``()`` for none. Groups
-        with a single library get none (with a warning).
+        Replicate-consistency terms (``"mse"``, ``"pearson"``); ``()`` for none. Groups with a
+        single library get none (with a warning).
     consistency_weight
         One weight per term, or one for all.
     n_hidden, n_layers
@@ -93,8 +91,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     random_walk_scale
         Optional random-walk smoothness prior on the group enrichment between adjacent bins.
     library_scale
-        Prior sd of each library's deviation from its group's log fold enrichment. The
-        deviations of a group's replicates sum to zero, so the group output is their mean.
+        Prior sd of each library's deviation from its group's log fold enrichment.
     low_mapq
         Bins whose reads (ChIP and control, ±2 bins) have a mean MAPQ below this are treated
         as multi-mapper pile-ups and down-weighted in the likelihood; ``None`` turns it off.

@@ -27,15 +27,8 @@ def mse_consistency(lfe: torch.Tensor, groups: Sequence[torch.Tensor]) -> torch.
 
 
 def pearson_consistency(lfe: torch.Tensor, groups: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Pearson correlation between replicates over the minibatch, once per minibatch.
-
-    The correlation is a statistic of the whole minibatch, so it enters the objective once per
-    minibatch: it is divided evenly over the bins (``corr / n_bins`` each), and the plate's
-    subsampling scale then counts it ``n_obs / n_bins`` times per pass over the genome. (Copied
-    onto every bin instead, it would weigh ``n_bins`` times more than one correlation and swamp
-    the per-bin evidence of each library.)
-    """
+    """Pearson correlation between replicates over the minibatch, spread evenly over its bins."""
     centred = lfe - lfe.mean(0, keepdim=True)
     norm = centred.pow(2).sum(0).add(1e-6).sqrt()
     terms = [(centred[:, a] * centred[:, b]).sum() / (norm[a] * norm[b]) for a, b in _pairs(groups)]
-    return (torch.stack(terms).mean() / lfe.shape[0]).expand(lfe.shape[0])
+    return torch.stack(terms).mean().expand(lfe.shape[0])

@@ -5,13 +5,9 @@ Generative story for bin ``i``, library ``j`` of group ``g(j)`` (DESIGN §3)::
     x_ij                      technical covariates (control, MAPQ, depth)
     log μ_ij, log r_ij        = technical network(x_ij)
     z_ig ~ π·N(0, s0) + (1−π)·N(m1, s1)     shared biology (sparse: most bins near 0)
-    d_ij ~ N(0, τ),  δ_ij = d_ij − mean_{k in g(j)} d_ik   library deviation, sums to 0 in a group
+    δ_ij ~ N(0, τ)                           library deviation (each library's own evidence)
     y_ij ~ NB(mean = μ_ij·exp(z_ig(j) + δ_ij), dispersion r_ij)
-    factor: replicate consistency of z_ig(j) + δ_ij (MSE per bin, Pearson per minibatch)
-
-The deviations sum to zero within each group, so ``z`` is the replicates' mean log fold
-enrichment and ``δ`` only what differs between them: without the constraint the split is not
-identified (measured: a fit can put everything into identical deviations and leave ``z`` flat).
+    factor: replicate consistency of z_ig(j) + δ_ij (MSE, Pearson)
 
 Minibatches are runs of *consecutive* bins, which the covariate windows and the guide's
 convolutional encoder use as genomic context.
@@ -107,10 +103,6 @@ class ChipviModule(PyroBaseModuleClass):
         self.register_buffer("group_index", group_index.long())
         membership = F.one_hot(group_index.long(), self.n_groups).float()
         self.register_buffer("group_mean", membership / membership.sum(0, keepdim=True))
-        # δ = d @ centering.T removes each group's mean deviation (singletons: δ = 0).
-        self.register_buffer(
-            "centering", torch.eye(self.n_libraries) - self.group_mean[:, group_index.long()].T
-        )
         self._cache: tuple | None = None
 
         self.covariates = CovariateBuilder(
@@ -211,10 +203,6 @@ class ChipviModule(PyroBaseModuleClass):
         d_loc, d_scale = out_d[..., 0], F.softplus(out_d[..., 1]) + _SCALE_FLOOR
         return z_loc, z_scale, d_loc, d_scale
 
-    def center_deviations(self, d: torch.Tensor) -> torch.Tensor:
-        """Library deviations with their group mean removed, ``(bins, libraries)``."""
-        return d @ self.centering.T
-
     def prior_z(self) -> dist.Distribution:
         logits = torch.stack([self.prior_logit, torch.zeros_like(self.prior_logit)])
         locs = torch.stack([torch.zeros_like(self.prior_slab_loc), self.prior_slab_loc])
@@ -246,7 +234,7 @@ class ChipviModule(PyroBaseModuleClass):
                 .expand([n_bins, self.n_libraries])
                 .to_event(1),
             )
-            lfe = z[:, self.group_index] + self.center_deviations(delta)
+            lfe = z[:, self.group_index] + delta
             with pyro.poutine.scale(scale=weight):
                 pyro.sample(
                     "y",
@@ -280,9 +268,6 @@ class ChipviModule(PyroBaseModuleClass):
         log_mu, log_r = self.technical_parameters(counts, control, mapq, control_mapq)
         weight = self.mappability_weight(counts, control, mapq, control_mapq)
         z_loc, z_scale, d_loc, d_scale = self.encode(counts, log_mu, log_r, weight)
-        # Moments of the centred deviations under the mean-field guide.
-        d_loc = self.center_deviations(d_loc)
-        d_scale = (d_scale**2 @ (self.centering**2).T).sqrt()
         return {
             "weight": weight,
             "log_mu": log_mu,
