@@ -131,3 +131,25 @@ def write_fragment_bam(
 
     os.remove(unsorted)
     return path
+
+
+def train_on_simulation(out, *, epochs: int = 40, **simulate_kwargs):
+    """Simulate BAMs into ``out``, bin them and train a small ChIPVI (one torch thread, seeded).
+
+    Returns ``(simulation, adata, model)``; the model pulls in torch, so it is imported here.
+    """
+    import scvi
+    import torch
+
+    import chipvi
+
+    torch.set_num_threads(1)
+    sim = chipvi.datasets.simulate(out, **simulate_kwargs)
+    adata = chipvi.read_bams(sim.samplesheet, progress=False)
+    chipvi.ChIPVI.setup_anndata(adata)
+    # Seed torch, numpy and random before the weights are drawn: seeding only before training
+    # left the result dependent on which tests ran earlier in the process.
+    scvi.settings.seed = 0
+    model = chipvi.ChIPVI(adata)
+    model.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
+    return sim, adata, model

@@ -11,26 +11,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyBigWig  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 import chipvi  # noqa: E402
+from _analysis_data import train_on_simulation  # noqa: E402
 from chipvi.io._signal import overlap_mask  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("sim")
-    sim = chipvi.datasets.simulate(
-        out, seed=3, n_chroms=1, chrom_length=60_000, n_groups=2, depths=[40_000, 30_000],
-        control_depths=[30_000, 20_000], peaks_per_mb=100, domains_per_mb=20,
+    return train_on_simulation(
+        tmp_path_factory.mktemp("sim"), seed=3, n_chroms=1, chrom_length=60_000, n_groups=2,
+        depths=[40_000, 30_000], control_depths=[30_000, 20_000], peaks_per_mb=100,
+        domains_per_mb=20,
     )  # fmt: skip
-    adata = chipvi.read_bams(sim.samplesheet, progress=False)
-    chipvi.ChIPVI.setup_anndata(adata)
-    model = chipvi.ChIPVI(adata)
-    torch.manual_seed(0)
-    model.train(max_epochs=40, accelerator="cpu", enable_progress_bar=False)
-    return sim, adata, model
 
 
 def test_regions_tracks_and_peaks_from_model(trained, tmp_path):

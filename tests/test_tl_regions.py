@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import chipvi
-from _analysis_data import make_adata, truth_mask
+from _analysis_data import make_adata, train_on_simulation, truth_mask
 from chipvi._errors import ChipviInputError
 from chipvi.tl._regions import bayesian_qvalues, bh_qvalues, region_error_probability
 
@@ -281,20 +281,13 @@ def test_broad_and_domain_errors():
 
 def test_broad_mode_end_to_end_on_simulated_domains(tmp_path):
     """Briefly trained model on two simulated domains: broad calls recover far more of them."""
-    import torch
 
     from chipvi.io._signal import overlap_mask
 
-    torch.set_num_threads(1)
-    sim = chipvi.datasets.simulate(
+    sim, adata, model = train_on_simulation(
         tmp_path, seed=3, n_chroms=1, chrom_length=200_000, depths=[100_000, 80_000],
         control_depths=80_000, peaks_per_mb=0, domains_per_mb=10,
     )  # fmt: skip
-    adata = chipvi.read_bams(sim.samplesheet, progress=False)
-    chipvi.ChIPVI.setup_anndata(adata)
-    model = chipvi.ChIPVI(adata)
-    torch.manual_seed(0)
-    model.train(max_epochs=40, accelerator="cpu", enable_progress_bar=False)
     truth = sim.truth["enriched_G1"].to_numpy()
     hits = {}
     for label, kw in {"narrow": {}, "broad": {"broad_q": 0.2, "domain_q": 0.05}}.items():
