@@ -72,7 +72,7 @@ out["corr(dev_a-dev_b,resid_a-resid_b)"] = [
 ]
 print(json.dumps(out))
 if which == "real":
-    print(real_data_concordance(adata, lib)[0].round(3).to_string(index=False))
+    print(real_data_concordance(adata, {"chipvi LFE": lib})[0].round(3).to_string(index=False))
 else:
     seed = int(which[3:])
     truth = pd.read_csv(next(Path(f"{BQ}/sim{seed}").glob("*truth*.tsv")), sep="\t")
@@ -83,8 +83,8 @@ else:
     group = sheet["group"].iloc[0]
     with np.load(f"{BQ}/peer_scores_seed{seed}_2500000.npz") as sv:
         scores = {k: sv[k] for k in sv.files}
-    scores["chipvi (train defaults)"] = lib
+    scores["chipvi LFE"] = lib
     scores["chipvi group"] = grp[:, gidx]
     table = pd.DataFrame({k: metrics(v, truth, group, strong, weak) for k, v in scores.items()}).T
     print(table.round(3).to_string())
-    print("beats:", verdict(table.drop(index="chipvi group")).to_dict())
+    print("beats:", verdict(table).loc["chipvi LFE"].to_dict())

@@ -11,7 +11,8 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from statistics import NormalDist
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,13 @@ _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
 _SAVE_INFO = "chipvi_model.json"
 _CHUNK = 8192
 
-Kind = Literal["log_fold_enrichment", "fold_enrichment", "sd", "biological_rate"]
+Kind = Literal[
+    "log_fold_enrichment", "log_fold_enrichment_lower", "fold_enrichment", "sd", "biological_rate"
+]
+
+#: Posterior quantile reported by ``kind="log_fold_enrichment_lower"``.
+LOWER_QUANTILE = 0.05
+
 Level = Literal["library", "group"]
 
 
@@ -94,7 +101,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Prior sd of each library's deviation from its group's log fold enrichment.
     low_mapq
         Bins whose reads (ChIP and control, ±2 bins) have a mean MAPQ below this are treated
-        as multi-mapper pile-ups and down-weighted in the likelihood; ``None`` turns it off.
+        as multi-mapper pile-ups: their counts are explained by the technical model alone and
+        their enrichment posterior stays at the prior (no evidence either way); ``None`` turns
+        it off.
 
     Examples
     --------
@@ -479,10 +488,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             Bins to return (default all).
         kind
             ``"log_fold_enrichment"`` (posterior mean of the natural-log enrichment over the
-            technical expectation), ``"fold_enrichment"`` (its exponential), ``"sd"`` (posterior
-            sd of the log fold enrichment), ``"biological_rate"`` (expected reads with the
-            enrichment but a typical technical background: fold enrichment × the library's
-            median technical mean).
+            technical expectation), ``"log_fold_enrichment_lower"`` (its 5 % posterior
+            quantile: a conservative score that is high only where the model is confident of
+            enrichment, so bins without usable evidence, e.g. multi-mapper pile-ups, rank
+            below background; use it to rank bins), ``"fold_enrichment"`` (exponential of the
+            mean), ``"sd"`` (posterior sd of the log fold enrichment), ``"biological_rate"``
+            (expected reads with the enrichment but a typical technical background: fold
+            enrichment × the library's median technical mean).
         level
             ``"library"`` (group biology plus the library's own deviation) or ``"group"``.
         n_samples
@@ -497,7 +509,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         DataFrame bins × libraries (or groups), index ``obs_names``.
         """
         self._check_if_trained(warn=True)
-        kinds = ("log_fold_enrichment", "fold_enrichment", "sd", "biological_rate")
+        kinds = get_args(Kind)
         if kind not in kinds:
             raise ChipviInputError(f"kind must be one of {kinds}, got {kind!r}.")
         self._columns(level)
@@ -511,6 +523,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             ).astype(loc.dtype)
             values = {
                 "log_fold_enrichment": lambda: draws.mean(0),
+                "log_fold_enrichment_lower": lambda: np.quantile(draws, LOWER_QUANTILE, axis=0),
                 "fold_enrichment": lambda: np.exp(draws).mean(0),
                 "sd": lambda: draws.std(0),
                 "biological_rate": lambda: np.exp(draws).mean(0) * self._baseline(pred, level),
@@ -518,6 +531,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         else:
             values = {
                 "log_fold_enrichment": lambda: loc,
+                # The guide is Gaussian, so the quantile is exact without sampling.
+                "log_fold_enrichment_lower": lambda: (
+                    loc + NormalDist().inv_cdf(LOWER_QUANTILE) * scale
+                ),
                 "fold_enrichment": lambda: np.exp(loc),
                 "sd": lambda: scale,
                 "biological_rate": lambda: np.exp(loc) * self._baseline(pred, level),

@@ -6,7 +6,9 @@ Generative story for bin ``i``, library ``j`` of group ``g(j)`` (DESIGN §3)::
     log μ_ij, log r_ij        = technical network(x_ij)
     z_ig ~ π·N(0, s0) + (1−π)·N(m1, s1)     shared biology (sparse: most bins near 0)
     δ_ij ~ N(0, τ)                           library deviation (each library's own evidence)
-    y_ij ~ NB(mean = μ_ij·exp(z_ig(j) + δ_ij), dispersion r_ij)
+    w_i                       = mappability weight (≈0 where the reads are multi-mappers)
+    y_ij ~ NB(mean = μ_ij·exp(z_ig(j) + δ_ij), dispersion r_ij)    with likelihood weight w_i
+    y_ij ~ NB(mean = μ_ij, dispersion r_ij)                       with weight 1 − w_i
     factor: replicate consistency of z_ig(j) + δ_ij (MSE, Pearson)
 
 Minibatches are runs of *consecutive* bins, which the covariate windows and the guide's
@@ -36,6 +38,8 @@ CONTEXT = COVARIATE_CONTEXT + ENCODER_CONTEXT + 8
 DATA_KEYS = ("X", "control", "mapq", "control_mapq")
 
 _SCALE_FLOOR = 1e-3
+#: Floor of the prior's component scales.
+_SPIKE_FLOOR = 0.02
 
 
 class ChipviModule(PyroBaseModuleClass):
@@ -70,9 +74,10 @@ class ChipviModule(PyroBaseModuleClass):
     library_scale
         Prior scale τ of the library deviations (fixed).
     low_mapq
-        Reads of mean MAPQ below this (over ±2 bins) are multi-mappers: the counts of such bins
-        are down-weighted in the likelihood (weight ``sigmoid((MAPQ - low_mapq) / 2)``), so
-        their pile-ups are evidence of neither technique nor biology. ``None``: off.
+        Reads of mean MAPQ below this (over ±2 bins) are multi-mappers: with weight
+        ``w = sigmoid((MAPQ - low_mapq) / 2)`` a bin's counts inform the enrichment, and with
+        weight ``1 - w`` they are explained by the technical NB alone, so multi-mapper
+        pile-ups teach the technical network and never become biology. ``None``: off.
     """
 
     def __init__(
@@ -181,7 +186,8 @@ class ChipviModule(PyroBaseModuleClass):
         """Guide parameters: ``z_loc, z_scale`` (bins, groups), ``d_loc, d_scale`` (bins, libs).
 
         The encoder sees the evidence as the model weighs it: counts of down-weighted
-        (multi-mapper) bins are masked by their likelihood weight.
+        (multi-mapper) bins are masked by their likelihood weight, and the guide of such bins
+        is moved to the prior by the same weight.
         """
         log_mu = log_mu.detach()
         w = weight.unsqueeze(-1).expand_as(counts)
@@ -201,12 +207,21 @@ class ChipviModule(PyroBaseModuleClass):
         out_d = self.head_delta(torch.cat([h, h_group[:, self.group_index]], dim=-1))
         z_loc, z_scale = out_z[..., 0], F.softplus(out_z[..., 1]) + _SCALE_FLOOR
         d_loc, d_scale = out_d[..., 0], F.softplus(out_d[..., 1]) + _SCALE_FLOOR
+        # Where the likelihood weight is ~0 (multi-mapper bins) the counts say nothing about
+        # z or δ, so the exact posterior is the prior: δ ~ N(0, τ), and for z the prior's
+        # main mode, the spike at 0. Moving the guide there by the weight, instead of leaving
+        # such rare bins to the encoder, puts them at 0 with the prior's (wider) uncertainty on
+        # every training seed (measured: their mean score rank varied 0.43-0.51 over seeds).
+        wb = weight.unsqueeze(-1)
+        spike = (self.prior_log_spike.exp() + _SPIKE_FLOOR).detach()
+        z_loc, z_scale = wb * z_loc, wb * z_scale + (1 - wb) * spike
+        d_loc, d_scale = wb * d_loc, wb * d_scale + (1 - wb) * self.library_scale
         return z_loc, z_scale, d_loc, d_scale
 
     def prior_z(self) -> dist.Distribution:
         logits = torch.stack([self.prior_logit, torch.zeros_like(self.prior_logit)])
         locs = torch.stack([torch.zeros_like(self.prior_slab_loc), self.prior_slab_loc])
-        scales = torch.stack([self.prior_log_spike, self.prior_log_slab]).exp() + 0.02
+        scales = torch.stack([self.prior_log_spike, self.prior_log_slab]).exp() + _SPIKE_FLOOR
         return dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(locs, scales))
 
     # ----------------------------------------------------------------------------------------
@@ -241,6 +256,18 @@ class ChipviModule(PyroBaseModuleClass):
                     NegativeBinomialMeanDisp(log_mu + kl_weight * lfe, log_r).to_event(1),
                     obs=counts,
                 )
+            if self.low_mapq is not None:
+                # The weight's complement: multi-mapper reads are evidence about technique, so
+                # the technical NB alone must explain them. Without this term the technical
+                # network never sees the pile-ups and under-predicts them, and the weighted
+                # leftover becomes enrichment (measured: log fold enrichment ~1.8 in pile-ups).
+                # Pyro's scale must be positive, hence the clamp where the weight is 1.
+                with pyro.poutine.scale(scale=(1 - weight).clamp(min=1e-6)):
+                    pyro.sample(
+                        "y_multimapper",
+                        NegativeBinomialMeanDisp(log_mu, log_r).to_event(1),
+                        obs=counts,
+                    )
             if self.replicate_groups:
                 for name, w in zip(self.consistency_names, self.consistency_weights, strict=True):
                     if w != 0:
