@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def plain_torch_epochs(model, epochs: int, batch_size: int, lr: float = 5e-3) -> float:
     """Train ``model.module`` for ``epochs`` with a hand-written ELBO; return seconds."""
     from chipvi.model._dataloader import ContiguousBlockSampler
-    from chipvi.module import CONSISTENCY, nb_log_prob
+    from chipvi.module import CONSISTENCY, nb_weighted_log_prob
 
     module = model.module
     module.train()
@@ -64,7 +64,8 @@ def plain_torch_epochs(model, epochs: int, batch_size: int, lr: float = 5e-3) ->
             )
             z, delta = qz.rsample(), qd.rsample()
             lfe = z[:, gi] + delta
-            elbo = (weight * nb_log_prob(counts, log_mu + lfe, log_r).sum(-1)).sum()
+            w = weight.unsqueeze(-1)
+            elbo = nb_weighted_log_prob(counts, log_mu + lfe, log_mu, log_r, w).sum()
             elbo = elbo + module.prior_z().log_prob(z).sum()
             elbo = (
                 elbo + torch.distributions.Normal(0.0, module.library_scale).log_prob(delta).sum()

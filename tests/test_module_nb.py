@@ -11,11 +11,13 @@ from chipvi.module import (
     ALL_COVARIATES,
     CovariateBuilder,
     NegativeBinomialMeanDisp,
+    WeightedNegativeBinomial,
     list_consistency,
     list_covariate_sets,
     list_technical,
     mse_consistency,
     nb_log_prob,
+    nb_weighted_log_prob,
     pearson_consistency,
 )
 
@@ -109,3 +111,23 @@ def test_registries():
     assert set(list_technical()) == {"mu_r", "r_p"}
     assert set(list_consistency()) == {"mse", "pearson"}
     assert "default" in list_covariate_sets()
+
+
+def test_weighted_nb_is_the_weighted_sum_of_two_nb_log_likelihoods():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.poisson(torch.full((50, 2), 8.0), generator=gen)
+    log_mu = torch.randn(50, 2, generator=gen) + 2
+    log_mu_tech = torch.randn(50, 2, generator=gen) + 2
+    log_r = torch.randn(50, 2, generator=gen)
+    w = torch.rand(50, 1, generator=gen)
+    expected = w * nb_log_prob(y, log_mu, log_r) + (1 - w) * nb_log_prob(y, log_mu_tech, log_r)
+    got = nb_weighted_log_prob(y, log_mu, log_mu_tech, log_r, w)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    d = WeightedNegativeBinomial(log_mu, log_mu_tech, log_r, w)
+    torch.testing.assert_close(d.log_prob(y), expected, rtol=1e-5, atol=1e-5)
+    assert d.expand((3, 50, 2)).log_prob(y).shape == (3, 50, 2)
+    # Weight 1 is the plain NB of the first mean.
+    torch.testing.assert_close(
+        nb_weighted_log_prob(y, log_mu, log_mu_tech, log_r, torch.ones(50, 1)),
+        nb_log_prob(y, log_mu, log_r),
+    )

@@ -5,7 +5,12 @@ from ._covariates import ALL_COVARIATES, COVARIATE_SETS, CovariateBuilder
 from ._encoder import WindowEncoder
 from ._mlp import MLP
 from ._module import ChipviModule
-from ._nb import NegativeBinomialMeanDisp, nb_log_prob
+from ._nb import (
+    NegativeBinomialMeanDisp,
+    WeightedNegativeBinomial,
+    nb_log_prob,
+    nb_weighted_log_prob,
+)
 from ._registry import CONSISTENCY, TECHNICAL, list_consistency, list_covariate_sets, list_technical
 from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
 
@@ -21,11 +26,13 @@ __all__ = [
     "TechnicalMuR",
     "TechnicalNet",
     "TechnicalRP",
+    "WeightedNegativeBinomial",
     "WindowEncoder",
     "list_consistency",
     "list_covariate_sets",
     "list_technical",
     "mse_consistency",
     "nb_log_prob",
+    "nb_weighted_log_prob",
     "pearson_consistency",
 ]

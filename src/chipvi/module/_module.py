@@ -29,7 +29,7 @@ from torch import nn
 from ._covariates import COVARIATE_CONTEXT, COVARIATE_SETS, CovariateBuilder
 from ._encoder import ENCODER_CONTEXT, WindowEncoder
 from ._mlp import MLP
-from ._nb import NegativeBinomialMeanDisp
+from ._nb import WeightedNegativeBinomial
 from ._registry import CONSISTENCY, TECHNICAL
 
 #: Rows of genomic context each side a prediction chunk needs for exact results.
@@ -250,24 +250,18 @@ class ChipviModule(PyroBaseModuleClass):
                 .to_event(1),
             )
             lfe = z[:, self.group_index] + delta
-            with pyro.poutine.scale(scale=weight):
-                pyro.sample(
-                    "y",
-                    NegativeBinomialMeanDisp(log_mu + kl_weight * lfe, log_r).to_event(1),
-                    obs=counts,
-                )
-            if self.low_mapq is not None:
-                # The weight's complement: multi-mapper reads are evidence about technique, so
-                # the technical NB alone must explain them. Without this term the technical
-                # network never sees the pile-ups and under-predicts them, and the weighted
-                # leftover becomes enrichment (measured: log fold enrichment ~1.8 in pile-ups).
-                # Pyro's scale must be positive, hence the clamp where the weight is 1.
-                with pyro.poutine.scale(scale=(1 - weight).clamp(min=1e-6)):
-                    pyro.sample(
-                        "y_multimapper",
-                        NegativeBinomialMeanDisp(log_mu, log_r).to_event(1),
-                        obs=counts,
-                    )
+            # Multi-mapper reads are evidence about technique: a bin's counts inform the
+            # enrichment with weight w and are explained by the technical NB alone with
+            # weight 1 - w. Without the second part the technical network never sees the
+            # pile-ups, under-predicts them, and the weighted leftover becomes enrichment
+            # (measured: log fold enrichment ~1.8 in pile-ups).
+            pyro.sample(
+                "y",
+                WeightedNegativeBinomial(
+                    log_mu + kl_weight * lfe, log_mu, log_r, weight.unsqueeze(-1)
+                ).to_event(1),
+                obs=counts,
+            )
             if self.replicate_groups:
                 for name, w in zip(self.consistency_names, self.consistency_weights, strict=True):
                     if w != 0:
