@@ -122,6 +122,13 @@ def test_denoise_and_call(trained, capsys):
     )
     groups = list(dict.fromkeys(den.var["group"].astype(str)))
     assert list(den.obsm["chipvi_lfe"].columns) == groups
+    # The conservative score is the 5 % quantile of the Gaussian posterior.
+    np.testing.assert_allclose(
+        den.layers["chipvi_lfe_lower"],
+        den.layers["chipvi_lfe"] - 1.6448536 * den.layers["chipvi_sd"],
+        rtol=1e-4,
+        atol=1e-4,
+    )
     assert sorted(p.name for p in (trained / "denoised" / "bigwig").iterdir()) == sorted(
         f"{g}.bw" for g in groups
     )

@@ -15,8 +15,9 @@ def register(subparsers) -> None:
         help="write denoised signal of a trained run: .h5ad layers and bigWigs",
         description=(
             "Load the trained model of RUN_DIR and write OUT (default RUN_DIR/denoised/): "
-            "denoised.h5ad with layers chipvi_lfe / chipvi_sd (per library: posterior mean and sd "
-            "of the log fold enrichment) and the same per group in obsm, plus one bigWig per "
+            "denoised.h5ad with layers chipvi_lfe / chipvi_sd / chipvi_lfe_lower (per library: "
+            "posterior mean, sd and 5th percentile of the log fold enrichment) and the same per "
+            "group in obsm, plus one bigWig per "
             "group of the log fold enrichment under bigwig/."
         ),
     )

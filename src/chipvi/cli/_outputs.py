@@ -14,7 +14,11 @@ import numpy as np
 from .._errors import ChipviInputError
 
 # kind of model.get_denoised → key in adata.layers (library level) and adata.obsm (group level)
-DENOISED_KEYS = {"log_fold_enrichment": "chipvi_lfe", "sd": "chipvi_sd"}
+DENOISED_KEYS = {
+    "log_fold_enrichment": "chipvi_lfe",
+    "sd": "chipvi_sd",
+    "log_fold_enrichment_lower": "chipvi_lfe_lower",
+}
 
 
 def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
