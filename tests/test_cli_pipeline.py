@@ -68,6 +68,15 @@ def test_simulate_and_bin(sim, capsys):
         assert f"{name}: {int(total)} reads counted" in stdout
     # the deeper library has more reads counted
     assert totals[0] > totals[1] > 0
+    # --max-per-position removes the simulator's unflagged PCR jackpots (replicate 2) and
+    # other same-position reads; it is recorded in uns
+    dedup = sim / "bins_dedup.h5ad"
+    status, _, err = run_main(capsys, "bin", sheet, "-o", dedup, "--max-per-position", "1", "-q")
+    assert status == 0, err
+    fewer = ad.read_h5ad(dedup)
+    assert fewer.uns["chipvi"]["max_per_position"] == 1
+    assert (np.asarray(fewer.X).sum(0) < totals).all()
+    assert np.asarray(fewer.X).max(0)[1] < np.asarray(adata.X).max(0)[1]
 
     # refusals: existing output (untouched), missing sheet, wrong suffix, bad bin size
     stamp = out.stat().st_mtime_ns

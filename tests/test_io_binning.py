@@ -19,7 +19,13 @@ CONTIGS = [("chrA", 5003), ("chrB", 2000), ("chrC", 777)]
 
 
 def reference_bins(
-    bam, bin_size=200, fragment_length=200, min_mapq=0, keep_duplicates=True, chroms=None
+    bam,
+    bin_size=200,
+    fragment_length=200,
+    min_mapq=0,
+    keep_duplicates=True,
+    chroms=None,
+    max_per_position=None,
 ):
     """Per-read pysam loop implementing the documented counting rule, one read at a time."""
     with pysam.AlignmentFile(str(bam)) as f:
@@ -27,6 +33,7 @@ def reference_bins(
         kept = [c for c in f.references if chroms is None or c in chroms]
         counts = {c: np.zeros(-(-lengths[c] // bin_size), np.int64) for c in kept}
         mapq_sum = {c: np.zeros(-(-lengths[c] // bin_size), np.int64) for c in kept}
+        at_position, seen = None, {}  # reads counted per (strand, TLEN) at the current POS
         for read in f.fetch(until_eof=True):
             if read.is_unmapped or read.is_secondary or read.is_supplementary or read.is_qcfail:
                 continue
@@ -54,6 +61,14 @@ def reference_bins(
                 else:
                     start = read.reference_start
                 centre = start + fragment_length // 2
+            if max_per_position is not None:
+                position = (read.reference_id, read.reference_start)
+                if position != at_position:
+                    at_position, seen = position, {}
+                key = (read.is_reverse, read.template_length)
+                if seen.get(key, 0) >= max_per_position:
+                    continue
+                seen[key] = seen.get(key, 0) + 1
             length = lengths[read.reference_name]
             centre = min(max(centre, 0), length - 1)
             counts[read.reference_name][centre // bin_size] += 1
@@ -87,6 +102,8 @@ SETTINGS = [
     {"min_mapq": 30, "keep_duplicates": False},
     {"bin_size": 37, "fragment_length": 1},
     {"bin_size": 1000, "fragment_length": 147, "chroms": ["chrC", "chrA"]},
+    {"max_per_position": 1},
+    {"max_per_position": 2, "keep_duplicates": False, "min_mapq": 10},
 ]
 
 
@@ -130,6 +147,32 @@ def test_hand_placed_reads(tmp_path):
     np.testing.assert_allclose(adata.layers["mapq"][:, 0], [25, 0, 55, 0, 25])
     no_dup = read_bam_bins(bam, keep_duplicates=False, min_mapq=15, threads=1)
     np.testing.assert_array_equal(no_dup.X[:, 0], [1, 0, 1, 0, 2])
+
+
+def test_max_per_position_by_hand(tmp_path):
+    """Same-position duplicates: per strand and template length, in file order."""
+    contigs = [("c1", 1000)]
+    reads = [
+        *[Read("c1", 100, flag=0, mapq=10 * k) for k in range(1, 4)],  # 3 forward at 100
+        *[Read("c1", 100, flag=0x10, mapq=60) for _ in range(2)],  # 2 reverse at 100
+        Read("c1", 101, flag=0, mapq=5),  # another position
+        # Two copies of one proper pair and one pair of another length, all mate 1 at 500.
+        Read("c1", 500, 0x1 | 0x2 | 0x40 | 0x20, 20, "50M", "c1", 600, 150),
+        Read("c1", 500, 0x1 | 0x2 | 0x40 | 0x20, 20, "50M", "c1", 600, 150),
+        Read("c1", 500, 0x1 | 0x2 | 0x40 | 0x20, 20, "50M", "c1", 700, 250),
+    ]
+    bam = write_bam(tmp_path / "dups.bam", reads, contigs)
+    everything = read_bam_bins(bam, bin_size=200, threads=1)
+    # Centres: forward at 100 and 101 -> 200, 201 (bin 1); reverse at 100, end 150 -> 50
+    # (bin 0); pairs at 500 of TLEN 150 -> 575 (bin 2), of TLEN 250 -> 625 (bin 3).
+    np.testing.assert_array_equal(everything.X[:, 0], [2, 4, 2, 1, 0])
+    one = read_bam_bins(bam, bin_size=200, threads=1, max_per_position=1)
+    np.testing.assert_array_equal(one.X[:, 0], [1, 2, 1, 1, 0])
+    np.testing.assert_allclose(one.layers["mapq"][:, 0], [60, 7.5, 20, 20, 0])  # first kept
+    two = read_bam_bins(bam, bin_size=200, threads=1, max_per_position=2)
+    np.testing.assert_array_equal(two.X[:, 0], [2, 3, 2, 1, 0])
+    assert one.uns["chipvi"]["max_per_position"] == 1
+    assert everything.uns["chipvi"]["max_per_position"] is None
 
 
 def test_record_larger_than_working_buffer(tmp_path):
@@ -310,6 +353,8 @@ def test_bad_bin_size(bams, bin_size):
         ({"fragment_length": 0}, "fragment_length"),
         ({"min_mapq": 256}, "min_mapq"),
         ({"threads": 0}, "threads"),
+        ({"max_per_position": 0}, "max_per_position"),
+        ({"max_per_position": 1.5}, "max_per_position"),
     ],
 )
 def test_bad_parameters(bams, kwargs, match):
@@ -381,8 +426,10 @@ def test_bundled_real_bams_match_reference(settings):
     )
 
 
-@pytest.mark.parametrize("paired", [False, True])
-def test_simulated_bams_match_reference(tmp_path, paired):
+@pytest.mark.parametrize(
+    ("paired", "max_per_position"), [(False, None), (True, None), (False, 1), (True, 1)]
+)
+def test_simulated_bams_match_reference(tmp_path, paired, max_per_position):
     from chipvi.datasets import simulate
 
     sim = simulate(
@@ -394,9 +441,10 @@ def test_simulated_bams_match_reference(tmp_path, paired):
         control_depths=(4_000, 2_000),
         paired=paired,
     )
-    adata = read_bams(sim.samplesheet, progress=False, threads=2, keep_duplicates=False)
+    settings = {"keep_duplicates": False, "max_per_position": max_per_position}
+    adata = read_bams(sim.samplesheet, progress=False, threads=2, **settings)
     sheet, _ = _sheet_files(sim.samplesheet)
-    _assert_matches_reference(adata, sheet, keep_duplicates=False)
+    _assert_matches_reference(adata, sheet, **settings)
     np.testing.assert_array_equal(adata.var["depth"], adata.X.sum(axis=0))
 
 

@@ -41,6 +41,12 @@ def register(subparsers) -> None:
         "--drop-duplicates", action="store_true", help="drop reads flagged as duplicates"
     )
     p.add_argument(
+        "--max-per-position",
+        type=int,
+        default=None,
+        help="count at most N reads per position, strand and TLEN (MACS3 --keep-dup N)",
+    )
+    p.add_argument(
         "--blacklist", type=Path, default=None, help="BED of regions whose bins are removed"
     )
     p.add_argument(
@@ -77,6 +83,7 @@ def run(args) -> int:
         fragment_length=args.fragment_length,
         min_mapq=args.min_mapq,
         keep_duplicates=not args.drop_duplicates,
+        max_per_position=args.max_per_position,
         blacklist=args.blacklist,
         chroms=chroms,
         threads=args.threads,

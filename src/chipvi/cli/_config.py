@@ -48,6 +48,8 @@ class DataConfig:
     fragment_length: int = 200
     min_mapq: int = 0
     keep_duplicates: bool = True
+    #: At most this many reads per position, strand and TLEN (``null``: no limit).
+    max_per_position: int | None = None
     blacklist: str | None = None
     chroms: list[str] | None = None
     #: Optional crop after binning, ``chrom:start-end`` (bins overlapping it are kept).

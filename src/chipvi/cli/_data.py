@@ -99,6 +99,7 @@ def load_data(data, *, progress: bool = True):
             fragment_length=data.fragment_length,
             min_mapq=data.min_mapq,
             keep_duplicates=data.keep_duplicates,
+            max_per_position=data.max_per_position,
             blacklist=data.blacklist,
             chroms=list(data.chroms) if data.chroms is not None else None,
             progress=progress,

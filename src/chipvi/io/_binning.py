@@ -36,6 +36,7 @@ from ._count import (
     S_LOW,
     S_POS,
     count_blocks,
+    new_duplicate_table,
     new_state,
     store_column,
 )
@@ -59,8 +60,10 @@ _STALE_INDEX = "the index does not match {path} (stale index?). Index the BAM ag
 
 COUNTING_RULE = (
     "unmapped, secondary, supplementary and QC-fail reads dropped; duplicates dropped only if "
-    "keep_duplicates is false; reads with MAPQ < min_mapq dropped; proper pairs counted once at "
-    "the fragment midpoint (mate 1); other reads counted once per template at the centre of "
+    "keep_duplicates is false; reads with MAPQ < min_mapq dropped; with max_per_position N, "
+    "at most N of the remaining reads per (leftmost position, strand, TLEN); proper pairs "
+    "counted once at the fragment midpoint (mate 1); other reads counted once per template at "
+    "the centre of "
     "[5' end, 5' end + fragment_length) along the strand; centres clamped into the chromosome"
 )
 
@@ -82,6 +85,7 @@ class _Params:
     fragment_length: int
     min_mapq: int
     keep_duplicates: bool
+    max_per_position: int = 0  # 0: off
 
 
 def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
@@ -94,12 +98,17 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> in
     return value
 
 
-def _check_params(bin_size, fragment_length, min_mapq, keep_duplicates) -> _Params:
+def _check_params(
+    bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position=None
+) -> _Params:
     return _Params(
         bin_size=_check_int("bin_size", bin_size, 1),
         fragment_length=_check_int("fragment_length", fragment_length, 1),
         min_mapq=_check_int("min_mapq", min_mapq, 0, 255),
         keep_duplicates=bool(keep_duplicates),
+        max_per_position=0
+        if max_per_position is None
+        else _check_int("max_per_position", max_per_position, 1),
     )
 
 
@@ -291,6 +300,7 @@ def _stream_reference(
     comp = np.empty(_PIECE, np.uint8)
     work = np.empty(_WORK, np.uint8)
     state = new_state(u_begin)
+    dup = new_duplicate_table()
     handle = new_decompressor()
     try:
         with open(path, "rb", buffering=0) as fh:
@@ -324,6 +334,8 @@ def _stream_reference(
                     params.fragment_length,
                     params.min_mapq,
                     params.keep_duplicates,
+                    params.max_per_position,
+                    dup,
                     True,
                     counts,
                     mapq_sum,
@@ -390,7 +402,9 @@ def _count_files(
     piece_size = max(sum(r[0] for r in references) // (4 * threads), _MIN_PIECE)
     tasks = []  # (compressed size, reference index, piece)
     for r, (size, f, tid, _, _) in enumerate(references):
-        n_pieces = -(-size // piece_size) if threads > 1 else 1
+        # A run of same-position reads must not be split between two tasks when they are
+        # limited per position, so such references are counted whole.
+        n_pieces = -(-size // piece_size) if threads > 1 and not params.max_per_position else 1
         pieces = _split_reference(infos[f], tid, n_pieces)
         tasks += [(size // len(pieces), r, piece) for piece in pieces]
     # Largest first, so the pool does not end waiting on one big piece.
@@ -538,6 +552,7 @@ def _uns(params: _Params, contigs, **extra) -> dict:
         "fragment_length": params.fragment_length,
         "min_mapq": params.min_mapq,
         "keep_duplicates": params.keep_duplicates,
+        "max_per_position": params.max_per_position or None,
         "version": __version__,
         "counting": COUNTING_RULE,
         **extra,
@@ -552,7 +567,9 @@ def _check_reads(totals: np.ndarray, infos: Sequence[BamInfo], params: _Params, 
             )
             raise ChipviInputError(
                 f"No reads of {info.path} were counted on {names} with min_mapq={params.min_mapq}, "
-                f"keep_duplicates={params.keep_duplicates}; check chroms= and the read filters."
+                f"keep_duplicates={params.keep_duplicates}, "
+                f"max_per_position={params.max_per_position or None}; check chroms= and the "
+                "read filters."
             )
 
 
@@ -563,6 +580,7 @@ def read_bam_bins(
     fragment_length: int = 200,
     min_mapq: int = 0,
     keep_duplicates: bool = True,
+    max_per_position: int | None = None,
     chroms: Sequence[str] | str | None = None,
     threads: int | None = None,
     index: bool = False,
@@ -584,6 +602,9 @@ def read_bam_bins(
         Drop reads with a lower mapping quality.
     keep_duplicates
         Count reads flagged as duplicates.
+    max_per_position
+        Count at most this many reads per leftmost position, strand and TLEN (``None``: no
+        limit).
     chroms
         Chromosomes to keep (default: all, in header order).
     threads
@@ -599,7 +620,7 @@ def read_bam_bins(
     ``layers["mapq"]`` mean MAPQ of counted reads (float32), ``var["depth"]`` reads counted, and
     ``obs`` / ``uns["chipvi"]`` as in :func:`chipvi.read_bams`.
     """
-    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates)
+    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
     n_threads = _resolve_threads(threads)
     info = open_bam(bam, index=index)
     contigs = _kept_contigs([info], chroms)
@@ -631,6 +652,7 @@ def read_bams(
     fragment_length: int = 200,
     min_mapq: int = 0,
     keep_duplicates: bool = True,
+    max_per_position: int | None = None,
     blacklist: str | os.PathLike | None = None,
     chroms: Sequence[str] | str | None = None,
     threads: int | None = None,
@@ -644,6 +666,10 @@ def read_bams(
     * unmapped, secondary, supplementary and QC-fail reads are dropped; reads flagged as PCR or
       optical duplicates are dropped only when ``keep_duplicates=False``; reads with
       ``MAPQ < min_mapq`` are dropped;
+    * with ``max_per_position=N``, of the reads left at most ``N`` per leftmost position,
+      strand and TLEN are counted (in file order): duplicates found by position, like MACS3
+      ``--keep-dup N`` and deepTools ``--ignoreDuplicates`` (``N = 1``), for BAMs whose
+      duplicates are not flagged;
     * a properly paired read pair (flag 0x2, mate on the same chromosome, non-zero TLEN) counts
       once, at the midpoint of its fragment ``min(POS, PNEXT) + |TLEN| // 2``, from mate 1
       (whose flags and MAPQ decide the filters above);
@@ -673,6 +699,9 @@ def read_bams(
         Drop reads with a lower mapping quality (0 keeps all).
     keep_duplicates
         Count reads flagged as duplicates (flag 0x400).
+    max_per_position
+        Count at most this many reads per leftmost position, strand and TLEN (``None``: no
+        limit). Chromosomes are then counted whole by one thread each.
     blacklist
         BED file of regions whose bins are removed after counting, with
         :func:`chipvi.pp.filter_blacklist` (bins overlapping an interval by at least one base).
@@ -700,7 +729,8 @@ def read_bams(
       ``layers["control"]`` (int32) and ``layers["control_mapq"]`` (float32): the matched
       control, aligned to each ChIP column (zeros if none);
     * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
-      ``keep_duplicates``, ``version``, ``counting`` (the rule above), ``samplesheet``, and
+      ``keep_duplicates``, ``max_per_position``, ``version``, ``counting`` (the rule above),
+      ``samplesheet``, and
       ``filter_blacklist`` when a blacklist was applied.
 
     Raises
@@ -719,7 +749,7 @@ def read_bams(
     from ._bed import read_bed
     from ._samplesheet import read_samplesheet
 
-    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates)
+    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
     n_threads = _resolve_threads(threads)
     if isinstance(samplesheet, pd.DataFrame):
         sheet, sheet_path = samplesheet, ""

@@ -46,7 +46,13 @@ S_RECORDS = 5  # records seen on this reference
 S_STOP = 6  # position in the working buffer where the region stops, -1 until its block is read
 S_LOW = 7  # lowest and highest bin counted into (S_HIGH = -1: none yet)
 S_HIGH = 8
-N_STATE = 9
+S_DUP_POS = 9  # leftmost position of the reads in the duplicate table (-1: none yet)
+S_DUP_N = 10  # keys in the duplicate table
+N_STATE = 11
+
+#: Distinct (strand, template length) keys tracked at one position for ``max_per_position``;
+#: reads beyond that many distinct keys at one position are all counted.
+DUP_KEYS = 256
 
 #: Kernel error code: a record's size field is impossible (corrupt data).
 ERR_RECORD = 5
@@ -61,7 +67,39 @@ def new_state(first_block_skip: int) -> np.ndarray:
     state[S_STOP] = -1
     state[S_LOW] = np.iinfo(np.int64).max
     state[S_HIGH] = -1
+    state[S_DUP_POS] = -1
     return state
+
+
+def new_duplicate_table() -> np.ndarray:
+    """Working table of ``count_blocks`` for ``max_per_position``: keys and their counts."""
+    return np.zeros((2, DUP_KEYS), np.int64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _within_position_limit(buf, rec, state, dup, limit):
+    """Count the record at ``buf[rec]`` against ``limit`` reads per (position, strand, TLEN).
+
+    Reads are sorted by leftmost position, so the table holds the keys seen at the current
+    position only. Returns False when ``limit`` reads with this key were already counted.
+    """
+    pos = np.int64(read_i32(buf, rec + 8))
+    key = np.int64(read_i32(buf, rec + 32)) * 2 + (1 if read_u16(buf, rec + 18) & REVERSE else 0)
+    if pos != state[S_DUP_POS]:
+        state[S_DUP_POS] = pos
+        state[S_DUP_N] = 0
+    n = state[S_DUP_N]
+    for k in range(n):
+        if dup[0, k] == key:
+            if dup[1, k] >= limit:
+                return False
+            dup[1, k] += 1
+            return True
+    if n < dup.shape[1]:
+        dup[0, n] = key
+        dup[1, n] = 1
+        state[S_DUP_N] = n + 1
+    return True
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -157,11 +195,16 @@ def count_blocks(
     fragment_length,
     min_mapq,
     keep_duplicates,
+    max_per_position,
+    dup,
     check_crc,
     counts,
     mapq_sum,
 ):
     """Inflate the complete blocks of ``comp[:comp_end]`` and count the records of ``tid``.
+
+    ``max_per_position`` > 0 counts at most that many reads per (leftmost position, strand,
+    TLEN), with ``dup`` (:func:`new_duplicate_table`) as working memory; 0 turns it off.
 
     ``comp[0]`` is at byte ``comp_offset`` of the file. Counting stops at the first record of
     another reference, or at the record starting at virtual offset ``stop`` (-1: no such stop),
@@ -247,6 +290,9 @@ def count_blocks(
                 min_mapq,
                 keep_duplicates,
             )
+            if b >= 0 and max_per_position > 0:
+                if not _within_position_limit(work, p, state, dup, max_per_position):
+                    b = -1
             if b >= 0:
                 counted += 1
                 # Sorted reads come in runs of the same bin: add a run at once, which costs
