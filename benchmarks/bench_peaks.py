@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--max-per-position",
-        type=int,
+        type=lambda v: v if v == "auto" else int(v),
         default=None,
         help="chipvi counts at most N reads per position, strand and TLEN (MACS3 keeps 1 by "
         "default, --keep-dup 1); default: chipvi counts every read",

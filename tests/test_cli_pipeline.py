@@ -71,10 +71,12 @@ def test_simulate_and_bin(sim, capsys):
     # --max-per-position removes the simulator's unflagged PCR jackpots (replicate 2) and
     # other same-position reads; it is recorded in uns
     dedup = sim / "bins_dedup.h5ad"
-    status, _, err = run_main(capsys, "bin", sheet, "-o", dedup, "--max-per-position", "1", "-q")
+    status, _, err = run_main(capsys, "bin", sheet, "-o", dedup, "--max-per-position", "auto", "-q")
     assert status == 0, err
     fewer = ad.read_h5ad(dedup)
-    assert fewer.uns["chipvi"]["max_per_position"] == 1
+    assert fewer.uns["chipvi"]["max_per_position"] == "auto"
+    used = fewer.uns["chipvi"]["max_per_position_used"]
+    assert len(used["bam"]) == 4 and all(n >= 1 for n in used["max_per_position"])
     assert (np.asarray(fewer.X).sum(0) < totals).all()
     assert np.asarray(fewer.X).max(0)[1] < np.asarray(adata.X).max(0)[1]
 

@@ -175,6 +175,33 @@ def test_max_per_position_by_hand(tmp_path):
     assert everything.uns["chipvi"]["max_per_position"] is None
 
 
+@pytest.mark.parametrize(
+    ("n_reads", "genome", "expected"),
+    # 0.25 reads per position and strand: P(X > 3) = 1.3e-4, P(X > 4) = 6.6e-6.
+    [(500_000, 1_000_000, 4), (10_000_000, 3_000_000_000, 1), (0, 1000, 1)],
+)
+def test_auto_max_per_position_rule(n_reads, genome, expected):
+    from chipvi.io._binning import auto_max_per_position
+
+    assert auto_max_per_position(n_reads, genome) == expected
+
+
+def test_max_per_position_auto_matches_its_integer(bams):
+    from chipvi.io._binning import auto_max_per_position
+
+    auto = read_bams(bams["sheet"], max_per_position="auto", progress=False, threads=2)
+    table = auto.uns["chipvi"]["max_per_position_used"]
+    used = dict(zip(table["bam"], table["max_per_position"], strict=True))
+    assert auto.uns["chipvi"]["max_per_position"] == "auto"
+    with pysam.AlignmentFile(str(bams["se"])) as f:
+        n_mapped = f.mapped
+    genome = sum(length for _, length in CONTIGS)
+    assert used[str(bams["se"])] == auto_max_per_position(n_mapped, genome)
+    for j, bam in enumerate(auto.var["bam"]):
+        x_ref, _ = reference_bins(bam, max_per_position=used[bam])
+        np.testing.assert_array_equal(auto.X[:, j], x_ref)
+
+
 def test_record_larger_than_working_buffer(tmp_path):
     """A 300 kb read (one record spanning several BGZF blocks) is parsed intact."""
     contigs = [("c1", 1_000_000)]
@@ -355,6 +382,7 @@ def test_bad_bin_size(bams, bin_size):
         ({"threads": 0}, "threads"),
         ({"max_per_position": 0}, "max_per_position"),
         ({"max_per_position": 1.5}, "max_per_position"),
+        ({"max_per_position": "many"}, "max_per_position"),
     ],
 )
 def test_bad_parameters(bams, kwargs, match):

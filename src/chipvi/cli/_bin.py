@@ -42,9 +42,11 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--max-per-position",
-        type=int,
+        type=lambda v: v if v == "auto" else int(v),
         default=None,
-        help="count at most N reads per position, strand and TLEN (MACS3 --keep-dup N)",
+        metavar="N|auto",
+        help="count at most N reads per position, strand and TLEN (MACS3 --keep-dup N); "
+        "auto: N from each BAM's read density",
     )
     p.add_argument(
         "--blacklist", type=Path, default=None, help="BED of regions whose bins are removed"

@@ -48,8 +48,9 @@ class DataConfig:
     fragment_length: int = 200
     min_mapq: int = 0
     keep_duplicates: bool = True
-    #: At most this many reads per position, strand and TLEN (``null``: no limit).
-    max_per_position: int | None = None
+    #: At most this many reads per position, strand and TLEN; ``auto``: from each BAM's read
+    #: density (MACS3 ``--keep-dup auto``); ``null``: no limit.
+    max_per_position: int | str | None = None
     blacklist: str | None = None
     chroms: list[str] | None = None
     #: Optional crop after binning, ``chrom:start-end`` (bins overlapping it are kept).

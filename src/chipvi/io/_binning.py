@@ -10,11 +10,12 @@ around the matrices being filled (bin names, AnnData's checks): the work that ne
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,7 +86,7 @@ class _Params:
     fragment_length: int
     min_mapq: int
     keep_duplicates: bool
-    max_per_position: int = 0  # 0: off
+    max_per_position: int = 0  # 0: off; AUTO: chosen per file by _resolve_for_file
 
 
 def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
@@ -98,18 +99,87 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> in
     return value
 
 
+#: ``_Params.max_per_position`` value standing for ``"auto"``.
+AUTO = -1
+#: ``max_per_position="auto"``: the smallest N with P(more than N reads at one position and
+#: strand) below this for a Poisson of the file's mean reads per position and strand (the
+#: rule of MACS3 ``--keep-dup auto``, which uses a binomial tail at 1e-5).
+AUTO_TAIL = 1e-5
+
+
 def _check_params(
     bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position=None
 ) -> _Params:
+    if max_per_position is None:
+        cap = 0
+    elif isinstance(max_per_position, str):
+        if max_per_position != "auto":
+            raise ChipviInputError(
+                f"max_per_position must be an integer >= 1, 'auto' or None, "
+                f"got {max_per_position!r}."
+            )
+        cap = AUTO
+    else:
+        cap = _check_int("max_per_position", max_per_position, 1)
     return _Params(
         bin_size=_check_int("bin_size", bin_size, 1),
         fragment_length=_check_int("fragment_length", fragment_length, 1),
         min_mapq=_check_int("min_mapq", min_mapq, 0, 255),
         keep_duplicates=bool(keep_duplicates),
-        max_per_position=0
-        if max_per_position is None
-        else _check_int("max_per_position", max_per_position, 1),
+        max_per_position=cap,
     )
+
+
+def auto_max_per_position(n_reads: int, genome_length: int) -> int:
+    """Reads per position and strand above which copies are PCR duplicates, not coverage.
+
+    The smallest ``N >= 1`` with ``P(X > N) < AUTO_TAIL`` for ``X ~ Poisson(n_reads / (2 *
+    genome_length))``.
+    """
+    lam = n_reads / max(2 * genome_length, 1)
+    term = cdf = math.exp(-lam)
+    k = 0
+    while 1.0 - cdf >= AUTO_TAIL:
+        k += 1
+        term *= lam / k
+        cdf += term
+    return max(k, 1)
+
+
+def _cap_label(params: _Params) -> int | str | None:
+    """``max_per_position`` as the caller gave it."""
+    return "auto" if params.max_per_position == AUTO else params.max_per_position or None
+
+
+def _caps_used(params: _Params, infos: Sequence[BamInfo], contigs) -> dict:
+    """``uns`` entry with the limit ``"auto"`` chose for each file (empty otherwise)."""
+    if params.max_per_position != AUTO:
+        return {}
+    # Two aligned lists, not a dict keyed by path: h5ad would read "/" in keys as groups.
+    return {
+        "max_per_position_used": {
+            "bam": [str(info.path) for info in infos],
+            "max_per_position": [
+                _resolve_for_file(params, info, contigs).max_per_position for info in infos
+            ],
+        }
+    }
+
+
+def _resolve_for_file(params: _Params, info: BamInfo, contigs) -> _Params:
+    """``params`` with ``max_per_position="auto"`` replaced by this file's limit."""
+    if params.max_per_position != AUTO:
+        return params
+    tids = info.tids
+    mapped = np.array([info.n_mapped[tids[name]] for name, _ in contigs], np.int64)
+    if (mapped < 0).any():
+        raise ChipviInputError(
+            f"max_per_position='auto' needs the mapped-read counts of the index of {info.path}, "
+            "which it does not hold; index the BAM again with samtools index, or pass an "
+            "integer."
+        )
+    genome = sum(int(length) for _, length in contigs)
+    return replace(params, max_per_position=auto_max_per_position(int(mapped.sum()), genome))
 
 
 def _resolve_threads(threads) -> int:
@@ -389,6 +459,7 @@ def _count_files(
 
     Returns the reads counted per file and the result of ``meanwhile``.
     """
+    file_params = [_resolve_for_file(params, info, contigs) for info in infos]
     lengths = np.array([length for _, length in contigs], np.int64)
     n_bins = -(-lengths // params.bin_size)
     offsets = np.concatenate([[0], np.cumsum(n_bins)])
@@ -404,7 +475,8 @@ def _count_files(
     for r, (size, f, tid, _, _) in enumerate(references):
         # A run of same-position reads must not be split between two tasks when they are
         # limited per position, so such references are counted whole.
-        n_pieces = -(-size // piece_size) if threads > 1 and not params.max_per_position else 1
+        split = threads > 1 and not file_params[f].max_per_position
+        n_pieces = -(-size // piece_size) if split else 1
         pieces = _split_reference(infos[f], tid, n_pieces)
         tasks += [(size // len(pieces), r, piece) for piece in pieces]
     # Largest first, so the pool does not end waiting on one big piece.
@@ -417,7 +489,7 @@ def _count_files(
         size, r, piece = task
         _, f, tid, length, sl = references[r]
         counts, mapq_sum, n, touched = _count_piece(
-            infos[f], tid, length, params, sl.stop - sl.start, piece
+            infos[f], tid, length, file_params[f], sl.stop - sl.start, piece
         )
         merged = merges[r].add(counts, mapq_sum, touched)
         if merged is not None:
@@ -552,7 +624,7 @@ def _uns(params: _Params, contigs, **extra) -> dict:
         "fragment_length": params.fragment_length,
         "min_mapq": params.min_mapq,
         "keep_duplicates": params.keep_duplicates,
-        "max_per_position": params.max_per_position or None,
+        "max_per_position": _cap_label(params),
         "version": __version__,
         "counting": COUNTING_RULE,
         **extra,
@@ -568,7 +640,7 @@ def _check_reads(totals: np.ndarray, infos: Sequence[BamInfo], params: _Params, 
             raise ChipviInputError(
                 f"No reads of {info.path} were counted on {names} with min_mapq={params.min_mapq}, "
                 f"keep_duplicates={params.keep_duplicates}, "
-                f"max_per_position={params.max_per_position or None}; check chroms= and the "
+                f"max_per_position={_cap_label(params)!r}; check chroms= and the "
                 "read filters."
             )
 
@@ -580,7 +652,7 @@ def read_bam_bins(
     fragment_length: int = 200,
     min_mapq: int = 0,
     keep_duplicates: bool = True,
-    max_per_position: int | None = None,
+    max_per_position: int | str | None = None,
     chroms: Sequence[str] | str | None = None,
     threads: int | None = None,
     index: bool = False,
@@ -603,8 +675,9 @@ def read_bam_bins(
     keep_duplicates
         Count reads flagged as duplicates.
     max_per_position
-        Count at most this many reads per leftmost position, strand and TLEN (``None``: no
-        limit).
+        Count at most this many reads per leftmost position, strand and TLEN; ``"auto"``:
+        chosen from the file's read density (see :func:`chipvi.read_bams`); ``None``: no
+        limit.
     chroms
         Chromosomes to keep (default: all, in header order).
     threads
@@ -637,7 +710,13 @@ def read_bam_bins(
         n_threads,
         progress,
         meanwhile=lambda: _new_anndata(
-            contigs, params, x, {"mapq": mapq}, var, [name], _uns(params, contigs)
+            contigs,
+            params,
+            x,
+            {"mapq": mapq},
+            var,
+            [name],
+            _uns(params, contigs, **_caps_used(params, [info], contigs)),
         ),
     )
     _check_reads(totals, [info], params, contigs)
@@ -652,7 +731,7 @@ def read_bams(
     fragment_length: int = 200,
     min_mapq: int = 0,
     keep_duplicates: bool = True,
-    max_per_position: int | None = None,
+    max_per_position: int | str | None = None,
     blacklist: str | os.PathLike | None = None,
     chroms: Sequence[str] | str | None = None,
     threads: int | None = None,
@@ -701,7 +780,10 @@ def read_bams(
         Count reads flagged as duplicates (flag 0x400).
     max_per_position
         Count at most this many reads per leftmost position, strand and TLEN (``None``: no
-        limit). Chromosomes are then counted whole by one thread each.
+        limit). ``"auto"`` chooses, per BAM, the smallest N that a Poisson of the file's mean
+        reads per position and strand exceeds with probability below 1e-5 (MACS3
+        ``--keep-dup auto``): chance coincidences of deep libraries are kept, PCR jackpots
+        are cut. Chromosomes are then counted whole by one thread each.
     blacklist
         BED file of regions whose bins are removed after counting, with
         :func:`chipvi.pp.filter_blacklist` (bins overlapping an interval by at least one base).
@@ -729,8 +811,9 @@ def read_bams(
       ``layers["control"]`` (int32) and ``layers["control_mapq"]`` (float32): the matched
       control, aligned to each ChIP column (zeros if none);
     * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
-      ``keep_duplicates``, ``max_per_position``, ``version``, ``counting`` (the rule above),
-      ``samplesheet``, and
+      ``keep_duplicates``, ``max_per_position`` (with ``"auto"`` also
+      ``max_per_position_used``: lists ``bam`` and ``max_per_position``), ``version``, ``counting`` (the rule above), ``samplesheet``,
+      and
       ``filter_blacklist`` when a blacklist was applied.
 
     Raises
@@ -809,7 +892,12 @@ def read_bams(
             {"mapq": mapq, "control": control, "control_mapq": control_mapq},
             var,
             sheet["sample"].astype(str).tolist(),
-            _uns(params, contigs, samplesheet=sheet_path),
+            _uns(
+                params,
+                contigs,
+                samplesheet=sheet_path,
+                **_caps_used(params, [infos[p] for p in files], contigs),
+            ),
         ),
     )
     _check_reads(totals, [infos[p] for p in files], params, contigs)
