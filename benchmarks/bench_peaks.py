@@ -9,9 +9,10 @@ library). For each:
   q ≤ 0.05 with the settings in ``CHIPVI_SETTINGS`` (the same for both simulations). Two of
   them are chipvi's modes, fixed on seed 0: narrow (``posterior gap600``) and broad
   (two-level calling + region posterior); chipvi's best mode is the better of the two.
-* With ``--max-per-position N`` chipvi counts at most N reads per position, strand and TLEN
-  (``read_bams(max_per_position=N)``); MACS3 does the same with N = 1 by default
-  (``--keep-dup 1``), and the simulator leaves most PCR-jackpot copies unflagged.
+* Duplicates: the simulator leaves most PCR-jackpot copies unflagged. MACS3 keeps one read per
+  position by default (``--keep-dup 1``); chipvi counts with ``read_bams(max_per_position=
+  "auto")`` (``--max-per-position``: N, auto or none), the per-BAM limit of MACS3's
+  ``--keep-dup auto`` (3-4 reads per position and strand here).
 * MACS3 ``callpeak`` with the group's replicates pooled (``-t rep1 rep2 -c input1 input2``),
   q ≤ 0.05, ``--nomodel --extsize <true fragment length>``, once narrow and once ``--broad``;
   MACS3's best mode is the one with the higher bin-level F1.
@@ -191,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--max-per-position",
-        type=lambda v: v if v == "auto" else int(v),
-        default=None,
-        help="chipvi counts at most N reads per position, strand and TLEN (MACS3 keeps 1 by "
-        "default, --keep-dup 1); default: chipvi counts every read",
+        type=lambda v: None if v == "none" else v if v == "auto" else int(v),
+        default="auto",
+        help="chipvi's read_bams(max_per_position=...): N, auto (default: the per-BAM limit of "
+        "MACS3 --keep-dup auto; MACS3 itself runs with its default --keep-dup 1) or none",
     )
     args = parser.parse_args(argv)
     if args.table is None and shutil.which("macs3") is None:
