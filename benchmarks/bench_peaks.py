@@ -46,6 +46,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from chipvi._utils import parse_max_per_position  # noqa: E402
 from chipvi.tl._regions import BROAD_DOMAINS  # noqa: E402
 
 # chipvi settings, the same for both scenarios, all chosen on seed 0 (posterior vs p-value
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--max-per-position",
-        type=lambda v: None if v == "none" else v if v == "auto" else int(v),
+        type=parse_max_per_position,
         default="auto",
         help="chipvi's read_bams(max_per_position=...): N, auto (default: the per-BAM limit of "
         "MACS3 --keep-dup auto; MACS3 itself runs with its default --keep-dup 1) or none",

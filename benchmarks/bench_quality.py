@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, rankdata, spearmanr
 
+from chipvi._utils import parse_max_per_position
+
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -361,7 +363,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--max-per-position",
-        type=lambda v: None if v == "none" else v if v == "auto" else int(v),
+        type=parse_max_per_position,
         default="auto",
         help="chipvi's read_bams(max_per_position=...) on the simulations: N, auto (default, "
         "as in bench_peaks; MACS3 runs with its default --keep-dup 1) or none",

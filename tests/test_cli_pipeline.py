@@ -90,6 +90,10 @@ def test_simulate_and_bin(sim, capsys):
     assert status == 2 and "must end in .h5ad" in err
     status, _, err = run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--bin-size", "0")
     assert status == 2 and not (sim / "x.h5ad").exists()
+    with pytest.raises(SystemExit) as exit_info:  # an argparse error
+        run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--max-per-position", "lots")
+    assert exit_info.value.code == 2 and not (sim / "x.h5ad").exists()
+    assert "'auto' or 'none', got 'lots'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -45,3 +45,15 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def parse_max_per_position(text: str) -> int | str | None:
+    """A command-line value of ``max_per_position``: ``"auto"``, ``"none"`` or an integer."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return int(text)
+    except ValueError:
+        raise ChipviInputError(
+            f"max_per_position must be an integer, 'auto' or 'none', got {text!r}."
+        ) from None

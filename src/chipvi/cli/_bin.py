@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._utils import parse_max_per_position
 
 
 def register(subparsers) -> None:
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--max-per-position",
-        type=lambda v: v if v == "auto" else int(v),
+        type=_max_per_position,
         default=None,
         metavar="N|auto",
         help="count at most N reads per position, strand and TLEN (MACS3 --keep-dup N); "
@@ -64,6 +65,13 @@ def register(subparsers) -> None:
         help="no progress bars or summary",
     )
     p.set_defaults(func=run)
+
+
+def _max_per_position(text: str):
+    try:
+        return parse_max_per_position(text)
+    except ChipviInputError as err:  # argparse shows this message, not a generic one
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run(args) -> int:
