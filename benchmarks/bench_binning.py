@@ -289,16 +289,20 @@ def main() -> None:
     nan = float("nan")
     rows = []  # (tool, threads, reads/s, peak RSS MiB, CPU s, note)
     summary = []
+
+    def timed_in_process(tool: str, t: int, res: dict, rss: float, note: str) -> tuple:
+        """A row for a child that timed its own call (``call_s``, ``call_cpu_s``)."""
+        return (tool, t, n / res["call_s"], rss, res["call_cpu_s"], note)
+
+    def check_reads(res: dict) -> None:
+        if res["reads"] != expected:
+            raise RuntimeError(f"chipvi counted {res['reads']} reads, expected {expected}")
+
     for t in args.threads:
         block = {}
         _, rss, res, _ = run_child("ceiling", bam, t)
-        block["ceiling"] = (
-            "decompression ceiling (inflate+CRC)",
-            t,
-            n / res["call_s"],
-            rss,
-            res["call_cpu_s"],
-            "in-process time",
+        block["ceiling"] = timed_in_process(
+            "decompression ceiling (inflate+CRC)", t, res, rss, "in-process time"
         )
         wall, rss, _, cpu = measure(
             ["mosdepth", "-n", "--by", "200", "-t", str(t), str(WORK / f"mosdepth_t{t}"), str(bam)]
@@ -312,8 +316,7 @@ def main() -> None:
             "process wall time",
         )
         wall, rss, res, cpu = run_child("chipvi", bam, t)
-        if res["reads"] != expected:
-            raise RuntimeError(f"chipvi counted {res['reads']} reads, expected {expected}")
+        check_reads(res)
         size = f"AnnData {adata_mib:.0f} MiB"
         block["process"] = (
             "chipvi read_bam_bins",
@@ -323,33 +326,21 @@ def main() -> None:
             cpu,
             f"process wall time; {size}",
         )
-        block["call"] = (
+        block["call"] = timed_in_process(
             "chipvi read_bam_bins (call only)",
             t,
-            n / res["call_s"],
+            res,
             rss,
-            res["call_cpu_s"],
             f"imports took {res['import_s']:.1f} s more",
         )
         _, rss, res, _ = run_child("chipvi_session", bam, t)
-        if res["reads"] != expected:
-            raise RuntimeError(f"chipvi counted {res['reads']} reads, expected {expected}")
-        block["session"] = (
-            "chipvi read_bam_bins (anndata loaded)",
-            t,
-            n / res["call_s"],
-            rss,
-            res["call_cpu_s"],
-            "call after `import anndata`",
+        check_reads(res)
+        block["session"] = timed_in_process(
+            "chipvi read_bam_bins (anndata loaded)", t, res, rss, "call after `import anndata`"
         )
         _, rss, res, _ = run_child("count", bam, t)
-        block["count"] = (
-            "chipvi counting only (no AnnData)",
-            t,
-            n / res["call_s"],
-            rss,
-            res["call_cpu_s"],
-            "in-process time",
+        block["count"] = timed_in_process(
+            "chipvi counting only (no AnnData)", t, res, rss, "in-process time"
         )
         if not args.no_deeptools:
             wall, rss, _, cpu = measure(
