@@ -202,6 +202,21 @@ def test_max_per_position_auto_matches_its_integer(bams):
         np.testing.assert_array_equal(auto.X[:, j], x_ref)
 
 
+def test_max_per_position_auto_needs_index_counts(bams):
+    """An index without mapped-read counts: 'auto' says what to do instead of guessing."""
+    from dataclasses import replace
+
+    from chipvi.io._bam import open_bam
+    from chipvi.io._binning import _check_params, _resolve_for_file
+
+    info = open_bam(bams["se"])
+    no_counts = replace(info, n_mapped=np.full_like(info.n_mapped, -1))
+    params = _check_params(200, 200, 0, True, "auto")
+    with pytest.raises(ChipviInputError, match=r"se.bam.*samtools index.*integer"):
+        _resolve_for_file(params, no_counts, info.contigs)
+    assert _resolve_for_file(params, info, info.contigs).max_per_position >= 1
+
+
 def test_record_larger_than_working_buffer(tmp_path):
     """A 300 kb read (one record spanning several BGZF blocks) is parsed intact."""
     contigs = [("c1", 1_000_000)]

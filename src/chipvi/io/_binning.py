@@ -64,8 +64,8 @@ COUNTING_RULE = (
     "keep_duplicates is false; reads with MAPQ < min_mapq dropped; with max_per_position N, "
     "at most N of the remaining reads per (leftmost position, strand, TLEN); proper pairs "
     "counted once at the fragment midpoint (mate 1); other reads counted once per template at "
-    "the centre of "
-    "[5' end, 5' end + fragment_length) along the strand; centres clamped into the chromosome"
+    "the centre of [5' end, 5' end + fragment_length) along the strand; centres clamped into "
+    "the chromosome"
 )
 
 
