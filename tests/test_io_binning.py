@@ -252,6 +252,11 @@ def test_layout_matches_contract(bams):
         f"{c}:{s}-{e}"
         for c, s, e in zip(adata.obs["chrom"], adata.obs["start"], adata.obs["end"], strict=True)
     ]
+    assert adata.obs_names.is_unique
+    # read_bams skips anndata's duplicate-name scan for its own construction only.
+    import anndata as ad
+
+    assert ad.settings.check_uniqueness is True
     # var
     assert list(adata.var_names) == ["s1", "s2", "s3"]
     for column in (
@@ -538,6 +543,18 @@ def test_bin_names_equal_fstring_definition(bin_size):
     starts = [int(n.rsplit(":", 1)[1].split("-")[0]) for n in expected]
     np.testing.assert_array_equal(obs["start"].to_numpy(), starts)
     assert obs["start"].dtype == np.int64 and obs["end"].dtype == np.int64
+
+
+def test_bin_names_are_unique_even_with_colons_in_contig_names():
+    """read_bams skips anndata's duplicate-name scan, so uniqueness must hold by construction:
+    names split at their last ":" (HLA contigs hold colons), and repeated contigs are refused."""
+    from chipvi.io._binning import bin_obs
+
+    contigs = [("HLA-A*01:01", 450), ("HLA-A*01", 450), ("a:1", 300), ("a", 300)]
+    obs = bin_obs(contigs, 100)
+    assert obs.index.is_unique and len(obs) == 5 + 5 + 3 + 3
+    with pytest.raises(ChipviInputError, match=r"\['chr2'\] appear more than once"):
+        bin_obs([("chr2", 500), ("chr1", 400), ("chr2", 500)], 100)
 
 
 def test_bin_names_of_no_bins():

@@ -10,6 +10,7 @@ around the matrices being filled (bin names, AnnData's checks): the work that ne
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -255,6 +256,12 @@ def bin_obs(contigs: Iterable[tuple[str, int]], bin_size: int) -> pd.DataFrame:
 
     contigs = [(str(name), int(length)) for name, length in contigs]
     names = [name for name, _ in contigs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ChipviInputError(
+            f"Chromosome names {dup} appear more than once; bins need unique chromosome names "
+            "(fix the BAM header's @SQ lines)."
+        )
     lengths = np.array([length for _, length in contigs], np.int64)
     n_bins = -(-lengths // bin_size)
     codes = np.repeat(np.arange(len(names), dtype=np.int32), n_bins)
@@ -581,13 +588,24 @@ def _new_anndata(
     import anndata as ad
     import pandas as pd
 
-    adata = ad.AnnData(
-        X=x,
-        obs=bin_obs(contigs, params.bin_size),
-        var=pd.DataFrame(var, index=pd.Index(var_names, dtype=object)),
-        layers=layers,
-        uns={"chipvi": uns},
+    obs = bin_obs(contigs, params.bin_size)
+    # Bin names are unique by construction (unique contigs, bins split at the last ":"), so
+    # anndata's duplicate scan of the obs names (a hash of every name, ~0.3 s per million bins,
+    # holding the GIL the counting threads need) is skipped where the setting exists (>= 0.11).
+    # var names are the sample sheet's, already checked unique.
+    unchecked = (
+        ad.settings.override(check_uniqueness=False)
+        if "check_uniqueness" in dir(getattr(ad, "settings", None))
+        else contextlib.nullcontext()
     )
+    with unchecked:
+        adata = ad.AnnData(
+            X=x,
+            obs=obs,
+            var=pd.DataFrame(var, index=pd.Index(var_names, dtype=object)),
+            layers=layers,
+            uns={"chipvi": uns},
+        )
     # anndata 0.10-0.12 keep dense numpy arrays by reference; should a version copy them, point
     # it back at the arrays being filled.
     if adata.X is not x:
