@@ -56,6 +56,12 @@ HIGHER_BETTER = {
     "rep_spearman": True,
     "artefact_rank": False,
 }
+#: Metrics of the data set whose replicates do not share every feature (library-level evidence).
+LIBRARY_HIGHER_BETTER = {
+    "own_auprc_strong": True,
+    "own_auprc_weak": True,
+    "specific_auc": True,
+}
 
 
 def average_precision(labels: np.ndarray, score: np.ndarray) -> float:
@@ -232,6 +238,35 @@ def metrics(score: np.ndarray, truth: pd.DataFrame, group: str, strong: int, wea
     }
 
 
+def roc_auc(labels: np.ndarray, score: np.ndarray) -> float:
+    """Probability that a positive outscores a negative (ties count half)."""
+    ranks = rankdata(score)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def library_metrics(
+    score: np.ndarray, truth: pd.DataFrame, samples: list[str], strong: int, weak: int
+) -> dict:
+    """Does each library's score carry its own evidence? (replicate-specific features)
+
+    ``own_auprc_*``: AUPRC against the library's own enriched bins (a copy of the group's
+    output also flags the features the library lacks). ``specific_auc``: over the bins of
+    features carried by one replicate only, the probability that the difference of the two
+    libraries' scores is larger where the first carries the feature than where the second
+    does (0.5: the libraries' outputs do not tell them apart, as for a copy).
+    """
+    own = [truth[f"enriched_{s}"].to_numpy() for s in samples]
+    only_first, only_second = own[0] & ~own[1], own[1] & ~own[0]
+    specific = only_first | only_second
+    return {
+        "own_auprc_strong": average_precision(own[strong], score[:, strong]),
+        "own_auprc_weak": average_precision(own[weak], score[:, weak]),
+        "specific_auc": roc_auc(only_first[specific], (score[:, 0] - score[:, 1])[specific]),
+    }
+
+
 def bench_simulation(
     seed: int,
     chrom_length: int,
@@ -240,11 +275,25 @@ def bench_simulation(
     reuse_peers: bool = False,
     train_seeds: tuple[int, ...] = (0,),
     max_per_position=None,
+    specific_fraction: float = 0.0,
 ) -> pd.DataFrame:
+    """Simulate, score every method and return the metrics table (one row per method).
+
+    With ``specific_fraction`` > 0 that fraction of features is carried by one replicate only
+    and the table holds :func:`library_metrics`; otherwise :func:`metrics`.
+    """
     from chipvi.datasets import simulate
 
-    out = workdir / f"sim{seed}"
-    sim = simulate(out, seed=seed, n_chroms=2, chrom_length=chrom_length, overwrite=True)
+    tag = f"{seed}_specific{specific_fraction:g}" if specific_fraction else f"{seed}"
+    out = workdir / f"sim{tag}"
+    sim = simulate(
+        out,
+        seed=seed,
+        n_chroms=2,
+        chrom_length=chrom_length,
+        replicate_specific_fraction=specific_fraction,
+        overwrite=True,
+    )
     sheet = pd.read_csv(sim.samplesheet)
     root = sim.samplesheet.parent
     frag = 200
@@ -253,7 +302,7 @@ def bench_simulation(
     weak = 1 - strong
     group = sheet["group"].iloc[0]
     scores = {}
-    cache = workdir / f"peer_scores_seed{seed}_{chrom_length}.npz"
+    cache = workdir / f"peer_scores_seed{tag}_{chrom_length}.npz"
     t0 = time.perf_counter()
     if reuse_peers and cache.is_file():
         with np.load(cache) as saved:
@@ -273,10 +322,15 @@ def bench_simulation(
         train_times.append(train_s)
         suffix = f" (train seed {train_seed})" if len(train_seeds) > 1 else ""
         scores.update({name + suffix: score for name, score in denoised.items()})
-    rows = {name: metrics(s, sim.truth, group, strong, weak) for name, s in scores.items()}
+    if specific_fraction:
+        samples = sheet["sample"].tolist()
+        rows = {n: library_metrics(s, sim.truth, samples, strong, weak) for n, s in scores.items()}
+    else:
+        rows = {name: metrics(s, sim.truth, group, strong, weak) for name, s in scores.items()}
     table = pd.DataFrame(rows).T
+    what = f", {specific_fraction:.0%} of features in one replicate only" * bool(specific_fraction)
     print(
-        f"\n## seed {seed}: {adata.n_obs} bins x {adata.n_vars} libraries, depths "
+        f"\n## seed {seed}{what}: {adata.n_obs} bins x {adata.n_vars} libraries, depths "
         f"{libs['depth'].tolist()}; chipvi train "
         f"{', '.join(f'{t:.1f}' for t in train_times)} s, peers {peer_s:.1f} s"
     )
@@ -288,7 +342,9 @@ def verdict(table: pd.DataFrame) -> pd.DataFrame:
     ours = table.loc[table.index.str.startswith("chipvi")]
     peers = table.drop(index=ours.index)
     out = {}
-    for metric, higher in HIGHER_BETTER.items():
+    for metric, higher in {**HIGHER_BETTER, **LIBRARY_HIGHER_BETTER}.items():
+        if metric not in table:
+            continue
         best = peers[metric].max() if higher else peers[metric].min()
         out[metric] = ours[metric] > best if higher else ours[metric] < best
     return pd.DataFrame(out)
@@ -352,7 +408,7 @@ def bench_real(threads: int) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--chrom-length", type=int, default=2_500_000)
     parser.add_argument(
         "--train-seeds",
@@ -367,6 +423,20 @@ def main(argv=None) -> int:
         default="auto",
         help="chipvi's read_bams(max_per_position=...) on the simulations: N, auto (default, "
         "as in bench_peaks; MACS3 runs with its default --keep-dup 1) or none",
+    )
+    parser.add_argument(
+        "--specific-seeds",
+        type=int,
+        nargs="*",
+        default=[3],
+        help="simulations (seeds) whose replicates do not share every feature, scored for "
+        "library-level evidence (none: skip)",
+    )
+    parser.add_argument(
+        "--specific-fraction",
+        type=float,
+        default=0.3,
+        help="fraction of features carried by one replicate only in --specific-seeds",
     )
     parser.add_argument("--real", action="store_true")
     parser.add_argument(
@@ -393,7 +463,9 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     all_ok = {}
     try:
-        for seed in args.seeds:
+        runs = [(seed, 0.0) for seed in args.seeds]
+        runs += [(seed, args.specific_fraction) for seed in args.specific_seeds]
+        for seed, fraction in runs:
             table = bench_simulation(
                 seed,
                 args.chrom_length,
@@ -402,6 +474,7 @@ def main(argv=None) -> int:
                 args.reuse_peers,
                 tuple(args.train_seeds),
                 args.max_per_position,
+                fraction,
             )
             print(table.round(3).to_string())
             ok = verdict(table)

@@ -92,6 +92,8 @@ def test_bad_options(adata):
         ChIPVI(adata, consistency=("mse", "cosine"))
     with pytest.raises(ChipviInputError, match="one weight per"):
         ChIPVI(adata, consistency=("mse", "pearson"), consistency_weight=(1.0, 2.0, 3.0))
+    with pytest.raises(ChipviInputError, match="library_smoothness must lie in"):
+        ChIPVI(adata, library_smoothness=1.0)
 
 
 def test_gpu_without_gpu(adata):

@@ -131,3 +131,35 @@ def test_weighted_nb_is_the_weighted_sum_of_two_nb_log_likelihoods():
         nb_weighted_log_prob(y, log_mu, log_mu_tech, log_r, torch.ones(50, 1)),
         nb_log_prob(y, log_mu, log_r),
     )
+
+
+def test_library_deviation_ar1_prior_is_the_ar1_density():
+    """With library_smoothness, the deviations' prior (site + factor) is the AR(1) density."""
+    import pyro
+    from pyro import poutine
+
+    from chipvi.module import ChipviModule
+
+    n_bins, n_obs, tau, phi = 6, 60, 0.3, 0.8
+    ones = torch.ones(2)
+    module = ChipviModule(
+        n_obs=n_obs, group_index=torch.tensor([0, 0]), depth=ones * 1e5,
+        control_depth=ones * 1e5, typical_mapq=ones * 30, typical_control_mapq=ones * 30,
+        log_mean=torch.zeros(2), library_scale=tau, library_smoothness=phi, consistency=(),
+        consistency_weight=(),
+    )  # fmt: skip
+    counts = torch.poisson(torch.full((n_bins, 2), 5.0))
+    data = (counts, counts.clone(), torch.full_like(counts, 30.0), torch.full_like(counts, 30.0))
+    delta = torch.randn(n_bins, 2) * tau
+    conditioned = poutine.condition(
+        module.model, data={"delta": delta, "z": torch.zeros(n_bins, 1)}
+    )
+    trace = poutine.trace(conditioned).get_trace(*data)
+    trace.compute_log_prob()
+    got = trace.nodes["delta"]["log_prob"].sum() + trace.nodes["delta_ar1"]["log_prob"].sum()
+    sd = tau * np.sqrt(1 - phi**2)
+    d = delta.numpy().astype(float)
+    want = stats.norm(0, tau).logpdf(d[0]).sum() + stats.norm(phi * d[:-1], sd).logpdf(d[1:]).sum()
+    # The plate scales every per-bin term by n_obs / n_bins.
+    assert float(got) == pytest.approx(want * n_obs / n_bins, rel=1e-4)
+    pyro.clear_param_store()

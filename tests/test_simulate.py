@@ -172,6 +172,40 @@ def test_enriched_bins_have_higher_chip_over_control(se_sim):
         assert np.median(chip[strong]) > np.percentile(chip[background], 90)
 
 
+def test_replicate_specific_features(se_sim, tmp_path):
+    """Per-library truth equals the group's by default; with replicate_specific_fraction some
+    features are carried by one replicate only, and only its reads show them."""
+    truth = se_sim.truth
+    for sample in ("G1_R1", "G1_R2"):
+        np.testing.assert_array_equal(truth[f"lfe_{sample}"], truth["lfe_G1"])
+        np.testing.assert_array_equal(truth[f"enriched_{sample}"], truth["enriched_G1"])
+    sim = simulate(
+        tmp_path / "rs",
+        seed=1,
+        depths=(60_000, 60_000),
+        **SMALL,
+        replicate_specific_fraction=0.5,
+        jackpot_sample="",
+    )
+    t = sim.truth
+    a, b = t["enriched_G1_R1"].to_numpy(), t["enriched_G1_R2"].to_numpy()
+    np.testing.assert_array_equal(a | b, t["enriched_G1"])  # each feature is in >= 1 replicate
+    only_a, only_b = a & ~b, b & ~a
+    assert min(only_a.sum(), only_b.sum(), (a & b).sum()) >= 10
+    for sample, mask in (("G1_R1", a), ("G1_R2", b)):
+        lfe = t[f"lfe_{sample}"].to_numpy()
+        np.testing.assert_array_equal(lfe[mask], t["lfe_G1"].to_numpy()[mask])
+        assert (lfe[~mask] == 0).all()
+    folder = sim.samplesheet.parent
+    chip = [
+        np.bincount(_centre_bins(folder / f"{s}.bam", t, False)[:, 0], minlength=len(t))
+        for s in ("G1_R1", "G1_R2")
+    ]
+    # Equal depths: in features of R1 only, R1 has the reads; in those of R2 only, R2 has.
+    assert chip[0][only_a].sum() > 2 * chip[1][only_a].sum()
+    assert chip[1][only_b].sum() > 2 * chip[0][only_b].sum()
+
+
 def test_low_mappability_reads_have_low_mapq_and_pile_up(se_sim):
     truth = se_sim.truth
     low = truth["low_mappability"].to_numpy()
@@ -356,6 +390,7 @@ def test_writer_round_trip_fields(tmp_path):
         ({"read_length": 0}, "read_length"),
         ({"peak_fold": 0.5}, "peak_fold"),
         ({"shared_fraction": 1.5}, "shared_fraction"),
+        ({"replicate_specific_fraction": -0.1}, "replicate_specific_fraction"),
         ({"overdispersion": -1}, "overdispersion"),
         ({"jackpot_sample": "nope"}, "jackpot_sample"),
         ({"compresslevel": 13}, "compresslevel"),

@@ -38,8 +38,11 @@ class Simulation:
         (bool) and ``lfe_<group>`` (true natural-log fold enrichment: the log of the biological
         multiplier on the technical rate, 0 outside enrichment); ``low_mappability`` (bool:
         bins whose reads have MAPQ 0-3 and that carry artefactual pile-ups in ChIP and input,
-        not enrichment); plus the nuisances behind the counts: ``feature`` ("narrow",
-        "broad" or "none"), ``gc`` (the GC-like covariate), ``copy_number_<group>``.
+        not enrichment); per ChIP library ``enriched_<sample>`` and ``lfe_<sample>`` (its
+        own truth: the group's, less the features it lacks when
+        ``replicate_specific_fraction`` > 0); plus the nuisances behind the counts:
+        ``feature`` ("narrow", "broad" or "none"), ``gc`` (the GC-like covariate),
+        ``copy_number_<group>``.
     truth_path
         Path of ``truth.tsv`` (the ``truth`` table).
     chrom_sizes
@@ -200,6 +203,7 @@ def simulate(
     domain_fold: float = 3.5,
     shared_fraction: float = 0.6,
     group_difference_sd: float = 0.4,
+    replicate_specific_fraction: float = 0.0,
     cnv_segments_per_mb: float = 2.0,
     background_sd: float = 0.25,
     gc_bias: Sequence[float] | float | None = None,
@@ -268,6 +272,12 @@ def simulate(
         Median fold enrichment at the summit of narrow peaks / inside broad domains.
     shared_fraction, group_difference_sd
         See ``n_groups``.
+    replicate_specific_fraction
+        Fraction of enriched features present in only one replicate of each group that has
+        them (chosen at random): biology the replicates do not share, as after a failed
+        immunoprecipitation or in heterogeneous samples. Their truth is in the per-library
+        columns ``lfe_<sample>`` / ``enriched_<sample>``. Drawn from a separate random stream,
+        so 0 (the default) leaves every other output of a seed unchanged.
     cnv_segments_per_mb
         Copy-number breakpoints per Mb (0: no copy-number changes).
     background_sd
@@ -357,7 +367,11 @@ def simulate(
         if _check_nonnegative(value, name) < 1:
             raise ChipviInputError(f"{name} must be >= 1 (a fold enrichment), got {value!r}.")
     _check_nonnegative(lowmap_fold, "lowmap_fold")
-    for name, value in (("shared_fraction", shared_fraction), ("jackpot_flagged", jackpot_flagged)):
+    for name, value in (
+        ("shared_fraction", shared_fraction),
+        ("jackpot_flagged", jackpot_flagged),
+        ("replicate_specific_fraction", replicate_specific_fraction),
+    ):
         if not 0 <= _check_nonnegative(value, name) <= 1:
             raise ChipviInputError(f"{name} must lie in [0, 1], got {value!r}.")
     if not 1 <= _check_positive_int(compresslevel, "compresslevel") <= 12:
@@ -432,13 +446,25 @@ def simulate(
         present[rng.integers(n_groups)] = 1.0
         return present
 
+    # Which replicates carry each feature (1 = present); a stream of its own (see docstring).
+    presence = np.ones((len(samples), n_bins))
+    rep_rng = np.random.default_rng([seed, 1])
+
+    def replicate_specific(s: int, e: int) -> None:
+        for g in range(n_groups):
+            if rep_rng.random() < replicate_specific_fraction:
+                libs = g * n_replicates + np.arange(n_replicates)
+                presence[np.delete(libs, rep_rng.integers(n_replicates)), s:e] = 0.0
+
     for s, e in peaks:
+        replicate_specific(s, e)
         summit = math.log(max(peak_fold * math.exp(0.5 * rng.standard_normal()), 1.5))
         offsets = np.arange(s, e) - (s + e - 1) / 2
         shape = np.exp(-0.5 * (offsets / max((e - s) / 2.5, 0.5)) ** 2)
         lfe[:, s:e] = feature_groups()[:, None] * summit * shape[None, :]
         feature[s:e] = "narrow"
     for s, e in domains:
+        replicate_specific(s, e)
         level = math.log(max(domain_fold * math.exp(0.3 * rng.standard_normal()), 1.2))
         wave = np.exp(0.15 * _smooth_noise(rng, e - s, 5))
         lfe[:, s:e] = feature_groups()[:, None] * level * wave[None, :]
@@ -472,7 +498,7 @@ def simulate(
     for j, sample in enumerate(samples):
         g = j // n_replicates
         base = width * copy_number[g] * background[g] * artefact
-        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe[g]) * gamma_noise()
+        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe[g] * presence[j]) * gamma_noise()
         input_rate = base * gamma_noise()
         libraries.append((sample, g, j % n_replicates, chip_rate, depths[j], bam_paths[sample]))
         libraries.append((sample, g, -1, input_rate, control_depths[j], control_paths[sample]))
@@ -540,6 +566,10 @@ def simulate(
     for g, group in enumerate(groups):
         truth[f"enriched_{group}"] = lfe[g] > 0
         truth[f"lfe_{group}"] = lfe[g]
+    for j, sample in enumerate(samples):
+        lfe_j = lfe[j // n_replicates] * presence[j]
+        truth[f"enriched_{sample}"] = lfe_j > 0
+        truth[f"lfe_{sample}"] = lfe_j
     truth["low_mappability"] = low_mappability
     truth["feature"] = pd.Series(feature, dtype=str)
     truth["gc"] = np.round(gc, 6)

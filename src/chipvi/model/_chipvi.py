@@ -99,6 +99,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Optional random-walk smoothness prior on the group enrichment between adjacent bins.
     library_scale
         Prior sd of each library's deviation from its group's log fold enrichment.
+    library_smoothness
+        ``None``: the deviations are independent per bin. A value φ in (0, 1): they follow an
+        AR(1) prior along the genome (correlation φ between neighbouring bins, marginal sd
+        ``library_scale``), so a library's own evidence adds up over the bins of a feature
+        and shows in its output (``benchmarks/RESULTS.md``: measured with φ = 0.9 and
+        ``library_scale=0.3``). Group-level outputs are always the group term plus the mean
+        deviation of its libraries.
     low_mapq
         Bins whose reads (ChIP and control, ±2 bins) have a mean MAPQ below this are treated
         as multi-mapper pile-ups: their counts are explained by the technical model alone and
@@ -131,6 +138,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         window: bool = True,
         random_walk_scale: float | None = None,
         library_scale: float = 0.2,
+        library_smoothness: float | None = None,
         low_mapq: float | None = 10.0,
     ) -> None:
         if not isinstance(adata, AnnData):
@@ -149,6 +157,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         bad = [c for c in consistency if c not in list_consistency()]
         if bad:
             raise ChipviInputError(f"consistency terms {bad} unknown; use {list_consistency()}.")
+        if library_smoothness is not None and not 0 < library_smoothness < 1:
+            raise ChipviInputError(
+                f"library_smoothness must lie in (0, 1) or be None, got {library_smoothness!r}."
+            )
         if isinstance(consistency_weight, int | float):
             consistency_weight = [float(consistency_weight)] * len(consistency)
         consistency_weight = [float(w) for w in consistency_weight]
@@ -205,6 +217,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             window=window,
             random_walk_scale=random_walk_scale,
             library_scale=library_scale,
+            library_smoothness=library_smoothness,
             low_mapq=low_mapq,
         )
         self._set_covariate_statistics(arrays)
@@ -213,7 +226,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             f"groups; technical={technical!r}, covariates={covariates!r}, "
             f"consistency={dict(zip(consistency, consistency_weight, strict=True))}, "
             f"window={window}, random_walk_scale={random_walk_scale}, "
-            f"library_scale={library_scale}, low_mapq={low_mapq}"
+            f"library_scale={library_scale}, library_smoothness={library_smoothness}, "
+            f"low_mapq={low_mapq}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -447,7 +461,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def _lfe_loc_scale(self, pred: dict, level: str) -> tuple[np.ndarray, np.ndarray]:
         gi = self.module.group_index.cpu().numpy()
         if level == "group":
-            return pred["z_loc"], pred["z_scale"]
+            # What the group's libraries share: the group term plus their mean deviation (the
+            # smooth deviations may carry part of the shared signal; the split is not
+            # identified, their sum is).
+            mean = self.module.group_mean.cpu().numpy()  # (libraries, groups), columns sum to 1
+            loc = pred["z_loc"] + pred["delta_loc"] @ mean
+            scale = np.sqrt(pred["z_scale"] ** 2 + pred["delta_scale"] ** 2 @ mean**2)
+            return loc, scale
         loc = pred["z_loc"][:, gi] + pred["delta_loc"]
         scale = np.sqrt(pred["z_scale"][:, gi] ** 2 + pred["delta_scale"] ** 2)
         return loc, scale

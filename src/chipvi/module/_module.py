@@ -5,7 +5,8 @@ Generative story for bin ``i``, library ``j`` of group ``g(j)`` (DESIGN §3)::
     x_ij                      technical covariates (control, MAPQ, depth)
     log μ_ij, log r_ij        = technical network(x_ij)
     z_ig ~ π·N(0, s0) + (1−π)·N(m1, s1)     shared biology (sparse: most bins near 0)
-    δ_ij ~ N(0, τ)                           library deviation (each library's own evidence)
+    δ_ij ~ N(0, τ)                           library deviation (each library's own evidence),
+                                             or AR(1) along bins (corr φ, marginal sd τ)
     w_i                       = mappability weight (≈0 where the reads are multi-mappers)
     y_ij ~ NB(mean = μ_ij·exp(z_ig(j) + δ_ij), dispersion r_ij)    with likelihood weight w_i
     y_ij ~ NB(mean = μ_ij, dispersion r_ij)                       with weight 1 − w_i
@@ -17,6 +18,7 @@ convolutional encoder use as genomic context.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -73,6 +75,9 @@ class ChipviModule(PyroBaseModuleClass):
         If set, adds a random-walk smoothness factor ``-(z_i - z_{i-1})² / (2 s²)``.
     library_scale
         Prior scale τ of the library deviations (fixed).
+    library_smoothness
+        ``None`` (independent deviations) or φ of their AR(1) prior along the bins of a
+        minibatch (consecutive bins; the first bin of a minibatch keeps the N(0, τ) marginal).
     low_mapq
         Reads of mean MAPQ below this (over ±2 bins) are multi-mappers: with weight
         ``w = sigmoid((MAPQ - low_mapq) / 2)`` a bin's counts inform the enrichment, and with
@@ -99,6 +104,7 @@ class ChipviModule(PyroBaseModuleClass):
         window: bool = True,
         random_walk_scale: float | None = None,
         library_scale: float = 0.2,
+        library_smoothness: float | None = None,
         low_mapq: float | None = 10.0,
     ) -> None:
         super().__init__()
@@ -140,6 +146,7 @@ class ChipviModule(PyroBaseModuleClass):
         # Fixed, not learned: learned, it collapses to 0 and library outputs become copies of
         # the group's.
         self.library_scale = float(library_scale)
+        self.library_smoothness = library_smoothness
         self.random_walk_scale = random_walk_scale
         self.low_mapq = low_mapq
 
@@ -249,6 +256,14 @@ class ChipviModule(PyroBaseModuleClass):
                 .expand([n_bins, self.n_libraries])
                 .to_event(1),
             )
+            if self.library_smoothness is not None and n_bins > 1:
+                # AR(1) prior along the genome instead of independent deviations: a library's
+                # own feature spans several bins, and its evidence adds up over them.
+                phi = self.library_smoothness
+                step = dist.Normal(phi * delta[:-1], library_scale * math.sqrt(1 - phi**2))
+                alone = dist.Normal(counts.new_zeros(()), library_scale)
+                correction = (step.log_prob(delta[1:]) - alone.log_prob(delta[1:])).sum(-1)
+                pyro.factor("delta_ar1", F.pad(correction, (1, 0)))
             lfe = z[:, self.group_index] + delta
             # Multi-mapper reads are evidence about technique: a bin's counts inform the
             # enrichment with weight w and are explained by the technical NB alone with
