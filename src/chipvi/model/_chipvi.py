@@ -103,9 +103,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         ``None``: the deviations are independent per bin. A value φ in (0, 1): they follow an
         AR(1) prior along the genome (correlation φ between neighbouring bins, marginal sd
         ``library_scale``), so a library's own evidence adds up over the bins of a feature
-        and shows in its output (``benchmarks/RESULTS.md``: measured with φ = 0.9 and
-        ``library_scale=0.3``). Group-level outputs are always the group term plus the mean
-        deviation of its libraries.
+        and shows in its output. Measured with φ = 0.9 and ``library_scale=0.3``
+        (``benchmarks/RESULTS.md``): higher AUPRC on the simulator, but narrow peaks are
+        blurred (lower precision of region calls) and part of the shared signal moves from
+        the group term into the deviations, so group-level outputs under-state it; hence
+        off by default.
     low_mapq
         Bins whose reads (ChIP and control, ±2 bins) have a mean MAPQ below this are treated
         as multi-mapper pile-ups: their counts are explained by the technical model alone and
@@ -461,13 +463,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def _lfe_loc_scale(self, pred: dict, level: str) -> tuple[np.ndarray, np.ndarray]:
         gi = self.module.group_index.cpu().numpy()
         if level == "group":
-            # What the group's libraries share: the group term plus their mean deviation (the
-            # smooth deviations may carry part of the shared signal; the split is not
-            # identified, their sum is).
-            mean = self.module.group_mean.cpu().numpy()  # (libraries, groups), columns sum to 1
-            loc = pred["z_loc"] + pred["delta_loc"] @ mean
-            scale = np.sqrt(pred["z_scale"] ** 2 + pred["delta_scale"] ** 2 @ mean**2)
-            return loc, scale
+            return pred["z_loc"], pred["z_scale"]
         loc = pred["z_loc"][:, gi] + pred["delta_loc"]
         scale = np.sqrt(pred["z_scale"][:, gi] ** 2 + pred["delta_scale"] ** 2)
         return loc, scale
