@@ -14,10 +14,13 @@ Peers (run here, same BAMs): ``macs3 callpeak -B --SPMR`` then ``macs3 bdgcmp -m
 ``SES``. ChIPVI counts the simulations with ``read_bams(max_per_position="auto")`` (the
 simulator leaves PCR jackpots unflagged and MACS3 drops same-position reads by default;
 ``--max-per-position none`` counts every read), trains with ``model.train()`` defaults and is
-scored twice: the posterior mean log fold enrichment and its 5 % posterior quantile
-(``kind="log_fold_enrichment_lower"``, the conservative ranking score). With ``--real`` it also
-runs on the bundled CSSQ chr19 data (replicate concordance raw vs denoised, promoter-window
-agreement).
+scored four times: the posterior mean log fold enrichment and its 5 % posterior quantile
+(``kind="log_fold_enrichment_lower"``, the conservative ranking score), each for the
+shared-biology library output (``level="library"``) and for each library's own evidence
+(``level="library_own"``: its own reads only). A third simulation (``--specific-seeds``) has
+a fraction of features in one replicate only and is scored per library against its own
+truth. With ``--real`` it also runs on the bundled CSSQ chr19 data (replicate concordance raw
+vs denoised, promoter-window agreement).
 
 Usage::
 
@@ -193,10 +196,13 @@ def bamcompare_scores(sheet: pd.DataFrame, root: Path, work: Path, chrom_sizes, 
     return out
 
 
-#: chipvi's scores: the posterior mean and the conservative ranking score (5 % quantile).
+#: chipvi's scores (name: kind, level): posterior mean and conservative ranking score (5 %
+#: quantile), shared-biology and own-evidence library outputs.
 CHIPVI_KINDS = {
-    "chipvi LFE": "log_fold_enrichment",
-    "chipvi LFE 5% lower": "log_fold_enrichment_lower",
+    "chipvi LFE": ("log_fold_enrichment", "library"),
+    "chipvi LFE 5% lower": ("log_fold_enrichment_lower", "library"),
+    "chipvi own-evidence LFE": ("log_fold_enrichment", "library_own"),
+    "chipvi own-evidence 5% lower": ("log_fold_enrichment_lower", "library_own"),
 }
 
 
@@ -215,8 +221,8 @@ def chipvi_scores(samplesheet: Path, threads: int, train_seed: int = 0, max_per_
     model.train(enable_progress_bar=False)
     seconds = time.perf_counter() - t0
     scores = {
-        name: model.get_denoised(kind=kind, return_numpy=True)
-        for name, kind in CHIPVI_KINDS.items()
+        name: model.get_denoised(kind=kind, level=level, return_numpy=True)
+        for name, (kind, level) in CHIPVI_KINDS.items()
     }
     return scores, adata, seconds
 
@@ -395,8 +401,8 @@ def bench_real(threads: int) -> None:
     model = chipvi.ChIPVI(adata)
     model.train(enable_progress_bar=False)
     lfe = {
-        name: model.get_denoised(kind=kind, return_numpy=True)
-        for name, kind in CHIPVI_KINDS.items()
+        name: model.get_denoised(kind=kind, level=level, return_numpy=True)
+        for name, (kind, level) in CHIPVI_KINDS.items()
     }
     table, n_promoter = real_data_concordance(adata, lfe)
     print(

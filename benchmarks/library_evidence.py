@@ -63,7 +63,10 @@ model = chipvi.ChIPVI(adata, **kw)
 t0 = time.perf_counter()
 model.train(enable_progress_bar=False)
 ts = time.perf_counter() - t0
-ours = {n: model.get_denoised(kind=k, return_numpy=True) for n, k in CHIPVI_KINDS.items()}
+ours = {
+    n: model.get_denoised(kind=k, level=lv, return_numpy=True)
+    for n, (k, lv) in CHIPVI_KINDS.items()
+}
 lib = ours["chipvi LFE"]
 grp = model.get_denoised(level="group", return_numpy=True)
 gidx = np.array([model.group_names.index(g) for g in adata.var["group"]])

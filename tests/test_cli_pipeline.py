@@ -144,6 +144,9 @@ def test_denoise_and_call(trained, capsys):
         rtol=1e-4,
         atol=1e-4,
     )
+    # Each library's own evidence: its own layers, lower bound below the mean.
+    own, own_lower = den.layers["chipvi_own_lfe"], den.layers["chipvi_own_lfe_lower"]
+    assert own.shape == den.shape and np.isfinite(own).all() and (own_lower <= own + 1e-6).all()
     assert sorted(p.name for p in (trained / "denoised" / "bigwig").iterdir()) == sorted(
         f"{g}.bw" for g in groups
     )

@@ -136,6 +136,42 @@ def test_multimapper_pileups_are_technique_not_enrichment(data, trained):
     assert (lower[art] < np.median(lower[background], axis=0)).mean() > 0.9
 
 
+def test_library_own_evidence(data, trained):
+    """level="library_own" reads each library's own reads only: a feature one library lacks
+    drops out of its own output, while its shared-biology output follows the replicate."""
+    adata, truth = data
+    own = trained.get_denoised(level="library_own")
+    assert list(own.columns) == list(adata.var_names) and list(own.index) == list(adata.obs_names)
+    pd.testing.assert_frame_equal(own, trained.get_denoised(level="library_own"))
+    values = own.to_numpy()
+    lower = trained.get_denoised(level="library_own", kind="log_fold_enrichment_lower")
+    sd = trained.get_denoised(level="library_own", kind="sd", return_numpy=True)
+    assert (lower.to_numpy() <= values + 1e-6).all() and (sd > 0).all()
+    fe = trained.get_denoised(level="library_own", kind="fold_enrichment", return_numpy=True)
+    np.testing.assert_allclose(fe, np.exp(values), rtol=1e-6)
+    enriched = truth["enriched_A"].to_numpy()
+    for j in range(2):  # each library's own evidence finds the enriched bins
+        assert _average_precision(enriched, values[:, j]) > 0.5
+    # Not copies: the replicates' own outputs agree less than the shared-biology outputs.
+    shared = trained.get_denoised(return_numpy=True)
+    assert pearsonr(values[:, 0], values[:, 1])[0] < pearsonr(shared[:, 0], shared[:, 1])[0] - 0.05
+    # Library 1 loses its reads in the strongest enriched bins (counts set to the technical
+    # expectation): its own output there falls to background, library 0's barely moves.
+    strong = truth["lfe_A"].to_numpy() > 1.5
+    mu = trained.get_technical(return_numpy=True)["mu"]
+    lacking = adata.copy()
+    lacking.X[strong, 1] = np.round(mu[strong, 1]).astype(lacking.X.dtype)
+    ChIPVI.setup_anndata(lacking)
+    own_l = trained.get_denoised(lacking, level="library_own", return_numpy=True)
+    shared_l = trained.get_denoised(lacking, return_numpy=True)
+    drop_own = values[strong, 1].mean() - own_l[strong, 1].mean()
+    drop_shared = shared[strong, 1].mean() - shared_l[strong, 1].mean()
+    assert drop_own > 1.0 and drop_own > drop_shared + 0.3, (drop_own, drop_shared)
+    assert abs(own_l[strong, 0].mean() - values[strong, 0].mean()) < 0.2 * drop_own
+    with pytest.raises(ChipviInputError, match="exactly on a grid"):
+        trained.get_denoised(level="library_own", n_samples=10)
+
+
 def test_history_and_repr(trained):
     assert "elbo_train" in trained.history
     elbo = trained.history["elbo_train"].to_numpy().ravel()

@@ -163,3 +163,39 @@ def test_library_deviation_ar1_prior_is_the_ar1_density():
     # The plate scales every per-bin term by n_obs / n_bins.
     assert float(got) == pytest.approx(want * n_obs / n_bins, rel=1e-4)
     pyro.clear_param_store()
+
+
+def test_own_evidence_posterior_matches_a_direct_grid_computation():
+    """Pooled over a bin and its neighbours on the same chromosome, weighted by mappability."""
+    from chipvi.module._own_evidence import GRID, own_evidence_posterior
+
+    rng = np.random.default_rng(0)
+    n, libs = 7, 2
+    counts = rng.poisson(6, (n, libs)).astype(float)
+    log_mu = np.log(rng.uniform(2, 8, (n, libs)))
+    log_r = np.log(rng.uniform(1, 20, (n, libs)))
+    weight = np.array([1, 1, 0.3, 1, 0, 1, 1.0])
+    same_chrom = np.array([True, True, True, False, True, True])  # chromosome ends after bin 3
+    grid = GRID.double().numpy()
+    log_prior = stats.norm(0.5, 1.2).logpdf(grid)
+    out = own_evidence_posterior(
+        *(torch.as_tensor(a) for a in (counts, log_mu, log_r, weight)),
+        torch.as_tensor(same_chrom), torch.as_tensor(log_prior), 0.05,
+    )  # fmt: skip
+    chrom = np.r_[0, np.cumsum(~same_chrom)]
+    for i in range(n):
+        for j in range(libs):
+            lp = log_prior.copy()
+            for k in (i - 1, i, i + 1):
+                if 0 <= k < n and chrom[k] == chrom[i]:
+                    mean = np.exp(log_mu[k, j] + grid)
+                    r = np.exp(log_r[k, j])
+                    lp += weight[k] * stats.nbinom(r, r / (r + mean)).logpmf(counts[k, j])
+            post = np.exp(lp - lp.max())
+            post /= post.sum()
+            m = (post * grid).sum()
+            assert float(out["mean"][i, j]) == pytest.approx(m, abs=1e-6)
+            assert float(out["sd"][i, j]) == pytest.approx(
+                np.sqrt((post * (grid - m) ** 2).sum()), abs=1e-6
+            )
+            assert float(out["lower"][i, j]) == pytest.approx(grid[(np.cumsum(post) < 0.05).sum()])

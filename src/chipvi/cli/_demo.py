@@ -6,7 +6,8 @@ denoised signal and prints a summary. Everything lands in one folder (default ``
 
     bins.h5ad                counts per 200 bp bin (the sequenced slice of chr19)
     run/                     a ``chipvi train`` run directory (config, facts, model)
-    denoised.h5ad            bins.h5ad + layers/obsm chipvi_lfe, chipvi_sd, chipvi_lfe_lower
+    denoised.h5ad            bins.h5ad + layers/obsm chipvi_lfe, chipvi_sd, chipvi_lfe_lower,
+                             layers chipvi_own_lfe(_lower) (each library's own reads)
     bigwig/<group>.bw        denoised log fold enrichment per group
     peaks/<group>.narrowPeak enriched regions per group
     tracks.png               raw counts and denoised signal over the busiest 50 kb

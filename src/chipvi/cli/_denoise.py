@@ -17,7 +17,8 @@ def register(subparsers) -> None:
             "Load the trained model of RUN_DIR and write OUT (default RUN_DIR/denoised/): "
             "denoised.h5ad with layers chipvi_lfe / chipvi_sd / chipvi_lfe_lower (per library: "
             "posterior mean, sd and 5th percentile of the log fold enrichment) and the same per "
-            "group in obsm, plus one bigWig per "
+            "group in obsm; layers chipvi_own_lfe / chipvi_own_lfe_lower (each library's "
+            "posterior from its own reads only); plus one bigWig per "
             "group of the log fold enrichment under bigwig/."
         ),
     )

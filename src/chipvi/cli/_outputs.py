@@ -21,12 +21,23 @@ DENOISED_KEYS = {
 }
 
 
+# each library's own evidence (level="library_own", its own reads only) → adata.layers
+OWN_EVIDENCE_KEYS = {
+    "log_fold_enrichment": "chipvi_own_lfe",
+    "log_fold_enrichment_lower": "chipvi_own_lfe_lower",
+}
+
+
 def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
-    """Store denoised values in ``adata``: layers (per library) and obsm DataFrames (per group)."""
+    """Store denoised values in ``adata``: layers (per library) and obsm DataFrames (per group),
+    plus each library's own-evidence layers."""
     for kind, key in DENOISED_KEYS.items():
         lib = model.get_denoised(adata, kind=kind, level="library", batch_size=batch_size)
         adata.layers[key] = np.asarray(lib.to_numpy(), dtype=np.float32)
         adata.obsm[key] = model.get_denoised(adata, kind=kind, level="group", batch_size=batch_size)
+    for kind, key in OWN_EVIDENCE_KEYS.items():
+        own = model.get_denoised(adata, kind=kind, level="library_own", batch_size=batch_size)
+        adata.layers[key] = np.asarray(own.to_numpy(), dtype=np.float32)
 
 
 def _need(module, name: str, what: str):

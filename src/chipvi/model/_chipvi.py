@@ -27,6 +27,8 @@ from scvi.train import LowLevelPyroTrainingPlan
 from .._errors import ChipviInputError
 from ..module import ChipviModule, list_consistency, list_covariate_sets, list_technical
 from ..module._module import CONTEXT
+from ..module._own_evidence import GRID as OWN_GRID
+from ..module._own_evidence import own_evidence_posterior
 from ._dataloader import ContiguousDataSplitter
 from ._validate import read_arrays, read_library_table
 
@@ -36,6 +38,8 @@ _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
 _SAVE_INFO = "chipvi_model.json"
 _CHUNK = 8192
+#: Bins per chunk of the own-evidence posterior (bins × libraries × 201 grid values).
+_OWN_CHUNK = 4096
 
 Kind = Literal[
     "log_fold_enrichment", "log_fold_enrichment_lower", "fold_enrichment", "sd", "biological_rate"
@@ -45,6 +49,8 @@ Kind = Literal[
 LOWER_QUANTILE = 0.05
 
 Level = Literal["library", "group"]
+#: ``get_denoised`` also has each library's own-evidence posterior.
+DenoisedLevel = Literal["library", "group", "library_own"]
 
 
 def _version() -> str:
@@ -489,7 +495,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         kind: Kind = "log_fold_enrichment",
-        level: Level = "library",
+        level: DenoisedLevel = "library",
         n_samples: int = 0,
         return_numpy: bool = False,
         batch_size: int | None = None,
@@ -512,9 +518,17 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             (expected reads with the enrichment but a typical technical background: fold
             enrichment × the library's median technical mean).
         level
-            ``"library"`` (group biology plus the library's own deviation) or ``"group"``.
+            ``"library"`` (group biology plus the library's own deviation: borrows strength
+            from the replicates, the most accurate when they share the biology),
+            ``"group"``, or ``"library_own"``: each library's posterior from its own reads
+            only (its counts in the bin and its two neighbours, under the learned technical
+            NB and enrichment prior; exact on a grid). Use ``"library_own"`` to compare
+            replicates as independent estimates, or to see what one library shows that its
+            replicates do not (``benchmarks/RESULTS.md``: a shallow library's ``"library"``
+            output follows features only its replicate carries).
         n_samples
-            0: deterministic (guide means); > 0: Monte-Carlo over the guide.
+            0: deterministic (guide means); > 0: Monte-Carlo over the guide (not for
+            ``"library_own"``, which is exact).
         return_numpy
             Return an array instead of a DataFrame.
         batch_size
@@ -528,6 +542,23 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         kinds = get_args(Kind)
         if kind not in kinds:
             raise ChipviInputError(f"kind must be one of {kinds}, got {kind!r}.")
+        if level == "library_own":
+            if n_samples:
+                raise ChipviInputError(
+                    "level='library_own' is computed exactly on a grid; use n_samples=0."
+                )
+            adata = self._check_adata(adata)
+            idx = self._indices(adata, indices)
+            pred = self._predict_all(adata, batch_size)
+            own = self._own_evidence(adata, pred)
+            values = {
+                "log_fold_enrichment": lambda: own["mean"],
+                "log_fold_enrichment_lower": lambda: own["lower"],
+                "fold_enrichment": lambda: np.exp(own["mean"]),
+                "sd": lambda: own["sd"],
+                "biological_rate": lambda: np.exp(own["mean"]) * self._baseline(pred, "library"),
+            }[kind]()
+            return self._frame(values, adata, idx, "library", return_numpy)
         self._columns(level)
         adata = self._check_adata(adata)
         idx = self._indices(adata, indices)
@@ -556,6 +587,30 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 "biological_rate": lambda: np.exp(loc) * self._baseline(pred, level),
             }[kind]()
         return self._frame(values, adata, idx, level, return_numpy)
+
+    @torch.inference_mode()
+    def _own_evidence(self, adata: AnnData, pred: dict) -> dict[str, np.ndarray]:
+        """Each library's own-evidence posterior (mean, sd, lower quantile) for every bin."""
+        codes = pd.Categorical(adata.obs["chrom"]).codes
+        same_chrom = torch.as_tensor(codes[1:] == codes[:-1])
+        log_prior = self.module.prior_z().log_prob(OWN_GRID.reshape(-1, 1)).reshape(-1).cpu()
+        n = adata.n_obs
+        pieces: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, _OWN_CHUNK):
+            stop = min(start + _OWN_CHUNK, n)
+            lo, hi = max(0, start - 1), min(n, stop + 1)  # one bin of context for pooling
+            out = own_evidence_posterior(
+                torch.as_tensor(pred["counts"][lo:hi], dtype=torch.float32),
+                torch.as_tensor(pred["log_mu"][lo:hi]),
+                torch.as_tensor(pred["log_r"][lo:hi]),
+                torch.as_tensor(pred["weight"][lo:hi]),
+                same_chrom[lo : hi - 1],
+                log_prior,
+                LOWER_QUANTILE,
+            )
+            for key, value in out.items():
+                pieces.setdefault(key, []).append(value[start - lo : stop - lo].numpy())
+        return {k: np.concatenate(v, 0) for k, v in pieces.items()}
 
     def sample_log_fold_enrichment(
         self,
