@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -241,6 +242,7 @@ def test_demo_end_to_end(tmp_path):
     for name, total in zip(bins.var_names, np.asarray(bins.X).sum(0), strict=True):
         assert f"{name:<10} ChIP reads {int(total):>7,}" in summary
     assert "HESC   raw" in summary and "HSMM   raw" in summary
+    assert len(re.findall(r"own evidence -?\d\.\d{3}", summary)) == 2
     assert not list(tmp_path.glob(".chipvi_demo.part*"))
 
 

@@ -192,16 +192,24 @@ def run(args) -> int:
         for name, n, c in zip(adata.var_names, counts, ctrl, strict=True):
             report(f"    {name:<10} ChIP reads {int(n):>7,}   control reads {int(c):>7,}")
         table = replicate_concordance(adata)
-        report("  replicate concordance (Pearson between replicates, raw log1p CPM vs denoised)")
+        own = replicate_concordance(adata, denoised="chipvi_own_lfe")
+        report(
+            "  replicate concordance (Pearson between replicates: raw log1p CPM, denoised, "
+            "each library's own evidence)"
+        )
         raw_col = next(c for c in table.columns if c.startswith("pearson") and "raw" in c)
         den_col = next(c for c in table.columns if c.startswith("pearson") and "denoised" in c)
-        for _, r in table.iterrows():
-            report(f"    {r['group']:<6} raw {r[raw_col]:.3f}   denoised {r[den_col]:.3f}")
-        # Honest reading: on libraries this small the library deviations stay near their prior,
-        # so denoised concordance mostly reflects the shared group signal (benchmarks/RESULTS.md).
+        for (_, r), (_, o) in zip(table.iterrows(), own.iterrows(), strict=True):
+            report(
+                f"    {r['group']:<6} raw {r[raw_col]:.3f}   denoised {r[den_col]:.3f}   "
+                f"own evidence {o[den_col]:.3f}"
+            )
+        # Honest reading (benchmarks/RESULTS.md): denoised libraries share the group's signal,
+        # so their concordance is ~1 by construction; the own-evidence outputs
+        # (level="library_own") use each library's reads only and are the comparable figure.
         report(
-            "    (denoised libraries of a group share its signal; with a few thousand reads per "
-            "library, little per-library evidence survives, so ~1.0 is expected, not a score)"
+            "    (denoised libraries of a group share its signal, so ~1.0 is expected, not a "
+            "score; own evidence uses each library's reads only: compare that one with raw)"
         )
         if regions is not None:
             report(f"  enriched regions (q <= 0.05): {len(regions)}")
