@@ -170,6 +170,14 @@ def test_library_own_evidence(data, trained):
     assert abs(own_l[strong, 0].mean() - values[strong, 0].mean()) < 0.2 * drop_own
     with pytest.raises(ChipviInputError, match="exactly on a grid"):
         trained.get_denoised(level="library_own", n_samples=10)
+    # Without a chromosome column the bins are pooled as one sequence (single-chromosome data).
+    no_chrom = adata.copy()
+    del no_chrom.obs["chrom"]
+    ChIPVI.setup_anndata(no_chrom)
+    assert adata.obs["chrom"].nunique() == 1
+    np.testing.assert_allclose(
+        trained.get_denoised(no_chrom, level="library_own", return_numpy=True), values
+    )
 
 
 def test_history_and_repr(trained):

@@ -591,9 +591,14 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     @torch.inference_mode()
     def _own_evidence(self, adata: AnnData, pred: dict) -> dict[str, np.ndarray]:
         """Each library's own-evidence posterior (mean, sd, lower quantile) for every bin."""
-        codes = pd.Categorical(adata.obs["chrom"]).codes
-        same_chrom = torch.as_tensor(codes[1:] == codes[:-1])
-        log_prior = self.module.prior_z().log_prob(OWN_GRID.reshape(-1, 1)).reshape(-1).cpu()
+        if "chrom" in adata.obs:
+            codes = pd.Categorical(adata.obs["chrom"]).codes
+            same_chrom = torch.as_tensor(codes[1:] == codes[:-1])
+        else:  # no chromosome column: bins are one sequence, as the guide's encoder reads them
+            same_chrom = torch.ones(max(adata.n_obs - 1, 0), dtype=torch.bool)
+        device = next(self.module.parameters()).device
+        grid = OWN_GRID.to(device).reshape(-1, 1)
+        log_prior = self.module.prior_z().log_prob(grid).reshape(-1).cpu()
         n = adata.n_obs
         pieces: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, _OWN_CHUNK):
