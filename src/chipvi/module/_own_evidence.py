@@ -36,9 +36,10 @@ def own_evidence_posterior(
         ``(bins,)`` mappability likelihood weight (0: multi-mapper pile-up, no evidence).
     same_chrom
         ``(bins - 1,)`` bool: bin ``i + 1`` is on the chromosome of bin ``i``. A bin's
-        enrichment is read from its own and its two neighbours' counts (a fragment spans 1-2
-        bins of 200 bp; measured on the simulator: ±1 bin gives the best own-truth AUPRC of
-        ±0, 1, 2), never across a chromosome end.
+        enrichment is read from its own and its two neighbours' counts, never across a
+        chromosome end (a fragment spans 1-2 bins of 200 bp; on the simulator ±1 bin gave
+        the best AUPRC for the shallow replicate of ±0, 1 and 2 bins, ±0 for the deep one;
+        ``benchmarks/RESULTS.md``).
     log_prior
         ``(len(GRID),)`` log prior density of the log fold enrichment on :data:`GRID`.
     lower_quantile
