@@ -165,37 +165,52 @@ def test_library_deviation_ar1_prior_is_the_ar1_density():
     pyro.clear_param_store()
 
 
-def test_own_evidence_posterior_matches_a_direct_grid_computation():
-    """Pooled over a bin and its neighbours on the same chromosome, weighted by mappability."""
-    from chipvi.module._own_evidence import GRID, own_evidence_posterior
+def test_own_evidence_posterior_is_exact():
+    """stay=0: each bin's grid posterior from its own counts (scipy); stay>0: the exact
+    posterior of the piecewise-constant chain, by enumerating every path on a small grid."""
+    import itertools
+
+    from chipvi.module._own_evidence import GRID, _forward_backward, own_evidence_posterior
 
     rng = np.random.default_rng(0)
-    n, libs = 7, 2
+    n, libs = 6, 2
     counts = rng.poisson(6, (n, libs)).astype(float)
     log_mu = np.log(rng.uniform(2, 8, (n, libs)))
     log_r = np.log(rng.uniform(1, 20, (n, libs)))
-    weight = np.array([1, 1, 0.3, 1, 0, 1, 1.0])
-    same_chrom = np.array([True, True, True, False, True, True])  # chromosome ends after bin 3
-    grid = GRID.double().numpy()
-    log_prior = stats.norm(0.5, 1.2).logpdf(grid)
-    out = own_evidence_posterior(
-        *(torch.as_tensor(a) for a in (counts, log_mu, log_r, weight)),
-        torch.as_tensor(same_chrom), torch.as_tensor(log_prior), 0.05,
-    )  # fmt: skip
-    chrom = np.r_[0, np.cumsum(~same_chrom)]
+    weight = np.array([1, 1, 0.3, 1, 0, 1.0])
+    log_prior = stats.norm(0.5, 1.2).logpdf(GRID)
+
+    def log_lik(i, j, grid):
+        mean, r = np.exp(log_mu[i, j] + grid), np.exp(log_r[i, j])
+        return weight[i] * stats.nbinom(r, r / (r + mean)).logpmf(counts[i, j])
+
+    out = own_evidence_posterior(counts, log_mu, log_r, weight, log_prior, 0.05, stay=0.0)
+    for i, j in itertools.product(range(n), range(libs)):
+        lp = log_prior + log_lik(i, j, GRID)
+        post = np.exp(lp - lp.max())
+        post /= post.sum()
+        m = (post * GRID).sum()
+        assert out["mean"][i, j] == pytest.approx(m, abs=1e-6)
+        assert out["sd"][i, j] == pytest.approx(np.sqrt((post * (GRID - m) ** 2).sum()), abs=1e-6)
+        assert out["lower"][i, j] == pytest.approx(GRID[(np.cumsum(post) < 0.05).sum()])
+
+    grid, stay, j = np.array([-1.0, 0.0, 0.7, 1.5, 3.0]), 0.6, 1
+    prior = np.array([0.1, 0.5, 0.2, 0.15, 0.05])
+    paths = np.array(list(itertools.product(range(grid.size), repeat=n)))
+    log_p = np.log(prior[paths[:, 0]])
+    for i in range(1, n):
+        same = paths[:, i] == paths[:, i - 1]
+        log_p += np.log(stay * same + (1 - stay) * prior[paths[:, i]])
     for i in range(n):
-        for j in range(libs):
-            lp = log_prior.copy()
-            for k in (i - 1, i, i + 1):
-                if 0 <= k < n and chrom[k] == chrom[i]:
-                    mean = np.exp(log_mu[k, j] + grid)
-                    r = np.exp(log_r[k, j])
-                    lp += weight[k] * stats.nbinom(r, r / (r + mean)).logpmf(counts[k, j])
-            post = np.exp(lp - lp.max())
-            post /= post.sum()
-            m = (post * grid).sum()
-            assert float(out["mean"][i, j]) == pytest.approx(m, abs=1e-6)
-            assert float(out["sd"][i, j]) == pytest.approx(
-                np.sqrt((post * (grid - m) ** 2).sum()), abs=1e-6
-            )
-            assert float(out["lower"][i, j]) == pytest.approx(grid[(np.cumsum(post) < 0.05).sum()])
+        log_p += log_lik(i, j, grid)[paths[:, i]]
+    p = np.exp(log_p - log_p.max())
+    p /= p.sum()
+    mean, sd, lower = np.empty(n), np.empty(n), np.empty(n)
+    _forward_backward(counts[:, j], log_mu[:, j], log_r[:, j], weight, grid, prior, stay, 0.3,
+                      mean, sd, lower)  # fmt: skip
+    for i in range(n):
+        marginal = np.bincount(paths[:, i], weights=p, minlength=grid.size)
+        m = (marginal * grid).sum()
+        assert mean[i] == pytest.approx(m, abs=1e-5)
+        assert sd[i] == pytest.approx(np.sqrt((marginal * (grid - m) ** 2).sum()), abs=1e-5)
+        assert lower[i] == grid[(np.cumsum(marginal) < 0.3).sum()]

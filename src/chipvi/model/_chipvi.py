@@ -38,8 +38,6 @@ _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
 _SAVE_INFO = "chipvi_model.json"
 _CHUNK = 8192
-#: Bins per chunk of the own-evidence posterior (bins × libraries × 201 grid values).
-_OWN_CHUNK = 4096
 
 Kind = Literal[
     "log_fold_enrichment", "log_fold_enrichment_lower", "fold_enrichment", "sd", "biological_rate"
@@ -521,8 +519,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             ``"library"`` (group biology plus the library's own deviation: borrows strength
             from the replicates, the most accurate when they share the biology),
             ``"group"``, or ``"library_own"``: each library's posterior from its own reads
-            only (its counts in the bin and its two neighbours, under the learned technical
-            NB and enrichment prior; exact on a grid). Use ``"library_own"`` to compare
+            only, under the learned technical NB and enrichment prior, with the enrichment
+            piecewise constant along the chromosome (it carries over to the next bin with
+            probability 0.8; exact on a grid, :mod:`chipvi.module._own_evidence`). Use ``"library_own"`` to compare
             replicates as independent estimates, or to see what one library shows that its
             replicates do not (``benchmarks/RESULTS.md``: a shallow library's ``"library"``
             output follows features only its replicate carries).
@@ -590,32 +589,34 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     @torch.inference_mode()
     def _own_evidence(self, adata: AnnData, pred: dict) -> dict[str, np.ndarray]:
-        """Each library's own-evidence posterior (mean, sd, lower quantile) for every bin."""
+        """Each library's own-evidence posterior (mean, sd, lower quantile) for every bin.
+
+        One chain per chromosome (runs of equal ``obs["chrom"]``; all bins when there is no
+        such column, as the guide's encoder reads them).
+        """
+        n = adata.n_obs
         if "chrom" in adata.obs:
             codes = pd.Categorical(adata.obs["chrom"]).codes
-            same_chrom = torch.as_tensor(codes[1:] == codes[:-1])
-        else:  # no chromosome column: bins are one sequence, as the guide's encoder reads them
-            same_chrom = torch.ones(max(adata.n_obs - 1, 0), dtype=torch.bool)
+            starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        else:
+            starts = np.array([0])
+        bounds = np.r_[starts, n]
         device = next(self.module.parameters()).device
-        grid = OWN_GRID.to(device).reshape(-1, 1)
-        log_prior = self.module.prior_z().log_prob(grid).reshape(-1).cpu()
-        n = adata.n_obs
-        pieces: dict[str, list[np.ndarray]] = {}
-        for start in range(0, n, _OWN_CHUNK):
-            stop = min(start + _OWN_CHUNK, n)
-            lo, hi = max(0, start - 1), min(n, stop + 1)  # one bin of context for pooling
-            out = own_evidence_posterior(
-                torch.as_tensor(pred["counts"][lo:hi], dtype=torch.float32),
-                torch.as_tensor(pred["log_mu"][lo:hi]),
-                torch.as_tensor(pred["log_r"][lo:hi]),
-                torch.as_tensor(pred["weight"][lo:hi]),
-                same_chrom[lo : hi - 1],
+        grid = torch.as_tensor(OWN_GRID, dtype=torch.float32, device=device).reshape(-1, 1)
+        log_prior = self.module.prior_z().log_prob(grid).reshape(-1).double().cpu().numpy()
+        out = {k: np.empty(pred["log_mu"].shape) for k in ("mean", "sd", "lower")}
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            part = own_evidence_posterior(
+                pred["counts"][lo:hi],
+                pred["log_mu"][lo:hi],
+                pred["log_r"][lo:hi],
+                pred["weight"][lo:hi],
                 log_prior,
                 LOWER_QUANTILE,
             )
-            for key, value in out.items():
-                pieces.setdefault(key, []).append(value[start - lo : stop - lo].numpy())
-        return {k: np.concatenate(v, 0) for k, v in pieces.items()}
+            for key, value in part.items():
+                out[key][lo:hi] = value
+        return out
 
     def sample_log_fold_enrichment(
         self,
