@@ -170,14 +170,24 @@ def test_library_own_evidence(data, trained):
     assert abs(own_l[strong, 0].mean() - values[strong, 0].mean()) < 0.2 * drop_own
     with pytest.raises(ChipviInputError, match="exactly on a grid"):
         trained.get_denoised(level="library_own", n_samples=10)
-    # Without a chromosome column the bins are pooled as one sequence (single-chromosome data).
-    no_chrom = adata.copy()
-    del no_chrom.obs["chrom"]
-    ChIPVI.setup_anndata(no_chrom)
+    # Chains follow adjacent bins: without chrom/start/end columns all bins form one chain
+    # (this data is one chromosome of adjacent bins, so nothing changes); a gap starts a new
+    # chain, so the bins after it no longer see the evidence before it.
     assert adata.obs["chrom"].nunique() == 1
+    bare = adata.copy()
+    bare.obs = bare.obs.drop(columns=["chrom", "start", "end"])
+    ChIPVI.setup_anndata(bare)
     np.testing.assert_allclose(
-        trained.get_denoised(no_chrom, level="library_own", return_numpy=True), values
+        trained.get_denoised(bare, level="library_own", return_numpy=True), values
     )
+    gapped = adata.copy()
+    gapped.obs["start"] = gapped.obs["start"].to_numpy() + 200 * (np.arange(adata.n_obs) >= 700)
+    gapped.obs["end"] = gapped.obs["end"].to_numpy() + 200 * (np.arange(adata.n_obs) >= 700)
+    ChIPVI.setup_anndata(gapped)
+    split = trained.get_denoised(gapped, level="library_own", return_numpy=True)
+    assert not np.allclose(split[695:705], values[695:705])
+    np.testing.assert_allclose(split[:600], values[:600], atol=1e-4)  # far from the gap
+    np.testing.assert_allclose(split[800:], values[800:], atol=1e-4)
 
 
 def test_history_and_repr(trained):

@@ -591,15 +591,21 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def _own_evidence(self, adata: AnnData, pred: dict) -> dict[str, np.ndarray]:
         """Each library's own-evidence posterior (mean, sd, lower quantile) for every bin.
 
-        One chain per chromosome (runs of equal ``obs["chrom"]``; all bins when there is no
-        such column, as the guide's encoder reads them).
+        One chain per run of adjacent bins: a new one starts where ``obs["chrom"]`` changes
+        or, with ``start``/``end`` columns, where a bin does not start at the previous one's
+        end (bins removed by a blacklist). Without these columns all bins form one chain, as
+        the guide's encoder reads them.
         """
         n = adata.n_obs
-        if "chrom" in adata.obs:
-            codes = pd.Categorical(adata.obs["chrom"]).codes
-            starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        else:
-            starts = np.array([0])
+        new_run = np.zeros(n, bool)
+        new_run[0] = n > 0
+        obs = adata.obs
+        if "chrom" in obs:
+            codes = pd.Categorical(obs["chrom"]).codes
+            new_run[1:] |= codes[1:] != codes[:-1]
+        if "start" in obs and "end" in obs:
+            new_run[1:] |= obs["start"].to_numpy()[1:] != obs["end"].to_numpy()[:-1]
+        starts = np.flatnonzero(new_run)
         bounds = np.r_[starts, n]
         device = next(self.module.parameters()).device
         grid = torch.as_tensor(OWN_GRID, dtype=torch.float32, device=device).reshape(-1, 1)
