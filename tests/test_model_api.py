@@ -226,6 +226,10 @@ def test_save_load_round_trip(data, trained, tmp_path):
         loaded.get_technical(return_numpy=True)["mu"],
         trained.get_technical(return_numpy=True)["mu"],
     )
+    np.testing.assert_array_equal(
+        loaded.get_denoised(level="library_own", return_numpy=True),
+        trained.get_denoised(level="library_own", return_numpy=True),
+    )
     # Other data, another version, not a model folder.
     other, _ = make_chip_adata(n_bins=N_BINS - 10, seed=1)
     with pytest.raises(ChipviInputError, match="other bins"):
