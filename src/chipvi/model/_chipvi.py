@@ -521,7 +521,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             ``"group"``, or ``"library_own"``: each library's posterior from its own reads
             only, under the learned technical NB and enrichment prior, with the enrichment
             piecewise constant along the chromosome (it carries over to the next bin with
-            probability 0.8; exact on a grid, :mod:`chipvi.module._own_evidence`). Use ``"library_own"`` to compare
+            probability 0.8; exact on a grid, ``chipvi.module._own_evidence``). Use ``"library_own"`` to compare
             replicates as independent estimates, or to see what one library shows that its
             replicates do not (``benchmarks/RESULTS.md``: a shallow library's ``"library"``
             output follows features only its replicate carries).
