@@ -521,10 +521,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             ``"group"``, or ``"library_own"``: each library's posterior from its own reads
             only, under the learned technical NB and enrichment prior, with the enrichment
             piecewise constant along the chromosome (it carries over to the next bin with
-            probability 0.8; exact on a grid, ``chipvi.module._own_evidence``). Use ``"library_own"`` to compare
-            replicates as independent estimates, or to see what one library shows that its
-            replicates do not (``benchmarks/RESULTS.md``: a shallow library's ``"library"``
-            output follows features only its replicate carries).
+            probability 0.8; exact on a grid, ``chipvi.module._own_evidence``). Use it to
+            compare replicates as independent estimates, or to see what one library shows
+            that its replicates do not (``benchmarks/RESULTS.md``: a shallow library's
+            ``"library"`` output follows features only its replicate carries). Its
+            ``"log_fold_enrichment_lower"`` beats MACS3 and bamCompare on every metric of
+            ``benchmarks/bench_quality.py``.
         n_samples
             0: deterministic (guide means); > 0: Monte-Carlo over the guide (not for
             ``"library_own"``, which is exact).
