@@ -548,46 +548,39 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 raise ChipviInputError(
                     "level='library_own' is computed exactly on a grid; use n_samples=0."
                 )
-            adata = self._check_adata(adata)
-            idx = self._indices(adata, indices)
-            pred = self._predict_all(adata, batch_size)
-            own = self._own_evidence(adata, pred)
-            values = {
-                "log_fold_enrichment": lambda: own["mean"],
-                "log_fold_enrichment_lower": lambda: own["lower"],
-                "fold_enrichment": lambda: np.exp(own["mean"]),
-                "sd": lambda: own["sd"],
-                "biological_rate": lambda: np.exp(own["mean"]) * self._baseline(pred, "library"),
-            }[kind]()
-            return self._frame(values, adata, idx, "library", return_numpy)
-        self._columns(level)
+        else:
+            self._columns(level)
         adata = self._check_adata(adata)
         idx = self._indices(adata, indices)
         pred = self._predict_all(adata, batch_size)
-        loc, scale = self._lfe_loc_scale(pred, level)
-        if n_samples > 0:
-            draws = loc[None] + scale[None] * np.random.default_rng().standard_normal(
-                (n_samples, *loc.shape)
-            ).astype(loc.dtype)
-            values = {
-                "log_fold_enrichment": lambda: draws.mean(0),
-                "log_fold_enrichment_lower": lambda: np.quantile(draws, LOWER_QUANTILE, axis=0),
-                "fold_enrichment": lambda: np.exp(draws).mean(0),
-                "sd": lambda: draws.std(0),
-                "biological_rate": lambda: np.exp(draws).mean(0) * self._baseline(pred, level),
-            }[kind]()
+        columns = "library" if level == "library_own" else level
+        if level == "library_own":
+            own = self._own_evidence(adata, pred)
+            mean, lower, sd = own["mean"], own["lower"], own["sd"]
         else:
-            values = {
-                "log_fold_enrichment": lambda: loc,
-                # The guide is Gaussian, so the quantile is exact without sampling.
-                "log_fold_enrichment_lower": lambda: (
-                    loc + NormalDist().inv_cdf(LOWER_QUANTILE) * scale
-                ),
-                "fold_enrichment": lambda: np.exp(loc),
-                "sd": lambda: scale,
-                "biological_rate": lambda: np.exp(loc) * self._baseline(pred, level),
-            }[kind]()
-        return self._frame(values, adata, idx, level, return_numpy)
+            loc, scale = self._lfe_loc_scale(pred, level)
+            if n_samples > 0:
+                draws = loc[None] + scale[None] * np.random.default_rng().standard_normal(
+                    (n_samples, *loc.shape)
+                ).astype(loc.dtype)
+                values = {
+                    "log_fold_enrichment": lambda: draws.mean(0),
+                    "log_fold_enrichment_lower": lambda: np.quantile(draws, LOWER_QUANTILE, axis=0),
+                    "fold_enrichment": lambda: np.exp(draws).mean(0),
+                    "sd": lambda: draws.std(0),
+                    "biological_rate": lambda: np.exp(draws).mean(0) * self._baseline(pred, level),
+                }[kind]()
+                return self._frame(values, adata, idx, level, return_numpy)
+            # The guide is Gaussian, so the quantile is exact without sampling.
+            mean, lower, sd = loc, loc + NormalDist().inv_cdf(LOWER_QUANTILE) * scale, scale
+        values = {
+            "log_fold_enrichment": lambda: mean,
+            "log_fold_enrichment_lower": lambda: lower,
+            "fold_enrichment": lambda: np.exp(mean),
+            "sd": lambda: sd,
+            "biological_rate": lambda: np.exp(mean) * self._baseline(pred, columns),
+        }[kind]()
+        return self._frame(values, adata, idx, columns, return_numpy)
 
     @torch.inference_mode()
     def _own_evidence(self, adata: AnnData, pred: dict) -> dict[str, np.ndarray]:
