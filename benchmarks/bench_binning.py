@@ -207,7 +207,7 @@ def child_count(bam: str, threads: int) -> dict:
     n_bins = _n_bins(info.contigs, 200)
     x = np.zeros(n_bins, np.int32)
     mapq = np.zeros(n_bins, np.float32)
-    totals, _ = _count_files([info], info.contigs, params, [(x, mapq)], threads, False)
+    totals, _ = _count_files([info], info.contigs, [params], [(x, mapq)], threads, False)
     return {
         "call_s": time.perf_counter() - t0,
         "call_cpu_s": _cpu() - c0,

@@ -152,7 +152,7 @@ def _cap_label(params: _Params) -> int | str | None:
     return "auto" if params.max_per_position == AUTO else params.max_per_position or None
 
 
-def _caps_used(params: _Params, infos: Sequence[BamInfo], contigs) -> dict:
+def _caps_used(params: _Params, infos: Sequence[BamInfo], file_params: Sequence[_Params]) -> dict:
     """``uns`` entry with the limit ``"auto"`` chose for each file (empty otherwise)."""
     if params.max_per_position != AUTO:
         return {}
@@ -160,9 +160,7 @@ def _caps_used(params: _Params, infos: Sequence[BamInfo], contigs) -> dict:
     return {
         "max_per_position_used": {
             "bam": [str(info.path) for info in infos],
-            "max_per_position": [
-                _resolve_for_file(params, info, contigs).max_per_position for info in infos
-            ],
+            "max_per_position": [p.max_per_position for p in file_params],
         }
     }
 
@@ -451,7 +449,7 @@ def _stream_reference(
 def _count_files(
     infos: Sequence[BamInfo],
     contigs: Sequence[tuple[str, int]],
-    params: _Params,
+    file_params: Sequence[_Params],
     outputs: Sequence[tuple[np.ndarray, np.ndarray]],
     threads: int,
     progress: bool,
@@ -464,11 +462,12 @@ def _count_files(
     threads, chromosomes larger than a quarter of a thread's share of the compressed bytes
     (and than ``_MIN_PIECE``) are cut into pieces, so that no thread idles at the end.
 
+    ``file_params`` are the counting parameters of each file (:func:`_resolve_for_file`).
     Returns the reads counted per file and the result of ``meanwhile``.
     """
-    file_params = [_resolve_for_file(params, info, contigs) for info in infos]
+    bin_size = file_params[0].bin_size
     lengths = np.array([length for _, length in contigs], np.int64)
-    n_bins = -(-lengths // params.bin_size)
+    n_bins = -(-lengths // bin_size)
     offsets = np.concatenate([[0], np.cumsum(n_bins)])
     references = []  # (compressed size, file, tid, length, bins slice)
     for f, info in enumerate(infos):
@@ -720,10 +719,11 @@ def read_bam_bins(
     mapq = np.zeros((n_bins, 1), np.float32)
     name = info.path.name.removesuffix(".bam")
     var = {"sample": [name], "depth": np.zeros(1, np.int64), "bam": [str(info.path)]}
+    file_params = [_resolve_for_file(params, info, contigs)]
     totals, adata = _count_files(
         [info],
         contigs,
-        params,
+        file_params,
         [(x[:, 0], mapq[:, 0])],
         n_threads,
         progress,
@@ -734,7 +734,7 @@ def read_bam_bins(
             {"mapq": mapq},
             var,
             [name],
-            _uns(params, contigs, **_caps_used(params, [info], contigs)),
+            _uns(params, contigs, **_caps_used(params, [info], file_params)),
         ),
     )
     _check_reads(totals, [info], params, contigs)
@@ -896,10 +896,12 @@ def read_bams(
         "bam": sheet["bam"].astype(str).to_numpy(),
         "control_bam": sheet["control"].astype(str).to_numpy(),
     }
+    file_infos = [infos[p] for p in files]
+    file_params = [_resolve_for_file(params, info, contigs) for info in file_infos]
     totals, adata = _count_files(
-        [infos[p] for p in files],
+        file_infos,
         contigs,
-        params,
+        file_params,
         [first_column[p] for p in files],
         n_threads,
         progress,
@@ -914,11 +916,11 @@ def read_bams(
                 params,
                 contigs,
                 samplesheet=sheet_path,
-                **_caps_used(params, [infos[p] for p in files], contigs),
+                **_caps_used(params, file_infos, file_params),
             ),
         ),
     )
-    _check_reads(totals, [infos[p] for p in files], params, contigs)
+    _check_reads(totals, file_infos, params, contigs)
     for (src_x, src_m), (dst_x, dst_m) in copies:
         dst_x[:] = src_x
         dst_m[:] = src_m
