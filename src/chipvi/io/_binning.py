@@ -830,9 +830,9 @@ def read_bams(
       control, aligned to each ChIP column (zeros if none);
     * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
       ``keep_duplicates``, ``max_per_position`` (with ``"auto"`` also
-      ``max_per_position_used``: lists ``bam`` and ``max_per_position``), ``version``, ``counting`` (the rule above), ``samplesheet``,
-      and
-      ``filter_blacklist`` when a blacklist was applied.
+      ``max_per_position_used``: lists ``bam`` and ``max_per_position``), ``version``,
+      ``counting`` (the rule above), ``samplesheet``, and ``filter_blacklist`` when a
+      blacklist was applied.
 
     Raises
     ------

@@ -78,7 +78,12 @@ def own_evidence_posterior(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _emission(y, log_mu, log_r, w, grid, e):
-    """``e[g] ∝ exp(w · log NB-kernel(y | exp(log_mu + grid[g]), exp(log_r)))``, max 1."""
+    """``e[g] ∝ exp(w · log NB-kernel(y | exp(log_mu + grid[g]), exp(log_r)))``, max 1.
+
+    The kernel is :func:`chipvi.module._nb._log_kernel` for one count, written again in numba
+    so that the backward pass recomputes a bin's emissions instead of storing bins × grid
+    of them next to the forward pass's.
+    """
     r = np.exp(log_r)
     top = -np.inf
     for g in range(grid.size):
