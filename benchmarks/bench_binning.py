@@ -3,7 +3,8 @@ the decompression-only ceiling, on one simulated BAM of ≥ 10 M reads, measured
 
 Usage::
 
-    python benchmarks/bench_binning.py [--reads 10000000] [--threads 1 2] [--no-deeptools]
+    python benchmarks/bench_binning.py [--reads 10000000] [--threads 1 2] [--repeats 3]
+        [--no-deeptools]
 
 The BAM (ChIP library of ``chipvi.datasets.simulate`` on a 6-chromosome, 285 Mb genome) is
 built once and cached in ``benchmarks/_work/`` (git-ignored). Every tool runs as a
@@ -215,6 +216,18 @@ def child_count(bam: str, threads: int) -> dict:
     }
 
 
+def child_fixed(bam: str, threads: int) -> dict:
+    """What the "chipvi read_bam_bins" process pays besides the call's own work: the imports of
+    chipvi.io, pandas and anndata and numba's one-off set-up (its first compiled call). No BAM
+    is read; timing the whole process adds interpreter start-up and exit."""
+    import anndata  # noqa: F401
+
+    from chipvi.io._binning import free_decompressor, new_decompressor
+
+    free_decompressor(new_decompressor())
+    return {}
+
+
 def child_simulate(bam: str, n_reads: int) -> dict:
     return {"bam": str(simulated_bam(n_reads))}
 
@@ -224,6 +237,7 @@ CHILDREN = {
     "chipvi_session": child_chipvi_session,
     "chipvi_size": child_chipvi_size,
     "count": child_count,
+    "fixed": child_fixed,
     "ceiling": child_ceiling,
     "naive": child_naive,
     "simulate": child_simulate,
@@ -262,6 +276,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--naive-reads", type=int, default=1_000_000)
     ap.add_argument("--no-deeptools", action="store_true")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of every tool but deepTools and the naive loop; each row is the median run",
+    )
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -298,25 +318,51 @@ def main() -> None:
         if res["reads"] != expected:
             raise RuntimeError(f"chipvi counted {res['reads']} reads, expected {expected}")
 
+    def median(runs: list, key) -> tuple:
+        """The run with the median ``key`` (the middle one of an odd number of runs)."""
+        return sorted(runs, key=key)[(len(runs) - 1) // 2]
+
+    def repeat(run, *run_args) -> list:
+        """``run(*run_args)``, ``--repeats`` times."""
+        return [run(*run_args) for _ in range(args.repeats)]
+
+    def spread(values) -> str:
+        values = sorted(values)
+        return f"median of {len(values)}: {values[0]:.2f}-{values[-1]:.2f} s"
+
+    sheet = WORK / "chipvi_bin_samplesheet.csv"
+    sheet.write_text(f"sample,bam,control,target,group,replicate\nG1_R1,{bam},,chip,G1,1\n")
+    # Thread-independent: start-up and exit of a process that bins nothing.
+    fixed_runs = repeat(run_child, "fixed", bam, 1)
+    fixed_wall = median(fixed_runs, lambda r: r[0])[0]
+    summary.append(
+        f"fixed cost of the 'chipvi read_bam_bins' process, binning nothing (interpreter "
+        f"start, imports of chipvi.io, pandas, anndata, numba's set-up, exit): {fixed_wall:.2f} s "
+        f"({spread(r[0] for r in fixed_runs)})"
+    )
+
     for t in args.threads:
         block = {}
-        _, rss, res, _ = run_child("ceiling", bam, t)
+        runs = repeat(run_child, "ceiling", bam, t)
+        _, rss, res, _ = median(runs, lambda r: r[2]["call_s"])
         block["ceiling"] = timed_in_process(
             "decompression ceiling (inflate+CRC)", t, res, rss, "in-process time"
         )
-        wall, rss, _, cpu = measure(
-            ["mosdepth", "-n", "--by", "200", "-t", str(t), str(WORK / f"mosdepth_t{t}"), str(bam)]
-        )
+        mosdepth = ["mosdepth", "-n", "--by", "200", "-t", str(t), str(WORK / f"mosdepth_t{t}")]
+        runs = repeat(measure, [*mosdepth, str(bam)])
+        wall, rss, _, cpu = median(runs, lambda r: r[0])
         block["mosdepth"] = (
             "mosdepth -n --by 200 -t T",
             t,
             n / wall,
             rss,
             cpu,
-            "process wall time",
+            f"process wall time; {spread(r[0] for r in runs)}",
         )
-        wall, rss, res, cpu = run_child("chipvi", bam, t)
-        check_reads(res)
+        runs = repeat(run_child, "chipvi", bam, t)
+        for r in runs:
+            check_reads(r[2])
+        wall, rss, _, cpu = median(runs, lambda r: r[0])
         size = f"AnnData {adata_mib:.0f} MiB"
         block["process"] = (
             "chipvi read_bam_bins",
@@ -324,21 +370,43 @@ def main() -> None:
             n / wall,
             rss,
             cpu,
-            f"process wall time; {size}",
+            f"process wall time; {size}; {spread(r[0] for r in runs)}",
         )
+        _, rss, res, _ = median(runs, lambda r: r[2]["call_s"])
         block["call"] = timed_in_process(
             "chipvi read_bam_bins (call only)",
             t,
             res,
             rss,
-            f"imports took {res['import_s']:.1f} s more",
+            f"imports took {res['import_s']:.1f} s more; {spread(r[2]['call_s'] for r in runs)}",
         )
-        _, rss, res, _ = run_child("chipvi_session", bam, t)
-        check_reads(res)
+        # The command line, as a user runs it next to `multiBamSummary bins -o x.npz`: a
+        # sample sheet of this one BAM (no control) in, an .h5ad file out.
+        command = [sys.executable, "-m", "chipvi", "bin", str(sheet), "--threads", str(t)]
+        command += ["-o", str(WORK / f"chipvi_bin_t{t}.h5ad"), "--overwrite", "-q"]
+        runs = repeat(measure, command)
+        wall, rss, _, cpu = median(runs, lambda r: r[0])
+        block["cli"] = (
+            "chipvi bin command (writes .h5ad)",
+            t,
+            n / wall,
+            rss,
+            cpu,
+            f"process wall time; {spread(r[0] for r in runs)}",
+        )
+        runs = repeat(run_child, "chipvi_session", bam, t)
+        for r in runs:
+            check_reads(r[2])
+        _, rss, res, _ = median(runs, lambda r: r[2]["call_s"])
         block["session"] = timed_in_process(
-            "chipvi read_bam_bins (anndata loaded)", t, res, rss, "call after `import anndata`"
+            "chipvi read_bam_bins (anndata loaded)",
+            t,
+            res,
+            rss,
+            f"call after `import anndata`; {spread(r[2]['call_s'] for r in runs)}",
         )
-        _, rss, res, _ = run_child("count", bam, t)
+        runs = repeat(run_child, "count", bam, t)
+        _, rss, res, _ = median(runs, lambda r: r[2]["call_s"])
         block["count"] = timed_in_process(
             "chipvi counting only (no AnnData)", t, res, rss, "in-process time"
         )
@@ -373,12 +441,20 @@ def main() -> None:
             nan,
             f"1 thread, first {naive['reads']:,} reads",
         )
+        if "deeptools" in block:
+            deeptools_wall = n / block["deeptools"][2]
+            summary.append(
+                f"{t} thread(s): deepTools took {deeptools_wall:.1f} s, so that process cannot "
+                f"be more than {deeptools_wall / fixed_wall:.1f}x faster (its fixed cost alone, "
+                f"counting in no time)"
+            )
         mosdepth_rate, ceiling_rate = block["mosdepth"][2], block["ceiling"][2]
         rows += [(*r, r[2] / mosdepth_rate, r[2] / ceiling_rate) for r in block.values()]
         for other in ("mosdepth", "deeptools", "naive"):
             if other in block:
                 summary.append(
-                    f"{t} thread(s): chipvi vs {block[other][0]}: process "
+                    f"{t} thread(s): chipvi vs {block[other][0]}: command line "
+                    f"{block['cli'][2] / block[other][2]:.2f}x, process "
                     f"{block['process'][2] / block[other][2]:.2f}x, call only "
                     f"{block['call'][2] / block[other][2]:.2f}x, call with anndata loaded "
                     f"{block['session'][2] / block[other][2]:.2f}x"

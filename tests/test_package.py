@@ -1,3 +1,5 @@
+import pytest
+
 import chipvi
 
 
@@ -24,3 +26,20 @@ def test_io_pp_tl_pl_do_not_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_console_script_freezes_the_collector_before_exit(monkeypatch):
+    """The console script skips the interpreter's final collections; main() does not."""
+    import gc
+
+    import chipvi.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    before = gc.get_freeze_count()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.console_main()
+        assert exit_info.value.code == 3
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()

@@ -1,10 +1,12 @@
+import gc
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from chipvi._errors import ChipviInputError
-from chipvi._utils import atomic_path
+from chipvi._utils import atomic_path, gc_paused
 
 
 def test_atomic_path_writes_with_umask_permissions(tmp_path):
@@ -36,3 +38,34 @@ def test_atomic_path_missing_folder(tmp_path):
     with pytest.raises(ChipviInputError, match="does not exist"):
         with atomic_path(tmp_path / "nope" / "x.txt"):
             pass
+
+
+def test_gc_paused_restores_the_collector_state():
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner use found it disabled: leaves it so
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with gc_paused():
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had disabled it keeps it disabled
+    finally:
+        gc.enable()
+
+
+def test_binning_leaves_the_collector_enabled(tmp_path):
+    from chipvi.datasets import simulate
+    from chipvi.io import read_bam_bins
+
+    sim = simulate(tmp_path, seed=0, chrom_sizes={"chr1": 200_000}, depths=(2000, 2000))
+    bam = next(Path(sim.samplesheet).parent.glob("*.bam"))
+    read_bam_bins(bam, 200, threads=2)
+    assert gc.isenabled()

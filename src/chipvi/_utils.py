@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import tempfile
 from collections.abc import Iterator
@@ -45,6 +46,26 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the body; its state is restored after.
+
+    For work that allocates many objects but no garbage cycles, such as the first binning
+    call of a process, where the imports of pandas and anndata and numba's compiler set-up
+    trigger full collections that walk every loaded module's objects (~0.2-0.3 s measured)
+    while reclaiming almost nothing. Reference counting still frees everything as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        # Only the caller that found it enabled turns it back on: nested uses end with it
+        # enabled, and a caller that had disabled it keeps it disabled.
+        if enabled:
+            gc.enable()
 
 
 def parse_max_per_position(text: str) -> int | str | None:

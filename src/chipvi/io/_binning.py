@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from .._errors import ChipviInputError
+from .._utils import gc_paused
 from ._bam import BamInfo, open_bam
 from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_decompressor
 from ._count import (
@@ -503,12 +504,15 @@ def _count_files(
             store_column(*merged, x_col[sl], mapq_col[sl])
         return f, size, n
 
-    # Numba's first compiled call in a process sets up its compiler target (imports, ~0.4 s):
-    # pay it here, so that the workers start counting at once and ``meanwhile`` does not
-    # compete with them for the GIL.
-    free_decompressor(new_decompressor())
     bar = _progress_bar(sum(t[0] for t in tasks), progress)
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks)))) as pool:
+    with (
+        gc_paused(),
+        ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks)))) as pool,
+    ):
+        # Numba's first compiled call in a process sets up its compiler target (imports,
+        # ~0.4 s): pay it here, so that the workers start counting at once and ``meanwhile``
+        # does not compete with them for the GIL.
+        free_decompressor(new_decompressor())
         futures = [pool.submit(run, task) for task in tasks]
         try:
             extra = meanwhile()
