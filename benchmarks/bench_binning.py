@@ -4,12 +4,14 @@ the decompression-only ceiling, on one simulated BAM of ≥ 10 M reads, measured
 Usage::
 
     python benchmarks/bench_binning.py [--reads 10000000] [--threads 1 2] [--repeats 3]
-        [--no-deeptools]
+        [--no-deeptools] [--genome sim6|hg38]
 
-The BAM (ChIP library of ``chipvi.datasets.simulate`` on a 6-chromosome, 285 Mb genome) is
-built once and cached in ``benchmarks/_work/`` (git-ignored). Every tool runs as a
-subprocess on the same file with the page cache warm; wall time and peak RSS (``wait4``) are
-those of that process, and so is its CPU time (user + system, all threads). The naive loop is
+The BAM (ChIP library of ``chipvi.datasets.simulate`` on a 6-chromosome, 285 Mb genome; with
+``--genome hg38``, uniform reads on GRCh38-sized chromosomes, 15.4 M bins, to measure memory
+where the bin table dominates) is built once and cached in ``benchmarks/_work/``
+(git-ignored). Every tool runs as a subprocess on the same file with the page cache warm; wall
+time and peak RSS (``wait4``) are those of that process, and so is its CPU time (user +
+system, all threads). The naive loop is
 timed on a subsample and extrapolated. Prints one table (ratios are throughput relative to
 mosdepth and to the ceiling at the same thread count) and chipvi's ratios to each peer tool.
 """
@@ -34,6 +36,58 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 # A small "genome": bins and chromosomes enough for realistic per-chromosome work.
 CONTIGS = [(f"chr{i + 1}", 60_000_000 - 7_000_000 * i) for i in range(6)]
+
+# GRCh38 primary assembly chromosome lengths (chr1-22, X, Y), for ``--genome hg38``: a
+# human-sized bin table (15.4 M bins of 200 bp), where the AnnData, not the reads, sets memory.
+HG38 = [
+    ("chr1", 248_956_422), ("chr2", 242_193_529), ("chr3", 198_295_559),
+    ("chr4", 190_214_555), ("chr5", 181_538_259), ("chr6", 170_805_979),
+    ("chr7", 159_345_973), ("chr8", 145_138_636), ("chr9", 138_394_717),
+    ("chr10", 133_797_422), ("chr11", 135_086_622), ("chr12", 133_275_309),
+    ("chr13", 114_364_328), ("chr14", 107_043_718), ("chr15", 101_991_189),
+    ("chr16", 90_338_345), ("chr17", 83_257_441), ("chr18", 80_373_285),
+    ("chr19", 58_617_616), ("chr20", 64_444_167), ("chr21", 46_709_983),
+    ("chr22", 50_818_468), ("chrX", 156_040_895), ("chrY", 57_227_415),
+]  # fmt: skip
+
+
+def uniform_hg38_bam(n_reads: int) -> Path:
+    """``n_reads`` single-end 50 bp reads at uniform positions of GRCh38-sized chromosomes.
+
+    No biology: this BAM measures the cost of a human-sized bin table (cached)."""
+    out = WORK / f"hg38_{n_reads}"
+    bam = out / "uniform.bam"
+    if bam.exists():
+        return bam
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lengths = np.array([ln for _, ln in HG38], np.int64)
+    tids = np.sort(rng.choice(len(HG38), n_reads, p=lengths / lengths.sum()))
+    header = {
+        "HD": {"VN": "1.6", "SO": "coordinate"},
+        "SQ": [{"SN": n, "LN": ln} for n, ln in HG38],
+    }
+    tmp = bam.with_suffix(".part")
+    with pysam.AlignmentFile(str(tmp), "wb", header=header) as fh:
+        for tid in range(len(HG38)):
+            n = int(np.count_nonzero(tids == tid))
+            starts = np.sort(rng.integers(0, lengths[tid] - 50, n))
+            reverse = rng.random(n) < 0.5
+            mapq = rng.integers(0, 61, n)
+            for i in range(n):
+                a = pysam.AlignedSegment(fh.header)
+                a.query_name = f"r{tid}_{i}"
+                a.flag = 16 if reverse[i] else 0
+                a.reference_id = tid
+                a.reference_start = int(starts[i])
+                a.mapping_quality = int(mapq[i])
+                a.cigartuples = [(0, 50)]
+                a.query_sequence = "ACGT" * 12 + "AC"
+                a.query_qualities = pysam.qualitystring_to_array("I" * 50)
+                fh.write(a)
+    pysam.index(str(tmp), str(bam) + ".bai")
+    tmp.rename(bam)
+    return bam
 
 
 def simulated_bam(n_reads: int) -> Path:
@@ -228,8 +282,9 @@ def child_fixed(bam: str, threads: int) -> dict:
     return {}
 
 
-def child_simulate(bam: str, n_reads: int) -> dict:
-    return {"bam": str(simulated_bam(n_reads))}
+def child_simulate(genome: str, n_reads: int) -> dict:
+    make = uniform_hg38_bam if genome == "hg38" else simulated_bam
+    return {"bam": str(make(n_reads))}
 
 
 CHILDREN = {
@@ -277,6 +332,13 @@ def main() -> None:
     ap.add_argument("--naive-reads", type=int, default=1_000_000)
     ap.add_argument("--no-deeptools", action="store_true")
     ap.add_argument(
+        "--genome",
+        choices=("sim6", "hg38"),
+        default="sim6",
+        help="sim6: chipvi.datasets.simulate on 6 chromosomes (285 Mb); hg38: uniform reads on "
+        "GRCh38-sized chromosomes (3.1 Gb), where the bin table sets memory",
+    )
+    ap.add_argument(
         "--repeats",
         type=int,
         default=3,
@@ -291,7 +353,7 @@ def main() -> None:
 
     WORK.mkdir(exist_ok=True)
     # Simulated in a child: the driver stays small, so its memory never shows in a child's RSS.
-    bam = Path(run_child("simulate", "-", args.reads)[2]["bam"])
+    bam = Path(run_child("simulate", args.genome, args.reads)[2]["bam"])
     with pysam.AlignmentFile(str(bam)) as f:
         n = f.mapped + f.unmapped  # every record: the unit of reads/s for all tools
         # Reads the counting rule keeps in this BAM: all (single-end, no unmapped/secondary/...).
@@ -461,10 +523,13 @@ def main() -> None:
                 )
 
     load_after = os.getloadavg()
+    with pysam.AlignmentFile(str(bam)) as f:
+        contig_lengths = f.lengths
+    source = "uniform reads, GRCh38 sizes" if args.genome == "hg38" else "chipvi.datasets.simulate"
     print(
-        f"\nBAM {bam.name} (chipvi.datasets.simulate): {n:,} single-end 50 bp reads, "
-        f"{bam.stat().st_size / 2**20:.0f} MiB, {len(CONTIGS)} chromosomes, "
-        f"{sum(-(-ln // 200) for _, ln in CONTIGS):,} bins of 200 bp"
+        f"\nBAM {bam.name} ({source}): {n:,} single-end 50 bp reads, "
+        f"{bam.stat().st_size / 2**20:.0f} MiB, {len(contig_lengths)} chromosomes, "
+        f"{sum(-(-ln // 200) for ln in contig_lengths):,} bins of 200 bp"
     )
     print(
         f"cpus {os.cpu_count()}; 1-min load average {load_before[0]:.1f} before, "
