@@ -523,10 +523,15 @@ def test_corrupt_record_lengths(tmp_path):
         read_bam_bins(bam)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 16])
 @pytest.mark.parametrize("bin_size", [1, 7, 200, 10_000])
-def test_bin_names_equal_fstring_definition(bin_size):
-    """The compiled name builder writes exactly f"{chrom}:{start}-{end}" for every bin."""
+def test_bin_names_equal_fstring_definition(bin_size, chunk, monkeypatch):
+    """The compiled name builder writes exactly f"{chrom}:{start}-{end}" for every bin, also
+    when its pieces start or end inside a chromosome or span several."""
+    from chipvi.io import _binning
     from chipvi.io._binning import bin_names, bin_obs
+
+    monkeypatch.setattr(_binning, "_NAME_CHUNK", chunk)
 
     # Odd lengths, a chromosome shorter than a bin, digit-count boundaries, non-ASCII names.
     contigs = [("chr1", 10_001), ("c", 9), ("chrUn_KI270742v1", 999), ("chrß-é", 100), ("x", 1)]
