@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from pathlib import Path
@@ -235,6 +236,28 @@ def test_csi_index(bams, tmp_path):
     pysam.index("-c", str(bam))
     assert (tmp_path / "csi.bam.csi").exists() and not (tmp_path / "csi.bam.bai").exists()
     np.testing.assert_array_equal(read_bam_bins(bam).X, read_bam_bins(bams["se"]).X)
+
+
+@pytest.mark.parametrize("kind", ["bai", "csi"])
+def test_truncated_index_is_named(bams, tmp_path, kind):
+    """An index cut short anywhere (header, bins, chunks, linear index) is a clear error."""
+    bam = tmp_path / "cut.bam"
+    shutil.copy(bams["se"], bam)
+    pysam.index(*(["-c"] if kind == "csi" else []), str(bam))
+    index = tmp_path / f"cut.bam.{kind}"
+    data = index.read_bytes()
+    if kind == "csi":
+        data = gzip.decompress(data)
+    # (The last 8 bytes, the count of unplaced reads, are optional.)
+    for cut in (len(data) - 12, len(data) // 2, 20):
+        if kind == "csi":
+            index.write_bytes(gzip.compress(data[:cut]))
+        else:
+            index.write_bytes(data[:cut])
+        with pytest.raises(
+            ChipviInputError, match=rf"{index.name} is corrupt.*index the BAM again"
+        ):
+            read_bam_bins(bam)
 
 
 def test_layout_matches_contract(bams):

@@ -14,11 +14,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import pysam
 
 from .._errors import ChipviInputError
-from ._bgzf import BGZF_EOF
+from ._bgzf import BGZF_EOF, read_i32, read_u32
 
 _HOW_TO_INDEX = "index it with `samtools index {p}` or `pysam.index({p!r})`, or pass index=True"
 
@@ -184,7 +185,6 @@ def _parse_index(
     data: bytes, off: int, n_refs: int, *, meta_bin: int, has_loffset: bool, linear: bool
 ):
     (n_ref,) = struct.unpack_from("<i", data, off)
-    off += 4
     if n_ref != n_refs:
         raise ChipviInputError(
             f"index lists {n_ref} references but the BAM header has {n_refs}; index the BAM again."
@@ -192,43 +192,84 @@ def _parse_index(
     begin = np.full(n_refs, -1, np.int64)
     end = np.full(n_refs, -1, np.int64)
     mapped = np.full(n_refs, -1, np.int64)
+    # Every offset kept comes from at least 8 bytes of the index.
+    found = np.empty(len(data) // 8 + 1, np.int64)
+    first = np.zeros(n_refs + 1, np.int64)
+    if not _scan_index(
+        np.frombuffer(data, np.uint8), off + 4, meta_bin, has_loffset, linear,
+        begin, end, mapped, found, first,
+    ):  # fmt: skip
+        raise ValueError("it ends inside a reference's bins")
+    # Chunk starts, BAI linear-index entries and CSI bin loffsets are all offsets of records
+    # (the specification's "first alignment" of a chunk, window or bin). Offsets outside the
+    # reference's span (e.g. 0 for empty windows in old indexes) are dropped.
     starts = []
-    for ref in range(n_ref):
-        (n_bin,) = struct.unpack_from("<i", data, off)
+    for ref in range(n_refs):
+        ref_starts = np.unique(found[first[ref] : first[ref + 1]])
+        starts.append(ref_starts[(ref_starts >= begin[ref]) & (ref_starts < end[ref])])
+    return begin, end, mapped, tuple(starts)
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_index(data, off, meta_bin, has_loffset, linear, begin, end, mapped, found, first):
+    """Walk every reference's bins (and BAI linear index) of a BAI/CSI starting at ``off``.
+
+    Fills ``begin``/``end`` (lowest chunk start, highest chunk end), ``mapped`` (from the
+    pseudo-bin) and ``found[first[r]:first[r + 1]]``: reference r's record offsets. A compiled
+    walk: a human-genome index has ~150 k bins, ~2.5 s as a Python loop. Returns False if the
+    data end early.
+    """
+    size = data.size
+    n = 0
+    head = 16 if has_loffset else 8
+    for ref in range(begin.size):
+        first[ref] = n
+        if off + 4 > size:
+            return False
+        n_bin = read_i32(data, off)
         off += 4
-        lo, hi = -1, -1
-        ref_starts = []
-        loffsets = []
+        lo, hi = np.int64(-1), np.int64(-1)
         for _ in range(n_bin):
+            if off + head > size:
+                return False
+            bin_id = read_u32(data, off)
             if has_loffset:
-                bin_id, loffset, n_chunk = struct.unpack_from("<IQi", data, off)
-                loffsets.append(loffset)
-                off += 16
-            else:
-                bin_id, n_chunk = struct.unpack_from("<Ii", data, off)
-                off += 8
-            chunks = np.frombuffer(data, "<u8", 2 * n_chunk, off)
-            off += 16 * n_chunk
+                found[n] = _read_u64(data, off + 4)
+                n += 1
+            n_chunk = read_i32(data, off + head - 4)
+            off += head
+            if n_chunk < 0 or off + 16 * n_chunk > size:
+                return False
             if bin_id == meta_bin:
                 # Pseudo-bin: (first, last) virtual offsets and (mapped, unmapped) counts.
                 if n_chunk >= 2:
-                    mapped[ref] = int(chunks[2])
-                continue
-            if n_chunk:
-                c_lo, c_hi = int(chunks[0::2].min()), int(chunks[1::2].max())
-                lo = c_lo if lo < 0 else min(lo, c_lo)
-                hi = max(hi, c_hi)
-                ref_starts.append(chunks[0::2])
+                    mapped[ref] = _read_u64(data, off + 16)
+            else:
+                for c in range(n_chunk):
+                    c_lo = _read_u64(data, off + 16 * c)
+                    c_hi = _read_u64(data, off + 16 * c + 8)
+                    found[n] = c_lo
+                    n += 1
+                    lo = c_lo if lo < 0 else min(lo, c_lo)
+                    hi = max(hi, c_hi)
+            off += 16 * n_chunk
         begin[ref], end[ref] = lo, hi
         if linear:
-            (n_intv,) = struct.unpack_from("<i", data, off)
-            ref_starts.append(np.frombuffer(data, "<u8", n_intv, off + 4))
-            off += 4 + 8 * n_intv
-        else:
-            ref_starts.append(np.array(loffsets, np.uint64))
-        # Chunk starts, BAI linear-index entries and CSI bin loffsets are all offsets of
-        # records (the specification's "first alignment" of a chunk, window or bin). Offsets
-        # outside the reference's span (e.g. 0 for empty windows in old indexes) are dropped.
-        ref_starts = np.unique(np.concatenate(ref_starts)).astype(np.int64)
-        starts.append(ref_starts[(ref_starts >= lo) & (ref_starts < hi)])
-    return begin, end, mapped, tuple(starts)
+            if off + 4 > size:
+                return False
+            n_intv = read_i32(data, off)
+            off += 4
+            if n_intv < 0 or off + 8 * n_intv > size:
+                return False
+            for i in range(n_intv):
+                found[n] = _read_u64(data, off + 8 * i)
+                n += 1
+            off += 8 * n_intv
+    first[begin.size] = n
+    return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _read_u64(buf, i):
+    # Virtual offsets stay below 2**63 (compressed offsets have 48 bits).
+    return read_u32(buf, i) | (read_u32(buf, i + 4) << 32)

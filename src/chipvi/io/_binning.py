@@ -548,14 +548,11 @@ def _count_files(
         return f, size, n
 
     bar = _progress_bar(sum(t[0] for t in tasks), progress)
-    with (
-        gc_paused(),
-        ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks)))) as pool,
-    ):
-        # Numba's first compiled call in a process sets up its compiler target (imports,
-        # ~0.4 s): pay it here, so that the workers start counting at once and ``meanwhile``
-        # does not compete with them for the GIL.
-        free_decompressor(new_decompressor())
+    # Numba's first compiled call in a process sets up its compiler target (imports, ~0.4 s):
+    # pay it here (if opening the BAMs did not), so that the workers start counting at once and
+    # ``meanwhile`` does not compete with them for the GIL.
+    free_decompressor(new_decompressor())
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks)))) as pool:
         futures = [pool.submit(run, task) for task in tasks]
         try:
             extra = meanwhile()
@@ -709,6 +706,7 @@ def _check_reads(totals: np.ndarray, infos: Sequence[BamInfo], params: _Params, 
             )
 
 
+@gc_paused()
 def read_bam_bins(
     bam: str | os.PathLike,
     bin_size: int = 200,
@@ -789,6 +787,7 @@ def read_bam_bins(
     return adata
 
 
+@gc_paused()
 def read_bams(
     samplesheet: str | os.PathLike | pd.DataFrame,
     bin_size: int = 200,
