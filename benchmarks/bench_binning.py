@@ -392,6 +392,12 @@ def main() -> None:
         values = sorted(values)
         return f"median of {len(values)}: {values[0]:.2f}-{values[-1]:.2f} s"
 
+    def process_row(tool: str, t: int, runs: list, note: str = "") -> tuple:
+        """A row for the median of runs timed as whole processes (``measure``/``run_child``)."""
+        wall, rss, _, cpu = median(runs, lambda r: r[0])
+        note = f"process wall time; {note}{spread(r[0] for r in runs)}"
+        return (tool, t, n / wall, rss, cpu, note)
+
     sheet = WORK / "chipvi_bin_samplesheet.csv"
     sheet.write_text(f"sample,bam,control,target,group,replicate\nG1_R1,{bam},,chip,G1,1\n")
     # Thread-independent: start-up and exit of a process that bins nothing.
@@ -412,27 +418,12 @@ def main() -> None:
         )
         mosdepth = ["mosdepth", "-n", "--by", "200", "-t", str(t), str(WORK / f"mosdepth_t{t}")]
         runs = repeat(measure, [*mosdepth, str(bam)])
-        wall, rss, _, cpu = median(runs, lambda r: r[0])
-        block["mosdepth"] = (
-            "mosdepth -n --by 200 -t T",
-            t,
-            n / wall,
-            rss,
-            cpu,
-            f"process wall time; {spread(r[0] for r in runs)}",
-        )
+        block["mosdepth"] = process_row("mosdepth -n --by 200 -t T", t, runs)
         runs = repeat(run_child, "chipvi", bam, t)
         for r in runs:
             check_reads(r[2])
-        wall, rss, _, cpu = median(runs, lambda r: r[0])
-        size = f"AnnData {adata_mib:.0f} MiB"
-        block["process"] = (
-            "chipvi read_bam_bins",
-            t,
-            n / wall,
-            rss,
-            cpu,
-            f"process wall time; {size}; {spread(r[0] for r in runs)}",
+        block["process"] = process_row(
+            "chipvi read_bam_bins", t, runs, f"AnnData {adata_mib:.0f} MiB; "
         )
         _, rss, res, _ = median(runs, lambda r: r[2]["call_s"])
         block["call"] = timed_in_process(
@@ -446,16 +437,7 @@ def main() -> None:
         # sample sheet of this one BAM (no control) in, an .h5ad file out.
         command = [sys.executable, "-m", "chipvi", "bin", str(sheet), "--threads", str(t)]
         command += ["-o", str(WORK / f"chipvi_bin_t{t}.h5ad"), "--overwrite", "-q"]
-        runs = repeat(measure, command)
-        wall, rss, _, cpu = median(runs, lambda r: r[0])
-        block["cli"] = (
-            "chipvi bin command (writes .h5ad)",
-            t,
-            n / wall,
-            rss,
-            cpu,
-            f"process wall time; {spread(r[0] for r in runs)}",
-        )
+        block["cli"] = process_row("chipvi bin command (writes .h5ad)", t, repeat(measure, command))
         runs = repeat(run_child, "chipvi_session", bam, t)
         for r in runs:
             check_reads(r[2])
@@ -473,27 +455,11 @@ def main() -> None:
             "chipvi counting only (no AnnData)", t, res, rss, "in-process time"
         )
         if not args.no_deeptools:
-            wall, rss, _, cpu = measure(
-                [
-                    "multiBamSummary",
-                    "bins",
-                    "--binSize",
-                    "200",
-                    "-p",
-                    str(t),
-                    "-b",
-                    str(bam),
-                    "-o",
-                    str(WORK / f"multiBamSummary_t{t}.npz"),
-                ]
-            )
-            block["deeptools"] = (
-                "deepTools multiBamSummary bins",
-                t,
-                n / wall,
-                rss,
-                cpu,
-                "process wall time",
+            # One run: it takes a minute or more.
+            deeptools = ["multiBamSummary", "bins", "--binSize", "200", "-p", str(t), "-b"]
+            deeptools += [str(bam), "-o", str(WORK / f"multiBamSummary_t{t}.npz")]
+            block["deeptools"] = process_row(
+                "deepTools multiBamSummary bins", t, [measure(deeptools)]
             )
         block["naive"] = (
             "naive pysam loop",
