@@ -1,0 +1,121 @@
+"""Write one benchmark's current table into ``benchmarks/RESULTS.md``.
+
+``RESULTS.md`` holds one section per benchmark (``## name``): today's table, when and where it
+was measured, and the exact command. A benchmark script called with ``--write-results``
+replaces its own section through :func:`write_section` and leaves the others as they are;
+dated experiments and negative results go to ``benchmarks/log/`` by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+_TITLE = "# Benchmark results\n"
+
+
+def _commit() -> str:
+    """Short commit of the checkout, with ``+dirty`` when files differ from it."""
+    here = Path(__file__).parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (sha or "unknown") + ("+dirty" if dirty else "")
+
+
+def machine() -> str:
+    """One line describing where the benchmark ran."""
+    cores = os.cpu_count()
+    mem = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    return f"{platform.machine()} {platform.system()}, {cores} cores{mem}, Python {platform.python_version()}"
+
+
+def command_line() -> str:
+    """The command that ran this script, as typed from the repository root."""
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(Path(__file__).parent.parent.resolve())
+    except ValueError:
+        pass
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def write_section(name: str, body: str, *, command: str | None = None) -> Path:
+    """Replace (or append) the section ``## name`` of ``RESULTS.md``.
+
+    Parameters
+    ----------
+    name
+        Section title, one per benchmark (e.g. ``"Quality (bench_quality.py)"``).
+    body
+        Markdown: the table(s) and at most a few lines saying how to read them.
+    command
+        The exact command (default: this process's command line).
+
+    Returns
+    -------
+    The path written. The file is replaced atomically: a failed write leaves the old one.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"## {name}\n\n"
+        f"{stamp}, commit {_commit()}, {machine()}.\n\n"
+        f"    {command or command_line()}\n\n"
+        f"{body.strip()}\n"
+    )
+    text = RESULTS.read_text() if RESULTS.exists() else _TITLE
+    sections = _split(text)
+    head = sections.pop(0)
+    for i, (title, _) in enumerate(sections):
+        if title == name:
+            sections[i] = (name, section)
+            break
+    else:
+        sections.append((name, section))
+    out = head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for _, s in sections)
+    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".RESULTS.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(out)
+        os.replace(tmp, RESULTS)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return RESULTS
+
+
+def _split(text: str) -> list:
+    """``[head, (title, section), ...]`` split at level-2 headings outside code blocks."""
+    parts: list = [""]
+    fenced = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("## "):
+            parts.append([line[3:].strip(), line])
+        elif len(parts) == 1:
+            parts[0] += line
+        else:
+            parts[-1][1] += line
+    return [parts[0]] + [tuple(p) for p in parts[1:]]
