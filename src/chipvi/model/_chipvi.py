@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import NormalDist
 from typing import Literal, get_args
 
 import numpy as np
@@ -20,35 +18,62 @@ import torch
 from anndata import AnnData
 from scipy import stats
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
+from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
 from scvi.train import LowLevelPyroTrainingPlan
 
 from .._errors import ChipviInputError
 from ..module import ChipviModule, list_consistency, list_covariate_sets, list_technical
-from ..module._module import CONTEXT
-from ..module._own_evidence import GRID as OWN_GRID
-from ..module._own_evidence import own_evidence_posterior
+from ..module._module import CONTEXT, GRID, STAY, grid_values
 from ._dataloader import ContiguousDataSplitter
-from ._validate import read_arrays, read_library_table
-
-logger = logging.getLogger(__name__)
+from ._validate import read_arrays, read_library_table, run_starts
 
 _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
 _SAVE_INFO = "chipvi_model.json"
-_CHUNK = 8192
+_CHUNK = 65536
+#: obs column written by :meth:`ChIPVI.setup_anndata`: 1 where a chain of adjacent bins starts.
+RUN_START_KEY = "_chipvi_run_start"
 
 Kind = Literal[
-    "log_fold_enrichment", "log_fold_enrichment_lower", "fold_enrichment", "sd", "biological_rate"
+    "log_fold_enrichment",
+    "log_fold_enrichment_lower",
+    "fold_enrichment",
+    "sd",
+    "probability_enriched",
+    "biological_rate",
 ]
+Level = Literal["library", "group"]
+#: ``get_denoised`` also has each library's own-evidence posterior.
+DenoisedLevel = Literal["library", "group", "library_own"]
 
 #: Posterior quantile reported by ``kind="log_fold_enrichment_lower"``.
 LOWER_QUANTILE = 0.05
 
-Level = Literal["library", "group"]
-#: ``get_denoised`` also has each library's own-evidence posterior.
-DenoisedLevel = Literal["library", "group", "library_own"]
+#: Keys :meth:`ChIPVI.add_posterior` writes (``{prefix}`` is its ``prefix``): layers per
+#: library, obsm DataFrames per group.
+POSTERIOR_KEYS = {
+    ("library", "log_fold_enrichment"): "layers/{prefix}_lfe",
+    ("library", "sd"): "layers/{prefix}_lfe_sd",
+    ("library", "log_fold_enrichment_lower"): "layers/{prefix}_lfe_lower",
+    ("library", "probability_enriched"): "layers/{prefix}_prob_enriched",
+    ("library_own", "log_fold_enrichment"): "layers/{prefix}_own_lfe",
+    ("library_own", "sd"): "layers/{prefix}_own_lfe_sd",
+    ("library_own", "log_fold_enrichment_lower"): "layers/{prefix}_own_lfe_lower",
+    ("library_own", "probability_enriched"): "layers/{prefix}_own_prob_enriched",
+    ("group", "log_fold_enrichment"): "obsm/{prefix}_group_lfe",
+    ("group", "sd"): "obsm/{prefix}_group_lfe_sd",
+    ("group", "log_fold_enrichment_lower"): "obsm/{prefix}_group_lfe_lower",
+    ("group", "probability_enriched"): "obsm/{prefix}_group_prob_enriched",
+    ("technical", "mu"): "layers/{prefix}_mu",
+    ("technical", "r"): "layers/{prefix}_r",
+}
+_STAT = {
+    "log_fold_enrichment": "mean",
+    "sd": "sd",
+    "log_fold_enrichment_lower": "lower",
+    "probability_enriched": "prob",
+}
 
 
 def _version() -> str:
@@ -62,23 +87,31 @@ def _obs_hash(obs_names: pd.Index) -> str:
 
 
 def default_batch_size(n_obs: int) -> int:
-    """Bins per minibatch: long runs for context, at least ~8 steps per epoch on small data."""
-    return int(np.clip(2 ** np.floor(np.log2(max(n_obs, 1) / 8)), 128, 2048))
+    """Bins per minibatch: long runs of the chain (all bins when there are few)."""
+    return int(min(max(n_obs, 1), 16384))
 
 
-def default_max_epochs(n_obs: int, batch_size: int, n_steps: int = 1500) -> int:
+def default_max_epochs(n_obs: int, batch_size: int, n_steps: int = 400) -> int:
     """Epochs that give about ``n_steps`` optimiser steps (at least 2, at most 1000)."""
     steps_per_epoch = max(1, int(np.ceil(n_obs / batch_size)))
     return int(np.clip(round(n_steps / steps_per_epoch), 2, 1000))
 
 
-class ChIPVI(PyroSviTrainMixin, BaseModelClass):
-    """Denoised, replicate-consistent ChIP-seq enrichment with a Negative Binomial model.
+def _n_threads() -> int:
+    return max(1, torch.get_num_threads())
 
-    Each ChIP library's counts follow a Negative Binomial whose technical mean and dispersion are
-    learned from covariates (matched control counts and MAPQ, ChIP MAPQ, depths); the biology is
-    a sparse log fold enrichment per bin and **group**, shared by the group's replicates, plus a
-    small deviation per library. An amortised guide reads a window of neighbouring bins.
+
+class ChIPVI(PyroSviTrainMixin, BaseModelClass):
+    """Denoised, replicate-consistent ChIP-seq enrichment with an exact chain posterior.
+
+    Each ChIP library's counts follow a Negative Binomial whose technical mean and dispersion
+    are learned from covariates (matched control counts and MAPQ, depths). The biology is one
+    log fold enrichment per bin and **group**, shared by the group's replicates, that is
+    piecewise constant along the genome: from one bin to the next it stays (with a learned
+    probability per stay class, e.g. narrow peaks and broad domains) or is redrawn from a
+    learned prior. Each library sees it with a learned gain (IP efficiency). The chain is
+    summed out exactly (forward-backward on a grid), so training maximises the exact log
+    marginal likelihood and the posterior of every bin is exact given the fitted parameters.
 
     Parameters
     ----------
@@ -89,34 +122,24 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     covariates
         Covariate set (see :func:`chipvi.module.list_covariate_sets`).
     consistency
-        Replicate-consistency terms (``"mse"``, ``"pearson"``); ``()`` for none. Groups with a
-        single library get none (with a warning).
+        Replicate-consistency terms (``pyro.factor`` on the replicates' log gains: ``"mse"``);
+        ``()`` for none. Groups with a single library get none (with a warning).
     consistency_weight
         One weight per term, or one for all.
     n_hidden, n_layers
         Width and depth of the technical MLPs.
-    n_encoder_hidden
-        Channels of the guide's convolutional encoder.
-    window
-        Let the guide read neighbouring bins (``False``: each bin alone).
-    random_walk_scale
-        Optional random-walk smoothness prior on the group enrichment between adjacent bins.
-    library_scale
-        Prior sd of each library's deviation from its group's log fold enrichment.
-    library_smoothness
-        ``None``: the deviations are independent per bin. A value φ in (0, 1): they follow an
-        AR(1) prior along the genome (correlation φ between neighbouring bins, marginal sd
-        ``library_scale``), so a library's own evidence adds up over the bins of a feature
-        and shows in its output. Measured with φ = 0.9 and ``library_scale=0.3``
-        (``benchmarks/RESULTS.md``): higher AUPRC on the simulator, but narrow peaks are
-        blurred (lower precision of region calls) and part of the shared signal moves from
-        the group term into the deviations, so group-level outputs under-state it; hence
-        off by default.
     low_mapq
         Bins whose reads (ChIP and control, ±2 bins) have a mean MAPQ below this are treated
         as multi-mapper pile-ups: their counts are explained by the technical model alone and
-        their enrichment posterior stays at the prior (no evidence either way); ``None`` turns
-        it off.
+        the chain carries its neighbours' evidence over them; ``None`` turns it off.
+    grid
+        ``(lowest, highest, points)``: the grid of natural-log fold enrichments the chain
+        lives on (``lowest < 0 < highest``, 8–401 points).
+    stay
+        Initial stay probability of each stay class, each in (0, 1) (1–4 classes; learned).
+    enrichment_threshold
+        Natural-log fold enrichment above which a bin counts as enriched for
+        ``kind="probability_enriched"`` (default 0.5, fold ≈ 1.65).
 
     Examples
     --------
@@ -124,7 +147,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     >>> chipvi.ChIPVI.setup_anndata(adata)
     >>> model = chipvi.ChIPVI(adata)
     >>> model.train()
-    >>> adata.layers["chipvi_lfe"] = model.get_denoised(return_numpy=True)
+    >>> model.add_posterior()          # layers chipvi_lfe, chipvi_lfe_lower, ... in adata
     """
 
     _module_cls = ChipviModule
@@ -136,16 +159,14 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         adata: AnnData,
         technical: str = "mu_r",
         covariates: str = "default",
-        consistency: Sequence[str] = ("mse", "pearson"),
+        consistency: Sequence[str] = ("mse",),
         consistency_weight: float | Sequence[float] = 1.0,
         n_hidden: int = 32,
         n_layers: int = 2,
-        n_encoder_hidden: int = 32,
-        window: bool = True,
-        random_walk_scale: float | None = None,
-        library_scale: float = 0.2,
-        library_smoothness: float | None = None,
         low_mapq: float | None = 10.0,
+        grid: tuple[float, float, int] = GRID,
+        stay: Sequence[float] = STAY,
+        enrichment_threshold: float = 0.5,
     ) -> None:
         if not isinstance(adata, AnnData):
             raise ChipviInputError(f"ChIPVI needs an AnnData, got {type(adata).__name__}.")
@@ -163,15 +184,22 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         bad = [c for c in consistency if c not in list_consistency()]
         if bad:
             raise ChipviInputError(f"consistency terms {bad} unknown; use {list_consistency()}.")
-        if library_smoothness is not None and not 0 < library_smoothness < 1:
-            raise ChipviInputError(
-                f"library_smoothness must lie in (0, 1) or be None, got {library_smoothness!r}."
-            )
         if isinstance(consistency_weight, int | float):
             consistency_weight = [float(consistency_weight)] * len(consistency)
         consistency_weight = [float(w) for w in consistency_weight]
         if len(consistency_weight) != len(consistency):
             raise ChipviInputError("consistency_weight needs one weight per consistency term.")
+        if any(not np.isfinite(w) or w < 0 for w in consistency_weight):
+            raise ChipviInputError(f"consistency_weight must be >= 0, got {consistency_weight}.")
+        grid = _check_grid(grid)
+        stay = _check_stay(stay)
+        if not 0 < float(enrichment_threshold) < grid[1]:
+            raise ChipviInputError(
+                f"enrichment_threshold must lie in (0, {grid[1]}) (natural-log fold "
+                f"enrichment inside the grid), got {enrichment_threshold!r}."
+            )
+        if low_mapq is not None and not 0 <= float(low_mapq) <= 255:
+            raise ChipviInputError(f"low_mapq must be a MAPQ in [0, 255] or None, got {low_mapq!r}.")
         super().__init__(adata)
 
         keys = self._setup_keys
@@ -180,30 +208,18 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self.group_names = list(pd.unique(table["group"]))
         group_index = np.array([self.group_names.index(g) for g in table["group"]])
         singles = [g for g in self.group_names if (table["group"] == g).sum() == 1]
-        if singles and consistency:
+        if singles and any(consistency_weight):
             warnings.warn(
-                f"Groups {singles} have a single library: replicate consistency is off for them.",
+                f"Groups {singles} have a single library: the enrichment chain uses its reads "
+                "alone and replicate consistency is off for them.",
                 UserWarning,
                 stacklevel=2,
             )
         counts = arrays["X"]
-        has_reads = counts > 0
-        typical_mapq = np.array(
-            [
-                np.median(arrays["mapq"][has_reads[:, j], j]) if has_reads[:, j].any() else 30.0
-                for j in range(counts.shape[1])
-            ]
-        )
-        has_ctrl = arrays["control"] > 0
-        typical_cmapq = np.array(
-            [
-                np.median(arrays["control_mapq"][has_ctrl[:, j], j])
-                if has_ctrl[:, j].any()
-                else 30.0
-                for j in range(counts.shape[1])
-            ]
-        )
+        typical_mapq = _typical(arrays["mapq"], counts > 0)
+        typical_cmapq = _typical(arrays["control_mapq"], arrays["control"] > 0)
         log_mean = np.log(counts.mean(0) + 1e-3)
+        self.enrichment_threshold = float(enrichment_threshold)
 
         self.module = self._module_cls(
             n_obs=adata.n_obs,
@@ -216,24 +232,20 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             technical=technical,
             covariates=covariates,
             consistency=consistency,
-            consistency_weight=consistency_weight,
+            consistency_weight=tuple(consistency_weight),
             n_hidden=n_hidden,
             n_layers=n_layers,
-            n_encoder_hidden=n_encoder_hidden,
-            window=window,
-            random_walk_scale=random_walk_scale,
-            library_scale=library_scale,
-            library_smoothness=library_smoothness,
             low_mapq=low_mapq,
+            grid=grid,
+            stay=stay,
         )
         self._set_covariate_statistics(arrays)
+        self._posterior_cache: tuple | None = None
         self._model_summary_string = (
             f"ChIPVI: {adata.n_obs} bins × {adata.n_vars} libraries in {len(self.group_names)} "
             f"groups; technical={technical!r}, covariates={covariates!r}, "
             f"consistency={dict(zip(consistency, consistency_weight, strict=True))}, "
-            f"window={window}, random_walk_scale={random_walk_scale}, "
-            f"library_scale={library_scale}, library_smoothness={library_smoothness}, "
-            f"low_mapq={low_mapq}"
+            f"low_mapq={low_mapq}, grid={grid}, stay={stay}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -254,12 +266,14 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     ) -> None:
         """Register an AnnData (bins × ChIP libraries, as from :func:`chipvi.read_bams`).
 
-        Checks every input first (nothing is registered when one is bad).
+        Checks every input first (nothing is registered when one is bad). Writes
+        ``adata.obs["_chipvi_run_start"]``: 1 where a chain of adjacent bins starts (first
+        bin, a new ``chrom``, or a bin whose ``start`` is not the previous ``end``).
 
         Parameters
         ----------
         adata
-            Bins × libraries.
+            Bins × libraries, bins in genomic order.
         layer
             Layer with the ChIP counts (``None``: ``adata.X``).
         control_layer, mapq_layer, control_mapq_layer
@@ -283,11 +297,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(f"setup_anndata needs an AnnData, got {type(adata).__name__}.")
         read_arrays(adata, keys)
         read_library_table(adata, keys)
+        adata.obs[RUN_START_KEY] = run_starts(adata).astype(np.float32)
         fields = [
             LayerField("X", layer, is_count_data=True),
             LayerField("control", control_layer, is_count_data=True),
             LayerField("mapq", mapq_layer, is_count_data=False),
             LayerField("control_mapq", control_mapq_layer, is_count_data=False),
+            NumericalObsField("run_start", RUN_START_KEY),
         ]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
@@ -303,6 +319,18 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         """Names of the ChIP libraries (``adata.var_names``)."""
         return list(self.adata.var_names)
 
+    @property
+    def gains(self) -> pd.Series:
+        """Learned gain of each library (geometric mean 1 within a group)."""
+        with torch.no_grad():
+            return pd.Series(self.module.gain().cpu().numpy(), index=self.library_names)
+
+    @property
+    def stay_probabilities(self) -> np.ndarray:
+        """Learned stay probability of each stay class."""
+        with torch.no_grad():
+            return self.module.stay().cpu().numpy()
+
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "not trained"
         return f"{self._model_summary_string} ({state})"
@@ -311,16 +339,17 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def _set_covariate_statistics(self, arrays: dict[str, np.ndarray]) -> None:
         """z-score statistics of the covariates from (up to ~200k bins of) the training data."""
         n = arrays["X"].shape[0]
+        chunk = 8192
         step = max(1, int(np.ceil(n / 200_000)))
         raws = []
-        for start in range(0, n, _CHUNK * step):
-            chunk = {
-                k: torch.as_tensor(v[start : start + _CHUNK], dtype=torch.float32)
+        for start in range(0, n, chunk * step):
+            part = {
+                k: torch.as_tensor(v[start : start + chunk], dtype=torch.float32)
                 for k, v in arrays.items()
             }
             raws.append(
                 self.module.covariates.raw(
-                    chunk["X"], chunk["control"], chunk["mapq"], chunk["control_mapq"]
+                    part["X"], part["control"], part["mapq"], part["control_mapq"]
                 )
             )
         self.module.covariates.set_statistics(torch.cat(raws, 0))
@@ -332,35 +361,36 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         devices: int | list[int] | str = "auto",
         strategy: str = "auto",
         batch_size: int | None = None,
-        lr: float = 5e-3,
+        lr: float = 2e-2,
         early_stopping: bool = False,
         train_size: float = 1.0,
         callbacks: list | None = None,
-        warmup_fraction: float = 0.2,
+        warmup_fraction: float = 0.1,
         **trainer_kwargs,
     ):
-        """Fit the model by stochastic variational inference (Lightning's arguments).
+        """Fit the model by maximising the exact log marginal likelihood (Lightning's arguments).
 
         Parameters
         ----------
         max_epochs
-            Passes over the bins; default gives about 1500 optimiser steps (2–1000 epochs).
+            Passes over the bins; default gives about 400 optimiser steps (2–1000 epochs).
         accelerator, devices, strategy
             As in :class:`lightning.pytorch.Trainer` (``"gpu"`` needs a CUDA device).
         batch_size
-            Consecutive bins per minibatch; default from ``n_obs`` (128–2048).
+            Consecutive bins per minibatch, each a chain started from its stationary law;
+            default ``min(n_bins, 16384)``.
         lr
             Learning rate of Adam (gradients clipped at norm 10).
         early_stopping
-            Stop when the training ELBO stops improving (Lightning's ``EarlyStopping``).
+            Stop when the training objective stops improving (Lightning's ``EarlyStopping``).
         train_size
             Fraction of bins used for fitting (a contiguous leading run of the genome); the
-            rest are held out. Their posteriors still come from the amortised guide.
+            posterior is computed for every bin.
         callbacks
             Lightning callbacks.
         warmup_fraction
-            Fraction of the epochs over which the biological term is ramped in (the technical
-            network first learns what the covariates explain).
+            Fraction of the epochs over which the enrichment's likelihood weight is ramped in
+            (the technical network first learns what the covariates explain).
         **trainer_kwargs
             Passed to the Lightning trainer.
         """
@@ -371,23 +401,34 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             )
         if not 0 < train_size <= 1:
             raise ChipviInputError(f"train_size must be in (0, 1], got {train_size}.")
+        if not 0 <= warmup_fraction < 1:
+            raise ChipviInputError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
         n_obs = self.adata.n_obs
         batch_size = default_batch_size(n_obs) if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ChipviInputError(f"batch_size must be a positive number of bins, got {batch_size}.")
         n_train = max(1, int(round(n_obs * train_size)))
         if max_epochs is None:
             max_epochs = default_max_epochs(n_train, batch_size)
         self.module.n_obs = n_train
+        self.module.n_threads = _n_threads()
+        warmup = int(round(warmup_fraction * max_epochs))
         training_plan = LowLevelPyroTrainingPlan(
             self.module,
             optim=torch.optim.Adam,
             optim_kwargs={"lr": lr},
-            n_epochs_kl_warmup=max(1, int(round(warmup_fraction * max_epochs))),
+            n_epochs_kl_warmup=warmup if warmup > 0 else None,
+            n_steps_kl_warmup=None,
+            # The objective is a sum over bins: per-bin scale keeps Adam's steps and the
+            # logged value comparable across data sizes.
+            scale_elbo=1.0 / n_train,
         )
         trainer_kwargs.setdefault("gradient_clip_val", 10.0)
         trainer_kwargs["callbacks"] = list(callbacks or [])
         trainer_kwargs.setdefault("strategy", strategy)
-        # The Pyro training plan logs only the training ELBO (no validation step).
+        # The Pyro training plan logs only the training objective (no validation step).
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
+        self._posterior_cache = None
         self.module.train()
         try:
             super().train(
@@ -402,8 +443,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 **trainer_kwargs,
             )
         finally:
-            self.module._cache = None
             self.module.eval()
+            self._posterior_cache = None
 
     # ----------------------------------------------------------------------------------------
     def _check_adata(self, adata: AnnData | None) -> AnnData:
@@ -423,9 +464,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             )
         return adata
 
-    def _predict_all(self, adata: AnnData | None, batch_size: int | None) -> dict[str, np.ndarray]:
-        """Deterministic guide outputs for every bin, in chunks with genomic context."""
-        adata = self._check_adata(adata)
+    def _technical_all(self, adata: AnnData, batch_size: int | None) -> dict[str, np.ndarray]:
+        """Technical NB parameters and mappability weight for every bin (chunks with context)."""
         arrays = read_arrays(adata, self._setup_keys)
         chunk = _CHUNK if batch_size is None else max(int(batch_size), 1)
         n = adata.n_obs
@@ -439,12 +479,135 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 torch.as_tensor(arrays[k][lo:hi], dtype=torch.float32, device=device)
                 for k in ("X", "control", "mapq", "control_mapq")
             ]
-            out = self.module.predict(*tensors)
+            out = self.module.predict_technical(*tensors)
             for key, value in out.items():
                 pieces.setdefault(key, []).append(value[start - lo : stop - lo].cpu().numpy())
         result = {k: np.concatenate(v, 0) for k, v in pieces.items()}
-        result["counts"] = arrays["X"]
+        result["counts"] = arrays["X"].astype(np.float32)
         return result
+
+    def _chain_posterior(
+        self, adata: AnnData, tech: dict, groups: tuple, thresholds, n_draws=0, seed=None
+    ) -> dict[str, np.ndarray]:
+        device = next(self.module.parameters()).device
+        self.module.n_threads = _n_threads()
+
+        def t(x):
+            return torch.as_tensor(x, device=device)
+
+        starts = tuple(int(i) for i in np.flatnonzero(run_starts(adata)))
+        return self.module.posterior(
+            t(tech["counts"]), t(tech["log_mu"]), t(tech["log_r"]), t(tech["weight"]),
+            starts, groups, LOWER_QUANTILE, thresholds, n_draws=n_draws, seed=seed,
+        )  # fmt: skip
+
+    def _posterior(self, adata: AnnData, batch_size: int | None = None) -> dict:
+        """The one posterior pass: every level and summary for every bin (cached)."""
+        key = (id(adata), adata.n_obs, _obs_hash(adata.obs_names))
+        if self._posterior_cache is not None and self._posterior_cache[0] == key:
+            return self._posterior_cache[1]
+        tech = self._technical_all(adata, batch_size)
+        model_groups = self.module.groups
+        own = tuple((j,) for j in range(len(self.library_names)))
+        chains = tuple(dict.fromkeys(model_groups + own))
+        gain = self.gains.to_numpy()
+        tau = self.enrichment_threshold
+        thresholds = np.r_[tau, tau / gain]
+        out = self._chain_posterior(adata, tech, chains, thresholds)
+        gi = self.module.group_index.cpu().numpy()
+        libs = np.arange(len(gain))
+
+        def level(columns, per_library):
+            # Library columns see their chain × gain: P(gain·e > τ) = P(e > τ / gain).
+            idx = [chains.index(c) for c in columns]
+            scale = gain if per_library else 1.0
+            return {
+                "mean": out["mean"][:, idx] * scale,
+                "sd": out["sd"][:, idx] * scale,
+                "lower": out["lower"][:, idx] * scale,
+                "prob": out["prob"][:, idx, 1 + libs] if per_library else out["prob"][:, idx, 0],
+            }
+
+        post = {
+            "group": level(model_groups, False),
+            "library": level(tuple(model_groups[g] for g in gi), True),
+            "library_own": level(own, True),
+            "log_mu": tech["log_mu"],
+            "log_r": tech["log_r"],
+            "weight": tech["weight"],
+            "counts": tech["counts"],
+        }
+        self._posterior_cache = (key, post)
+        return post
+
+    def add_posterior(
+        self, adata: AnnData | None = None, prefix: str = "chipvi", batch_size: int | None = None
+    ) -> None:
+        """Compute the posterior in one pass and write it into ``adata``.
+
+        Writes (natural-log fold enrichment over the technical expectation throughout):
+
+        * layers (bins × libraries): ``{prefix}_lfe`` (posterior mean), ``{prefix}_lfe_sd``,
+          ``{prefix}_lfe_lower`` (5 % quantile), ``{prefix}_prob_enriched`` (P(lfe >
+          ``enrichment_threshold``)); the same with ``{prefix}_own_`` for each library's own
+          evidence (its reads alone, ``level="library_own"``); ``{prefix}_mu``,
+          ``{prefix}_r`` (technical NB mean and dispersion);
+        * obsm (bins × groups, DataFrames): ``{prefix}_group_lfe``, ``{prefix}_group_lfe_sd``,
+          ``{prefix}_group_lfe_lower``, ``{prefix}_group_prob_enriched``;
+        * ``uns[f"{prefix}_posterior"]``: ``params`` (quantile, threshold, log base, grid,
+          learned stay probabilities and gains) and ``keys`` (what was written where).
+
+        :meth:`get_denoised` reads the same pass.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training bins and libraries (default: the training AnnData).
+        prefix
+            Prefix of every key written.
+        batch_size
+            Bins per chunk of the technical network.
+        """
+        self._check_if_trained(warn=True)
+        if not isinstance(prefix, str) or not prefix.isidentifier():
+            raise ChipviInputError(f"prefix must be a plain name like 'chipvi', got {prefix!r}.")
+        adata = self._check_adata(adata)
+        post = self._posterior(adata, batch_size)
+        written = {}
+        for (level, kind), template in POSTERIOR_KEYS.items():
+            slot, name = template.format(prefix=prefix).split("/")
+            if level == "technical":
+                values = np.exp(post["log_mu"] if kind == "mu" else post["log_r"])
+            else:
+                values = post[level][_STAT[kind]]
+            if slot == "layers":
+                adata.layers[name] = values.astype(np.float32)
+            else:
+                adata.obsm[name] = pd.DataFrame(
+                    values.astype(np.float32), index=adata.obs_names, columns=self.group_names
+                )
+            written[f"{level}/{kind}"] = f"{slot}/{name}"
+        adata.uns[f"{prefix}_posterior"] = {
+            "params": {
+                "lower_quantile": LOWER_QUANTILE,
+                "enrichment_threshold": self.enrichment_threshold,
+                "log_base": "e",
+                "grid": self.module.grid.cpu().numpy().astype(float),
+                "stay": self.stay_probabilities.astype(float),
+                "gains": self.gains.to_dict(),
+                "chipvi_version": _version(),
+            },
+            "keys": written,
+        }
+
+    def _columns(self, level: str) -> list[str]:
+        if level in ("library", "library_own"):
+            return self.library_names
+        if level == "group":
+            return list(self.group_names)
+        raise ChipviInputError(
+            f"level must be 'library', 'group' or 'library_own', got {level!r}."
+        )
 
     def _indices(self, adata: AnnData, indices) -> np.ndarray:
         n = adata.n_obs
@@ -457,25 +620,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(f"indices out of range for {n} bins.")
         return idx
 
-    def _columns(self, level: str) -> list[str]:
-        if level == "library":
-            return self.library_names
-        if level == "group":
-            return list(self.group_names)
-        raise ChipviInputError(f"level must be 'library' or 'group', got {level!r}.")
-
-    def _lfe_loc_scale(self, pred: dict, level: str) -> tuple[np.ndarray, np.ndarray]:
-        gi = self.module.group_index.cpu().numpy()
-        if level == "group":
-            return pred["z_loc"], pred["z_scale"]
-        loc = pred["z_loc"][:, gi] + pred["delta_loc"]
-        scale = np.sqrt(pred["z_scale"][:, gi] ** 2 + pred["delta_scale"] ** 2)
-        return loc, scale
-
-    def _baseline(self, pred: dict, level: str) -> np.ndarray:
+    def _baseline(self, post: dict, level: str) -> np.ndarray:
         """Typical technical mean per column: reads a bin would get without bin-specific technique."""
-        per_lib = np.median(np.exp(pred["log_mu"]), axis=0)
-        if level == "library":
+        per_lib = np.median(np.exp(post["log_mu"]), axis=0)
+        if level != "group":
             return per_lib
         gi = self.module.group_index.cpu().numpy()
         return np.array(
@@ -494,11 +642,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         kind: Kind = "log_fold_enrichment",
         level: DenoisedLevel = "library",
-        n_samples: int = 0,
         return_numpy: bool = False,
         batch_size: int | None = None,
     ) -> pd.DataFrame | np.ndarray:
-        """Denoised signal per bin and library (or group).
+        """Denoised signal per bin and library (or group), from the exact posterior.
+
+        Reads the same posterior pass as :meth:`add_posterior` (computed once and reused).
 
         Parameters
         ----------
@@ -509,31 +658,22 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         kind
             ``"log_fold_enrichment"`` (posterior mean of the natural-log enrichment over the
             technical expectation), ``"log_fold_enrichment_lower"`` (its 5 % posterior
-            quantile: a conservative score that is high only where the model is confident of
-            enrichment, so bins without usable evidence, e.g. multi-mapper pile-ups, rank
-            below background; use it to rank bins), ``"fold_enrichment"`` (exponential of the
-            mean), ``"sd"`` (posterior sd of the log fold enrichment), ``"biological_rate"``
-            (expected reads with the enrichment but a typical technical background: fold
-            enrichment × the library's median technical mean).
+            quantile: high only where the model is confident of enrichment; use it to rank
+            bins), ``"fold_enrichment"`` (exponential of the mean), ``"sd"`` (posterior sd),
+            ``"probability_enriched"`` (posterior probability that the log fold enrichment
+            exceeds ``enrichment_threshold``), ``"biological_rate"`` (expected reads with the
+            enrichment but a typical technical background: fold enrichment × the library's
+            median technical mean).
         level
-            ``"library"`` (group biology plus the library's own deviation: borrows strength
-            from the replicates, the most accurate when they share the biology),
-            ``"group"``, or ``"library_own"``: each library's posterior from its own reads
-            only, under the learned technical NB and enrichment prior, with the enrichment
-            piecewise constant along the chromosome (it carries over to the next bin with
-            probability 0.8; exact on a grid, ``chipvi.module._own_evidence``). Use it to
-            compare replicates as independent estimates, or to see what one library shows
-            that its replicates do not (``benchmarks/RESULTS.md``: a shallow library's
-            ``"library"`` output follows features only its replicate carries). Its
-            ``"log_fold_enrichment_lower"`` beats MACS3 and bamCompare on every metric of
-            ``benchmarks/bench_quality.py``.
-        n_samples
-            0: deterministic (guide means); > 0: Monte-Carlo over the guide (not for
-            ``"library_own"``, which is exact).
+            ``"group"`` (the group's chain, all replicates as joint evidence),
+            ``"library"`` (the group's chain as each library sees it: × its gain), or
+            ``"library_own"`` (each library's chain from its own reads alone, × its gain: no
+            borrowing from replicates, so replicates can be compared as independent
+            estimates).
         return_numpy
             Return an array instead of a DataFrame.
         batch_size
-            Bins per prediction chunk.
+            Bins per chunk of the technical network.
 
         Returns
         -------
@@ -543,81 +683,18 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         kinds = get_args(Kind)
         if kind not in kinds:
             raise ChipviInputError(f"kind must be one of {kinds}, got {kind!r}.")
-        if level == "library_own":
-            if n_samples:
-                raise ChipviInputError(
-                    "level='library_own' is computed exactly on a grid; use n_samples=0."
-                )
-        else:
-            self._columns(level)
+        self._columns(level)
         adata = self._check_adata(adata)
         idx = self._indices(adata, indices)
-        pred = self._predict_all(adata, batch_size)
-        columns = "library" if level == "library_own" else level
-        if level == "library_own":
-            own = self._own_evidence(adata, pred)
-            mean, lower, sd = own["mean"], own["lower"], own["sd"]
+        post = self._posterior(adata, batch_size)
+        stats_ = post[level]
+        if kind == "fold_enrichment":
+            values = np.exp(stats_["mean"])
+        elif kind == "biological_rate":
+            values = np.exp(stats_["mean"]) * self._baseline(post, level)
         else:
-            loc, scale = self._lfe_loc_scale(pred, level)
-            if n_samples > 0:
-                draws = loc[None] + scale[None] * np.random.default_rng().standard_normal(
-                    (n_samples, *loc.shape)
-                ).astype(loc.dtype)
-                values = {
-                    "log_fold_enrichment": lambda: draws.mean(0),
-                    "log_fold_enrichment_lower": lambda: np.quantile(draws, LOWER_QUANTILE, axis=0),
-                    "fold_enrichment": lambda: np.exp(draws).mean(0),
-                    "sd": lambda: draws.std(0),
-                    "biological_rate": lambda: np.exp(draws).mean(0) * self._baseline(pred, level),
-                }[kind]()
-                return self._frame(values, adata, idx, level, return_numpy)
-            # The guide is Gaussian, so the quantile is exact without sampling.
-            mean, lower, sd = loc, loc + NormalDist().inv_cdf(LOWER_QUANTILE) * scale, scale
-        values = {
-            "log_fold_enrichment": lambda: mean,
-            "log_fold_enrichment_lower": lambda: lower,
-            "fold_enrichment": lambda: np.exp(mean),
-            "sd": lambda: sd,
-            "biological_rate": lambda: np.exp(mean) * self._baseline(pred, columns),
-        }[kind]()
-        return self._frame(values, adata, idx, columns, return_numpy)
-
-    @torch.inference_mode()
-    def _own_evidence(self, adata: AnnData, pred: dict) -> dict[str, np.ndarray]:
-        """Each library's own-evidence posterior (mean, sd, lower quantile) for every bin.
-
-        One chain per run of adjacent bins: a new one starts where ``obs["chrom"]`` changes
-        or, with ``start``/``end`` columns, where a bin does not start at the previous one's
-        end (bins removed by a blacklist). Without these columns all bins form one chain, as
-        the guide's encoder reads them.
-        """
-        n = adata.n_obs
-        new_run = np.zeros(n, bool)
-        new_run[0] = n > 0
-        obs = adata.obs
-        if "chrom" in obs:
-            codes = pd.Categorical(obs["chrom"]).codes
-            new_run[1:] |= codes[1:] != codes[:-1]
-        if "start" in obs and "end" in obs:
-            new_run[1:] |= obs["start"].to_numpy()[1:] != obs["end"].to_numpy()[:-1]
-        starts = np.flatnonzero(new_run)
-        bounds = np.r_[starts, n]
-        device = next(self.module.parameters()).device
-        grid = torch.as_tensor(OWN_GRID, dtype=torch.float32, device=device).reshape(-1, 1)
-        log_prior = self.module.prior_z().log_prob(grid).reshape(-1).double().cpu().numpy()
-        out = {k: np.empty(pred["log_mu"].shape) for k in ("mean", "sd", "lower")}
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            part = own_evidence_posterior(
-                pred["counts"][lo:hi],
-                pred["log_mu"][lo:hi],
-                pred["log_r"][lo:hi],
-                pred["weight"][lo:hi],
-                log_prior,
-                LOWER_QUANTILE,
-            )
-            for key, value in part.items():
-                out[key][lo:hi] = value
-        return out
+            values = stats_[_STAT[kind]]
+        return self._frame(values, adata, idx, level, return_numpy)
 
     def sample_log_fold_enrichment(
         self,
@@ -626,17 +703,30 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         level: Level = "group",
         n_samples: int = 100,
         batch_size: int | None = None,
+        seed: int | None = None,
     ) -> np.ndarray:
-        """Posterior draws of the log fold enrichment, shape ``(n_samples, bins, columns)``."""
+        """Draws from each bin's marginal posterior, shape ``(n_samples, bins, columns)``.
+
+        Bins are drawn independently (marginals, not joint paths); groups are independent
+        given the fitted parameters, so differences between groups' draws have the exact
+        per-bin law.
+        """
         self._check_if_trained(warn=True)
-        self._columns(level)
+        if level not in ("library", "group"):
+            raise ChipviInputError(f"level must be 'library' or 'group', got {level!r}.")
+        if int(n_samples) < 1:
+            raise ChipviInputError(f"n_samples must be >= 1, got {n_samples!r}.")
         adata = self._check_adata(adata)
         idx = self._indices(adata, indices)
-        pred = self._predict_all(adata, batch_size)
-        loc, scale = self._lfe_loc_scale(pred, level)
-        loc, scale = loc[idx], scale[idx]
-        noise = np.random.default_rng().standard_normal((int(n_samples), *loc.shape))
-        return (loc[None] + scale[None] * noise).astype(np.float32)
+        tech = self._technical_all(adata, batch_size)
+        out = self._chain_posterior(
+            adata, tech, self.module.groups, np.zeros(0), n_draws=int(n_samples), seed=seed
+        )
+        draws = out["draws"]
+        if level == "library":
+            gi = self.module.group_index.cpu().numpy()
+            draws = draws[:, :, gi] * self.gains.to_numpy()
+        return draws[:, idx].astype(np.float32)
 
     def get_technical(
         self,
@@ -649,7 +739,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self._check_if_trained(warn=True)
         adata = self._check_adata(adata)
         idx = self._indices(adata, indices)
-        pred = self._predict_all(adata, batch_size)
+        pred = self._technical_all(adata, batch_size)
         return {
             "mu": self._frame(np.exp(pred["log_mu"]), adata, idx, "library", return_numpy),
             "r": self._frame(np.exp(pred["log_r"]), adata, idx, "library", return_numpy),
@@ -672,7 +762,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self._columns(level)
         adata = self._check_adata(adata)
         idx = self._indices(adata, indices)
-        pred = self._predict_all(adata, batch_size)
+        pred = self._technical_all(adata, batch_size)
         mu, r, y = np.exp(pred["log_mu"]), np.exp(pred["log_r"]), pred["counts"]
         if level == "group":
             gi = self.module.group_index.cpu().numpy()
@@ -802,3 +892,42 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         model = super().load(str(dir_path), adata=adata, **kwargs)
         model.module.eval()
         return model
+
+
+def _typical(mapq: np.ndarray, has_reads: np.ndarray) -> np.ndarray:
+    """Median MAPQ of each library's bins with reads (30 where it has none)."""
+    return np.array(
+        [
+            np.median(mapq[has_reads[:, j], j]) if has_reads[:, j].any() else 30.0
+            for j in range(mapq.shape[1])
+        ]
+    )
+
+
+def _check_grid(grid) -> tuple[float, float, int]:
+    try:
+        lo, hi, size = grid
+        lo, hi, size = float(lo), float(hi), int(size)
+    except (TypeError, ValueError):
+        raise ChipviInputError(
+            f"grid must be (lowest, highest, points), e.g. {GRID}, got {grid!r}."
+        ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < 0 < hi) or not 8 <= size <= 401:
+        raise ChipviInputError(
+            f"grid {grid!r} is out of range: need lowest < 0 < highest (natural-log fold "
+            "enrichments) and 8 to 401 points."
+        )
+    return lo, hi, size
+
+
+def _check_stay(stay) -> tuple[float, ...]:
+    values = (stay,) if isinstance(stay, int | float) else tuple(stay)
+    try:
+        values = tuple(float(s) for s in values)
+    except (TypeError, ValueError):
+        raise ChipviInputError(f"stay must be probabilities, got {stay!r}.") from None
+    if not 1 <= len(values) <= 4 or not all(0 < s < 1 for s in values):
+        raise ChipviInputError(
+            f"stay must be 1 to 4 probabilities, each in (0, 1), got {stay!r}."
+        )
+    return values

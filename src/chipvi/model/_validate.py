@@ -73,7 +73,15 @@ def read_arrays(adata: AnnData, keys: dict[str, str | None]) -> dict[str, np.nda
         "mapq": get_layer(adata, keys["mapq_layer"], "mean ChIP MAPQ"),
         "control_mapq": get_layer(adata, keys["control_mapq_layer"], "mean control MAPQ"),
     }
-    check_counts(arrays["X"], "adata.X" if keys["layer"] is None else f"layer {keys['layer']!r}")
+    where = "adata.X" if keys["layer"] is None else f"layer {keys['layer']!r}"
+    check_counts(arrays["X"], where)
+    empty = np.flatnonzero(arrays["X"].sum(0) == 0)
+    if empty.size:
+        names = [str(adata.var_names[j]) for j in empty]
+        raise ChipviInputError(
+            f"{where}: libraries {names} have no reads in any bin; check their BAMs and the "
+            "region counted, or drop them (adata[:, mask])."
+        )
     check_counts(arrays["control"], f"layer {keys['control_layer']!r}")
     check_finite(arrays["mapq"], f"layer {keys['mapq_layer']!r}")
     check_finite(arrays["control_mapq"], f"layer {keys['control_mapq_layer']!r}")
@@ -99,3 +107,25 @@ def read_library_table(adata: AnnData, keys: dict[str, str]) -> dict[str, np.nda
             f"adata.var[{keys['control_depth_key']!r}] must be >= 0, got {control_depth.tolist()}."
         )
     return {"group": groups.astype(str).to_numpy(), "depth": depth, "control_depth": control_depth}
+
+
+def run_starts(adata: AnnData) -> np.ndarray:
+    """``(bins,)`` bool: where a new chain of adjacent bins starts.
+
+    A chain starts at the first bin, where ``obs["chrom"]`` changes and, with ``start`` /
+    ``end`` columns, where a bin does not start at the previous one's end (bins removed by a
+    blacklist, say). Without these columns all bins form one chain.
+    """
+    n = adata.n_obs
+    new = np.zeros(n, bool)
+    if n == 0:
+        return new
+    new[0] = True
+    obs = adata.obs
+    if "chrom" in obs:
+        codes = np.asarray(obs["chrom"].astype("category").cat.codes)
+        new[1:] |= codes[1:] != codes[:-1]
+    if "start" in obs and "end" in obs:
+        start, end = obs["start"].to_numpy(), obs["end"].to_numpy()
+        new[1:] |= start[1:] != end[:-1]
+    return new

@@ -1,10 +1,10 @@
 """chipvi.module: the maths of ChIPVI (Pyro model/guide, networks, likelihood); no AnnData."""
 
-from ._consistency import mse_consistency, pearson_consistency
+from ._chain import ChainInputs, chain_log_likelihood, chain_posterior
+from ._consistency import mse_consistency
 from ._covariates import ALL_COVARIATES, COVARIATE_SETS, CovariateBuilder
-from ._encoder import WindowEncoder
 from ._mlp import MLP
-from ._module import ChipviModule
+from ._module import ChainMarginal, ChipviModule
 from ._nb import (
     NegativeBinomialMeanDisp,
     WeightedNegativeBinomial,
@@ -16,6 +16,8 @@ from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
 
 __all__ = [
     "ALL_COVARIATES",
+    "ChainInputs",
+    "ChainMarginal",
     "CONSISTENCY",
     "COVARIATE_SETS",
     "ChipviModule",
@@ -27,12 +29,12 @@ __all__ = [
     "TechnicalNet",
     "TechnicalRP",
     "WeightedNegativeBinomial",
-    "WindowEncoder",
+    "chain_log_likelihood",
+    "chain_posterior",
     "list_consistency",
     "list_covariate_sets",
     "list_technical",
     "mse_consistency",
     "nb_log_prob",
     "nb_weighted_log_prob",
-    "pearson_consistency",
 ]

@@ -1,8 +1,11 @@
-"""Replicate-consistency terms, used as ``pyro.factor`` inside the bins plate.
+"""Replicate-consistency terms: ``pyro.factor`` terms on the replicates' gains.
 
-Each term takes the library-level log fold enrichment ``lfe`` (bins × libraries) of a minibatch
-of bins and the replicate groups (index tensors of the libraries of each group with two or more
-replicates), and returns one log-factor per bin (larger = more consistent).
+The replicates of a group share one enrichment chain, so their biology agrees by
+construction; what can still differ is how strongly each library sees it (its gain ``a_j``,
+IP efficiency). A consistency term is a log-factor on the libraries' log gains that favours
+replicates seeing the shared features equally strongly unless their counts say otherwise.
+Each term takes the log gains ``(libraries,)`` and the groups (tuples of library indices)
+and returns a scalar (larger = more consistent); groups of one library contribute nothing.
 """
 
 from __future__ import annotations
@@ -12,23 +15,12 @@ from collections.abc import Sequence
 import torch
 
 
-def _pairs(groups: Sequence[torch.Tensor]):
+def mse_consistency(log_gain: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Minus the summed squared differences of log gains between replicates of a group."""
+    total = log_gain.new_zeros(())
     for members in groups:
-        n = len(members)
-        for a in range(n):
-            for b in range(a + 1, n):
-                yield members[a], members[b]
-
-
-def mse_consistency(lfe: torch.Tensor, groups: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Minus the mean squared difference between replicates, per bin."""
-    terms = [-((lfe[:, a] - lfe[:, b]) ** 2) for a, b in _pairs(groups)]
-    return torch.stack(terms, 0).mean(0)
-
-
-def pearson_consistency(lfe: torch.Tensor, groups: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Pearson correlation between replicates over the minibatch, spread evenly over its bins."""
-    centred = lfe - lfe.mean(0, keepdim=True)
-    norm = centred.pow(2).sum(0).add(1e-6).sqrt()
-    terms = [(centred[:, a] * centred[:, b]).sum() / (norm[a] * norm[b]) for a, b in _pairs(groups)]
-    return torch.stack(terms).mean().expand(lfe.shape[0])
+        idx = list(members)
+        for a in range(len(idx)):
+            for b in range(a + 1, len(idx)):
+                total = total - (log_gain[idx[a]] - log_gain[idx[b]]) ** 2
+    return total

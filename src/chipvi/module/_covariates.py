@@ -27,10 +27,17 @@ ALL_COVARIATES: tuple[str, ...] = (
     "has_control",
 )
 
+#: Covariates computed from the control and the depths alone. ``mapq_1kb`` pools the ChIP
+#: reads' MAPQ, and a bin's ChIP MAPQ is only defined where it has ChIP reads: as a covariate
+#: of the technical mean it carries information about the very counts the mean must predict,
+#: so the default leaves it out (ChIP MAPQ still sets the mappability weight).
+CONTROL_COVARIATES = tuple(c for c in ALL_COVARIATES if c != "mapq_1kb")
+
 #: Named covariate sets (``ChIPVI(..., covariates=NAME)``).
 COVARIATE_SETS: dict[str, tuple[str, ...]] = {
-    "default": ALL_COVARIATES,
-    "no_window": tuple(c for c in ALL_COVARIATES if not c.endswith(("_1kb", "_10kb"))),
+    "default": CONTROL_COVARIATES,
+    "with_chip_mapq": ALL_COVARIATES,
+    "no_window": tuple(c for c in CONTROL_COVARIATES if not c.endswith(("_1kb", "_10kb"))),
     "control_only": (
         "log_control",
         "log_control_1kb",

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._consistency import mse_consistency, pearson_consistency
+from ._consistency import mse_consistency
 from ._covariates import COVARIATE_SETS
 from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
 
 TECHNICAL: dict[str, type[TechnicalNet]] = {"mu_r": TechnicalMuR, "r_p": TechnicalRP}
-CONSISTENCY: dict[str, Callable] = {"mse": mse_consistency, "pearson": pearson_consistency}
+CONSISTENCY: dict[str, Callable] = {"mse": mse_consistency}
 
 
 def list_technical() -> list[str]:

@@ -1,0 +1,360 @@
+"""The enrichment chain as torch operations: exact log marginal likelihood and posterior.
+
+Per group, the log fold enrichment of a bin lives on :attr:`ChainSpec.grid`; along the genome
+it stays (with a learned probability per stay class) or is redrawn from a learned prior over
+classes × grid; chains break at the run starts given by ``starts``. The group's libraries are
+joint evidence for the same state; library ``j`` sees it with gain ``a_j``.
+
+Two engines compute the same quantities:
+
+* :func:`chain_log_likelihood` / :func:`chain_posterior` on CPU tensors: the numba
+  forward-backward of :mod:`._chain_numba`, runs of bins × groups spread over threads (the
+  kernel releases the GIL); the gradient is exact (Fisher's identity) and comes from the
+  same pass, exposed to autograd through :class:`_ChainLogLik`.
+* the same functions on CUDA tensors: the recursion in torch (normalised messages, all
+  chains of a call batched), differentiated by autograd.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._chain_numba import chain_pass
+from ._nb import nb_log_prob
+
+#: Bins whose forward messages are kept at once in the CPU backward pass of the posterior.
+BLOCK = 4096
+#: The same for training runs (one block for runs up to this length: nothing recomputed).
+TRAIN_BLOCK = 16384
+
+
+@dataclass(frozen=True)
+class ChainInputs:
+    """What the chain needs besides the transition parameters (all ``(bins, libraries)``
+    unless stated): counts ``y``, technical ``log_mu`` and ``log_r``, weight ``w`` (bins,),
+    per-library ``gain`` (libraries,), library ``groups`` (libraries,) and ``starts``: sorted
+    bin indices where a new chain begins (the first is 0)."""
+
+    y: torch.Tensor
+    log_mu: torch.Tensor
+    log_r: torch.Tensor
+    w: torch.Tensor
+    gain: torch.Tensor
+    groups: tuple[tuple[int, ...], ...]
+    starts: tuple[int, ...]
+
+
+def _jobs(inputs: ChainInputs) -> list[tuple[int, int, tuple[int, ...]]]:
+    n = inputs.y.shape[0]
+    bounds = list(inputs.starts) + [n]
+    return [
+        (lo, hi, cols)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        if hi > lo
+        for cols in inputs.groups
+    ]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+_EMPTY2 = np.zeros((0, 0))
+_EMPTY1 = np.zeros(0)
+
+
+def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_threads=1):
+    """Run every (run, group) chain; returns log_z and, on request, gradients / summaries."""
+    log_in, log_out = _log_mix(outlier)
+    y, lmu, lr = _np(inputs.y), _np(inputs.log_mu), _np(inputs.log_r)
+    w, gain = _np(inputs.w), _np(inputs.gain)
+    grid, stay, pi, rho = _np(grid), _np(stay), _np(pi), _np(rho)
+    n, n_lib = y.shape
+    n_class, n_grid = pi.shape
+    jobs = _jobs(inputs)
+    grads = None
+    if want_grad:
+        grads = {
+            "log_mu": np.zeros((n, n_lib)),
+            "log_r": np.zeros((n, n_lib)),
+            "gain": np.zeros(n_lib),
+            "log_stay": np.zeros(n_class),
+            "log_leave": np.zeros(n_class),
+            "log_pi": np.zeros((n_class, n_grid)),
+            "log_rho": np.zeros((n_class, n_grid)),
+        }
+    q, thresholds, uniforms = 0.05, _EMPTY1, np.zeros((0, n))
+    if post is not None:
+        q, thresholds, uniforms = post["q"], post["thresholds"], post["uniforms"]
+
+    def one(job):
+        lo, hi, cols = job
+        c = list(cols)
+        m = hi - lo
+        args = (
+            np.ascontiguousarray(y[lo:hi, c]),
+            np.ascontiguousarray(lmu[lo:hi, c]),
+            np.ascontiguousarray(lr[lo:hi, c]),
+            np.ascontiguousarray(w[lo:hi]),
+            np.ascontiguousarray(gain[c]),
+        )
+        g = (
+            (np.zeros((m, len(c))), np.zeros((m, len(c))), np.zeros(len(c)))
+            + tuple(np.zeros(n_class) for _ in range(2))
+            + tuple(np.zeros((n_class, n_grid)) for _ in range(2))
+            if want_grad
+            else (_EMPTY2, _EMPTY2, _EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2, _EMPTY2)
+        )
+        if post is not None:
+            s = (np.empty(m), np.empty(m), np.empty(m), np.empty((m, thresholds.size)))
+            d = np.empty((uniforms.shape[0], m))
+            u = np.ascontiguousarray(uniforms[:, lo:hi])
+        else:
+            s, d, u = (_EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2), _EMPTY2, _EMPTY2
+        log_z = chain_pass(
+            *args, grid, stay, pi, rho, log_in, log_out,
+            BLOCK if post is not None else TRAIN_BLOCK, want_grad, *g,
+            post is not None, float(q), thresholds, *s, u, d,
+        )  # fmt: skip
+        return log_z, g, s, d
+
+    if n_threads > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
+            results = list(pool.map(one, jobs))
+    else:
+        results = [one(job) for job in jobs]
+
+    log_z = 0.0
+    summaries = None
+    if post is not None:
+        n_groups = len(inputs.groups)
+        summaries = {
+            "mean": np.zeros((n, n_groups)),
+            "sd": np.zeros((n, n_groups)),
+            "lower": np.zeros((n, n_groups)),
+            "prob": np.zeros((n, n_groups, thresholds.size)),
+            "draws": np.zeros((uniforms.shape[0], n, n_groups)),
+        }
+    for (lo, hi, cols), (lz, g, s, d) in zip(jobs, results, strict=True):
+        log_z += lz
+        if want_grad:
+            c = list(cols)
+            grads["log_mu"][lo:hi, c] += g[0]
+            grads["log_r"][lo:hi, c] += g[1]
+            grads["gain"][c] += g[2]
+            for key, value in zip(
+                ("log_stay", "log_leave", "log_pi", "log_rho"), g[3:], strict=True
+            ):
+                grads[key] += value
+        if post is not None:
+            k = inputs.groups.index(cols)
+            for key, value in zip(("mean", "sd", "lower", "prob"), s, strict=True):
+                summaries[key][lo:hi, k] = value
+            summaries["draws"][:, lo:hi, k] = d
+    return log_z, grads, summaries
+
+
+class _ChainLogLik(torch.autograd.Function):
+    """Exact log marginal likelihood ratio of all chains; gradient from the same pass."""
+
+    @staticmethod
+    def forward(ctx, log_mu, log_r, gain, log_stay, log_leave, log_pi, log_rho, meta):
+        inputs, grid, outlier, n_threads = meta
+        inputs = ChainInputs(
+            inputs.y, log_mu, log_r, inputs.w, gain, inputs.groups, inputs.starts
+        )
+        want = any(ctx.needs_input_grad[:7])
+        log_z, grads, _ = _run_numba(
+            inputs, grid, log_stay.exp(), log_pi.exp(), log_rho.exp(), outlier, want,
+            n_threads=n_threads,
+        )  # fmt: skip
+        if want:
+            order = ("log_mu", "log_r", "gain", "log_stay", "log_leave", "log_pi", "log_rho")
+            refs = (log_mu, log_r, gain, log_stay, log_leave, log_pi, log_rho)
+            ctx.save_for_backward(
+                *(torch.as_tensor(grads[k], dtype=r.dtype, device=r.device) for k, r in zip(order, refs, strict=True))
+            )
+        return log_mu.new_tensor(log_z)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grads = tuple(grad_out * g for g in ctx.saved_tensors)
+        return (*grads, None)
+
+
+def chain_log_likelihood(
+    inputs: ChainInputs,
+    grid: torch.Tensor,
+    log_stay: torch.Tensor,
+    log_leave: torch.Tensor,
+    log_pi: torch.Tensor,
+    log_rho: torch.Tensor,
+    outlier: float = 0.0,
+    n_threads: int = 1,
+) -> torch.Tensor:
+    """Sum over chains of ``log p(y | chain) − log p(y | no enrichment)`` (a scalar).
+
+    ``log_stay``, ``log_leave`` (classes,) are ``log s_k`` and ``log(1 − s_k)``; ``log_pi``
+    and ``log_rho`` (classes, grid) the redraw and first-bin distributions. Differentiable
+    in ``log_mu``, ``log_r``, ``gain`` and the four transition inputs.
+    """
+    if inputs.y.device.type == "cpu":
+        return _ChainLogLik.apply(
+            inputs.log_mu, inputs.log_r, inputs.gain, log_stay, log_leave, log_pi, log_rho,
+            (inputs, grid, outlier, n_threads),
+        )  # fmt: skip
+    return _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier)[0]
+
+
+@torch.no_grad()
+def chain_posterior(
+    inputs: ChainInputs,
+    grid: torch.Tensor,
+    log_stay: torch.Tensor,
+    log_leave: torch.Tensor,
+    log_pi: torch.Tensor,
+    log_rho: torch.Tensor,
+    q: float,
+    thresholds: np.ndarray,
+    outlier: float = 0.0,
+    n_draws: int = 0,
+    seed: int | None = None,
+    n_threads: int = 1,
+) -> dict[str, np.ndarray]:
+    """Posterior summaries of each group's enrichment, per bin.
+
+    Returns ``mean``, ``sd``, ``lower`` (the ``q`` quantile) as ``(bins, groups)``, ``prob``
+    ``(bins, groups, thresholds)`` = P(enrichment > threshold), ``draws``
+    ``(n_draws, bins, groups)`` from each bin's marginal posterior, and ``log_z``. Quantiles,
+    tails and draws read the posterior on the grid as a piecewise-linear CDF.
+    """
+    n = inputs.y.shape[0]
+    uniforms = np.random.default_rng(seed).random((int(n_draws), n))
+    post = {"q": float(q), "thresholds": np.asarray(thresholds, np.float64), "uniforms": uniforms}
+    if inputs.y.device.type == "cpu":
+        log_z, _, out = _run_numba(
+            inputs, grid, log_stay.exp(), log_pi.exp(), log_rho.exp(), outlier, False, post,
+            n_threads,
+        )  # fmt: skip
+    else:
+        log_z, out = _torch_pass(
+            inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, post=post
+        )
+    out["log_z"] = float(log_z)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# torch engine (CUDA; also the reference the numba pass is tested against)
+
+
+def _log_mix(outlier: float) -> tuple[float, float]:
+    """``(log(1 − ε), log ε)`` of the outlier rate ε."""
+    outlier = float(outlier)
+    return float(np.log1p(-outlier)), float(np.log(outlier)) if outlier > 0 else -np.inf
+
+
+def log_outlier_mixture(y, log_nb, outlier: float) -> torch.Tensor:
+    """``log((1 − ε)·exp(log_nb) + ε·q(y))``, ``q(y) = 1/((y+1)(y+2))`` (elementwise)."""
+    log_in, log_out = _log_mix(outlier)
+    if log_out == -np.inf:
+        return log_nb
+    lq = log_out - torch.log((y + 1) * (y + 2))
+    return torch.logaddexp(log_in + log_nb, lq)
+
+
+def _torch_log_emissions(inputs: ChainInputs, grid: torch.Tensor, cols, outlier) -> torch.Tensor:
+    """``(bins, grid)`` log emission ratio of one group (see :mod:`._chain_numba`)."""
+    c = list(cols)
+    y = inputs.y[:, c].unsqueeze(-1)
+    lmu = inputs.log_mu[:, c].unsqueeze(-1)
+    lr = inputs.log_r[:, c].unsqueeze(-1)
+    a = inputs.gain[c].reshape(1, -1, 1)
+    e = grid.reshape(1, 1, -1)
+    mix_e = log_outlier_mixture(y, nb_log_prob(y, lmu + a * e, lr), outlier)
+    mix_0 = log_outlier_mixture(y, nb_log_prob(y, lmu, lr), outlier)
+    return (inputs.w.reshape(-1, 1, 1) * (mix_e - mix_0)).sum(1)
+
+
+def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, post=None):
+    """Forward (and backward) recursion in torch over every (run, group) chain."""
+    grid = grid.to(inputs.y)
+    stay, leave = log_stay.exp(), log_leave.exp()
+    pi, rho = log_pi.exp(), log_rho.exp()
+    n = inputs.y.shape[0]
+    n_groups = len(inputs.groups)
+    bounds = list(inputs.starts) + [n]
+    log_z = inputs.y.new_zeros(())
+    le_all = [_torch_log_emissions(inputs, grid, cols, outlier) for cols in inputs.groups]
+    out = None
+    if post is not None:
+        n_t = len(post["thresholds"])
+        out = {
+            "mean": np.zeros((n, n_groups)),
+            "sd": np.zeros((n, n_groups)),
+            "lower": np.zeros((n, n_groups)),
+            "prob": np.zeros((n, n_groups, n_t)),
+            "draws": np.zeros((post["uniforms"].shape[0], n, n_groups)),
+        }
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
+            continue
+        # All groups of this run at once: (groups, bins, grid).
+        le = torch.stack([x[lo:hi] for x in le_all])
+        top = le.amax(-1, keepdim=True)
+        e = (le - top).exp()
+        log_z = log_z + top.sum()
+        alphas = []
+        a = rho.unsqueeze(0) * e[:, 0].unsqueeze(1)  # (groups, K, G)
+        for i in range(hi - lo):
+            if i > 0:
+                redraw = (leave * a.sum(-1)).sum(-1)  # (groups,)
+                a = (stay.reshape(1, -1, 1) * a + redraw.reshape(-1, 1, 1) * pi) * e[
+                    :, i
+                ].unsqueeze(1)
+            total = a.sum((-1, -2))
+            log_z = log_z + total.log().sum()
+            a = a / total.reshape(-1, 1, 1)
+            if post is not None:
+                alphas.append(a)
+        if post is None:
+            continue
+        beta = torch.ones_like(a)
+        for i in range(hi - lo - 1, -1, -1):
+            p = alphas[i] * beta
+            marg = (p.sum(1) / p.sum((-1, -2)).unsqueeze(-1)).double().cpu().numpy()
+            _summaries(marg, grid.double().cpu().numpy(), post, out, lo + i)
+            if i > 0:
+                u = e[:, i].unsqueeze(1) * beta
+                redraw_in = (pi * u).sum((-1, -2)).reshape(-1, 1, 1)
+                beta = stay.reshape(1, -1, 1) * u + (1 - stay).reshape(1, -1, 1) * redraw_in
+                beta = beta / beta.sum((-1, -2), keepdim=True)
+    return log_z, out
+
+
+def _summaries(marg, grid, post, out, i):
+    """Posterior summaries of bin ``i`` for every group from its grid marginals."""
+    cdf = np.cumsum(marg, -1)
+    for k in range(marg.shape[0]):
+        m = float((marg[k] * grid).sum())
+        out["mean"][i, k] = m
+        out["sd"][i, k] = np.sqrt(float((marg[k] * (grid - m) ** 2).sum()))
+        out["lower"][i, k] = _np_quantile(cdf[k], grid, post["q"])
+        for t, thr in enumerate(post["thresholds"]):
+            out["prob"][i, k, t] = 1.0 - np.interp(thr, grid, cdf[k], left=0.0, right=1.0)
+        for s in range(post["uniforms"].shape[0]):
+            out["draws"][s, i, k] = _np_quantile(cdf[k], grid, post["uniforms"][s, i])
+
+
+def _np_quantile(cdf, grid, q):
+    if q <= cdf[0]:
+        return float(grid[0])
+    g = int(np.searchsorted(cdf, q))
+    g = min(g, len(grid) - 1)
+    step = cdf[g] - cdf[g - 1]
+    f = (q - cdf[g - 1]) / step if step > 0 else 1.0
+    return float(grid[g - 1] + f * (grid[g] - grid[g - 1]))

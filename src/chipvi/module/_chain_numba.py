@@ -1,0 +1,367 @@
+"""Exact forward-backward of the enrichment chain on CPU (numba, releases the GIL).
+
+One call handles one chain: a run of consecutive bins of one group, whose libraries' counts
+are joint evidence for the group's state. The state is ``(k, g)``: a stay class ``k`` and a
+grid point ``grid[g]`` of the log fold enrichment. From one bin to the next the state stays
+with probability ``stay[k]``, else it is redrawn from ``pi`` (over classes and grid); the
+first bin is drawn from ``rho`` (the chain's stationary distribution). A step costs
+O(classes × grid), not O(states²).
+
+Emissions are log likelihood *ratios* against enrichment 0, so the state-independent part
+of the likelihood (the count's law at the technical mean) stays in torch where autograd
+differentiates it. For library ``j`` with technical mean μ, dispersion r, gain a and
+likelihood weight w (mappability), at enrichment e::
+
+    p(y | e) = (1 − ε)·NB(y | μ·exp(a·e), r) + ε·q(y),     q(y) = 1 / ((y + 1)(y + 2))
+    log E(e) = w · [ log p(y | e) − log p(y | 0) ]
+
+The outlier part (rate ε; ``log_out = -inf`` turns it off) lets one library's PCR jackpot
+stand against its replicates' evidence instead of moving the shared state.
+
+The pass returns the exact log marginal likelihood of the run (sum of the log ratios) and,
+on request, its exact gradient with respect to every input (Fisher's identity: posterior
+expectations of the emission gradients, and expected transition counts for the log stay,
+log redraw, log ``pi`` and log ``rho`` inputs), and posterior summaries per bin of the
+enrichment: mean, sd, a quantile, tail probabilities and draws from the marginal.
+
+Memory: forward messages are kept at every ``block``-th bin and recomputed one block at a
+time in the backward pass, so a pass holds ``block × classes × grid`` floats whatever the
+chain's length (the last block is kept from the forward pass, so a chain of one block is
+never recomputed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _logaddexp(a, b):
+    top = max(a, b)
+    if top == -np.inf:
+        return top
+    return top + np.log(np.exp(a - top) + np.exp(b - top))
+
+
+@numba.njit(cache=True, nogil=True)
+def _digamma(x):
+    """ψ(x) for x > 0: recurrence up to 6, then the asymptotic series."""
+    res = 0.0
+    while x < 6.0:
+        res -= 1.0 / x
+        x += 1.0
+    f = 1.0 / (x * x)
+    tail = f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f / 132))))
+    return res + np.log(x) - 0.5 / x - tail
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _log_nb(yy, lmu_e, lr, r, log_r_plus_m, lc):
+    """log NB(y | mean exp(lmu_e), dispersion r); ``log_r_plus_m = log(r + mean)``."""
+    return lc + yy * lmu_e - (yy + r) * log_r_plus_m + r * lr
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _log_emission(i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le, keep, resp, resp0):
+    """``le[g] = Σ_j log E_j(grid[g])`` for bin ``i``; returns the maximum.
+
+    Each library's count is NB with probability ``exp(log_in)`` and an outlier (a PCR
+    jackpot, say: heavy-tailed ``q(y) = 1/((y+1)(y+2))``, blind to the enrichment) with
+    ``exp(log_out)``. Kept for the gradient: ``keep[j, g] = log(r + μ·exp(a·e))`` and the
+    NB component's responsibilities ``resp[j, g]`` and ``resp0[j]`` (at e = 0).
+    """
+    n_grid = grid.size
+    for g in range(n_grid):
+        le[g] = 0.0
+    wi = w[i]
+    if wi > 0.0:
+        for j in range(y.shape[1]):
+            yy = y[i, j]
+            lrj = lr[i, j]
+            lmuj = lmu[i, j]
+            r = np.exp(lrj)
+            mu = np.exp(lmuj)
+            lc = math.lgamma(yy + r) - math.lgamma(r) - math.lgamma(yy + 1.0)
+            lq = log_out - np.log((yy + 1.0) * (yy + 2.0))
+            l0 = log_in + _log_nb(yy, lmuj, lrj, r, np.log(r + mu), lc)
+            m0 = _logaddexp(l0, lq)
+            resp0[j] = np.exp(l0 - m0)
+            a = gain[j]
+            for g in range(n_grid):
+                lg = np.log(r + mu * eg[j, g])
+                keep[j, g] = lg
+                lgk = log_in + _log_nb(yy, lmuj + a * grid[g], lrj, r, lg, lc)
+                mg = _logaddexp(lgk, lq)
+                resp[j, g] = np.exp(lgk - mg)
+                le[g] += wi * (mg - m0)
+    top = le[0]
+    for g in range(1, n_grid):
+        top = max(top, le[g])
+    return top
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step_forward(i, prev, e, stay, pi, rho, out):
+    """``out ∝ e · (T' prev)`` (or ``e · rho`` at ``i == 0``), normalised; returns the sum."""
+    n_class, n_grid = pi.shape
+    total = 0.0
+    if i == 0:
+        for k in range(n_class):
+            for g in range(n_grid):
+                out[k, g] = rho[k, g] * e[g]
+                total += out[k, g]
+    else:
+        redraw = 0.0
+        for k in range(n_class):
+            mass = 0.0
+            for g in range(n_grid):
+                mass += prev[k, g]
+            redraw += (1.0 - stay[k]) * mass
+        for k in range(n_class):
+            s = stay[k]
+            for g in range(n_grid):
+                out[k, g] = (s * prev[k, g] + redraw * pi[k, g]) * e[g]
+                total += out[k, g]
+    for k in range(n_class):
+        for g in range(n_grid):
+            out[k, g] /= total
+    return total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _quantile(cdf, grid, q):
+    """Inverse of the piecewise-linear CDF through ``(grid[g], cdf[g])`` at ``q``."""
+    n_grid = grid.size
+    if q <= cdf[0]:
+        return grid[0]
+    for g in range(1, n_grid):
+        if cdf[g] >= q:
+            step = cdf[g] - cdf[g - 1]
+            f = (q - cdf[g - 1]) / step if step > 0.0 else 1.0
+            return grid[g - 1] + f * (grid[g] - grid[g - 1])
+    return grid[n_grid - 1]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tail(cdf, grid, t):
+    """``1 − F(t)`` of the same piecewise-linear CDF."""
+    n_grid = grid.size
+    if t < grid[0]:
+        return 1.0
+    if t >= grid[n_grid - 1]:
+        return 0.0
+    for g in range(1, n_grid):
+        if grid[g] > t:
+            f = (t - grid[g - 1]) / (grid[g] - grid[g - 1])
+            return 1.0 - (cdf[g - 1] + f * (cdf[g] - cdf[g - 1]))
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def chain_pass(
+    y,
+    lmu,
+    lr,
+    w,
+    gain,
+    grid,
+    stay,
+    pi,
+    rho,
+    log_in,
+    log_out,
+    block,
+    want_grad,
+    g_lmu,
+    g_lr,
+    g_gain,
+    n_stay,
+    n_redraw,
+    n_into,
+    n_init,
+    want_post,
+    q,
+    thresholds,
+    mean,
+    sd,
+    lower,
+    prob,
+    uniforms,
+    draws,
+):
+    """Forward-backward over one chain; see the module docstring.
+
+    Shapes: ``y, lmu, lr`` (n, J); ``w`` (n,); ``gain`` (J,); ``grid`` (G,); ``stay`` (K,);
+    ``pi, rho`` (K, G); ``log_in``, ``log_out``: log probabilities that a count is NB or an
+    outlier (``log_out = -inf``: no outliers). Gradient outputs (added to, not overwritten): ``g_lmu, g_lr`` (n, J),
+    ``g_gain`` (J,), ``n_stay, n_redraw`` (K,), ``n_into, n_init`` (K, G). Posterior outputs
+    (overwritten): ``mean, sd, lower`` (n,), ``prob`` (n, T) for ``thresholds`` (T,),
+    ``draws`` (S, n) from ``uniforms`` (S, n). Returns the log marginal likelihood ratio.
+    """
+    n, n_lib = y.shape
+    n_grid = grid.size
+    n_class = stay.size
+    if n == 0:
+        return 0.0
+    eg = np.empty((n_lib, n_grid))
+    for j in range(n_lib):
+        for g in range(n_grid):
+            eg[j, g] = np.exp(gain[j] * grid[g])
+    n_block = (n + block - 1) // block
+    last_lo = (n_block - 1) * block
+    ckpt = np.empty((n_block, n_class, n_grid))
+    alpha = np.empty((block + 1, n_class, n_grid))  # row 0: the bin before the block
+    e_blk = np.empty((block, n_grid))
+    keep = np.empty((block, n_lib, n_grid))
+    resp = np.empty((block, n_lib, n_grid))
+    resp0 = np.empty((block, n_lib))
+    le = np.empty(n_grid)
+    cur = np.empty((n_class, n_grid))
+    prev = np.zeros((n_class, n_grid))
+    log_z = 0.0
+    # Forward: normalised messages; checkpoints at block borders; last block kept whole.
+    for i in range(n):
+        r_i = max(i - last_lo, 0)
+        top = _log_emission(
+            i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le, keep[r_i], resp[r_i], resp0[r_i]
+        )
+        for g in range(n_grid):
+            le[g] = np.exp(le[g] - top)
+        total = _step_forward(i, prev, le, stay, pi, rho, cur)
+        log_z += top + np.log(total)
+        if i >= last_lo:
+            if i == last_lo and i > 0:
+                alpha[0] = prev
+            alpha[i - last_lo + 1] = cur
+            e_blk[i - last_lo] = le
+        prev, cur = cur, prev
+        if (i + 1) % block == 0 and i + 1 < n:
+            ckpt[(i + 1) // block] = prev
+    if not want_grad and not want_post:
+        return log_z
+
+    beta = np.ones((n_class, n_grid))
+    new_beta = np.empty((n_class, n_grid))
+    u = np.empty((n_class, n_grid))
+    post = np.empty(n_grid)
+    cdf = np.empty(n_grid)
+    n_draw = uniforms.shape[0]
+    for b in range(n_block - 1, -1, -1):
+        lo = b * block
+        hi = min(n, lo + block)
+        if b != n_block - 1:
+            # Recompute this block's forward messages from the checkpoint before it.
+            if lo > 0:
+                alpha[0] = ckpt[b]
+            for i in range(lo, hi):
+                top = _log_emission(
+                    i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le,
+                    keep[i - lo], resp[i - lo], resp0[i - lo],
+                )  # fmt: skip
+                for g in range(n_grid):
+                    e_blk[i - lo, g] = np.exp(le[g] - top)
+                _step_forward(i, alpha[i - lo], e_blk[i - lo], stay, pi, rho, alpha[i - lo + 1])
+        for i in range(hi - 1, lo - 1, -1):
+            al = alpha[i - lo + 1]
+            e = e_blk[i - lo]
+            total = 0.0
+            for g in range(n_grid):
+                post[g] = 0.0
+            for k in range(n_class):
+                for g in range(n_grid):
+                    p = al[k, g] * beta[k, g]
+                    post[g] += p
+                    total += p
+                    if want_grad and i == 0:
+                        u[k, g] = p
+            for g in range(n_grid):
+                post[g] /= total
+            if want_grad and i == 0:
+                for k in range(n_class):
+                    for g in range(n_grid):
+                        n_init[k, g] += u[k, g] / total
+            if want_post:
+                m = 0.0
+                acc = 0.0
+                for g in range(n_grid):
+                    m += post[g] * grid[g]
+                    acc += post[g]
+                    cdf[g] = acc
+                v = 0.0
+                for g in range(n_grid):
+                    v += post[g] * (grid[g] - m) ** 2
+                mean[i] = m
+                sd[i] = np.sqrt(v)
+                lower[i] = _quantile(cdf, grid, q)
+                for t in range(thresholds.size):
+                    prob[i, t] = _tail(cdf, grid, thresholds[t])
+                for s in range(n_draw):
+                    draws[s, i] = _quantile(cdf, grid, uniforms[s, i])
+            if want_grad and w[i] > 0.0:
+                wi = w[i]
+                for j in range(n_lib):
+                    yy = y[i, j]
+                    lrj = lr[i, j]
+                    r = np.exp(lrj)
+                    mu = np.exp(lmu[i, j])
+                    yr = yy + r
+                    # d log NB / d log r without the log(r + m) and 1/(r + m) parts
+                    dpsi = _digamma(yy + r) - _digamma(r) + lrj + 1.0
+                    lg = keep[i - lo, j]
+                    rg = resp[i - lo, j]
+                    s_mu = 0.0
+                    s_r = 0.0
+                    s_a = 0.0
+                    for g in range(n_grid):
+                        m = mu * eg[j, g]
+                        inv = 1.0 / (r + m)
+                        pr = post[g] * rg[g]
+                        d_lm = yy - yr * m * inv
+                        s_mu += pr * d_lm
+                        s_r += pr * (dpsi - lg[g] - yr * inv)
+                        s_a += pr * grid[g] * d_lm
+                    r0 = resp0[i - lo, j]
+                    inv0 = 1.0 / (r + mu)
+                    g_lmu[i, j] += wi * (s_mu - r0 * (yy - yr * mu * inv0))
+                    g_lr[i, j] += wi * r * (s_r - r0 * (dpsi - np.log(r + mu) - yr * inv0))
+                    g_gain[j] += wi * s_a
+            if i > 0:
+                ap = alpha[i - lo]  # forward message of bin i - 1
+                redraw_in = 0.0
+                for k in range(n_class):
+                    for g in range(n_grid):
+                        u[k, g] = e[g] * beta[k, g]
+                        redraw_in += pi[k, g] * u[k, g]
+                total = 0.0
+                for k in range(n_class):
+                    s = stay[k]
+                    for g in range(n_grid):
+                        new_beta[k, g] = s * u[k, g] + (1.0 - s) * redraw_in
+                        total += new_beta[k, g]
+                if want_grad:
+                    # Joint posterior of (bin i - 1, bin i), normalised by its total.
+                    joint = 0.0
+                    leave = 0.0
+                    for k in range(n_class):
+                        for g in range(n_grid):
+                            joint += ap[k, g] * new_beta[k, g]
+                    for k in range(n_class):
+                        mass = 0.0
+                        kept = 0.0
+                        for g in range(n_grid):
+                            mass += ap[k, g]
+                            kept += ap[k, g] * u[k, g]
+                        n_stay[k] += stay[k] * kept / joint
+                        out = (1.0 - stay[k]) * mass * redraw_in / joint
+                        n_redraw[k] += out
+                        leave += (1.0 - stay[k]) * mass
+                    for k in range(n_class):
+                        for g in range(n_grid):
+                            n_into[k, g] += leave * pi[k, g] * u[k, g] / joint
+                for k in range(n_class):
+                    for g in range(n_grid):
+                        beta[k, g] = new_beta[k, g] / total
+    return log_z
