@@ -1,4 +1,4 @@
-"""ChIPVI on small synthetic data: recovers the truth, scvi-tools API, save/load."""
+"""ChIPVI on small synthetic data: beats the strong baseline across seeds, API, save/load."""
 
 from __future__ import annotations
 
@@ -16,14 +16,27 @@ from chipvi import ChipviInputError
 from chipvi.model import ChIPVI
 
 N_BINS = 1500
-TRAIN = {"max_epochs": 40, "enable_progress_bar": False}
+TRAIN = {"max_epochs": 150, "enable_progress_bar": False}
 
 
 def _average_precision(labels, score):
+    """Average precision with tied scores as one threshold (scikit-learn's definition)."""
+    labels = np.asarray(labels, bool)
     order = np.argsort(-score, kind="stable")
-    hits = labels[order].astype(float)
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return (precision * hits).sum() / hits.sum()
+    s, hits = score[order], labels[order].astype(float)
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # end of each tie group
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    recall_step = np.diff(np.r_[0.0, tp]) / hits.sum()
+    return float((precision * recall_step).sum())
+
+
+def _pooled_smoothed_ratio(adata):
+    """The strongest simple baseline: replicates pooled, log2 ChIP/input, 3-bin moving mean."""
+    depth = adata.var["depth"].to_numpy()
+    control, cdepth = adata.layers["control"][:, 0], adata.var["control_depth"].to_numpy()[0]
+    ratio = np.log2((adata.X.sum(1) + 1) / depth.sum()) - np.log2((control + 1) / cdepth)
+    return np.convolve(ratio, np.ones(3) / 3, mode="same")
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +62,36 @@ def trained(data):
     return model
 
 
-def test_beats_log_ratio_against_truth(data, trained):
-    adata, truth = data
-    lfe = trained.get_denoised().to_numpy()
-    depth, cdepth = adata.var["depth"].to_numpy(), adata.var["control_depth"].to_numpy()
-    ratio = np.log2((adata.X + 1) / depth) - np.log2((adata.layers["control"] + 1) / cdepth)
-    enriched, true_lfe = truth["enriched_A"].to_numpy(), truth["lfe_A"].to_numpy()
-    ap_model = [_average_precision(enriched, lfe[:, j]) for j in range(2)]
-    ap_ratio = [_average_precision(enriched, ratio[:, j]) for j in range(2)]
-    sp_model = [spearmanr(true_lfe, lfe[:, j])[0] for j in range(2)]
-    sp_ratio = [spearmanr(true_lfe, ratio[:, j])[0] for j in range(2)]
-    # Library 1 is the shallow replicate: sharing the group's biology helps it most.
-    assert ap_model[1] > ap_ratio[1] + 0.1, (ap_model, ap_ratio)
-    assert np.mean(ap_model) > np.mean(ap_ratio) + 0.03, (ap_model, ap_ratio)
-    assert sp_model[1] > sp_ratio[1] + 0.05, (sp_model, sp_ratio)
-    assert np.mean(sp_model) > np.mean(sp_ratio), (sp_model, sp_ratio)
-    assert pearsonr(lfe[:, 0], lfe[:, 1])[0] > pearsonr(ratio[:, 0], ratio[:, 1])[0] + 0.2
+def test_average_precision_groups_ties():
+    labels = np.array([1, 0, 1, 0])
+    # Two tied scores on top (one hit): one threshold with precision 1/2, then all four.
+    assert _average_precision(labels, np.array([2.0, 2.0, 1.0, 1.0])) == pytest.approx(0.5)
+    assert _average_precision(labels, np.array([4.0, 3.0, 2.0, 1.0])) == pytest.approx(
+        0.5 * (1 + 2 / 3)
+    )
+
+
+def test_beats_pooled_smoothed_ratio_across_seeds():
+    """Group-level enrichment against the pooled, 3-bin smoothed log ratio on 5 data seeds.
+
+    Measured when written (150 steps): AP 0.989-0.996 vs 0.941-0.985, Spearman above the
+    baseline on every seed (by 0.002-0.011).
+    """
+    torch.set_num_threads(1)
+    gain_ap, gain_sp = [], []
+    for seed in range(5):
+        adata, truth = make_chip_adata(n_bins=N_BINS, seed=seed)
+        ChIPVI.setup_anndata(adata)
+        scvi.settings.seed = 0
+        model = ChIPVI(adata)
+        model.train(**TRAIN)
+        lfe = model.get_denoised(level="group", return_numpy=True)[:, 0]
+        base = _pooled_smoothed_ratio(adata)
+        enriched, true_lfe = truth["enriched_A"].to_numpy(), truth["lfe_A"].to_numpy()
+        gain_ap.append(_average_precision(enriched, lfe) - _average_precision(enriched, base))
+        gain_sp.append(spearmanr(true_lfe, lfe)[0] - spearmanr(true_lfe, base)[0])
+    assert np.median(gain_ap) > 0.01 and min(gain_ap) > 0.0, gain_ap
+    assert np.median(gain_sp) > 0.0 and min(gain_sp) > -0.01, gain_sp
 
 
 def test_outputs_shapes_kinds_and_determinism(data, trained):
@@ -72,35 +99,68 @@ def test_outputs_shapes_kinds_and_determinism(data, trained):
     lfe = trained.get_denoised()
     assert isinstance(lfe, pd.DataFrame)
     assert list(lfe.index) == list(adata.obs_names) and list(lfe.columns) == list(adata.var_names)
-    pd.testing.assert_frame_equal(lfe, trained.get_denoised())  # deterministic by default
+    pd.testing.assert_frame_equal(lfe, trained.get_denoised())  # deterministic
     group = trained.get_denoised(level="group")
     assert list(group.columns) == ["A"] == trained.group_names
-    # Library outputs carry each library's own evidence, not a copy of the group's.
-    assert not np.allclose(lfe.iloc[:, 0], lfe.iloc[:, 1])
-    assert not np.allclose(lfe.iloc[:, 0], group.iloc[:, 0])
+    # A library sees its group's chain through its gain.
+    gains = trained.gains.to_numpy()
+    assert np.exp(np.log(gains).mean()) == pytest.approx(1.0)
+    np.testing.assert_allclose(lfe.to_numpy(), group.to_numpy() * gains, rtol=1e-6, atol=1e-9)
     fe = trained.get_denoised(kind="fold_enrichment", return_numpy=True)
     np.testing.assert_allclose(fe, np.exp(lfe.to_numpy()), rtol=1e-6)
     sd = trained.get_denoised(kind="sd", return_numpy=True)
     assert (sd > 0).all()
-    # The 5 % posterior quantile of a Gaussian: mean - 1.645 sd, and its Monte-Carlo estimate.
     lower = trained.get_denoised(kind="log_fold_enrichment_lower", return_numpy=True)
-    np.testing.assert_allclose(lower, lfe.to_numpy() - 1.6448536 * sd, rtol=1e-5, atol=1e-6)
-    lower_mc = trained.get_denoised(
-        kind="log_fold_enrichment_lower", n_samples=2000, return_numpy=True
-    )
-    assert np.abs(lower_mc - lower).mean() < 0.1 * sd.mean()
+    assert (lower <= lfe.to_numpy() + 1e-9).all()
+    prob = trained.get_denoised(kind="probability_enriched", return_numpy=True)
+    assert ((prob >= 0) & (prob <= 1)).all()
+    # Higher posterior mean, higher probability of enrichment (rank agreement).
+    assert spearmanr(prob[:, 0], lfe.to_numpy()[:, 0])[0] > 0.8
     rate = trained.get_denoised(kind="biological_rate", return_numpy=True)
     assert (rate > 0).all()
     sub = trained.get_denoised(indices=[3, 10, 500])
     pd.testing.assert_frame_equal(sub, lfe.iloc[[3, 10, 500]])
-    mc = trained.get_denoised(n_samples=200, return_numpy=True)
-    assert np.abs(mc - lfe.to_numpy()).mean() < 0.05
-    draws = trained.sample_log_fold_enrichment(n_samples=5, indices=np.arange(20))
-    assert draws.shape == (5, 20, 1)
+    draws = trained.sample_log_fold_enrichment(n_samples=400, indices=np.arange(300), seed=0)
+    assert draws.shape == (400, 300, 1)
+    # Draws follow each bin's marginal posterior.
+    assert np.abs(draws.mean(0)[:, 0] - group.to_numpy()[:300, 0]).mean() < 0.05
     with pytest.raises(ChipviInputError, match="kind"):
         trained.get_denoised(kind="zscore")
     with pytest.raises(ChipviInputError, match="level"):
         trained.get_denoised(level="sample")
+
+
+def test_add_posterior_writes_one_pass(data, trained):
+    adata, _ = data
+    target = adata.copy()
+    ChIPVI.setup_anndata(target)
+    trained.add_posterior(target)
+    info = target.uns["chipvi_posterior"]
+    assert info["params"]["log_base"] == "e" and info["params"]["lower_quantile"] == 0.05
+    for where in info["keys"].values():
+        slot, name = where.split("/")
+        assert name in getattr(target, slot)
+    for level in ("library", "library_own", "group"):
+        for kind, suffix in (("log_fold_enrichment", "lfe"), ("sd", "lfe_sd"),
+                             ("log_fold_enrichment_lower", "lfe_lower"),
+                             ("probability_enriched", "prob_enriched")):  # fmt: skip
+            key = info["keys"][f"{level}/{kind}"].split("/")[1]
+            stored = target.obsm[key].to_numpy() if level == "group" else target.layers[key]
+            np.testing.assert_allclose(
+                stored, trained.get_denoised(target, kind=kind, level=level, return_numpy=True),
+                rtol=1e-6, atol=1e-6,
+            )  # fmt: skip
+            assert key.endswith(suffix)
+    np.testing.assert_allclose(
+        target.layers["chipvi_mu"], trained.get_technical(return_numpy=True)["mu"], rtol=1e-6
+    )
+    # The posterior pass covers whole chains: the technical chunk size changes nothing.
+    np.testing.assert_allclose(
+        trained.get_denoised(target, batch_size=97, return_numpy=True),
+        target.layers["chipvi_lfe"], rtol=1e-5, atol=1e-6,
+    )  # fmt: skip
+    with pytest.raises(ChipviInputError, match="prefix"):
+        trained.add_posterior(target, prefix="bad prefix")
 
 
 def test_technical_and_pvalues(data, trained):
@@ -130,10 +190,13 @@ def test_multimapper_pileups_are_technique_not_enrichment(data, trained):
     # was 1.45-1.66 when those bins were only down-weighted, so enrichment absorbed the rest).
     ratio = adata.X[art].sum(0) / mu[art].sum(0)
     assert ((ratio > 0.7) & (ratio < 1.3)).all(), ratio
-    # No evidence either way: the conservative score puts them below the background median.
-    lower = trained.get_denoised(kind="log_fold_enrichment_lower", return_numpy=True)
+    # Their counts are no evidence of enrichment: the chain carries the neighbours' state over
+    # them, so they score like the background around them, not like enriched bins.
+    lfe = trained.get_denoised(return_numpy=True)
+    prob = trained.get_denoised(kind="probability_enriched", return_numpy=True)
     background = ~art & ~truth["enriched_A"].to_numpy()
-    assert (lower[art] < np.median(lower[background], axis=0)).mean() > 0.9
+    assert (lfe[art] < np.quantile(lfe[background], 0.9, axis=0)).mean() > 0.9
+    assert (prob[art] < 0.5).mean() > 0.9
 
 
 def test_library_own_evidence(data, trained):
@@ -154,7 +217,8 @@ def test_library_own_evidence(data, trained):
         assert _average_precision(enriched, values[:, j]) > 0.5
     # Not copies: the replicates' own outputs agree less than the shared-biology outputs.
     shared = trained.get_denoised(return_numpy=True)
-    assert pearsonr(values[:, 0], values[:, 1])[0] < pearsonr(shared[:, 0], shared[:, 1])[0] - 0.05
+    assert pearsonr(shared[:, 0], shared[:, 1])[0] > 0.9999  # one chain, two gains
+    assert pearsonr(values[:, 0], values[:, 1])[0] < 0.99
     # Library 1 loses its reads in the strongest enriched bins (counts set to the technical
     # expectation): its own output there falls to background, library 0's barely moves.
     strong = truth["lfe_A"].to_numpy() > 1.5
@@ -168,8 +232,6 @@ def test_library_own_evidence(data, trained):
     drop_shared = shared[strong, 1].mean() - shared_l[strong, 1].mean()
     assert drop_own > 1.0 and drop_own > drop_shared + 0.3, (drop_own, drop_shared)
     assert abs(own_l[strong, 0].mean() - values[strong, 0].mean()) < 0.2 * drop_own
-    with pytest.raises(ChipviInputError, match="exactly on a grid"):
-        trained.get_denoised(level="library_own", n_samples=10)
     # Chains follow adjacent bins: without chrom/start/end columns all bins form one chain
     # (this data is one chromosome of adjacent bins, so nothing changes); a gap starts a new
     # chain, so the bins after it no longer see the evidence before it.
@@ -218,17 +280,24 @@ def test_save_load_round_trip(data, trained, tmp_path):
         trained.save(path)
     loaded = ChIPVI.load(path, adata.copy())
     for kind in ("log_fold_enrichment", "sd"):
-        np.testing.assert_array_equal(
-            loaded.get_denoised(kind=kind, return_numpy=True),
-            trained.get_denoised(kind=kind, return_numpy=True),
-        )
+        for level in ("library", "library_own", "group"):
+            np.testing.assert_array_equal(
+                loaded.get_denoised(kind=kind, level=level, return_numpy=True),
+                trained.get_denoised(kind=kind, level=level, return_numpy=True),
+            )
     np.testing.assert_array_equal(
         loaded.get_technical(return_numpy=True)["mu"],
         trained.get_technical(return_numpy=True)["mu"],
     )
+    with pytest.raises(ChipviInputError, match="without its AnnData"):
+        ChIPVI.load(path)
+    # scvi-tools' save_anndata: the AnnData is saved and reloaded when none is passed.
+    with_data = tmp_path / "with_data"
+    trained.save(with_data, save_anndata=True)
+    reloaded = ChIPVI.load(with_data)
+    assert list(reloaded.adata.obs_names) == list(adata.obs_names)
     np.testing.assert_array_equal(
-        loaded.get_denoised(level="library_own", return_numpy=True),
-        trained.get_denoised(level="library_own", return_numpy=True),
+        reloaded.get_denoised(return_numpy=True), trained.get_denoised(return_numpy=True)
     )
     # Other data, another version, not a model folder.
     other, _ = make_chip_adata(n_bins=N_BINS - 10, seed=1)
@@ -266,19 +335,23 @@ def test_r_p_technical_trains(data):
     assert spearmanr(truth["lfe_A"], lfe[:, 0])[0] > 0.3
 
 
-def test_consistency_raises_replicate_concordance(data):
-    adata, _ = data
-    corr = {}
-    for name, kwargs in {"off": {"consistency": ()}, "on": {"consistency_weight": 20.0}}.items():
+def test_gains_and_consistency(data):
+    """A replicate that sees the features half as strongly gets a lower gain; the consistency
+    factor shrinks the replicates' log gains towards each other."""
+    adata, truth = data
+    weak = adata.copy()
+    # Library 1's reads in enriched bins thinned so its log enrichment is halved.
+    keep = np.exp(-0.5 * truth["lfe_A"].to_numpy())
+    weak.X[:, 1] = np.random.default_rng(0).binomial(weak.X[:, 1], keep)
+    spread = {}
+    for weight in (0.0, 200.0):
         scvi.settings.seed = 0
-        model = ChIPVI(_fresh(adata), **kwargs)
+        model = ChIPVI(_fresh(weak), consistency_weight=weight)
         model.train(**TRAIN)
-        lfe = model.get_denoised(return_numpy=True)
-        corr[name] = pearsonr(lfe[:, 0], lfe[:, 1])[0]
-        delta = lfe[:, 0] - lfe[:, 1]
-        corr[name + "_msd"] = float((delta**2).mean())
-    assert corr["on"] > corr["off"]
-    assert corr["on_msd"] < 0.8 * corr["off_msd"]
+        log_gain = np.log(model.gains.to_numpy())
+        spread[weight] = log_gain[0] - log_gain[1]
+    assert spread[0.0] > 0.3, spread  # halved log enrichment: ideally log(2) = 0.69
+    assert spread[200.0] < 0.5 * spread[0.0], spread
 
 
 def test_contiguous_block_sampler_covers_every_bin():

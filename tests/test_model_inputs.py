@@ -78,7 +78,7 @@ def test_single_library_group_warns_and_turns_consistency_off(adata):
     ChIPVI.setup_anndata(adata)
     with pytest.warns(UserWarning, match="single library"):
         model = ChIPVI(adata)
-    assert model.module.replicate_groups == []
+    assert model.module.groups == ((0,), (1,))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ChIPVI(adata, consistency=())  # no consistency asked for: nothing to warn about
@@ -91,9 +91,35 @@ def test_bad_options(adata):
     with pytest.raises(ChipviInputError, match="consistency terms"):
         ChIPVI(adata, consistency=("mse", "cosine"))
     with pytest.raises(ChipviInputError, match="one weight per"):
-        ChIPVI(adata, consistency=("mse", "pearson"), consistency_weight=(1.0, 2.0, 3.0))
-    with pytest.raises(ChipviInputError, match="library_smoothness must lie in"):
-        ChIPVI(adata, library_smoothness=1.0)
+        ChIPVI(adata, consistency=("mse",), consistency_weight=(1.0, 2.0))
+    with pytest.raises(ChipviInputError, match="consistency_weight must be >= 0"):
+        ChIPVI(adata, consistency_weight=-1.0)
+    for grid in ((0.0, 6.0, 40), (-3.0, 6.0, 4), (-3.0, np.nan, 40), "fine"):
+        with pytest.raises(ChipviInputError, match="grid"):
+            ChIPVI(adata, grid=grid)
+    for stay in ((0.8, 1.0), (), (0.5,) * 5, ("x",)):
+        with pytest.raises(ChipviInputError, match="stay"):
+            ChIPVI(adata, stay=stay)
+    with pytest.raises(ChipviInputError, match="enrichment_threshold"):
+        ChIPVI(adata, enrichment_threshold=7.0)
+    with pytest.raises(ChipviInputError, match="low_mapq"):
+        ChIPVI(adata, low_mapq=-1)
+
+
+def test_library_without_reads(adata):
+    adata.X[:, 1] = 0
+    with pytest.raises(ChipviInputError, match=r"libraries \['A_R2'\] have no reads"):
+        ChIPVI.setup_anndata(adata)
+
+
+def test_bad_batch_size_and_warmup(adata):
+    ChIPVI.setup_anndata(adata)
+    model = ChIPVI(adata)
+    with pytest.raises(ChipviInputError, match="batch_size"):
+        model.train(max_epochs=1, batch_size=0)
+    with pytest.raises(ChipviInputError, match="warmup_fraction"):
+        model.train(max_epochs=1, warmup_fraction=1.5)
+    assert not model.is_trained_
 
 
 def test_gpu_without_gpu(adata):

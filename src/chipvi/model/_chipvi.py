@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -827,8 +828,26 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         )
 
     # ----------------------------------------------------------------------------------------
-    def save(self, dir_path: str | os.PathLike, overwrite: bool = False, **kwargs) -> None:
-        """Save the model (weights, setup, training history) to a new folder ``dir_path``."""
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **kwargs,
+    ) -> None:
+        """Save the model (weights, setup, training history) to a new folder ``dir_path``.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to create (written under a temporary name and renamed when complete).
+        overwrite
+            Replace an existing folder.
+        save_anndata
+            Also save the training AnnData (``adata.h5ad``), so :meth:`load` needs none.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+        """
         dir_path = Path(dir_path)
         if dir_path.exists() and not overwrite:
             raise ChipviInputError(f"{dir_path} already exists; pass overwrite=True to replace it.")
@@ -838,7 +857,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             )
         tmp = dir_path.parent / f".{dir_path.name}.{uuid.uuid4().hex}.part"
         try:
-            super().save(str(tmp), overwrite=False, save_anndata=False, **kwargs)
+            super().save(str(tmp), overwrite=False, save_anndata=save_anndata, **kwargs)
             info = {
                 "chipvi_version": _version(),
                 "library_names": self.library_names,
@@ -855,7 +874,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 shutil.rmtree(tmp)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData, **kwargs) -> ChIPVI:
+    def load(
+        cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs
+    ) -> ChIPVI:
         """Load a model saved with :meth:`save` for the same bins and libraries.
 
         Parameters
@@ -863,7 +884,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         dir_path
             Folder written by :meth:`save`.
         adata
-            The AnnData the model was trained on (same bins and libraries).
+            The AnnData the model was trained on (same bins and libraries); ``None`` loads the
+            one saved with ``save(..., save_anndata=True)``.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (e.g. ``accelerator``).
         """
@@ -877,19 +899,33 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 f"{dir_path} was saved by chipvi {info.get('chipvi_version')}, this is chipvi "
                 f"{_version()}; retrain the model with this version."
             )
-        if not isinstance(adata, AnnData):
+        if adata is None:
+            if not (dir_path / "adata.h5ad").is_file():
+                raise ChipviInputError(
+                    f"{dir_path} was saved without its AnnData: pass the training AnnData, "
+                    "ChIPVI.load(path, adata), or save with save_anndata=True."
+                )
+        elif not isinstance(adata, AnnData):
             raise ChipviInputError(f"load needs the training AnnData, got {type(adata).__name__}.")
-        if list(adata.var_names) != info["library_names"]:
-            raise ChipviInputError(
-                f"{dir_path} was trained on libraries {info['library_names']}, this AnnData has "
-                f"{list(adata.var_names)}."
-            )
-        if adata.n_obs != info["n_bins"] or _obs_hash(adata.obs_names) != info["obs_names_sha1"]:
-            raise ChipviInputError(
-                f"{dir_path} was trained on other bins ({info['n_bins']} bins) than this AnnData "
-                f"({adata.n_obs} bins)."
-            )
-        model = super().load(str(dir_path), adata=adata, **kwargs)
+        else:
+            if list(adata.var_names) != info["library_names"]:
+                raise ChipviInputError(
+                    f"{dir_path} was trained on libraries {info['library_names']}, this "
+                    f"AnnData has {list(adata.var_names)}."
+                )
+            if adata.n_obs != info["n_bins"] or _obs_hash(adata.obs_names) != info["obs_names_sha1"]:
+                raise ChipviInputError(
+                    f"{dir_path} was trained on other bins ({info['n_bins']} bins) than this "
+                    f"AnnData ({adata.n_obs} bins)."
+                )
+        # scvi-tools logs "File ... already downloaded" at INFO for every local load.
+        quiet = logging.getLogger("scvi.data._download")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            model = super().load(str(dir_path), adata=adata, **kwargs)
+        finally:
+            quiet.setLevel(level)
         model.module.eval()
         return model
 

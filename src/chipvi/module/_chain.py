@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._chain_numba import chain_pass
+from ._chain_numba import cell_edges, chain_pass
 from ._nb import nb_log_prob
 
 #: Bins whose forward messages are kept at once in the CPU backward pass of the posterior.
@@ -339,22 +339,22 @@ def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, pos
 def _summaries(marg, grid, post, out, i):
     """Posterior summaries of bin ``i`` for every group from its grid marginals."""
     cdf = np.cumsum(marg, -1)
+    edges = cell_edges(grid)
     for k in range(marg.shape[0]):
         m = float((marg[k] * grid).sum())
+        knots = np.r_[0.0, cdf[k]]
         out["mean"][i, k] = m
         out["sd"][i, k] = np.sqrt(float((marg[k] * (grid - m) ** 2).sum()))
-        out["lower"][i, k] = _np_quantile(cdf[k], grid, post["q"])
+        out["lower"][i, k] = _np_quantile(knots, edges, post["q"])
         for t, thr in enumerate(post["thresholds"]):
-            out["prob"][i, k, t] = 1.0 - np.interp(thr, grid, cdf[k], left=0.0, right=1.0)
+            out["prob"][i, k, t] = 1.0 - np.interp(thr, edges, knots)
         for s in range(post["uniforms"].shape[0]):
-            out["draws"][s, i, k] = _np_quantile(cdf[k], grid, post["uniforms"][s, i])
+            out["draws"][s, i, k] = _np_quantile(knots, edges, post["uniforms"][s, i])
 
 
-def _np_quantile(cdf, grid, q):
-    if q <= cdf[0]:
-        return float(grid[0])
-    g = int(np.searchsorted(cdf, q))
-    g = min(g, len(grid) - 1)
-    step = cdf[g] - cdf[g - 1]
-    f = (q - cdf[g - 1]) / step if step > 0 else 1.0
-    return float(grid[g - 1] + f * (grid[g] - grid[g - 1]))
+def _np_quantile(knots, edges, q):
+    """Inverse of the piecewise-linear CDF through ``(edges, knots)`` (knots[0] = 0)."""
+    g = min(max(int(np.searchsorted(knots, q)), 1), len(edges) - 1)
+    step = knots[g] - knots[g - 1]
+    f = (q - knots[g - 1]) / step if step > 0 else 1.0
+    return float(edges[g - 1] + f * (edges[g] - edges[g - 1]))

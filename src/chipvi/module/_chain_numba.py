@@ -22,7 +22,9 @@ The pass returns the exact log marginal likelihood of the run (sum of the log ra
 on request, its exact gradient with respect to every input (Fisher's identity: posterior
 expectations of the emission gradients, and expected transition counts for the log stay,
 log redraw, log ``pi`` and log ``rho`` inputs), and posterior summaries per bin of the
-enrichment: mean, sd, a quantile, tail probabilities and draws from the marginal.
+enrichment: mean, sd, a quantile, tail probabilities and draws from the marginal (for the
+last three, each grid point's mass is spread evenly over its cell, between the midpoints to
+its neighbours, so they vary continuously with the posterior and keep its mean).
 
 Memory: forward messages are kept at every ``block``-th bin and recomputed one block at a
 time in the backward pass, so a pass holds ``block × classes × grid`` floats whatever the
@@ -132,32 +134,39 @@ def _step_forward(i, prev, e, stay, pi, rho, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _quantile(cdf, grid, q):
-    """Inverse of the piecewise-linear CDF through ``(grid[g], cdf[g])`` at ``q``."""
-    n_grid = grid.size
-    if q <= cdf[0]:
-        return grid[0]
-    for g in range(1, n_grid):
+def _quantile(cdf, edges, q):
+    """Inverse CDF at ``q``: each grid point's mass spread evenly over its cell ``edges``."""
+    n_grid = cdf.size
+    prev = 0.0
+    for g in range(n_grid):
         if cdf[g] >= q:
-            step = cdf[g] - cdf[g - 1]
-            f = (q - cdf[g - 1]) / step if step > 0.0 else 1.0
-            return grid[g - 1] + f * (grid[g] - grid[g - 1])
-    return grid[n_grid - 1]
+            step = cdf[g] - prev
+            f = (q - prev) / step if step > 0.0 else 1.0
+            return edges[g] + f * (edges[g + 1] - edges[g])
+        prev = cdf[g]
+    return edges[n_grid]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _tail(cdf, grid, t):
-    """``1 − F(t)`` of the same piecewise-linear CDF."""
-    n_grid = grid.size
-    if t < grid[0]:
+def _tail(cdf, edges, t):
+    """``1 − F(t)`` of the same distribution."""
+    n_grid = cdf.size
+    if t <= edges[0]:
         return 1.0
-    if t >= grid[n_grid - 1]:
-        return 0.0
-    for g in range(1, n_grid):
-        if grid[g] > t:
-            f = (t - grid[g - 1]) / (grid[g] - grid[g - 1])
-            return 1.0 - (cdf[g - 1] + f * (cdf[g] - cdf[g - 1]))
+    prev = 0.0
+    for g in range(n_grid):
+        if t < edges[g + 1]:
+            f = (t - edges[g]) / (edges[g + 1] - edges[g])
+            return 1.0 - (prev + f * (cdf[g] - prev))
+        prev = cdf[g]
     return 0.0
+
+
+def cell_edges(grid: np.ndarray) -> np.ndarray:
+    """Edges of the cells around the grid points (midpoints; half a step past each end)."""
+    grid = np.asarray(grid, np.float64)
+    mid = (grid[1:] + grid[:-1]) / 2
+    return np.r_[grid[0] - (grid[1] - grid[0]) / 2, mid, grid[-1] + (grid[-1] - grid[-2]) / 2]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -249,6 +258,11 @@ def chain_pass(
     post = np.empty(n_grid)
     cdf = np.empty(n_grid)
     n_draw = uniforms.shape[0]
+    edges = np.empty(n_grid + 1)
+    edges[0] = grid[0] - (grid[1] - grid[0]) / 2
+    for g in range(1, n_grid):
+        edges[g] = (grid[g - 1] + grid[g]) / 2
+    edges[n_grid] = grid[n_grid - 1] + (grid[n_grid - 1] - grid[n_grid - 2]) / 2
     for b in range(n_block - 1, -1, -1):
         lo = b * block
         hi = min(n, lo + block)
@@ -295,11 +309,11 @@ def chain_pass(
                     v += post[g] * (grid[g] - m) ** 2
                 mean[i] = m
                 sd[i] = np.sqrt(v)
-                lower[i] = _quantile(cdf, grid, q)
+                lower[i] = _quantile(cdf, edges, q)
                 for t in range(thresholds.size):
-                    prob[i, t] = _tail(cdf, grid, thresholds[t])
+                    prob[i, t] = _tail(cdf, edges, thresholds[t])
                 for s in range(n_draw):
-                    draws[s, i] = _quantile(cdf, grid, uniforms[s, i])
+                    draws[s, i] = _quantile(cdf, edges, uniforms[s, i])
             if want_grad and w[i] > 0.0:
                 wi = w[i]
                 for j in range(n_lib):
