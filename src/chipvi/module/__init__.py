@@ -5,12 +5,7 @@ from ._consistency import mse_consistency
 from ._covariates import ALL_COVARIATES, COVARIATE_SETS, CovariateBuilder
 from ._mlp import MLP
 from ._module import ChainMarginal, ChipviModule
-from ._nb import (
-    NegativeBinomialMeanDisp,
-    WeightedNegativeBinomial,
-    nb_log_prob,
-    nb_weighted_log_prob,
-)
+from ._nb import NegativeBinomialMeanDisp, nb_log_prob
 from ._registry import CONSISTENCY, TECHNICAL, list_consistency, list_covariate_sets, list_technical
 from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
 
@@ -28,7 +23,6 @@ __all__ = [
     "TechnicalMuR",
     "TechnicalNet",
     "TechnicalRP",
-    "WeightedNegativeBinomial",
     "chain_log_likelihood",
     "chain_posterior",
     "list_consistency",
@@ -36,5 +30,4 @@ __all__ = [
     "list_technical",
     "mse_consistency",
     "nb_log_prob",
-    "nb_weighted_log_prob",
 ]

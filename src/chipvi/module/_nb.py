@@ -27,24 +27,6 @@ def nb_log_prob(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor) -> t
     return _log_comb(y, log_mu, log_r) + _log_kernel(y, log_mu, log_r)
 
 
-def nb_weighted_log_prob(
-    y: torch.Tensor,
-    log_mu: torch.Tensor,
-    log_mu_technical: torch.Tensor,
-    log_r: torch.Tensor,
-    weight: torch.Tensor,
-) -> torch.Tensor:
-    """``w·log NB(y | mu) + (1 - w)·log NB(y | mu_technical)``, same dispersion.
-
-    The counts' terms that do not depend on the mean (three lgamma, the costly part) are
-    shared, so this costs little more than one :func:`nb_log_prob`.
-    """
-    return _log_comb(y, log_mu, log_r) + (
-        weight * _log_kernel(y, log_mu, log_r)
-        + (1 - weight) * _log_kernel(y, log_mu_technical, log_r)
-    )
-
-
 def _log_comb(y, log_mu, log_r) -> torch.Tensor:
     """``lgamma(y + r) - lgamma(r) - lgamma(y + 1)`` in the promoted dtype."""
     dtype = torch.promote_types(torch.promote_types(y.dtype, log_mu.dtype), log_r.dtype)
@@ -99,39 +81,3 @@ class NegativeBinomialMeanDisp(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return nb_log_prob(value, self.log_mu, self.log_r)
-
-
-class WeightedNegativeBinomial(NegativeBinomialMeanDisp):
-    """Counts explained with weight ``w`` by NB(``mu``) and with ``1 - w`` by NB(``mu_technical``).
-
-    ``log_prob`` is :func:`nb_weighted_log_prob` (a tempered product of the two likelihoods,
-    not a normalised distribution); ``mean``, ``variance`` and ``sample`` are those of
-    NB(``mu``).
-    """
-
-    arg_constraints = {
-        "log_mu": constraints.real,
-        "log_mu_technical": constraints.real,
-        "log_r": constraints.real,
-        "weight": constraints.unit_interval,
-    }
-
-    def __init__(self, log_mu, log_mu_technical, log_r, weight, validate_args=None) -> None:
-        self.log_mu, self.log_mu_technical, self.log_r, self.weight = torch.broadcast_tensors(
-            log_mu, log_mu_technical, log_r, weight
-        )
-        TorchDistribution.__init__(self, self.log_mu.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        return WeightedNegativeBinomial(
-            self.log_mu.expand(batch_shape),
-            self.log_mu_technical.expand(batch_shape),
-            self.log_r.expand(batch_shape),
-            self.weight.expand(batch_shape),
-        )
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return nb_weighted_log_prob(
-            value, self.log_mu, self.log_mu_technical, self.log_r, self.weight
-        )
