@@ -254,12 +254,13 @@ def child_naive(bam: str, n_reads: int) -> dict:
 def child_count(bam: str, threads: int) -> dict:
     """The counting part of read_bam_bins alone: every chromosome into preallocated columns."""
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import _check_params, _count_files, _n_bins
+    from chipvi._bins import bin_count
+    from chipvi.io._binning import _check_params, _count_files
 
     t0, c0 = time.perf_counter(), _cpu()
     info = open_bam(bam)
     params = _check_params(200, 200, 0, True)
-    n_bins = _n_bins(info.contigs, 200)
+    n_bins = bin_count(info.contigs, 200)
     x = np.zeros(n_bins, np.int32)
     mapq = np.zeros(n_bins, np.float32)
     totals, _ = _count_files([info], info.contigs, [params], [(x, mapq)], threads, False)

@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from chipvi._utils import parse_max_per_position  # noqa: E402
-from chipvi.tl._regions import BROAD_DOMAINS  # noqa: E402
+from chipvi.tl import BROAD_DOMAINS  # noqa: E402
 
 # chipvi settings, the same for both scenarios, all chosen on seed 0 (posterior vs p-value
 # test, min_lfe, q, merge_gap; for the broad mode broad_q, merge_gap and domain_q), so the
@@ -80,7 +80,7 @@ def _runs(mask: np.ndarray, chrom: np.ndarray) -> np.ndarray:
 
 def score(adata, truth_mask: np.ndarray, regions: pd.DataFrame) -> dict[str, float]:
     """Bin- and region-level precision / recall / F1 of called regions against truth bins."""
-    from chipvi.io._signal import interval_bin_ranges, overlap_mask
+    from chipvi._bins import interval_bin_ranges, overlap_mask
 
     called = overlap_mask(adata, regions["chrom"], regions["start"], regions["end"])
     tp = int((called & truth_mask).sum())

@@ -10,7 +10,7 @@ import pytest
 
 from chipvi import ChipviInputError
 from chipvi.io import read_bed
-from chipvi.io._bed import overlapping_bins
+from chipvi._bins import overlapping_bins
 
 
 def test_read_bed_skips_headers_and_keeps_order(tmp_path):

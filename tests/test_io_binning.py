@@ -551,10 +551,10 @@ def test_corrupt_record_lengths(tmp_path):
 def test_bin_names_equal_fstring_definition(bin_size, chunk, monkeypatch):
     """The compiled name builder writes exactly f"{chrom}:{start}-{end}" for every bin, also
     when its pieces start or end inside a chromosome or span several."""
-    from chipvi.io import _binning
-    from chipvi.io._binning import bin_names, bin_obs
+    from chipvi import _bins
+    from chipvi._bins import bin_names, bin_obs
 
-    monkeypatch.setattr(_binning, "_NAME_CHUNK", chunk)
+    monkeypatch.setattr(_bins, "_NAME_CHUNK", chunk)
 
     # Odd lengths, a chromosome shorter than a bin, digit-count boundaries, non-ASCII names.
     contigs = [("chr1", 10_001), ("c", 9), ("chrUn_KI270742v1", 999), ("chrß-é", 100), ("x", 1)]
@@ -576,7 +576,7 @@ def test_bin_names_equal_fstring_definition(bin_size, chunk, monkeypatch):
 def test_bin_names_are_unique_even_with_colons_in_contig_names():
     """read_bams skips anndata's duplicate-name scan, so uniqueness must hold by construction:
     names split at their last ":" (HLA contigs hold colons), and repeated contigs are refused."""
-    from chipvi.io._binning import bin_obs
+    from chipvi._bins import bin_obs
 
     contigs = [("HLA-A*01:01", 450), ("HLA-A*01", 450), ("a:1", 300), ("a", 300)]
     obs = bin_obs(contigs, 100)
@@ -586,7 +586,7 @@ def test_bin_names_are_unique_even_with_colons_in_contig_names():
 
 
 def test_bin_names_of_no_bins():
-    from chipvi.io._binning import bin_names, bin_obs
+    from chipvi._bins import bin_names, bin_obs
 
     assert bin_names([], 200).tolist() == []
     obs = bin_obs([], 200)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from chipvi import ChipviInputError
-from chipvi.io._binning import bin_obs
+from chipvi._bins import bin_obs
 from chipvi.pp import aggregate_bins, filter_blacklist, filter_chroms, filter_region
 
 SIZES = {"chr1": 1030, "chr2": 460, "chrM": 70}

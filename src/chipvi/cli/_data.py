@@ -50,7 +50,7 @@ def check_data_inputs(data) -> None:
         if not sheet.is_file():
             raise ChipviInputError(f"config key 'data.samplesheet': file {sheet} does not exist.")
     if data.region is not None:
-        from ..io._bed import parse_region
+        from .._bins import parse_region
 
         parse_region(data.region, what="config key 'data.region'")
 

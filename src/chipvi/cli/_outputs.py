@@ -74,12 +74,11 @@ def call_peaks(
 ):
     """Enriched regions from the model's q-values, written as BED/narrowPeak/broadPeak."""
     from .. import io, tl
-    from ..tl._regions import BROAD_DOMAINS
 
     call = _need(tl, "call_enriched_regions", "Calling enriched regions")
     write_peaks = _need(io, "write_peaks", "Writing peaks")
     # broadPeak files hold domains: link seeds through weaker bins, test each region as a whole.
-    broad = BROAD_DOMAINS if fmt == "broadPeak" else {}
+    broad = tl.BROAD_DOMAINS if fmt == "broadPeak" else {}
     regions = call(model, adata=adata, q=q, level=level, **broad)
     written = (
         dict(write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from .._bins import bin_count, bin_obs, blacklist_mask, blacklist_record
 from .._errors import ChipviInputError
 from .._utils import gc_paused
 from ._bam import BamInfo, open_bam
@@ -230,162 +231,6 @@ def _contig_mismatch(a: BamInfo, b: BamInfo, names: list[str]) -> str:
         "(ChIP and control) must share the same contigs; re-align, or pass chroms= to keep "
         "chromosomes they agree on."
     )
-
-
-def _n_bins(contigs: Sequence[tuple[str, int]], bin_size: int) -> int:
-    return sum(-(-length // bin_size) for _, length in contigs)
-
-
-def bin_obs(contigs: Iterable[tuple[str, int]], bin_size: int) -> pd.DataFrame:
-    """The ``obs`` table of fixed-width bins tiling each chromosome from 0.
-
-    Parameters
-    ----------
-    contigs
-        ``(name, length)`` pairs in the order the bins should appear.
-    bin_size
-        Bin width in bp; the last bin of a chromosome ends at the chromosome end.
-
-    Returns
-    -------
-    DataFrame with index ``"chrom:start-end"`` and columns ``chrom`` (categorical, contig order),
-    ``start`` and ``end`` (int64).
-    """
-    import pandas as pd
-
-    contigs = [(str(name), int(length)) for name, length in contigs]
-    names = [name for name, _ in contigs]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ChipviInputError(
-            f"Chromosome names {dup} appear more than once; bins need unique chromosome names "
-            "(fix the BAM header's @SQ lines)."
-        )
-    lengths = np.array([length for _, length in contigs], np.int64)
-    codes, start_end = _bin_table(lengths, bin_size)
-    # start and end as one (2, bins) block, the layout pandas keeps them in: no copy.
-    obs = pd.DataFrame(
-        start_end.T,
-        columns=["start", "end"],
-        index=pd.Index(bin_names(contigs, bin_size), dtype=object, copy=False),
-        copy=False,
-    )
-    obs.insert(0, "chrom", pd.Categorical.from_codes(codes, categories=names))
-    return obs
-
-
-@numba.njit(cache=True, nogil=True)
-def _bin_table(lengths, bin_size):
-    """Chromosome index, start and end of every bin, in one pass (whole-genome temporaries of
-    numpy's repeat/arange cost ~0.6 s for a human genome)."""
-    n_bins = 0
-    for length in lengths:
-        n_bins += -(-length // bin_size)
-    codes = np.empty(n_bins, np.int32)
-    start_end = np.empty((2, n_bins), np.int64)
-    i = 0
-    for k in range(lengths.size):
-        length = lengths[k]
-        start = 0
-        while start < length:
-            codes[i] = k
-            start_end[0, i] = start
-            start = min(start + bin_size, length)
-            start_end[1, i] = start
-            i += 1
-    return codes, start_end
-
-
-#: Bins whose names :func:`bin_names` makes per decode and split.
-_NAME_CHUNK = 1 << 16
-
-
-def bin_names(contigs: Sequence[tuple[str, int]], bin_size: int) -> np.ndarray:
-    """``"chrom:start-end"`` of every bin, as an object array of str.
-
-    Same strings as ``f"{chrom}:{start}-{end}"`` per bin, but written as bytes by a compiled
-    loop and turned into str objects by one decode and split per piece of ``_NAME_CHUNK``
-    bins (an f-string per bin costs ~0.4 s per million bins). Pieces keep the buffers small
-    and in cache: for a human genome (15.4 M bins) one pass over whole-genome buffers took
-    4.7 s and ~900 MB of transient memory.
-    """
-    encoded = [name.encode() + b":" for name, _ in contigs]
-    lengths = np.array([length for _, length in contigs], np.int64)
-    n_bins = -(-lengths // bin_size)
-    total = int(n_bins.sum())
-    names = np.empty(total, object)
-    if not total:
-        return names
-    prefixes = np.frombuffer(b"".join(encoded), np.uint8)
-    prefix_end = np.cumsum([len(e) for e in encoded], dtype=np.int64)
-    first_bin = np.concatenate([[0], np.cumsum(n_bins)])
-    # Bytes per bin at most: prefix, two numbers of at most len(str(length)) digits, "-", "\n".
-    width = max(
-        len(e) + 2 * len(str(n)) + 2 for e, n in zip(encoded, lengths.tolist(), strict=True)
-    )
-    buf = np.empty(min(total, _NAME_CHUNK) * width, np.uint8)
-    for begin in range(0, total, _NAME_CHUNK):
-        end = min(begin + _NAME_CHUNK, total)
-        used = _write_bin_names(buf, prefixes, prefix_end, lengths, first_bin, bin_size, begin, end)
-        # Contig names cannot hold a newline (SAM header fields are tab/newline delimited), and
-        # pieces end at a name's end, so no UTF-8 sequence is cut.
-        names[begin:end] = str(buf[: used - 1].data, "utf-8").split("\n")
-    return names
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_bin_names(out, prefixes, prefix_end, lengths, first_bin, bin_size, begin, end):
-    """Write prefix, start, "-", end and a newline for bins ``[begin, end)`` of the genome-wide
-    order (``first_bin[k]``: index of contig k's first bin); returns the bytes written."""
-    # The contig holding bin ``begin`` (side="right" skips contigs without bins).
-    k = np.searchsorted(first_bin, begin, side="right") - 1
-    pos = 0
-    b = begin
-    while b < end:
-        p0 = prefix_end[k - 1] if k > 0 else 0
-        p1 = prefix_end[k]
-        length = lengths[k]
-        stop = min(end, first_bin[k + 1])
-        start = (b - first_bin[k]) * bin_size
-        # Where the previous bin's end was written: the next start is the same digits.
-        last, last_n = -1, 0
-        while b < stop:
-            for i in range(p0, p1):
-                out[pos] = prefixes[i]
-                pos += 1
-            if last >= 0:
-                for i in range(last_n):
-                    out[pos + i] = out[last + i]
-                pos += last_n
-            else:
-                pos = _write_decimal(out, pos, start)
-            out[pos] = 45  # "-"
-            start = min(start + bin_size, length)
-            last = pos + 1
-            pos = _write_decimal(out, last, start)
-            last_n = pos - last
-            out[pos] = 10  # "\n"
-            pos += 1
-            b += 1
-        k += 1
-    return pos
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _write_decimal(out, pos, value):
-    """Write the non-negative ``value`` in decimal at ``out[pos]``; returns the next position."""
-    # Unsigned: division by 10 compiles to a multiply and shift, without the sign fix-ups of
-    # Python's floor division.
-    v = np.uint64(value)
-    n = 1
-    bound = np.uint64(10)
-    while v >= bound and n < 20:
-        bound *= np.uint64(10)
-        n += 1
-    for i in range(n - 1, -1, -1):
-        out[pos + i] = np.uint8(48) + np.uint8(v % np.uint64(10))
-        v //= np.uint64(10)
-    return pos + n
 
 
 def _count_piece(
@@ -762,7 +607,7 @@ def read_bam_bins(
     n_threads = _resolve_threads(threads)
     info = open_bam(bam, index=index)
     contigs = _kept_contigs([info], chroms)
-    n_bins = _n_bins(contigs, params.bin_size)
+    n_bins = bin_count(contigs, params.bin_size)
     x = np.zeros((n_bins, 1), np.int32)
     mapq = np.zeros((n_bins, 1), np.float32)
     name = info.path.name.removesuffix(".bam")
@@ -907,7 +752,7 @@ def read_bams(
         sheet, sheet_path = read_samplesheet(samplesheet), str(Path(samplesheet).absolute())
     if blacklist is not None:
         # Parse it now, so a bad BED fails before any counting.
-        read_bed(blacklist)
+        bad_regions = read_bed(blacklist)
 
     # Check every file (and build indexes) before counting anything.
     chip_paths = list(sheet["bam"])
@@ -915,7 +760,7 @@ def read_bams(
     unique = list(dict.fromkeys(chip_paths + control_paths))
     infos = {p: open_bam(p, index=index) for p in unique}
     contigs = _kept_contigs([infos[p] for p in unique], chroms)
-    n_bins, n_lib = _n_bins(contigs, params.bin_size), len(sheet)
+    n_bins, n_lib = bin_count(contigs, params.bin_size), len(sheet)
     x = np.zeros((n_bins, n_lib), np.int32)
     mapq = np.zeros((n_bins, n_lib), np.float32)
     control = np.zeros((n_bins, n_lib), np.int32)
@@ -977,9 +822,11 @@ def read_bams(
     adata.var["depth"] = _depth(sheet, "depth", "bam", counted)
     adata.var["control_depth"] = _depth(sheet, "control_depth", "control", counted)
     if blacklist is not None:
-        from ..pp import filter_blacklist
-
-        filter_blacklist(adata, blacklist)
+        source = str(Path(blacklist).absolute())
+        hit = blacklist_mask(adata.obs, bad_regions, source)
+        info = blacklist_record(adata.uns["chipvi"], adata.obs.loc[hit], len(bad_regions), source)
+        adata._inplace_subset_obs(~hit)
+        adata.uns["chipvi"] = info
     return adata
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import ChipviInputError
-from ..io._binning import bin_obs
+from .._bins import bin_obs
 from ._anndata import chipvi_uns, replace_contents
 
 # (count layer, mean-MAPQ layer) pairs; None is X.
