@@ -133,11 +133,11 @@ def test_aggregate_without_control_layers():
 @pytest.mark.parametrize(
     ("bin_size", "match"),
     [
-        (0, "positive integer"),
-        (-200, "positive integer"),
-        (2.5, "positive integer"),
-        ("200", "positive integer"),
-        (True, "positive integer"),
+        (0, "bin_size must be >= 1, got 0"),
+        (-200, "bin_size must be >= 1, got -200"),
+        (2.5, "bin_size must be an integer, got 2.5"),
+        ("200", "bin_size must be an integer, got '200'"),
+        (True, "bin_size must be an integer, got True"),
         (30, "not a multiple of the current bin size 25"),
     ],
 )

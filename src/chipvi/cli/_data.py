@@ -25,13 +25,7 @@ def resolve_samplesheet(value: str) -> Path:
             )
         from .. import datasets
 
-        getter = getattr(datasets, _BUNDLED[name], None)
-        if getter is None:
-            raise ChipviInputError(
-                f"This chipvi build has no chipvi.datasets.{_BUNDLED[name]}(); the bundled data "
-                "set is not installed."
-            )
-        return Path(getter())
+        return Path(getattr(datasets, _BUNDLED[name])())
     return Path(value).expanduser().resolve()
 
 

@@ -14,6 +14,8 @@ import importlib
 _SOURCES = {
     "encode": None,  # a submodule itself
     "load_runs": "_runs",
+    "RunDir": "_runs",
+    "timestamped_name": "_runs",
     "read_bam_bins": "_binning",
     "read_bams": "_binning",
     "read_bed": "_bed",

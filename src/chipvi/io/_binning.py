@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from .._bins import bin_count, bin_obs, blacklist_mask, blacklist_record
 from .._errors import ChipviInputError
-from .._utils import gc_paused
+from .._utils import check_int, gc_paused
 from ._bam import BamInfo, open_bam
 from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_decompressor
 from ._count import (
@@ -92,16 +91,6 @@ class _Params:
     max_per_position: int = 0  # 0: off; AUTO: chosen per file by _resolve_for_file
 
 
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ChipviInputError(f"{name} must be an integer, got {value!r}.")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ChipviInputError(f"{name} must be {bound}, got {value}.")
-    return value
-
-
 #: ``_Params.max_per_position`` value standing for ``"auto"``.
 AUTO = -1
 #: ``max_per_position="auto"``: the smallest N with P(more than N reads at one position and
@@ -123,11 +112,11 @@ def _check_params(
             )
         cap = AUTO
     else:
-        cap = _check_int("max_per_position", max_per_position, 1)
+        cap = check_int("max_per_position", max_per_position, 1)
     return _Params(
-        bin_size=_check_int("bin_size", bin_size, 1),
-        fragment_length=_check_int("fragment_length", fragment_length, 1),
-        min_mapq=_check_int("min_mapq", min_mapq, 0, 255),
+        bin_size=check_int("bin_size", bin_size, 1),
+        fragment_length=check_int("fragment_length", fragment_length, 1),
+        min_mapq=check_int("min_mapq", min_mapq, 0, 255),
         keep_duplicates=bool(keep_duplicates),
         max_per_position=cap,
     )
@@ -186,7 +175,7 @@ def _resolve_for_file(params: _Params, info: BamInfo, contigs) -> _Params:
 def _resolve_threads(threads) -> int:
     if threads is None:
         return os.cpu_count() or 1
-    return _check_int("threads", threads, 1)
+    return check_int("threads", threads, 1)
 
 
 def _kept_contigs(infos: Sequence[BamInfo], chroms) -> list[tuple[str, int]]:

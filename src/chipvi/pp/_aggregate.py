@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import ChipviInputError
+from .._utils import check_int
 from .._bins import bin_obs
 from ._anndata import chipvi_uns, replace_contents
 
@@ -54,9 +55,7 @@ def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> a
     """
     info = chipvi_uns(adata, "aggregate_bins")
     current = int(info["bin_size"])
-    if isinstance(bin_size, bool) or not isinstance(bin_size, int | np.integer) or bin_size <= 0:
-        raise ChipviInputError(f"bin_size must be a positive integer, got {bin_size!r}.")
-    bin_size = int(bin_size)
+    bin_size = check_int("bin_size", bin_size, 1)
     if bin_size % current:
         raise ChipviInputError(
             f"bin_size {bin_size} is not a multiple of the current bin size {current}; "
