@@ -462,6 +462,50 @@ def test_blacklist_removes_overlapping_bins_only(bams, tmp_path):
     assert kept.uns["chipvi"]["filter_blacklist"]["n_bins_removed"] == 3
 
 
+def test_region_keeps_the_bins_of_one_region_on_the_genome_grid(bams):
+    from chipvi.pp import aggregate_bins
+
+    whole = read_bams(bams["sheet"], chroms=["chrA"], progress=False)
+    crop = read_bams(bams["sheet"], region="chrA:1,050-3,210", progress=False)
+    # Bins overlapping [1050, 3210) on the 200 bp grid from 0: 1000-1200 ... 3200-3400.
+    assert crop.obs_names[0] == "chrA:1000-1200" and crop.obs_names[-1] == "chrA:3200-3400"
+    assert crop.n_obs == 12
+    np.testing.assert_array_equal(crop.X, whole[crop.obs_names].X)
+    np.testing.assert_array_equal(crop.layers["control"], whole[crop.obs_names].layers["control"])
+    np.testing.assert_array_equal(crop.layers["mapq"], whole[crop.obs_names].layers["mapq"])
+    assert crop.uns["chipvi"]["region"] == "chrA:1050-3210"
+    assert crop.uns["chipvi"]["chrom_sizes"] == {"chrA": 5003}
+    assert list(crop.obs["chrom"].cat.categories) == ["chrA"]
+    np.testing.assert_array_equal(crop.var["depth"], whole.var["depth"])  # the chromosome's reads
+    # A bare chromosome name is the whole chromosome; chroms naming the same one is accepted.
+    same = read_bams(bams["sheet"], region="chrC", chroms="chrC", progress=False)
+    assert same.n_obs == 4 and same.obs_names[-1] == "chrC:600-777"
+    # Aggregating the crop gives the bins of a crop read at the wider size, cut at the region.
+    wide = aggregate_bins(crop, 400, copy=True)
+    assert wide.obs_names.tolist()[:2] == ["chrA:1000-1200", "chrA:1200-1600"]
+    assert wide.obs_names[-1] == "chrA:3200-3400"
+    np.testing.assert_array_equal(wide.X.sum(axis=0), crop.X.sum(axis=0))
+    whole400 = aggregate_bins(whole, 400, copy=True)
+    np.testing.assert_array_equal(wide["chrA:1200-1600"].X, whole400["chrA:1200-1600"].X)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"region": "chrZ:1-100"}, r"region .*'chrZ:1-100': chromosome 'chrZ' is not in the"),
+        ({"region": "chrZ"}, r"chromosome 'chrZ' is not in the"),
+        ({"region": "chrA:100"}, r"'chrA:100' does not parse; write it as 'chrom:start-end'"),
+        ({"region": "chrA:500-100"}, r"end must be greater than start"),
+        ({"region": "chrA:0-5,004"}, r"lies outside chrA \(length 5,003\); end must be <= 5,003"),
+        ({"region": 7}, r"region must be a string"),
+        ({"region": "chrA:0-100", "chroms": ["chrB"]}, r"lies on chrA but chroms=\['chrB'\]"),
+    ],
+)
+def test_bad_region(bams, kwargs, match):
+    with pytest.raises(ChipviInputError, match=match):
+        read_bams(bams["sheet"], progress=False, **kwargs)
+
+
 def _sheet_files(sheet_path):
     from chipvi.io import read_samplesheet
 

@@ -438,6 +438,15 @@ def blacklist_record(
     return info
 
 
+def chrom_codes(obs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Integer code of each bin's chromosome and the names the codes index (no str per bin)."""
+    import pandas as pd
+
+    chrom = obs["chrom"]
+    cat = chrom.cat if isinstance(chrom.dtype, pd.CategoricalDtype) else chrom.astype("category").cat
+    return cat.codes.to_numpy(np.int64), [str(c) for c in cat.categories]
+
+
 def tiled_windows(
     obs: pd.DataFrame, sizes: Mapping[str, int], bin_size: int
 ) -> list[tuple[str, int, int]] | None:
@@ -448,14 +457,14 @@ def tiled_windows(
     writes it, or a crop of it (``read_bams(region=...)``, :func:`chipvi.pp.filter_region`).
     Returns ``[(chrom, first bin start, last bin end), ...]`` in bin order.
     """
-    chrom = obs["chrom"].astype(str).to_numpy()
+    codes, categories = chrom_codes(obs)
     start = obs["start"].to_numpy(np.int64)
     end = obs["end"].to_numpy(np.int64)
-    if not len(chrom):
+    if not len(codes):
         return None
-    breaks = np.flatnonzero(chrom[1:] != chrom[:-1]) + 1
-    firsts, lasts = np.r_[0, breaks], np.r_[breaks, len(chrom)] - 1
-    names = list(chrom[firsts])
+    breaks = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    firsts, lasts = np.r_[0, breaks], np.r_[breaks, len(codes)] - 1
+    names = [categories[k] for k in codes[firsts]]
     rank = {c: i for i, c in enumerate(sizes)}
     if len(set(names)) != len(names) or any(c not in rank for c in names):
         return None

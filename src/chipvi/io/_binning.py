@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from .._bins import bin_count, bin_obs, blacklist_mask, blacklist_record
+from .._bins import bin_count, bin_obs, blacklist_mask, blacklist_record, parse_region, region_mask
 from .._errors import ChipviInputError
 from .._utils import check_int, gc_paused
 from ._bam import BamInfo, open_bam
@@ -635,6 +635,7 @@ def read_bams(
     max_per_position: int | str | None = None,
     blacklist: str | os.PathLike | None = None,
     chroms: Sequence[str] | str | None = None,
+    region: str | None = None,
     threads: int | None = None,
     progress: bool = True,
     index: bool = False,
@@ -691,6 +692,13 @@ def read_bams(
     chroms
         Chromosomes to keep (default: every chromosome of the header). Bins follow the BAM
         header order whatever the order given here.
+    region
+        Keep the bins overlapping one region, ``"chr19:1,000,000-2,000,000"`` (0-based
+        half-open, commas allowed) or a bare chromosome name, e.g. for BAMs holding the reads
+        of a slice only. Bins stay on the genome-wide grid (``bin_size`` bins from 0), so
+        :func:`chipvi.pp.aggregate_bins` still works. The region's chromosome is counted (as
+        with ``chroms=[chrom]``; ``chroms`` may be left out or name that chromosome only), so
+        ``depth`` is its reads, and ``chrom_sizes`` keeps its full length.
     threads
         Worker threads (default: ``os.cpu_count()``); files and chromosomes are counted in
         parallel.
@@ -714,19 +722,21 @@ def read_bams(
     * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
       ``keep_duplicates``, ``max_per_position`` (with ``"auto"`` also
       ``max_per_position_used``: lists ``bam`` and ``max_per_position``), ``version``,
-      ``counting`` (the rule above), ``samplesheet``, and ``filter_blacklist`` when a
-      blacklist was applied.
+      ``counting`` (the rule above), ``samplesheet``, ``region`` (``"chrom:start-end"``)
+      when given, and ``filter_blacklist`` when a blacklist was applied.
 
     Raises
     ------
     ChipviInputError
         For a bad sample sheet or parameter, a missing, unsorted, unindexed or truncated BAM,
-        BAMs aligned to different references, unknown ``chroms``, or a BAM with no reads left
-        after the filters. Nothing is counted before every file has been checked.
+        BAMs aligned to different references, unknown ``chroms``, a ``region`` that does not
+        parse, names a chromosome not in the BAM headers (or not in ``chroms``) or ends beyond
+        it, or a BAM with no reads left after the filters. Nothing is counted before every file has been checked.
 
     Examples
     --------
     >>> adata = chipvi.read_bams("samples.csv", bin_size=200, chroms=["chr19"])  # doctest: +SKIP
+    >>> adata = chipvi.read_bams("samples.csv", region="chr19:1,000,000-2,000,000")  # doctest: +SKIP
     """
     import pandas as pd
 
@@ -748,6 +758,10 @@ def read_bams(
     control_paths = [p for p in dict.fromkeys(sheet["control"]) if p]
     unique = list(dict.fromkeys(chip_paths + control_paths))
     infos = {p: open_bam(p, index=index) for p in unique}
+    window = None
+    if region is not None:
+        window = _region_window(region, infos[unique[0]], chroms)
+        chroms = [window[0]]
     contigs = _kept_contigs([infos[p] for p in unique], chroms)
     n_bins, n_lib = bin_count(contigs, params.bin_size), len(sheet)
     x = np.zeros((n_bins, n_lib), np.int32)
@@ -799,6 +813,7 @@ def read_bams(
                 params,
                 contigs,
                 samplesheet=sheet_path,
+                **({} if window is None else {"region": "{}:{}-{}".format(*window)}),
                 **_caps_used(params, file_infos, file_params),
             ),
         ),
@@ -810,6 +825,8 @@ def read_bams(
     counted = dict(zip(files, totals.tolist(), strict=True))
     adata.var["depth"] = _depth(sheet, "depth", "bam", counted)
     adata.var["control_depth"] = _depth(sheet, "control_depth", "control", counted)
+    if window is not None:
+        adata._inplace_subset_obs(region_mask(adata.obs, *window))
     if blacklist is not None:
         source = str(Path(blacklist).absolute())
         hit = blacklist_mask(adata.obs, bad_regions, source)
@@ -817,6 +834,23 @@ def read_bams(
         adata._inplace_subset_obs(~hit)
         adata.uns["chipvi"] = info
     return adata
+
+
+def _region_window(region, info: BamInfo, chroms) -> tuple[str, int, int]:
+    """``(chrom, start, end)`` of ``read_bams(region=...)``, checked against the BAM header."""
+    if not isinstance(region, str):
+        raise ChipviInputError(
+            f"region must be a string like 'chr19:1,000,000-2,000,000', not {region!r}."
+        )
+    window = parse_region(region, dict(info.contigs), what=f"region (BAM {info.path.name})")
+    if chroms is not None:
+        wanted = [chroms] if isinstance(chroms, str) else list(chroms)
+        if wanted != [window[0]]:
+            raise ChipviInputError(
+                f"region {region!r} lies on {window[0]} but chroms={wanted}; pass one of them "
+                "(region alone keeps its chromosome)."
+            )
+    return window
 
 
 def _depth(
