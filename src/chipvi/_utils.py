@@ -14,6 +14,17 @@ from pathlib import Path
 from ._errors import ChipviInputError
 
 
+def _output(path: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
+    """``(path, its folder)`` for an atomic write, after the checks both writers share."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ChipviInputError(f"{path} already exists; pass overwrite=True to replace it.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ChipviInputError(f"Output folder {parent} does not exist; create it first.")
+    return path, parent
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` and rename it onto ``path`` on success.
@@ -28,10 +39,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     overwrite
         Replace an existing ``path``; otherwise an existing file is an error.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise ChipviInputError(f"{path} already exists; pass overwrite=True to replace it.")
-    parent = _check_parent(path)
+    path, parent = _output(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -46,11 +54,6 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
             tmp_path.unlink()
 
 
-def _check_parent(path: Path) -> Path:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ChipviInputError(f"Output folder {parent} does not exist; create it first.")
-    return parent
 
 
 def _umask_mode(mode: int) -> int:
@@ -75,10 +78,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     overwrite
         Replace an existing ``path``; otherwise an existing one is an error.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise ChipviInputError(f"{path} already exists; pass overwrite=True to replace it.")
-    parent = _check_parent(path)
+    path, parent = _output(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
     try:
         yield tmp
