@@ -8,6 +8,8 @@ dated experiments and negative results go to ``benchmarks/log/`` by hand.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import platform
 import shlex
@@ -103,6 +105,28 @@ def write_section(name: str, body: str, *, command: str | None = None) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return RESULTS
+
+
+@contextlib.contextmanager
+def tee():
+    """Capture what the body prints while still printing it; yields a ``StringIO``.
+
+    For scripts that print their Markdown tables: ``with tee() as out: ...`` then
+    ``write_section(name, out.getvalue())``.
+    """
+
+    class _Both(io.TextIOBase):
+        def write(self, s):
+            sys.__stdout__.write(s)
+            captured.write(s)
+            return len(s)
+
+        def flush(self):
+            sys.__stdout__.flush()
+
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(_Both()):
+        yield captured
 
 
 def _split(text: str) -> list:

@@ -254,12 +254,13 @@ def child_naive(bam: str, n_reads: int) -> dict:
 def child_count(bam: str, threads: int) -> dict:
     """The counting part of read_bam_bins alone: every chromosome into preallocated columns."""
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import _check_params, _count_files, _n_bins
+    from chipvi._bins import bin_count
+    from chipvi.io._binning import _check_params, _count_files
 
     t0, c0 = time.perf_counter(), _cpu()
     info = open_bam(bam)
     params = _check_params(200, 200, 0, True)
-    n_bins = _n_bins(info.contigs, 200)
+    n_bins = bin_count(info.contigs, 200)
     x = np.zeros(n_bins, np.int32)
     mapq = np.zeros(n_bins, np.float32)
     totals, _ = _count_files([info], info.contigs, [params], [(x, mapq)], threads, False)
@@ -343,6 +344,11 @@ def main() -> None:
         type=int,
         default=3,
         help="runs of every tool but deepTools and the naive loop; each row is the median run",
+    )
+    ap.add_argument(
+        "--write-results",
+        action="store_true",
+        help="replace the 'Binning' section of benchmarks/RESULTS.md with this run's table",
     )
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -492,29 +498,33 @@ def main() -> None:
     with pysam.AlignmentFile(str(bam)) as f:
         contig_lengths = f.lengths
     source = "uniform reads, GRCh38 sizes" if args.genome == "hg38" else "chipvi.datasets.simulate"
-    print(
-        f"\nBAM {bam.name} ({source}): {n:,} single-end 50 bp reads, "
+    head = (
+        f"BAM {bam.name} ({source}): {n:,} single-end 50 bp reads, "
         f"{bam.stat().st_size / 2**20:.0f} MiB, {len(contig_lengths)} chromosomes, "
-        f"{sum(-(-ln // 200) for ln in contig_lengths):,} bins of 200 bp"
+        f"{sum(-(-ln // 200) for ln in contig_lengths):,} bins of 200 bp; cpus {os.cpu_count()}; "
+        f"1-min load average {load_before[0]:.1f} before, {load_after[0]:.1f} after."
     )
-    print(
-        f"cpus {os.cpu_count()}; 1-min load average {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after"
-    )
-    print(
+    table = [
         f"| {'tool':38} | threads | Mreads/s | peak RSS MiB | CPU s | vs mosdepth | vs ceiling "
-        f"| note |\n"
+        f"| note |",
         f"|{'-' * 40}|--------:|---------:|-------------:|------:|------------:|-----------:"
-        f"|------|"
-    )
+        f"|------|",
+    ]
     for tool, t, rate, rss, cpu, note, vs_m, vs_c in rows:
-        print(
+        table.append(
             f"| {tool:38} | {t:7} | {rate / 1e6:8.2f} | {rss:12.0f} | {cpu:5.1f} | {vs_m:10.2f}x | "
             f"{vs_c:9.0%} | {note} |"
         )
-    print("\nCPU s: user + system seconds of the whole process (process rows, from wait4) or of")
-    print("the timed part (in-process rows).")
-    print("\n".join(summary))
+    cpu_note = (
+        "CPU s: user + system seconds of the whole process (process rows, from wait4) or of "
+        "the timed part (in-process rows)."
+    )
+    print(f"\n{head}\n" + "\n".join(table) + f"\n\n{cpu_note}\n" + "\n".join(summary))
+    if args.write_results:
+        from _record import write_section
+
+        body = "\n".join([head, "", *table, "", cpu_note, "", *(f"    {s}" for s in summary)])
+        print(f"wrote {write_section('Binning (bench_binning.py)', body)}")
 
 
 if __name__ == "__main__":

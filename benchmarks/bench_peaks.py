@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from chipvi._utils import parse_max_per_position  # noqa: E402
-from chipvi.tl._regions import BROAD_DOMAINS  # noqa: E402
+from chipvi.tl import BROAD_DOMAINS  # noqa: E402
 
 # chipvi settings, the same for both scenarios, all chosen on seed 0 (posterior vs p-value
 # test, min_lfe, q, merge_gap; for the broad mode broad_q, merge_gap and domain_q), so the
@@ -80,7 +80,7 @@ def _runs(mask: np.ndarray, chrom: np.ndarray) -> np.ndarray:
 
 def score(adata, truth_mask: np.ndarray, regions: pd.DataFrame) -> dict[str, float]:
     """Bin- and region-level precision / recall / F1 of called regions against truth bins."""
-    from chipvi.io._signal import interval_bin_ranges, overlap_mask
+    from chipvi._bins import interval_bin_ranges, overlap_mask
 
     called = overlap_mask(adata, regions["chrom"], regions["start"], regions["end"])
     tp = int((called & truth_mask).sum())
@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         help="chipvi's read_bams(max_per_position=...): N, auto (default: the per-BAM limit of "
         "MACS3 --keep-dup auto; MACS3 itself runs with its default --keep-dup 1) or none",
     )
+    parser.add_argument(
+        "--write-results",
+        action="store_true",
+        help="replace the 'Peaks' section of benchmarks/RESULTS.md with this run's tables",
+    )
     args = parser.parse_args(argv)
     if args.table is None and shutil.which("macs3") is None:
         print("macs3 is not on PATH (benchmarks/install_peers.sh)", file=sys.stderr)
@@ -252,8 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
     print()
     gains = ["gain_narrow", "gain_broad", "gain_best"]
-    print(summary.groupby("scenario", sort=False)[gains].mean()
-          .to_string(float_format=lambda v: f"{v:+.3f}"))  # fmt: skip
+    means = summary.groupby("scenario", sort=False)[gains].mean()
+    print(means.to_string(float_format=lambda v: f"{v:+.3f}"))
+    if args.write_results:
+        from _record import write_section
+
+        body = (
+            f"Bin-level F1 of each chipvi mode and of the better one against MACS3's better mode "
+            f"(`gain_narrow` = {CHIPVI_MODES[0]!r}, `gain_broad` = {CHIPVI_MODES[1]!r}):\n\n"
+            + summary.to_markdown(index=False, floatfmt="+.3f")
+            + "\n\nMean gain per scenario:\n\n"
+            + means.to_markdown(floatfmt="+.3f")
+            + f"\n\nPer tool and seed: the TSV under {out}."
+        )
+        print(f"wrote {write_section('Peaks (bench_peaks.py)', body)}")
     return 0
 
 

@@ -119,13 +119,13 @@ def speed(reads: int, work: Path) -> None:
             naive["rss"] / 1024,
         ),
     ]
-    print("\n## Write speed (1 process; simulate includes drawing reads, sorting, indexing)")
+    print("\n### Write speed (1 process; simulate includes drawing reads, sorting, indexing)")
     print("| writer | reads | wall s | reads/s | peak RSS MiB |")
     print("|---|---|---|---|---|")
     for name, n, wall, rate, rss in rows:
         print(f"| {name} | {n:,} | {wall:.1f} | {rate:,.0f} | {rss:,.0f} |")
     print(
-        f"ratios (reads/s) vs the pysam loop: simulate {rows[0][3] / rows[2][3]:.1f}x, "
+        f"\nratios (reads/s) vs the pysam loop: simulate {rows[0][3] / rows[2][3]:.1f}x, "
         f"writer alone {rows[1][3] / rows[2][3]:.1f}x"
     )
 
@@ -163,7 +163,7 @@ def difficulty(work: Path, **kwargs) -> None:
     sheet = pd.read_csv(sim.samplesheet)
     folder = sim.samplesheet.parent
     genome = sum(sim.chrom_sizes.values())
-    print("\n## Difficulty of the default simulation (AUPRC, enriched 200 bp bins)")
+    print("\n### Difficulty of the default simulation (AUPRC, enriched 200 bp bins)")
     print("| library | ChIP reads | enriched bins | MACS3 FE | bamCompare log2 |")
     print("|---|---|---|---|---|")
     for row in sheet.itertuples():
@@ -250,18 +250,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reads", type=int, default=10_000_000)
     parser.add_argument("--skip-peers", action="store_true", help="speed table only")
+    parser.add_argument(
+        "--write-results",
+        action="store_true",
+        help="replace the 'Simulator' section of benchmarks/RESULTS.md with this run's tables",
+    )
     args = parser.parse_args()
+    from _record import tee, write_section
+
     work = Path(tempfile.mkdtemp(prefix="chipvi_bench_sim_"))
     try:
-        speed(args.reads, work)
-        if not args.skip_peers:
-            missing = [t for t in ("macs3", "bamCompare") if shutil.which(t) is None]
-            if missing:
-                print(f"\n(difficulty table skipped: {missing} not installed)")
-            else:
-                difficulty(work)
+        with tee() as tables:
+            speed(args.reads, work)
+            if not args.skip_peers:
+                missing = [t for t in ("macs3", "bamCompare") if shutil.which(t) is None]
+                if missing:
+                    print(f"\n(difficulty table skipped: {missing} not installed)")
+                else:
+                    difficulty(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.write_results:
+        print(f"wrote {write_section('Simulator (bench_simulate.py)', tables.getvalue())}")
     print(f"\n(finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
 
 

@@ -97,6 +97,34 @@ def test_simulate_and_bin(sim, capsys):
     assert "'auto' or 'none', got 'lots'" in capsys.readouterr().err
 
 
+def test_bin_region_and_chroms_on_the_bundled_sheet(tmp_path, capsys):
+    from chipvi.datasets import cssq_chr19_samplesheet
+
+    sheet = cssq_chr19_samplesheet()
+    out = tmp_path / "slice.h5ad"
+    status, stdout, err = run_main(
+        capsys, "bin", sheet, "-o", out, "--region", "chr19:1,236,000-1,410,000", "-q"
+    )
+    assert status == 0, err
+    adata = ad.read_h5ad(out)
+    assert adata.n_obs == 870 and adata.obs_names[0] == "chr19:1236000-1236200"
+    assert adata.uns["chipvi"]["region"] == "chr19:1236000-1410000"
+    status, _, err = run_main(
+        capsys, "bin", sheet, "-o", tmp_path / "chr19.h5ad", "--chroms", "chr19", "--bin-size",
+        "5000", "-q",
+    )
+    assert status == 0, err
+    assert ad.read_h5ad(tmp_path / "chr19.h5ad").n_obs == -(-59_128_983 // 5000)
+    for region, message in [
+        ("chrQ:1-10", "chromosome 'chrQ' is not in the data"),
+        ("chr19:1-", "does not parse"),
+        ("chr19:0-60,000,000", "lies outside chr19 (length 59,128,983)"),
+    ]:
+        status, _, err = run_main(capsys, "bin", sheet, "-o", tmp_path / "x.h5ad", "--region", region)
+        assert status == 2 and message in err, err
+        assert not (tmp_path / "x.h5ad").exists()
+
+
 @pytest.fixture(scope="module")
 def trained(sim):
     """A real ChIPVI run trained for a few epochs on the simulated bins."""

@@ -119,4 +119,20 @@ def test_cssq_chr19_default_keeps_the_sequenced_slice(sheet):
     np.testing.assert_array_equal(
         adata.layers["control"].sum(axis=0), full.layers["control"].sum(axis=0)
     )
-    assert adata.uns["chipvi"]["filter_region"] == "chr19:1236000-1410000"
+    assert adata.uns["chipvi"]["region"] == "chr19:1236000-1410000"
+
+
+def test_aggregate_bins_on_the_bundled_data_as_loaded():
+    """Issue 17.6: the bundled data is cropped to its slice and still aggregates."""
+    from chipvi.pp import aggregate_bins
+
+    adata = cssq_chr19()
+    wide = aggregate_bins(adata, 400, copy=True)
+    direct = cssq_chr19(400)
+    # The slice starts and ends on the 400 bp grid: the same bins as binning at 400 bp.
+    assert wide.obs_names.tolist() == direct.obs_names.tolist()
+    assert wide.n_obs == (1_410_000 - 1_236_000) // 400
+    np.testing.assert_array_equal(wide.X, direct.X)
+    np.testing.assert_array_equal(wide.layers["control"], direct.layers["control"])
+    np.testing.assert_allclose(wide.layers["mapq"], direct.layers["mapq"], rtol=1e-6)
+    assert wide.uns["chipvi"]["aggregated_from"] == 200 and adata.n_obs == 870

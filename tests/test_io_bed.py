@@ -10,7 +10,7 @@ import pytest
 
 from chipvi import ChipviInputError
 from chipvi.io import read_bed
-from chipvi.io._bed import overlapping_bins
+from chipvi._bins import overlapping_bins
 
 
 def test_read_bed_skips_headers_and_keeps_order(tmp_path):
@@ -110,3 +110,80 @@ def test_overlapping_bins_touching_is_not_overlap():
     obs = pd.DataFrame({"chrom": ["c"] * 3, "start": [0, 100, 200], "end": [100, 200, 300]})
     intervals = pd.DataFrame({"chrom": ["c", "c"], "start": [100, 150], "end": [100, 200]})
     np.testing.assert_array_equal(overlapping_bins(obs, intervals), [False, True, False])
+
+
+def _line_by_line(path) -> list[list[str]]:
+    """The BED definition read_bed implements, one line at a time."""
+    rows = []
+    for line in open(path, newline="").read().splitlines():
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        rows.append(line.split("\t") if "\t" in line else line.split())
+    return rows
+
+
+def test_read_bed_matches_the_line_by_line_definition(tmp_path):
+    """Ragged rows, a mix of tab and space lines, CRLF, quotes and '#' inside fields, blank
+    lines of whitespace: the table is what splitting each line gives."""
+    path = tmp_path / "mixed.bed"
+    path.write_bytes(
+        b"browser hide all\r\n"
+        b"chr1\t10\t20\t\"quoted name\t5\t+\r\n"
+        b"  \t \r\n"
+        b"chr2 30   40\r\n"
+        b"chr3\t0\t1\tn#1\t\t-\tx\ty\r\n"
+        b"trackless\t1\t2\n"
+        b"chr4\t5\t5\n"
+    )
+    bed = read_bed(path)
+    rows = _line_by_line(path)
+    width = max(len(r) for r in rows)
+    assert bed.shape == (len(rows), width) and list(bed.columns[6:]) == ["col7", "col8"]
+    expected = [r + [""] * (width - len(r)) for r in rows]
+    got = bed.astype(str).to_numpy().tolist()
+    assert got == expected
+    assert bed["name"].tolist() == ['"quoted name', "", "n#1", ""]  # 'trackless' skipped
+
+
+def test_read_bed_large_random_file_equals_definition(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 5000
+    start = rng.integers(0, 10**6, n)
+    end = start + rng.integers(0, 500, n)
+    width = rng.integers(3, 8, n)
+    lines = []
+    for i in range(n):
+        fields = [f"chr{i % 7}", str(start[i]), str(end[i])] + [f"f{j}" for j in range(width[i] - 3)]
+        lines.append("\t".join(fields))
+        if i % 997 == 0:
+            lines.append("# a comment")
+    path = tmp_path / "random.bed.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines))  # no final newline
+    bed = read_bed(path)
+    assert bed["start"].tolist() == start.tolist() and bed["end"].tolist() == end.tolist()
+    assert bed.shape == (n, 7)
+    assert (bed["col7"] != "").sum() == (width == 7).sum()
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"chr1 0 10\nchr1 5\n", r"line 2: expected at least 3 fields \(chrom, start, end\), got 2"),
+        (b"chr1\t0\t10\r\nchr1\t5\t1e3\r\n", r"line 2: start and end must be integers, got '5' and '1e3'"),
+        (b"track x\n\nchr1\t9\t8\n", r"line 3: need 0 <= start <= end, got start=9, end=8"),
+    ],
+)
+def test_read_bed_errors_count_lines_of_the_file(tmp_path, content, match):
+    path = tmp_path / "bad.bed"
+    path.write_bytes(content)
+    with pytest.raises(ChipviInputError, match=match):
+        read_bed(path)
+
+
+def test_read_bed_empty_file(tmp_path):
+    path = tmp_path / "empty.bed"
+    path.write_bytes(b"")
+    bed = read_bed(path)
+    assert list(bed.columns) == ["chrom", "start", "end"] and len(bed) == 0
+    assert bed["start"].dtype == np.int64

@@ -462,6 +462,50 @@ def test_blacklist_removes_overlapping_bins_only(bams, tmp_path):
     assert kept.uns["chipvi"]["filter_blacklist"]["n_bins_removed"] == 3
 
 
+def test_region_keeps_the_bins_of_one_region_on_the_genome_grid(bams):
+    from chipvi.pp import aggregate_bins
+
+    whole = read_bams(bams["sheet"], chroms=["chrA"], progress=False)
+    crop = read_bams(bams["sheet"], region="chrA:1,050-3,210", progress=False)
+    # Bins overlapping [1050, 3210) on the 200 bp grid from 0: 1000-1200 ... 3200-3400.
+    assert crop.obs_names[0] == "chrA:1000-1200" and crop.obs_names[-1] == "chrA:3200-3400"
+    assert crop.n_obs == 12
+    np.testing.assert_array_equal(crop.X, whole[crop.obs_names].X)
+    np.testing.assert_array_equal(crop.layers["control"], whole[crop.obs_names].layers["control"])
+    np.testing.assert_array_equal(crop.layers["mapq"], whole[crop.obs_names].layers["mapq"])
+    assert crop.uns["chipvi"]["region"] == "chrA:1050-3210"
+    assert crop.uns["chipvi"]["chrom_sizes"] == {"chrA": 5003}
+    assert list(crop.obs["chrom"].cat.categories) == ["chrA"]
+    np.testing.assert_array_equal(crop.var["depth"], whole.var["depth"])  # the chromosome's reads
+    # A bare chromosome name is the whole chromosome; chroms naming the same one is accepted.
+    same = read_bams(bams["sheet"], region="chrC", chroms="chrC", progress=False)
+    assert same.n_obs == 4 and same.obs_names[-1] == "chrC:600-777"
+    # Aggregating the crop gives the bins of a crop read at the wider size, cut at the region.
+    wide = aggregate_bins(crop, 400, copy=True)
+    assert wide.obs_names.tolist()[:2] == ["chrA:1000-1200", "chrA:1200-1600"]
+    assert wide.obs_names[-1] == "chrA:3200-3400"
+    np.testing.assert_array_equal(wide.X.sum(axis=0), crop.X.sum(axis=0))
+    whole400 = aggregate_bins(whole, 400, copy=True)
+    np.testing.assert_array_equal(wide["chrA:1200-1600"].X, whole400["chrA:1200-1600"].X)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"region": "chrZ:1-100"}, r"region .*'chrZ:1-100': chromosome 'chrZ' is not in the"),
+        ({"region": "chrZ"}, r"chromosome 'chrZ' is not in the"),
+        ({"region": "chrA:100"}, r"'chrA:100' does not parse; write it as 'chrom:start-end'"),
+        ({"region": "chrA:500-100"}, r"end must be greater than start"),
+        ({"region": "chrA:0-5,004"}, r"lies outside chrA \(length 5,003\); end must be <= 5,003"),
+        ({"region": 7}, r"region must be a string"),
+        ({"region": "chrA:0-100", "chroms": ["chrB"]}, r"lies on chrA but chroms=\['chrB'\]"),
+    ],
+)
+def test_bad_region(bams, kwargs, match):
+    with pytest.raises(ChipviInputError, match=match):
+        read_bams(bams["sheet"], progress=False, **kwargs)
+
+
 def _sheet_files(sheet_path):
     from chipvi.io import read_samplesheet
 
@@ -551,10 +595,10 @@ def test_corrupt_record_lengths(tmp_path):
 def test_bin_names_equal_fstring_definition(bin_size, chunk, monkeypatch):
     """The compiled name builder writes exactly f"{chrom}:{start}-{end}" for every bin, also
     when its pieces start or end inside a chromosome or span several."""
-    from chipvi.io import _binning
-    from chipvi.io._binning import bin_names, bin_obs
+    from chipvi import _bins
+    from chipvi._bins import bin_names, bin_obs
 
-    monkeypatch.setattr(_binning, "_NAME_CHUNK", chunk)
+    monkeypatch.setattr(_bins, "_NAME_CHUNK", chunk)
 
     # Odd lengths, a chromosome shorter than a bin, digit-count boundaries, non-ASCII names.
     contigs = [("chr1", 10_001), ("c", 9), ("chrUn_KI270742v1", 999), ("chrß-é", 100), ("x", 1)]
@@ -576,7 +620,7 @@ def test_bin_names_equal_fstring_definition(bin_size, chunk, monkeypatch):
 def test_bin_names_are_unique_even_with_colons_in_contig_names():
     """read_bams skips anndata's duplicate-name scan, so uniqueness must hold by construction:
     names split at their last ":" (HLA contigs hold colons), and repeated contigs are refused."""
-    from chipvi.io._binning import bin_obs
+    from chipvi._bins import bin_obs
 
     contigs = [("HLA-A*01:01", 450), ("HLA-A*01", 450), ("a:1", 300), ("a", 300)]
     obs = bin_obs(contigs, 100)
@@ -586,7 +630,7 @@ def test_bin_names_are_unique_even_with_colons_in_contig_names():
 
 
 def test_bin_names_of_no_bins():
-    from chipvi.io._binning import bin_names, bin_obs
+    from chipvi._bins import bin_names, bin_obs
 
     assert bin_names([], 200).tolist() == []
     obs = bin_obs([], 200)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from chipvi import ChipviInputError
-from chipvi.io._binning import bin_obs
+from chipvi._bins import bin_obs
 from chipvi.pp import aggregate_bins, filter_blacklist, filter_chroms, filter_region
 
 SIZES = {"chr1": 1030, "chr2": 460, "chrM": 70}
@@ -133,11 +133,11 @@ def test_aggregate_without_control_layers():
 @pytest.mark.parametrize(
     ("bin_size", "match"),
     [
-        (0, "positive integer"),
-        (-200, "positive integer"),
-        (2.5, "positive integer"),
-        ("200", "positive integer"),
-        (True, "positive integer"),
+        (0, "bin_size must be >= 1, got 0"),
+        (-200, "bin_size must be >= 1, got -200"),
+        (2.5, "bin_size must be an integer, got 2.5"),
+        ("200", "bin_size must be an integer, got '200'"),
+        (True, "bin_size must be an integer, got True"),
         (30, "not a multiple of the current bin size 25"),
     ],
 )
@@ -167,6 +167,33 @@ def test_aggregate_after_filter_chroms():
         "chr2:400-460",
     ]
     np.testing.assert_array_equal(out.X.sum(axis=0), adata.X.sum(axis=0))
+
+
+def test_aggregate_over_a_cropped_region_matches_the_whole_genome_sums():
+    adata = make_adata()
+    whole = aggregate_bins(adata, 100, copy=True)
+    crop = filter_region(adata, "chr1:130-980", copy=True)  # 25 bp bins 125-150 ... 975-1000
+    out = aggregate_bins(crop, 100, copy=True)
+    # Edge bins are cut to the crop, inner ones are the whole-genome bins.
+    assert out.obs_names[0] == "chr1:125-200" and out.obs_names[-1] == "chr1:900-1000"
+    assert out.n_obs == 9
+    inner = out.obs_names[1:]
+    np.testing.assert_array_equal(out[inner].X, whole[inner].X)
+    np.testing.assert_allclose(out[inner].layers["mapq"], whole[inner].layers["mapq"], rtol=1e-6)
+    np.testing.assert_array_equal(out.X[0], crop.X[:3].sum(axis=0))
+    assert (out.obs["end"] - out.obs["start"]).tolist() == [75] + [100] * 8
+    assert list(out.obs["chrom"].cat.categories) == list(SIZES)
+
+
+def test_aggregate_refuses_reordered_or_gapped_bins():
+    adata = make_adata()
+    order = np.r_[np.arange(50, adata.n_obs), np.arange(50)]  # chr1's first bins moved last
+    with pytest.raises(ChipviInputError, match="bins were removed or reordered"):
+        aggregate_bins(adata[order].copy(), 100)
+    gap = np.ones(adata.n_obs, bool)
+    gap[10] = False  # one bin missing inside chr1
+    with pytest.raises(ChipviInputError, match="gap-free run"):
+        aggregate_bins(adata[gap].copy(), 100)
 
 
 # ---------------------------------------------------------------- filter_blacklist

@@ -10,7 +10,7 @@ import pytest
 import chipvi
 from _analysis_data import make_adata
 from chipvi._errors import ChipviInputError
-from chipvi.tl._qc import log_cpm
+from chipvi._bins import log_cpm
 
 N_GENES = 20
 

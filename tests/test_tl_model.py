@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 import chipvi  # noqa: E402
 from _analysis_data import train_on_simulation  # noqa: E402
-from chipvi.io._signal import overlap_mask  # noqa: E402
+from chipvi._bins import overlap_mask  # noqa: E402
 
 
 @pytest.fixture(scope="module")

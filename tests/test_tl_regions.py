@@ -282,7 +282,7 @@ def test_broad_and_domain_errors():
 def test_broad_mode_end_to_end_on_simulated_domains(tmp_path):
     """Briefly trained model on two simulated domains: broad calls recover far more of them."""
 
-    from chipvi.io._signal import overlap_mask
+    from chipvi._bins import overlap_mask
 
     sim, adata, model = train_on_simulation(
         tmp_path, seed=3, n_chroms=1, chrom_length=200_000, depths=[100_000, 80_000],

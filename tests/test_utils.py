@@ -3,6 +3,7 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from chipvi._errors import ChipviInputError
@@ -69,3 +70,43 @@ def test_binning_leaves_the_collector_enabled(tmp_path):
     bam = next(Path(sim.samplesheet).parent.glob("*.bam"))
     read_bam_bins(bam, 200, threads=2)
     assert gc.isenabled()
+
+
+def test_check_int_bounds_and_types():
+    from chipvi._utils import check_int
+
+    assert check_int("n", np.int64(3), 1) == 3 and type(check_int("n", np.int64(3), 1)) is int
+    assert check_int("q", 255, 0, 255) == 255
+    with pytest.raises(ChipviInputError, match=r"q must be between 0 and 255, got 256"):
+        check_int("q", 256, 0, 255)
+    with pytest.raises(ChipviInputError, match=r"n must be >= 1, got 0"):
+        check_int("n", 0, 1)
+    for bad in (True, 2.0, "2", None):
+        with pytest.raises(ChipviInputError, match="n must be an integer"):
+            check_int("n", bad, 1)
+
+
+def test_atomic_dir_moves_a_finished_folder_and_removes_a_failed_one(tmp_path):
+    from chipvi._utils import atomic_dir
+
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        assert tmp.parent == tmp_path and tmp != out
+        (tmp / "a.txt").write_text("one")
+    assert (out / "a.txt").read_text() == "one"
+    with pytest.raises(ChipviInputError, match="already exists"):
+        with atomic_dir(out):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "b.txt").write_text("two")
+            raise RuntimeError("writer failed")
+    # The failed write left the old folder as it was and no temporary folder behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    with pytest.raises(ChipviInputError, match="does not exist"):
+        with atomic_dir(tmp_path / "missing" / "out"):
+            pass

@@ -5,11 +5,24 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from numbers import Integral
 from pathlib import Path
 
 from ._errors import ChipviInputError
+
+
+def _output(path: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
+    """``(path, its folder)`` for an atomic write, after the checks both writers share."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ChipviInputError(f"{path} already exists; pass overwrite=True to replace it.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ChipviInputError(f"Output folder {parent} does not exist; create it first.")
+    return path, parent
 
 
 @contextlib.contextmanager
@@ -26,26 +39,58 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     overwrite
         Replace an existing ``path``; otherwise an existing file is an error.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise ChipviInputError(f"{path} already exists; pass overwrite=True to replace it.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ChipviInputError(f"Output folder {parent} does not exist; create it first.")
+    path, parent = _output(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         # mkstemp creates the file private (0600); give the output the usual umask permissions.
-        umask = os.umask(0)
-        os.umask(umask)
         if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~umask)
+            os.chmod(tmp_path, _umask_mode(0o666))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+
+
+def _umask_mode(mode: int) -> int:
+    """``mode`` under the process umask (mkstemp/mkdtemp create outputs private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path`` and move it onto ``path`` on success.
+
+    The folder counterpart of :func:`atomic_path`: writers fill the yielded folder; if the body
+    raises, it is removed and ``path`` is left untouched. With ``overwrite`` an existing
+    ``path`` is removed just before the rename (a folder cannot be replaced in one step).
+
+    Parameters
+    ----------
+    path
+        Final folder.
+    overwrite
+        Replace an existing ``path``; otherwise an existing one is an error.
+    """
+    path, parent = _output(path, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
+    try:
+        yield tmp
+        os.chmod(tmp, _umask_mode(0o777))
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 @contextlib.contextmanager
@@ -66,6 +111,23 @@ def gc_paused() -> Iterator[None]:
         # enabled, and a caller that had disabled it keeps it disabled.
         if enabled:
             gc.enable()
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool) in ``[minimum, maximum]``.
+
+    Raises
+    ------
+    ChipviInputError
+        Naming ``name``, the bound and the value given.
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ChipviInputError(f"{name} must be an integer, got {value!r}.")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ChipviInputError(f"{name} must be {bound}, got {value}.")
+    return value
 
 
 def parse_max_per_position(text: str) -> int | str | None:

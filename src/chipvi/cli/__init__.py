@@ -18,8 +18,7 @@ import traceback
 
 from .._errors import ChipviInputError
 
-# Order of the subcommands in --help. ``download`` is written by the ENCODE issue
-# (chipvi.cli._download); it is registered when that module exists.
+# Order of the subcommands in --help.
 SUBCOMMANDS = ("bin", "train", "denoise", "call", "report", "simulate", "demo", "download")
 
 # Imported on demand: a name here maps to the module whose register() adds it.
@@ -41,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(_MODULES[name])
-        except ModuleNotFoundError as e:
-            if e.name == _MODULES[name]:
-                continue  # not part of this build (e.g. download before the ENCODE issue)
-            raise
-        module.register(subparsers)
+        importlib.import_module(_MODULES[name]).register(subparsers)
     return parser
 
 

@@ -55,6 +55,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--chroms", default=None, help="comma-separated chromosomes to keep (default all)"
     )
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="CHROM:START-END",
+        help="keep the bins of one region, e.g. chr19:1,000,000-2,000,000 (0-based half-open; "
+        "bins stay on the genome-wide grid)",
+    )
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument(
@@ -96,6 +103,7 @@ def run(args) -> int:
         max_per_position=args.max_per_position,
         blacklist=args.blacklist,
         chroms=chroms,
+        region=args.region,
         threads=args.threads,
         progress=not args.quiet,
     )

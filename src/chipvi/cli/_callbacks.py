@@ -30,7 +30,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from .._errors import ChipviInputError
-from ._rundir import RunDir
+from .._utils import atomic_path
+from ..io import RunDir
 
 PYRO_OPTIM_KEY = "chipvi_pyro_optim_state"
 # Test hook: "N" sends SIGKILL to this process after epoch N's checkpoint ("N:INT" sends SIGINT,
@@ -179,9 +180,9 @@ class RunCallback(Callback):
     def _save_checkpoint(self, trainer) -> None:
         path = self.run.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        trainer.save_checkpoint(str(tmp), weights_only=False)
-        os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+        # A kill mid-write leaves the previous checkpoint intact.
+        with atomic_path(path, overwrite=True) as tmp:
+            trainer.save_checkpoint(str(tmp), weights_only=False)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         optim = getattr(pl_module, "optim", None)

@@ -25,13 +25,7 @@ def resolve_samplesheet(value: str) -> Path:
             )
         from .. import datasets
 
-        getter = getattr(datasets, _BUNDLED[name], None)
-        if getter is None:
-            raise ChipviInputError(
-                f"This chipvi build has no chipvi.datasets.{_BUNDLED[name]}(); the bundled data "
-                "set is not installed."
-            )
-        return Path(getter())
+        return Path(getattr(datasets, _BUNDLED[name])())
     return Path(value).expanduser().resolve()
 
 
@@ -50,7 +44,7 @@ def check_data_inputs(data) -> None:
         if not sheet.is_file():
             raise ChipviInputError(f"config key 'data.samplesheet': file {sheet} does not exist.")
     if data.region is not None:
-        from ..io._bed import parse_region
+        from .._bins import parse_region
 
         parse_region(data.region, what="config key 'data.region'")
 

@@ -91,11 +91,10 @@ def run(args) -> int:
 
     import chipvi
 
-    from .._utils import atomic_path
+    from .._utils import atomic_dir, atomic_path
     from ._config import ExperimentConfig, to_yaml, validate
     from ._outputs import (
         add_denoised,
-        available,
         busiest_window,
         call_peaks,
         plot_tracks,
@@ -103,7 +102,7 @@ def run(args) -> int:
         write_group_bigwigs,
     )
     from ._quiet import silence_libraries
-    from ._rundir import RunDir
+    from ..io import RunDir
     from ._train import train_run
 
     quiet = args.quiet
@@ -117,17 +116,13 @@ def run(args) -> int:
         raise ChipviInputError(f"Folder {out.parent} does not exist; create it first.")
     t0 = time.perf_counter()
     say = (lambda *a: None) if quiet else print
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     lines: list[str] = []
 
     def report(line: str = "") -> None:
         lines.append(line)
         say(line)
 
-    try:
+    with atomic_dir(out, overwrite=True) as tmp:
         sheet = chipvi.datasets.cssq_chr19_samplesheet()
         say(f"chipvi demo: binning the bundled data ({sheet}) at {args.bin_size} bp")
         # read_bams on the bundled sheet, keeping the sequenced slice of chr19
@@ -156,23 +151,11 @@ def run(args) -> int:
         model = train_run(cfg, run_dir, quiet=quiet, resume=False, announce=False)
 
         add_denoised(model, adata)
-        written = {}
-        notes = []
-        if available(chipvi.io, "write_bigwig"):
-            written["bigwig"] = write_group_bigwigs(adata, tmp / "bigwig")
-        else:
-            notes.append("bigWig tracks: not in this chipvi build (chipvi.io.write_bigwig)")
-        regions = None
-        if available(chipvi.tl, "call_enriched_regions") and available(chipvi.io, "write_peaks"):
-            (tmp / "peaks").mkdir()
-            regions, written["peaks"] = call_peaks(model, adata, tmp / "peaks")
-        else:
-            notes.append("peaks: not in this chipvi build (chipvi.tl.call_enriched_regions)")
+        written = {"bigwig": write_group_bigwigs(adata, tmp / "bigwig")}
+        (tmp / "peaks").mkdir()
+        regions, written["peaks"] = call_peaks(model, adata, tmp / "peaks")
         region = busiest_window(adata)
-        if available(chipvi.pl, "tracks"):
-            plot_tracks(adata, tmp / "tracks.png", region)
-        else:
-            notes.append("tracks.png: not in this chipvi build (chipvi.pl.tracks)")
+        plot_tracks(adata, tmp / "tracks.png", region)
         with atomic_path(tmp / "denoised.h5ad") as p:
             adata.write_h5ad(p)
 
@@ -204,27 +187,18 @@ def run(args) -> int:
                 f"    {r['group']:<6} raw {r[raw_col]:.3f}   denoised {r[den_col]:.3f}   "
                 f"own evidence {o[den_col]:.3f}"
             )
-        # Honest reading (benchmarks/RESULTS.md): denoised libraries share the group's signal,
+        # Denoised libraries share the group's signal,
         # so their concordance is ~1 by construction; the own-evidence outputs
         # (level="library_own") use each library's reads only and are the comparable figure.
         report(
             "    (denoised libraries of a group share its signal, so ~1.0 is expected, not a "
             "score; own evidence uses each library's reads only: compare that one with raw)"
         )
-        if regions is not None:
-            report(f"  enriched regions (q <= 0.05): {len(regions)}")
-        for note in notes:
-            report(f"  {note}")
+        report(f"  enriched regions (q <= 0.05): {len(regions)}")
         (tmp / "summary.txt").write_text("\n".join(lines) + "\n")
         (tmp / MARKER).write_text(
             "made by `chipvi demo`; a later `chipvi demo` may replace this folder\n"
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     say(
         f"  outputs   {out}/ (denoised.h5ad, run/, "
         + ", ".join(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._utils import atomic_dir
 
 
 def register(subparsers) -> None:
@@ -43,20 +43,11 @@ def run(args) -> int:
     if out.exists() and not args.overwrite:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     run_dir, cfg, adata, model = load_trained_run(args.run_dir, quiet=args.quiet)
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, overwrite=True) as tmp:
         add_denoised(model, adata, batch_size=args.batch_size)
         adata.write_h5ad(tmp / "denoised.h5ad")
         written = {} if args.no_bigwig else write_group_bigwigs(adata, tmp / "bigwig")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     run_dir.event("denoise", out=str(out), bigwigs=sorted(written))
     if not args.quiet:
         print(

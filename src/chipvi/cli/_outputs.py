@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import ChipviInputError
 
 # kind of model.get_denoised → key in adata.layers (library level) and adata.obsm (group level)
 DENOISED_KEYS = {
@@ -40,26 +39,11 @@ def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
         adata.layers[key] = np.asarray(own.to_numpy(), dtype=np.float32)
 
 
-def _need(module, name: str, what: str):
-    fn = getattr(module, name, None)
-    if fn is None:
-        raise ChipviInputError(
-            f"{what} needs chipvi.{module.__name__.split('.')[-1]}.{name}, which this chipvi build "
-            "does not have yet."
-        )
-    return fn
-
-
-def available(module, name: str) -> bool:
-    return getattr(module, name, None) is not None
-
-
 def write_group_bigwigs(adata, folder: Path, *, key: str = "chipvi_lfe") -> dict[str, Path]:
     """One bigWig per group of ``adata.obsm[key]``."""
     from .. import io
 
-    write_bigwig = _need(io, "write_bigwig", "Writing bigWig tracks")
-    return write_bigwig(adata, folder, key=key, overwrite=True)
+    return io.write_bigwig(adata, folder, key=key, overwrite=True)
 
 
 def call_peaks(
@@ -74,15 +58,12 @@ def call_peaks(
 ):
     """Enriched regions from the model's q-values, written as BED/narrowPeak/broadPeak."""
     from .. import io, tl
-    from ..tl._regions import BROAD_DOMAINS
 
-    call = _need(tl, "call_enriched_regions", "Calling enriched regions")
-    write_peaks = _need(io, "write_peaks", "Writing peaks")
     # broadPeak files hold domains: link seeds through weaker bins, test each region as a whole.
-    broad = BROAD_DOMAINS if fmt == "broadPeak" else {}
-    regions = call(model, adata=adata, q=q, level=level, **broad)
+    broad = tl.BROAD_DOMAINS if fmt == "broadPeak" else {}
+    regions = tl.call_enriched_regions(model, adata=adata, q=q, level=level, **broad)
     written = (
-        dict(write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}
+        dict(io.write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}
     )
     # A group without enriched regions still gets its (empty) file, so every group has one.
     names = model.group_names if level == "group" else model.library_names
@@ -99,11 +80,10 @@ def plot_tracks(adata, path: Path, region: str | None = None) -> Path:
     """PNG of raw counts and denoised signal over ``region`` (default: the busiest 50 kb)."""
     from .. import pl
 
-    tracks = _need(pl, "tracks", "Plotting tracks")
     if region is None:
         region = busiest_window(adata)
     keys = ["raw", "chipvi_lfe"]
-    tracks(adata, region, keys=keys, show=False, save=path, overwrite=True)
+    pl.tracks(adata, region, keys=keys, show=False, save=path, overwrite=True)
     return path
 
 
@@ -130,5 +110,4 @@ def replicate_concordance(adata, *, denoised: str = "chipvi_lfe"):
     """Replicate agreement raw vs denoised (a table), via :func:`chipvi.tl.replicate_concordance`."""
     from .. import tl
 
-    fn = _need(tl, "replicate_concordance", "Replicate concordance")
-    return fn(adata, denoised=denoised, key_added=None)
+    return tl.replicate_concordance(adata, denoised=denoised, key_added=None)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._errors import ChipviInputError
+from .._utils import atomic_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,11 +106,8 @@ def run(args) -> int:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     facts = load_runs(args.runs)
     runs, scalars = facts["runs"], facts["scalars"]
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, overwrite=True) as tmp:
         summary_cols = [c for c in runs.columns if not c.startswith("config.")]
         runs[summary_cols].to_csv(tmp / "runs.csv")
         config_differences(runs).to_csv(tmp / "config_diff.csv")
@@ -121,12 +118,6 @@ def run(args) -> int:
         if conc is not None:
             conc.to_csv(tmp / "concordance.csv", index=False)
             plot_concordance(conc, tmp / "concordance.png")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if not args.quiet:
         import pandas as pd
 

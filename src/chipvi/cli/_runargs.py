@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._errors import ChipviInputError
-from ._rundir import RunDir
+from ..io import RunDir
 
 
 def load_trained_run(path: Path, *, quiet: bool):

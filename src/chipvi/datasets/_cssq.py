@@ -41,10 +41,11 @@ def cssq_chr19_samplesheet() -> Path:
 def cssq_chr19(bin_size: int = 200, *, region: str | None = CSSQ_REGION, **kwargs) -> ad.AnnData:
     """Bin the bundled H3K4me3 data set into an AnnData.
 
-    Runs :func:`chipvi.read_bams` on :func:`cssq_chr19_samplesheet`, keeping chr19 only (the
-    BAM headers list every hg19 contig but all reads lie on chr19), then keeps the bins of the
-    sequenced slice (:func:`chipvi.pp.filter_region`): outside it neither ChIP nor input has
-    reads because the reads were never extracted there, which is no evidence of absence.
+    Runs :func:`chipvi.read_bams` on :func:`cssq_chr19_samplesheet` with ``region=`` the
+    sequenced slice (the BAM headers list every hg19 contig but all reads lie in this slice of
+    chr19): outside it neither ChIP nor input has reads because the reads were never extracted
+    there, which is no evidence of absence. The bins stay on the genome-wide grid, so
+    :func:`chipvi.pp.aggregate_bins` works on the result.
 
     Parameters
     ----------
@@ -55,7 +56,7 @@ def cssq_chr19(bin_size: int = 200, *, region: str | None = CSSQ_REGION, **kwarg
         ``None`` keeps all of chr19.
     **kwargs
         Passed to :func:`chipvi.read_bams` (e.g. ``min_mapq``, ``fragment_length``,
-        ``progress``); ``chroms`` defaults to ``["chr19"]``.
+        ``progress``).
 
     Returns
     -------
@@ -68,13 +69,9 @@ def cssq_chr19(bin_size: int = 200, *, region: str | None = CSSQ_REGION, **kwarg
     >>> adata = chipvi.datasets.cssq_chr19()  # doctest: +SKIP
     >>> adata.var[["group", "replicate", "depth"]]  # doctest: +SKIP
     """
-    from .. import read_bams  # imported here: the binning module imports this package's parent
+    from .. import read_bams  # imported on use: binning pulls in numba
 
-    kwargs.setdefault("chroms", ["chr19"])
     kwargs.setdefault("progress", False)
-    from ..pp import filter_region
-
-    adata = read_bams(cssq_chr19_samplesheet(), bin_size=bin_size, **kwargs)
-    if region is not None:
-        filter_region(adata, region)
-    return adata
+    if region is None:
+        kwargs.setdefault("chroms", ["chr19"])
+    return read_bams(cssq_chr19_samplesheet(), bin_size=bin_size, region=region, **kwargs)

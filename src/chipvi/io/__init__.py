@@ -1,4 +1,6 @@
-"""chipvi.io: sample sheets, BAM binning, BED/bigWig/peak files, run folders, ENCODE (no torch).
+"""chipvi.io: files only: sample sheets, BAM binning, BED/bigWig/peak files, run folders, ENCODE.
+
+No torch; bins themselves (tables, regions, overlaps, signal access) are :mod:`chipvi._bins`.
 
 Names are imported from their submodule on first use, so ``from chipvi.io import read_bams``
 does not pay for pyBigWig, mudata or the ENCODE client (the binning path starts fast).
@@ -12,7 +14,8 @@ import importlib
 _SOURCES = {
     "encode": None,  # a submodule itself
     "load_runs": "_runs",
-    "parse_region": "_bed",
+    "RunDir": "_runs",
+    "timestamped_name": "_runs",
     "read_bam_bins": "_binning",
     "read_bams": "_binning",
     "read_bed": "_bed",

@@ -1,16 +1,11 @@
-"""BED reading and the one interval-overlap helper for bins.
-
-Interval operations stay behind this module: pyranges 0.1.x ``join(how="left")`` reorders rows,
-so bins (sorted, fixed order) are matched against intervals with numpy ``searchsorted`` on
-merged intervals instead, which keeps the bin order by construction.
-"""
+"""BED files: :func:`read_bed` (bins are matched against intervals in :mod:`chipvi._bins`)."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import os
-import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +16,10 @@ from .._errors import ChipviInputError
 BED_COLUMNS = ("chrom", "start", "end", "name", "score", "strand")
 
 
-def _open_text(path: Path):
+def _read_bytes(path: Path) -> bytes:
     with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt") if gzipped else open(path)  # noqa: SIM115
+        data = fh.read()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
 def read_bed(path: str | os.PathLike) -> pd.DataFrame:
@@ -54,132 +49,142 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ChipviInputError(f"BED file {path} does not exist.")
-    rows: list[list[str]] = []
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            where = f"{path}, line {lineno}"
-            if len(fields) < 3:
-                raise ChipviInputError(
-                    f"{where}: expected at least 3 fields (chrom, start, end), got {len(fields)}: "
-                    f"{line[:80]!r}."
-                )
-            try:
-                start, end = int(fields[1]), int(fields[2])
-            except ValueError:
-                raise ChipviInputError(
-                    f"{where}: start and end must be integers, got {fields[1]!r} and {fields[2]!r}."
-                ) from None
-            if start < 0 or end < start:
-                raise ChipviInputError(
-                    f"{where}: need 0 <= start <= end, got start={start}, end={end}."
-                )
-            rows.append(fields)
-    width = max((len(r) for r in rows), default=3)
+    data = _read_bytes(path)
+    lines = _Lines(data)
+    keep = lines.data_lines()
+    # Lines without a tab are split at any whitespace; a file mixing both is rewritten so.
+    spaced = keep & (lines.tabs == 0)
+    if spaced.any() and (keep & (lines.tabs > 0)).any():
+        data = lines.tabbed(spaced)
+        lines = _Lines(data)
+        spaced[:] = False
+    whitespace = bool(spaced.any())
+    fields = lines.fields(whitespace)
+    short = keep & (fields < 3)
+    if short.any():
+        k = int(np.flatnonzero(short)[0])
+        raise ChipviInputError(
+            f"{path}, line {k + 1}: expected at least 3 fields (chrom, start, end), got "
+            f"{int(fields[k])}: {lines.text(k)[:80]!r}."
+        )
+    width = int(fields[keep].max()) if keep.any() else 3
     names = list(BED_COLUMNS[:width]) + [f"col{i + 1}" for i in range(len(BED_COLUMNS), width)]
-    table = pd.DataFrame([r + [""] * (width - len(r)) for r in rows], columns=names, dtype=str)
-    if not rows:
+    if not keep.any():
         table = pd.DataFrame({n: pd.Series(dtype=str) for n in names})
-    table["start"] = table["start"].astype(np.int64)
-    table["end"] = table["end"].astype(np.int64)
+        return table.astype({"start": np.int64, "end": np.int64})
+    line_no = np.flatnonzero(keep) + 1
+    skip, ragged = np.flatnonzero(~keep), bool((fields[keep] < width).any())
+    table = _parse(data, names, skip, whitespace, ragged)
+    try:
+        # int() of each string, as the BED definition reads them ("1e3" and "1.5" are errors).
+        start, end = (table[c].to_numpy().astype(np.int64) for c in ("start", "end"))
+    except ValueError:
+        for k, (a, b) in enumerate(zip(table["start"], table["end"], strict=True)):
+            if not (_is_int(a) and _is_int(b)):
+                raise ChipviInputError(
+                    f"{path}, line {line_no[k]}: start and end must be integers, got {a!r} "
+                    f"and {b!r}."
+                ) from None
+    table["start"], table["end"] = start, end
+    bad = (start < 0) | (end < start)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ChipviInputError(
+            f"{path}, line {line_no[k]}: need 0 <= start <= end, got start={start[k]}, "
+            f"end={end[k]}."
+        )
     return table
 
 
-def overlapping_bins(obs: pd.DataFrame, intervals: pd.DataFrame) -> np.ndarray:
-    """Which bins overlap at least one interval (by at least one base).
-
-    Parameters
-    ----------
-    obs
-        Bins with columns ``chrom``, ``start``, ``end`` (any order, any widths).
-    intervals
-        Intervals with columns ``chrom``, ``start``, ``end``; chromosomes absent from ``obs``
-        are ignored, zero-length intervals overlap nothing.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean mask aligned with the rows of ``obs``.
-    """
-    mask = np.zeros(len(obs), dtype=bool)
-    bin_chrom = obs["chrom"].astype(str).to_numpy()
-    bin_start = obs["start"].to_numpy(np.int64)
-    bin_end = obs["end"].to_numpy(np.int64)
-    intervals = intervals[intervals["end"] > intervals["start"]]
-    for chrom, iv in intervals.groupby(intervals["chrom"].astype(str), sort=False):
-        rows = np.flatnonzero(bin_chrom == chrom)
-        if rows.size == 0:
-            continue
-        starts, ends = _merge(iv["start"].to_numpy(np.int64), iv["end"].to_numpy(np.int64))
-        # Last merged interval starting before the bin's end; it overlaps if it ends after the
-        # bin's start (merged intervals are disjoint and sorted, so no other one can).
-        k = np.searchsorted(starts, bin_end[rows], side="left") - 1
-        hit = k >= 0
-        hit[hit] = ends[k[hit]] > bin_start[rows][hit]
-        mask[rows] = hit
-    return mask
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
-def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge overlapping or touching intervals into sorted, disjoint ones."""
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], ends[order]
-    running_end = np.maximum.accumulate(ends)
-    new = np.r_[True, starts[1:] > running_end[:-1]]
-    group = np.cumsum(new) - 1
-    merged_ends = np.zeros(group[-1] + 1, dtype=np.int64)
-    np.maximum.at(merged_ends, group, ends)
-    return starts[new], merged_ends
+def _parse(
+    data: bytes, names: list[str], skip: np.ndarray, whitespace: bool, ragged: bool
+) -> pd.DataFrame:
+    """The kept lines as a DataFrame of strings (pandas' C parser)."""
+    table = pd.read_csv(
+        io.BytesIO(data),
+        sep=r"\s+" if whitespace else "\t",
+        header=None,
+        names=names,
+        dtype=str,
+        skiprows=set(skip.tolist()),
+        skip_blank_lines=False,
+        quoting=csv.QUOTE_NONE,
+        na_filter=False,
+        engine="c",
+    )
+    if ragged:  # lines shorter than the widest: their missing fields are ""
+        table = table.fillna("")
+    return table
 
 
-_REGION = re.compile(r"^\s*([^:\s]+)(?::\s*([\d,_]+)\s*-\s*([\d,_]+))?\s*$")
+#: Whitespace bytes (as ``bytes.split`` sees them, newline aside): space, \t, \r, \v, \f.
+_SPACE = [32, 9, 13, 11, 12]
 
 
-def parse_region(
-    region: str, chrom_sizes: Mapping[str, int] | None = None, *, what: str = "region"
-) -> tuple[str, int, int]:
-    """Parse ``"chr1:1,000,000-1,200,000"`` (or a bare ``"chr1"``) into ``(chrom, start, end)``.
+class _Lines:
+    """Line boundaries, tab counts and kinds of a file's bytes, found with numpy."""
 
-    Coordinates are 0-based half-open, like BED; commas and underscores are ignored. With
-    ``chrom_sizes`` the chromosome must exist and the region must lie inside it; a bare
-    chromosome name then means the whole chromosome.
+    def __init__(self, data: bytes):
+        self.data = data
+        raw = np.frombuffer(data, np.uint8)
+        newline = np.flatnonzero(raw == 10)
+        self.starts = np.r_[0, newline + 1]
+        self.ends = np.r_[newline, raw.size]  # exclusive, before the newline
+        if self.ends.size and self.starts[-1] == raw.size:  # no line after the final newline
+            self.starts, self.ends = self.starts[:-1], self.ends[:-1]
+        self._raw = raw
+        self.tabs = self._per_line(raw == 9)
 
-    Parameters
-    ----------
-    region
-        The region string.
-    chrom_sizes
-        Chromosome lengths to check against (e.g. ``adata.uns["chipvi"]["chrom_sizes"]``).
-    what
-        How error messages name the value (e.g. ``"config key 'data.region'"``).
-    """
-    if not isinstance(region, str):
-        raise ChipviInputError(f"{what} must be a string like 'chr1:1,000-2,000', not {region!r}.")
-    m = _REGION.match(region)
-    if m is None or (m.group(2) is None and chrom_sizes is None):
-        raise ChipviInputError(
-            f"{what} {region!r} does not parse; write it as 'chrom:start-end', e.g. "
-            "'chr1:1,000,000-1,200,000'."
-        )
-    chrom = m.group(1)
-    if chrom_sizes is not None and chrom not in chrom_sizes:
-        names = list(chrom_sizes)
-        raise ChipviInputError(
-            f"{what} {region!r}: chromosome {chrom!r} is not in the data (chromosomes: "
-            f"{', '.join(map(str, names[:10]))}{', ...' if len(names) > 10 else ''})."
-        )
-    if m.group(2) is None:
-        return chrom, 0, int(chrom_sizes[chrom])
-    start = int(m.group(2).replace(",", "").replace("_", ""))
-    end = int(m.group(3).replace(",", "").replace("_", ""))
-    if end <= start:
-        raise ChipviInputError(f"{what} {region!r}: end must be greater than start.")
-    if chrom_sizes is not None and end > int(chrom_sizes[chrom]):
-        size = int(chrom_sizes[chrom])
-        raise ChipviInputError(
-            f"{what} {region!r} lies outside {chrom} (length {size:,}); end must be <= {size:,}."
-        )
-    return chrom, start, end
+    def _per_line(self, flag: np.ndarray) -> np.ndarray:
+        """How many flagged bytes each line holds."""
+        line = np.searchsorted(self.starts, np.flatnonzero(flag), side="right") - 1
+        return np.bincount(line, minlength=self.starts.size)
+
+    def data_lines(self) -> np.ndarray:
+        """Lines holding records: not blank, not ``#``, ``track`` or ``browser`` lines."""
+        raw, starts, ends = self._raw, self.starts, self.ends
+        first = raw[np.minimum(starts, max(raw.size - 1, 0))] if raw.size else np.zeros(0, np.uint8)
+        keep = ends > starts
+        # Blank lines start empty or with whitespace: only those few are looked at one by one.
+        for k in np.flatnonzero(keep & np.isin(first, _SPACE)):
+            keep[k] = bool(self.data[starts[k] : ends[k]].strip())
+        for prefix in (b"#", b"track", b"browser"):
+            hit = keep & (ends - starts >= len(prefix)) & (first == prefix[0])
+            for i, byte in enumerate(prefix[1:], start=1):
+                rows = np.flatnonzero(hit)
+                hit[rows] = raw[starts[rows] + i] == byte
+            keep &= ~hit
+        return keep
+
+    def fields(self, whitespace: bool) -> np.ndarray:
+        """Fields per line: tabs + 1, or runs of non-whitespace when split at whitespace."""
+        if not whitespace:
+            return self.tabs + 1
+        raw = self._raw
+        word = ~np.isin(raw, _SPACE + [10])
+        begins = word & ~np.r_[False, word[:-1]]
+        return self._per_line(begins)
+
+    def text(self, k: int) -> str:
+        return self.data[self.starts[k] : self.ends[k]].decode(errors="replace").rstrip("\r")
+
+    def tabbed(self, spaced: np.ndarray) -> bytes:
+        """The bytes with the ``spaced`` lines' whitespace runs turned into single tabs."""
+        out = []
+        for k in range(self.starts.size):
+            line = self.data[self.starts[k] : self.ends[k]]
+            out.append(b"\t".join(line.split()) if spaced[k] else line)
+        return b"\n".join(out) + b"\n"
+
+
+# Moved to the bins layer; kept importable here for benchmarks/bench_quality.py (being rewritten:
+# it should import ``chipvi._bins.overlapping_bins``). Remove with that rewrite.
+from .._bins import overlapping_bins  # noqa: E402, F401

@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from .._errors import ChipviInputError
 from .._utils import atomic_path
-from ._signal import bin_coordinates, chrom_sizes, genomic_order, signal_frame
+from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
 
 NanPolicy = Literal["skip", "zero", "error"]
 _BIGWIG_SUFFIXES = (".bw", ".bigwig")

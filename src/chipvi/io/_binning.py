@@ -17,15 +17,15 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
+from .._bins import bin_count, bin_obs, blacklist_mask, blacklist_record, parse_region, region_mask
 from .._errors import ChipviInputError
-from .._utils import gc_paused
+from .._utils import check_int, gc_paused
 from ._bam import BamInfo, open_bam
 from ._bgzf import MAX_BLOCK, OK, block_error_message, free_decompressor, new_decompressor
 from ._count import (
@@ -91,16 +91,6 @@ class _Params:
     max_per_position: int = 0  # 0: off; AUTO: chosen per file by _resolve_for_file
 
 
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ChipviInputError(f"{name} must be an integer, got {value!r}.")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ChipviInputError(f"{name} must be {bound}, got {value}.")
-    return value
-
-
 #: ``_Params.max_per_position`` value standing for ``"auto"``.
 AUTO = -1
 #: ``max_per_position="auto"``: the smallest N with P(more than N reads at one position and
@@ -122,11 +112,11 @@ def _check_params(
             )
         cap = AUTO
     else:
-        cap = _check_int("max_per_position", max_per_position, 1)
+        cap = check_int("max_per_position", max_per_position, 1)
     return _Params(
-        bin_size=_check_int("bin_size", bin_size, 1),
-        fragment_length=_check_int("fragment_length", fragment_length, 1),
-        min_mapq=_check_int("min_mapq", min_mapq, 0, 255),
+        bin_size=check_int("bin_size", bin_size, 1),
+        fragment_length=check_int("fragment_length", fragment_length, 1),
+        min_mapq=check_int("min_mapq", min_mapq, 0, 255),
         keep_duplicates=bool(keep_duplicates),
         max_per_position=cap,
     )
@@ -185,7 +175,7 @@ def _resolve_for_file(params: _Params, info: BamInfo, contigs) -> _Params:
 def _resolve_threads(threads) -> int:
     if threads is None:
         return os.cpu_count() or 1
-    return _check_int("threads", threads, 1)
+    return check_int("threads", threads, 1)
 
 
 def _kept_contigs(infos: Sequence[BamInfo], chroms) -> list[tuple[str, int]]:
@@ -230,162 +220,6 @@ def _contig_mismatch(a: BamInfo, b: BamInfo, names: list[str]) -> str:
         "(ChIP and control) must share the same contigs; re-align, or pass chroms= to keep "
         "chromosomes they agree on."
     )
-
-
-def _n_bins(contigs: Sequence[tuple[str, int]], bin_size: int) -> int:
-    return sum(-(-length // bin_size) for _, length in contigs)
-
-
-def bin_obs(contigs: Iterable[tuple[str, int]], bin_size: int) -> pd.DataFrame:
-    """The ``obs`` table of fixed-width bins tiling each chromosome from 0.
-
-    Parameters
-    ----------
-    contigs
-        ``(name, length)`` pairs in the order the bins should appear.
-    bin_size
-        Bin width in bp; the last bin of a chromosome ends at the chromosome end.
-
-    Returns
-    -------
-    DataFrame with index ``"chrom:start-end"`` and columns ``chrom`` (categorical, contig order),
-    ``start`` and ``end`` (int64).
-    """
-    import pandas as pd
-
-    contigs = [(str(name), int(length)) for name, length in contigs]
-    names = [name for name, _ in contigs]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ChipviInputError(
-            f"Chromosome names {dup} appear more than once; bins need unique chromosome names "
-            "(fix the BAM header's @SQ lines)."
-        )
-    lengths = np.array([length for _, length in contigs], np.int64)
-    codes, start_end = _bin_table(lengths, bin_size)
-    # start and end as one (2, bins) block, the layout pandas keeps them in: no copy.
-    obs = pd.DataFrame(
-        start_end.T,
-        columns=["start", "end"],
-        index=pd.Index(bin_names(contigs, bin_size), dtype=object, copy=False),
-        copy=False,
-    )
-    obs.insert(0, "chrom", pd.Categorical.from_codes(codes, categories=names))
-    return obs
-
-
-@numba.njit(cache=True, nogil=True)
-def _bin_table(lengths, bin_size):
-    """Chromosome index, start and end of every bin, in one pass (whole-genome temporaries of
-    numpy's repeat/arange cost ~0.6 s for a human genome)."""
-    n_bins = 0
-    for length in lengths:
-        n_bins += -(-length // bin_size)
-    codes = np.empty(n_bins, np.int32)
-    start_end = np.empty((2, n_bins), np.int64)
-    i = 0
-    for k in range(lengths.size):
-        length = lengths[k]
-        start = 0
-        while start < length:
-            codes[i] = k
-            start_end[0, i] = start
-            start = min(start + bin_size, length)
-            start_end[1, i] = start
-            i += 1
-    return codes, start_end
-
-
-#: Bins whose names :func:`bin_names` makes per decode and split.
-_NAME_CHUNK = 1 << 16
-
-
-def bin_names(contigs: Sequence[tuple[str, int]], bin_size: int) -> np.ndarray:
-    """``"chrom:start-end"`` of every bin, as an object array of str.
-
-    Same strings as ``f"{chrom}:{start}-{end}"`` per bin, but written as bytes by a compiled
-    loop and turned into str objects by one decode and split per piece of ``_NAME_CHUNK``
-    bins (an f-string per bin costs ~0.4 s per million bins). Pieces keep the buffers small
-    and in cache: for a human genome (15.4 M bins) one pass over whole-genome buffers took
-    4.7 s and ~900 MB of transient memory.
-    """
-    encoded = [name.encode() + b":" for name, _ in contigs]
-    lengths = np.array([length for _, length in contigs], np.int64)
-    n_bins = -(-lengths // bin_size)
-    total = int(n_bins.sum())
-    names = np.empty(total, object)
-    if not total:
-        return names
-    prefixes = np.frombuffer(b"".join(encoded), np.uint8)
-    prefix_end = np.cumsum([len(e) for e in encoded], dtype=np.int64)
-    first_bin = np.concatenate([[0], np.cumsum(n_bins)])
-    # Bytes per bin at most: prefix, two numbers of at most len(str(length)) digits, "-", "\n".
-    width = max(
-        len(e) + 2 * len(str(n)) + 2 for e, n in zip(encoded, lengths.tolist(), strict=True)
-    )
-    buf = np.empty(min(total, _NAME_CHUNK) * width, np.uint8)
-    for begin in range(0, total, _NAME_CHUNK):
-        end = min(begin + _NAME_CHUNK, total)
-        used = _write_bin_names(buf, prefixes, prefix_end, lengths, first_bin, bin_size, begin, end)
-        # Contig names cannot hold a newline (SAM header fields are tab/newline delimited), and
-        # pieces end at a name's end, so no UTF-8 sequence is cut.
-        names[begin:end] = str(buf[: used - 1].data, "utf-8").split("\n")
-    return names
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_bin_names(out, prefixes, prefix_end, lengths, first_bin, bin_size, begin, end):
-    """Write prefix, start, "-", end and a newline for bins ``[begin, end)`` of the genome-wide
-    order (``first_bin[k]``: index of contig k's first bin); returns the bytes written."""
-    # The contig holding bin ``begin`` (side="right" skips contigs without bins).
-    k = np.searchsorted(first_bin, begin, side="right") - 1
-    pos = 0
-    b = begin
-    while b < end:
-        p0 = prefix_end[k - 1] if k > 0 else 0
-        p1 = prefix_end[k]
-        length = lengths[k]
-        stop = min(end, first_bin[k + 1])
-        start = (b - first_bin[k]) * bin_size
-        # Where the previous bin's end was written: the next start is the same digits.
-        last, last_n = -1, 0
-        while b < stop:
-            for i in range(p0, p1):
-                out[pos] = prefixes[i]
-                pos += 1
-            if last >= 0:
-                for i in range(last_n):
-                    out[pos + i] = out[last + i]
-                pos += last_n
-            else:
-                pos = _write_decimal(out, pos, start)
-            out[pos] = 45  # "-"
-            start = min(start + bin_size, length)
-            last = pos + 1
-            pos = _write_decimal(out, last, start)
-            last_n = pos - last
-            out[pos] = 10  # "\n"
-            pos += 1
-            b += 1
-        k += 1
-    return pos
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _write_decimal(out, pos, value):
-    """Write the non-negative ``value`` in decimal at ``out[pos]``; returns the next position."""
-    # Unsigned: division by 10 compiles to a multiply and shift, without the sign fix-ups of
-    # Python's floor division.
-    v = np.uint64(value)
-    n = 1
-    bound = np.uint64(10)
-    while v >= bound and n < 20:
-        bound *= np.uint64(10)
-        n += 1
-    for i in range(n - 1, -1, -1):
-        out[pos + i] = np.uint8(48) + np.uint8(v % np.uint64(10))
-        v //= np.uint64(10)
-    return pos + n
 
 
 def _count_piece(
@@ -762,7 +596,7 @@ def read_bam_bins(
     n_threads = _resolve_threads(threads)
     info = open_bam(bam, index=index)
     contigs = _kept_contigs([info], chroms)
-    n_bins = _n_bins(contigs, params.bin_size)
+    n_bins = bin_count(contigs, params.bin_size)
     x = np.zeros((n_bins, 1), np.int32)
     mapq = np.zeros((n_bins, 1), np.float32)
     name = info.path.name.removesuffix(".bam")
@@ -801,6 +635,7 @@ def read_bams(
     max_per_position: int | str | None = None,
     blacklist: str | os.PathLike | None = None,
     chroms: Sequence[str] | str | None = None,
+    region: str | None = None,
     threads: int | None = None,
     progress: bool = True,
     index: bool = False,
@@ -857,6 +692,13 @@ def read_bams(
     chroms
         Chromosomes to keep (default: every chromosome of the header). Bins follow the BAM
         header order whatever the order given here.
+    region
+        Keep the bins overlapping one region, ``"chr19:1,000,000-2,000,000"`` (0-based
+        half-open, commas allowed) or a bare chromosome name, e.g. for BAMs holding the reads
+        of a slice only. Bins stay on the genome-wide grid (``bin_size`` bins from 0), so
+        :func:`chipvi.pp.aggregate_bins` still works. The region's chromosome is counted (as
+        with ``chroms=[chrom]``; ``chroms`` may be left out or name that chromosome only), so
+        ``depth`` is its reads, and ``chrom_sizes`` keeps its full length.
     threads
         Worker threads (default: ``os.cpu_count()``); files and chromosomes are counted in
         parallel.
@@ -880,19 +722,21 @@ def read_bams(
     * ``uns["chipvi"]``: ``bin_size``, ``chrom_sizes``, ``fragment_length``, ``min_mapq``,
       ``keep_duplicates``, ``max_per_position`` (with ``"auto"`` also
       ``max_per_position_used``: lists ``bam`` and ``max_per_position``), ``version``,
-      ``counting`` (the rule above), ``samplesheet``, and ``filter_blacklist`` when a
-      blacklist was applied.
+      ``counting`` (the rule above), ``samplesheet``, ``region`` (``"chrom:start-end"``)
+      when given, and ``filter_blacklist`` when a blacklist was applied.
 
     Raises
     ------
     ChipviInputError
         For a bad sample sheet or parameter, a missing, unsorted, unindexed or truncated BAM,
-        BAMs aligned to different references, unknown ``chroms``, or a BAM with no reads left
-        after the filters. Nothing is counted before every file has been checked.
+        BAMs aligned to different references, unknown ``chroms``, a ``region`` that does not
+        parse, names a chromosome not in the BAM headers (or not in ``chroms``) or ends beyond
+        it, or a BAM with no reads left after the filters. Nothing is counted before every file has been checked.
 
     Examples
     --------
     >>> adata = chipvi.read_bams("samples.csv", bin_size=200, chroms=["chr19"])  # doctest: +SKIP
+    >>> adata = chipvi.read_bams("samples.csv", region="chr19:1,000,000-2,000,000")  # doctest: +SKIP
     """
     import pandas as pd
 
@@ -907,15 +751,19 @@ def read_bams(
         sheet, sheet_path = read_samplesheet(samplesheet), str(Path(samplesheet).absolute())
     if blacklist is not None:
         # Parse it now, so a bad BED fails before any counting.
-        read_bed(blacklist)
+        bad_regions = read_bed(blacklist)
 
     # Check every file (and build indexes) before counting anything.
     chip_paths = list(sheet["bam"])
     control_paths = [p for p in dict.fromkeys(sheet["control"]) if p]
     unique = list(dict.fromkeys(chip_paths + control_paths))
     infos = {p: open_bam(p, index=index) for p in unique}
+    window = None
+    if region is not None:
+        window = _region_window(region, infos[unique[0]], chroms)
+        chroms = [window[0]]
     contigs = _kept_contigs([infos[p] for p in unique], chroms)
-    n_bins, n_lib = _n_bins(contigs, params.bin_size), len(sheet)
+    n_bins, n_lib = bin_count(contigs, params.bin_size), len(sheet)
     x = np.zeros((n_bins, n_lib), np.int32)
     mapq = np.zeros((n_bins, n_lib), np.float32)
     control = np.zeros((n_bins, n_lib), np.int32)
@@ -965,6 +813,7 @@ def read_bams(
                 params,
                 contigs,
                 samplesheet=sheet_path,
+                **({} if window is None else {"region": "{}:{}-{}".format(*window)}),
                 **_caps_used(params, file_infos, file_params),
             ),
         ),
@@ -976,11 +825,32 @@ def read_bams(
     counted = dict(zip(files, totals.tolist(), strict=True))
     adata.var["depth"] = _depth(sheet, "depth", "bam", counted)
     adata.var["control_depth"] = _depth(sheet, "control_depth", "control", counted)
+    if window is not None:
+        adata._inplace_subset_obs(region_mask(adata.obs, *window))
     if blacklist is not None:
-        from ..pp import filter_blacklist
-
-        filter_blacklist(adata, blacklist)
+        source = str(Path(blacklist).absolute())
+        hit = blacklist_mask(adata.obs, bad_regions, source)
+        info = blacklist_record(adata.uns["chipvi"], adata.obs.loc[hit], len(bad_regions), source)
+        adata._inplace_subset_obs(~hit)
+        adata.uns["chipvi"] = info
     return adata
+
+
+def _region_window(region, info: BamInfo, chroms) -> tuple[str, int, int]:
+    """``(chrom, start, end)`` of ``read_bams(region=...)``, checked against the BAM header."""
+    if not isinstance(region, str):
+        raise ChipviInputError(
+            f"region must be a string like 'chr19:1,000,000-2,000,000', not {region!r}."
+        )
+    window = parse_region(region, dict(info.contigs), what=f"region (BAM {info.path.name})")
+    if chroms is not None:
+        wanted = [chroms] if isinstance(chroms, str) else list(chroms)
+        if wanted != [window[0]]:
+            raise ChipviInputError(
+                f"region {region!r} lies on {window[0]} but chroms={wanted}; pass one of them "
+                "(region alone keeps its chromosome)."
+            )
+    return window
 
 
 def _depth(

@@ -11,9 +11,8 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import ChipviInputError
-from ..io._signal import signal_frame
-from ..tl._qc import _resolve_library_signal, log_cpm
-from ..tl._qc import fingerprint as _fingerprint
+from .._bins import library_signal, log_cpm, signal_frame
+from ..tl import fingerprint as _fingerprint
 from ._utils import check_save, finish
 
 
@@ -85,7 +84,7 @@ def concordance(
             raise ChipviInputError(f"Unknown library {lib!r}; libraries: {list(adata.var_names)}.")
     sources = {"raw log1p CPM": log_cpm(adata, layer)}
     if denoised is not None:
-        sources["denoised"] = _resolve_library_signal(adata, denoised, None)
+        sources["denoised"] = library_signal(adata, denoised, None)
     fig, axes = _axes(ax, len(sources))
     for a, (name, frame) in zip(axes, sources.items(), strict=True):
         x, y = frame[library_1].to_numpy(), frame[library_2].to_numpy()

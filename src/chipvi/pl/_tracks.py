@@ -11,9 +11,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import ChipviInputError
-from ..io._peaks import read_regions
-from ..io._signal import bin_coordinates, chrom_sizes, signal_frame
-from ._utils import check_save, finish, parse_region
+from .._bins import bin_coordinates, chrom_sizes, parse_region, signal_frame
+from ..io import read_regions
+from ._utils import check_save, finish
 
 TrackSpec = str | pd.DataFrame
 

@@ -1,4 +1,4 @@
-"""Shared plumbing for chipvi plots: figure saving, showing (region strings come from io)."""
+"""Shared plumbing for chipvi plots: figure saving and showing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .._errors import ChipviInputError
 from .._utils import atomic_path
-from ..io._bed import parse_region as parse_region  # noqa: F401  (re-exported for pl modules)
 
 
 def finish(fig, *, show: bool | None, save: str | os.PathLike | None, overwrite: bool) -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import ChipviInputError
-from ..io._binning import bin_obs
+from .._utils import check_int
+from .._bins import bin_obs, chrom_codes, tiled_windows, windows_obs
 from ._anndata import chipvi_uns, replace_contents
 
 # (count layer, mean-MAPQ layer) pairs; None is X.
@@ -26,17 +27,20 @@ def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> a
 
     Counts (``X`` and ``layers["control"]``) are summed; mean MAPQ layers (``"mapq"``,
     ``"control_mapq"``) are averaged weighted by the reads of the matching counts (0 where a
-    new bin has no reads). New bins tile every chromosome from 0 and the last bin of a
-    chromosome ends at the chromosome end, so it is shorter when the length is not a multiple
-    of ``bin_size``. ``obs`` is rebuilt, ``var`` kept, ``uns["chipvi"]["bin_size"]`` updated
+    new bin has no reads). New bins lie on the genome-wide grid of ``bin_size`` bins from 0;
+    the last bin of a chromosome ends at the chromosome end, so it is shorter when the length
+    is not a multiple of ``bin_size``. Data cropped to a region (``read_bams(region=...)``,
+    :func:`filter_region`, :func:`filter_chroms`) is aggregated over the region: a new bin
+    that the region cuts is cut the same way (it holds the bins that were there). ``obs`` is rebuilt, ``var`` kept, ``uns["chipvi"]["bin_size"]`` updated
     (the previous size goes to ``"aggregated_from"``). Other layers, ``obsm`` and ``obsp`` have
     no defined aggregate and are dropped with a warning.
 
     Parameters
     ----------
     adata
-        Bins x libraries from :func:`chipvi.read_bams`, with the full tiling of bins (aggregate
-        before :func:`filter_blacklist`; :func:`filter_chroms` is fine).
+        Bins x libraries from :func:`chipvi.read_bams`: per chromosome, a gap-free run of its
+        bins in order (whole chromosomes or one region each; aggregate before
+        :func:`filter_blacklist`, which leaves gaps).
     bin_size
         New bin width in bp: a positive multiple of the current one.
     copy
@@ -54,34 +58,32 @@ def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> a
     """
     info = chipvi_uns(adata, "aggregate_bins")
     current = int(info["bin_size"])
-    if isinstance(bin_size, bool) or not isinstance(bin_size, int | np.integer) or bin_size <= 0:
-        raise ChipviInputError(f"bin_size must be a positive integer, got {bin_size!r}.")
-    bin_size = int(bin_size)
+    bin_size = check_int("bin_size", bin_size, 1)
     if bin_size % current:
         raise ChipviInputError(
             f"bin_size {bin_size} is not a multiple of the current bin size {current}; "
             f"choose a multiple such as {current * max(1, round(bin_size / current))}."
         )
-    contigs = [(str(c), int(n)) for c, n in info["chrom_sizes"].items()]
-    tiling = bin_obs(contigs, current)
+    sizes = {str(c): int(n) for c, n in info["chrom_sizes"].items()}
     obs = adata.obs
-    if not (
-        len(obs) == len(tiling)
-        and np.array_equal(obs["chrom"].astype(str).to_numpy(), tiling["chrom"].astype(str))
-        and np.array_equal(obs["start"].to_numpy(np.int64), tiling["start"].to_numpy())
-        and np.array_equal(obs["end"].to_numpy(np.int64), tiling["end"].to_numpy())
-    ):
+    windows = tiled_windows(obs, sizes, current)
+    if windows is None:
         raise ChipviInputError(
-            "aggregate_bins needs every bin of every chromosome in uns['chipvi']['chrom_sizes'], "
-            "in order (as read_bams writes them); bins were removed or reordered. Aggregate "
-            "before filter_blacklist or subsetting bins."
+            "aggregate_bins needs, per chromosome of uns['chipvi']['chrom_sizes'], a gap-free run "
+            f"of its {current} bp bins in genomic order (as read_bams writes them, whole or over "
+            "a region); bins were removed or reordered. Aggregate before filter_blacklist or "
+            "subsetting bins."
         )
-    new_obs = bin_obs(contigs, bin_size)
-    # Old bins are in order, so each new bin is a run of consecutive old bins.
-    chrom_first_new = np.r_[0, np.cumsum([-(-n // bin_size) for _, n in contigs])[:-1]]
-    codes = obs["chrom"].astype(str).map({c: i for i, (c, _) in enumerate(contigs)})
-    target = chrom_first_new[codes.to_numpy(np.int64)] + obs["start"].to_numpy(np.int64) // bin_size
-    run_starts = np.flatnonzero(np.r_[True, target[1:] != target[:-1]])
+    if windows == [(c, 0, n) for c, n in sizes.items()]:
+        new_obs = bin_obs(sizes.items(), bin_size)  # the whole genome: the fast table builder
+    else:
+        new_obs = windows_obs(windows, bin_size, sizes)
+    # Old bins are in order and never straddle a new bin's edge, so each new bin is a run of
+    # consecutive old bins: a new run starts where the chromosome or the new grid cell changes.
+    chrom = chrom_codes(obs)[0]
+    cell = obs["start"].to_numpy(np.int64) // bin_size
+    run_starts = np.flatnonzero(np.r_[True, (chrom[1:] != chrom[:-1]) | (cell[1:] != cell[:-1])])
+    assert len(run_starts) == len(new_obs)
 
     layers = {}
     x = None

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ChipviInputError
-from ..io._bed import overlapping_bins, parse_region, read_bed
+from .._bins import blacklist_mask, blacklist_record, parse_region, region_mask
+from ..io import read_bed
 from ._anndata import chipvi_uns, subset_obs
 
 #: Chromosomes dropped by default: mitochondrial genome and the EBV decoy of hg38 builds.
@@ -54,28 +55,10 @@ def filter_blacklist(
             f"bed must be a BED file path or a DataFrame with chrom, start, end; got "
             f"{type(bed).__name__}."
         )
-    hit = overlapping_bins(adata.obs, intervals)
-    if hit.all():
-        raise ChipviInputError(
-            f"the blacklist {source} covers every bin; check that it matches the genome build."
-        )
-    removed = adata.obs.loc[hit]
-    by_chrom = removed["chrom"].astype(str).value_counts(sort=False)
+    hit = blacklist_mask(adata.obs, intervals, source)
+    info = blacklist_record(adata.uns["chipvi"], adata.obs.loc[hit], len(intervals), source)
     result = subset_obs(adata, ~hit, copy)
     target = result if copy else adata
-    info = dict(target.uns["chipvi"])
-    previous = dict(info.get("filter_blacklist", {}))
-    counts = dict(previous.get("bins_removed_by_chrom", {}))
-    for chrom, n in by_chrom.items():
-        counts[chrom] = int(counts.get(chrom, 0)) + int(n)
-    info["filter_blacklist"] = {
-        "bed": ";".join(filter(None, [previous.get("bed", ""), source])),
-        "n_intervals": int(previous.get("n_intervals", 0)) + len(intervals),
-        "n_bins_removed": int(previous.get("n_bins_removed", 0)) + int(hit.sum()),
-        "bp_removed": int(previous.get("bp_removed", 0))
-        + int((removed["end"] - removed["start"]).sum()),
-        "bins_removed_by_chrom": counts,
-    }
     target.uns["chipvi"] = info
     return result
 
@@ -166,12 +149,7 @@ def filter_region(adata: ad.AnnData, region: str, *, copy: bool = False) -> ad.A
     info = chipvi_uns(adata, "filter_region")
     sizes = {str(c): int(n) for c, n in info["chrom_sizes"].items()}
     chrom, start, end = parse_region(region, sizes)
-    obs = adata.obs
-    keep = (
-        (obs["chrom"].astype(str) == chrom).to_numpy()
-        & (obs["end"].to_numpy() > start)
-        & (obs["start"].to_numpy() < end)
-    )
+    keep = region_mask(adata.obs, chrom, start, end)
     if not keep.any():
         raise ChipviInputError(f"region {region!r} overlaps no bins of this AnnData.")
     result = subset_obs(adata, keep, copy)

@@ -16,7 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import ChipviInputError
-from ..io._signal import bin_coordinates, genomic_order
+from .._bins import bin_coordinates, genomic_order
 from ._regions import bayesian_qvalues, empty_region_table, regions_from_bins
 
 

@@ -14,8 +14,7 @@ from anndata import AnnData
 from scipy import stats
 
 from .._errors import ChipviInputError
-from ..io._signal import interval_bin_ranges, signal_frame
-from ._qc import log_cpm
+from .._bins import interval_bin_ranges, log_cpm, signal_frame
 
 _VERSION = re.compile(r"\.\d+$")
 

@@ -12,8 +12,8 @@ from anndata import AnnData
 from scipy import stats
 
 from .._errors import ChipviInputError
-from ..io._peaks import read_regions
-from ..io._signal import overlap_mask, signal_frame
+from .._bins import library_signal, log_cpm, overlap_mask, signal_frame
+from ..io import read_regions
 
 
 def _library_groups(adata: AnnData, groups: Sequence[str] | str | None) -> dict[str, list[str]]:
@@ -30,37 +30,6 @@ def _library_groups(adata: AnnData, groups: Sequence[str] | str | None) -> dict[
     if unknown:
         raise ChipviInputError(f"Unknown group(s) {unknown}; groups: {list(by_group)}.")
     return {g: by_group[g] for g in wanted}
-
-
-def log_cpm(adata: AnnData, layer: str | None = None) -> pd.DataFrame:
-    """log1p of counts per million (per library, using ``var['depth']`` when present)."""
-    counts = signal_frame(adata, layer=layer)
-    depth = (
-        adata.var["depth"].to_numpy(dtype=np.float64)
-        if "depth" in adata.var
-        else counts.sum(axis=0).to_numpy()
-    )
-    depth = np.where(depth > 0, depth, 1.0)
-    return np.log1p(counts * (1e6 / depth))
-
-
-def _resolve_library_signal(adata: AnnData, source: Any, batch_size: int | None) -> pd.DataFrame:
-    """Library-level values from a layer name, a bins × libraries DataFrame or a model."""
-    if isinstance(source, str):
-        return signal_frame(adata, layer=source)
-    if isinstance(source, pd.DataFrame):
-        if list(source.columns) != list(adata.var_names) or len(source) != adata.n_obs:
-            raise ChipviInputError(
-                "A denoised DataFrame must be bins × libraries with adata's obs and var names."
-            )
-        return source.astype(np.float64)
-    if hasattr(source, "get_denoised"):
-        return source.get_denoised(
-            adata=adata, kind="log_fold_enrichment", level="library", batch_size=batch_size
-        ).astype(np.float64)
-    raise ChipviInputError(
-        f"denoised must be a layer name, a DataFrame or a ChIPVI model, not {type(source).__name__}."
-    )
 
 
 def _top_k(n: int, top_k: int | float) -> int:
@@ -133,7 +102,7 @@ def replicate_concordance(
     k = _top_k(adata.n_obs, top_k)
     sources = {"raw": log_cpm(adata, layer)}
     if denoised is not None:
-        sources["denoised"] = _resolve_library_signal(adata, denoised, batch_size)
+        sources["denoised"] = library_signal(adata, denoised, batch_size)
     rows = []
     for group, libs in by_group.items():
         for a, b in itertools.combinations(libs, 2):

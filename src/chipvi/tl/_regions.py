@@ -18,7 +18,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import ChipviInputError
-from ..io._signal import bin_coordinates, chrom_sizes, genomic_order, signal_frame
+from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
 
 REGION_TABLE_COLUMNS = [
     "chrom", "start", "end", "name", "group", "n_bins", "score",
