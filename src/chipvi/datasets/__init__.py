@@ -2,5 +2,6 @@
 
 from ._cssq import cssq_chr19, cssq_chr19_samplesheet
 from ._simulate import Simulation, simulate
+from ._spec import SimulationSpec
 
-__all__ = ["Simulation", "cssq_chr19", "cssq_chr19_samplesheet", "simulate"]
+__all__ = ["Simulation", "SimulationSpec", "cssq_chr19", "cssq_chr19_samplesheet", "simulate"]

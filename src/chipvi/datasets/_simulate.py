@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pysam
 
 from .._errors import ChipviInputError
 from .._utils import atomic_path
-from ._bam_writer import BamWriter
-
-TRUTH_BIN_SIZE = 200
-_DEFAULT_DEPTHS = (500_000, 120_000)
-_DEFAULT_CONTROL_DEPTHS = (300_000, 100_000)
-_DEFAULT_GC_BIAS = (0.1, 0.25)
-_FLAG_PAIRED, _FLAG_PROPER, _FLAG_REVERSE, _FLAG_MATE_REVERSE = 0x1, 0x2, 0x10, 0x20
-_FLAG_READ1, _FLAG_READ2, _FLAG_DUPLICATE = 0x40, 0x80, 0x400
+from ._genome import TRUTH_BIN_SIZE, Genome, make_genome, place_intervals, smooth_noise
+from ._reads import random_reference, write_library
+from ._spec import SimulationSpec, _check_positive_int
 
 
 @dataclass
@@ -56,6 +50,8 @@ class Simulation:
         ``reverse``, ``n_reads`` (copies written), ``n_flagged`` (copies with the duplicate flag).
     paired
         Whether reads are paired-end.
+    spec
+        The specification simulated.
     """
 
     samplesheet: Path
@@ -65,247 +61,47 @@ class Simulation:
     libraries: pd.DataFrame = field(repr=False)
     jackpots: pd.DataFrame = field(repr=False)
     paired: bool = False
-
-
-def _per_library(value, name: str, n_groups: int, n_replicates: int, kind=float) -> list:
-    """Expand a per-replicate (repeated for every group) or per-library sequence."""
-    if np.isscalar(value):
-        values = [value] * n_replicates
-    else:
-        values = list(value)
-    if len(values) == n_replicates:
-        values = values * n_groups
-    if len(values) != n_groups * n_replicates:
-        raise ChipviInputError(
-            f"{name} has {len(values)} values; give one per replicate ({n_replicates}) or one "
-            f"per library (n_groups * n_replicates = {n_groups * n_replicates})."
-        )
-    out = []
-    for v in values:
-        try:
-            out.append(kind(v))
-        except (TypeError, ValueError):
-            raise ChipviInputError(f"{name} contains {v!r}, which is not a number.") from None
-    return out
-
-
-def _check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ChipviInputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_nonnegative(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or value < 0:
-        raise ChipviInputError(f"{name} must be a number >= 0, got {value!r}.")
-    return float(value)
-
-
-def _smooth_noise(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
-    """Zero-mean, unit-sd noise smoothed by a moving average over ``width`` bins."""
-    raw = rng.standard_normal(n + 2 * width)
-    kernel = np.hanning(2 * width + 1)
-    smooth = np.convolve(raw, kernel / kernel.sum(), mode="same")[width : width + n]
-    sd = smooth.std()
-    return (smooth - smooth.mean()) / (sd if sd > 0 else 1.0)
-
-
-@dataclass
-class _Genome:
-    """Bins of all chromosomes concatenated, with per-bin covariates."""
-
-    chrom_sizes: dict[str, int]
-    chrom_of_bin: np.ndarray  # int index into chrom_sizes
-    start: np.ndarray
-    end: np.ndarray
-    offsets: np.ndarray  # first global bin of each chromosome (+ total at the end)
-
-    @property
-    def n_bins(self) -> int:
-        return len(self.start)
-
-    @property
-    def width(self) -> np.ndarray:
-        return (self.end - self.start).astype(np.float64)
-
-
-def _make_genome(chrom_sizes: Mapping[str, int]) -> _Genome:
-    starts, ends, chrom_idx, offsets = [], [], [], [0]
-    for i, length in enumerate(chrom_sizes.values()):
-        s = np.arange(0, length, TRUTH_BIN_SIZE, dtype=np.int64)
-        starts.append(s)
-        ends.append(np.minimum(s + TRUTH_BIN_SIZE, length))
-        chrom_idx.append(np.full(len(s), i, dtype=np.int64))
-        offsets.append(offsets[-1] + len(s))
-    return _Genome(
-        dict(chrom_sizes),
-        np.concatenate(chrom_idx),
-        np.concatenate(starts),
-        np.concatenate(ends),
-        np.asarray(offsets),
-    )
-
-
-def _place_intervals(
-    rng: np.random.Generator,
-    genome: _Genome,
-    occupied: np.ndarray,
-    n: int,
-    widths: np.ndarray,
-    gap: int = 2,
-) -> list[tuple[int, int]]:
-    """Place ``n`` intervals of the given widths (in bins) on free bins of one chromosome each."""
-    placed = []
-    for k in range(n):
-        w = int(widths[k])
-        for _ in range(200):
-            c = rng.integers(len(genome.offsets) - 1)
-            lo, hi = genome.offsets[c], genome.offsets[c + 1]
-            if hi - lo < w + 2 * gap:
-                continue
-            s = int(rng.integers(lo + gap, hi - w - gap + 1))
-            if not occupied[s - gap : s + w + gap].any():
-                occupied[s : s + w] = True
-                placed.append((s, s + w))
-                break
-    return placed
-
-
-def _check_paths_free(paths: Sequence[Path], overwrite: bool) -> None:
-    if overwrite:
-        return
-    existing = [str(p) for p in paths if p.exists()]
-    if existing:
-        raise ChipviInputError(
-            f"simulate would overwrite existing files ({', '.join(existing[:3])}"
-            f"{', ...' if len(existing) > 3 else ''}); pass overwrite=True or use an empty out_dir."
-        )
+    spec: SimulationSpec | None = field(default=None, repr=False)
 
 
 def simulate(
     out_dir: str | os.PathLike,
     *,
-    seed: int = 0,
-    chrom_sizes: Mapping[str, int] | None = None,
-    n_chroms: int = 2,
-    chrom_length: int = 1_000_000,
-    n_groups: int = 1,
-    n_replicates: int = 2,
-    depths: Sequence[int] | int | None = None,
-    control_depths: Sequence[int] | int | None = None,
-    fragment_length: int = 200,
-    fragment_sd: float = 25.0,
-    read_length: int = 50,
-    paired: bool = False,
-    peaks_per_mb: float = 60.0,
-    domains_per_mb: float = 5.0,
-    peak_fold: float = 10.0,
-    domain_fold: float = 3.5,
-    shared_fraction: float = 0.6,
-    group_difference_sd: float = 0.4,
-    replicate_specific_fraction: float = 0.0,
-    cnv_segments_per_mb: float = 2.0,
-    background_sd: float = 0.25,
-    gc_bias: Sequence[float] | float | None = None,
-    lowmap_blocks_per_mb: float = 6.0,
-    lowmap_fold: float = 6.0,
-    jackpot_sample: str | None = None,
-    jackpots_per_mb: float = 10.0,
-    jackpot_size: float = 100.0,
-    jackpot_flagged: float = 0.1,
-    overdispersion: float = 0.05,
-    target: str = "sim",
+    spec: SimulationSpec | None = None,
     compresslevel: int = 1,
     overwrite: bool = False,
+    **fields,
 ) -> Simulation:
     """Write simulated ChIP-seq and input BAMs with known enrichment.
 
-    The genome is cut into 200 bp bins. For ChIP library ``j`` of group ``g`` the expected
-    fragment count of bin ``i`` is proportional to
-
-        width_i * CN_gi * B_gi * A_i * exp(b_j * GC_i) * exp(lfe_gi) * e_ij
-
-    and for its input to ``width_i * CN_gi * B_gi * A_i * e'_ij``, where ``CN`` is a
-    piecewise-constant copy number (segments shared by the ChIP and input libraries of a group),
-    ``B`` a smooth open-chromatin background, ``A`` an artefactual pile-up multiplier inside
-    low-mappability blocks (reads there get MAPQ 0-3), ``GC`` a smooth GC-like covariate with
-    a library-specific bias strength ``b_j``, ``lfe`` the true log fold enrichment (narrow
-    peaks of 1-5 bins and broad domains of tens to hundreds of bins; 0 elsewhere) and ``e``
-    Gamma noise of variance ``overdispersion``. Fragment counts are drawn from a multinomial
-    with the library's depth; fragment centres fall uniformly inside their bin, fragment
-    lengths are Normal(``fragment_length``, ``fragment_sd``). One library also receives
-    PCR-duplicate jackpots: many copies of one fragment, mostly without the duplicate flag.
+    What is simulated is a :class:`SimulationSpec`: pass one as ``spec``, or its fields as
+    keywords (``simulate(out_dir, seed=3, n_groups=2)``); keywords given with ``spec`` replace
+    its fields. The spec documents the generative story and every field.
 
     Parameters
     ----------
     out_dir
         Folder for the BAMs (with ``.bai`` indexes), ``samplesheet.csv`` and ``truth.tsv``;
         created if missing.
-    seed
-        Seed of the random generator; the same arguments and seed give identical files.
-    chrom_sizes
-        Chromosome names and lengths; default ``n_chroms`` chromosomes ``chr1, ...`` of
-        ``chrom_length`` bp.
-    n_chroms, chrom_length
-        Genome used when ``chrom_sizes`` is not given.
-    n_groups
-        Biological groups (``G1, G2, ...``). With two or more, each enriched feature is
-        shared by all groups with probability ``shared_fraction`` (with group-specific
-        strengths, log-normal spread ``group_difference_sd``) and otherwise specific to one.
-    n_replicates
-        ChIP libraries per group, each with its own input library.
-    depths, control_depths
-        Reads (fragments when ``paired``) per ChIP / input library: one value per replicate
-        (repeated for every group) or one per library, group-major. Default: replicates
-        alternate a strong library (500 000 ChIP / 300 000 input reads) and a weak one
-        (120 000 / 100 000). With these, MACS3 fold enrichment reaches an AUPRC
-        of about 0.95 on enriched bins for the strong library and 0.89 for the weak one.
-    fragment_length, fragment_sd
-        Mean and sd of fragment lengths (bp).
-    read_length
-        Read length (bp).
-    paired
-        Write properly paired reads (both mates) instead of single-end reads.
-    peaks_per_mb, domains_per_mb
-        Density of narrow peaks and broad domains per Mb of genome.
-    peak_fold, domain_fold
-        Median fold enrichment at the summit of narrow peaks / inside broad domains.
-    shared_fraction, group_difference_sd
-        See ``n_groups``.
-    replicate_specific_fraction
-        Fraction of enriched features present in only one replicate of each group that has
-        them (chosen at random): biology the replicates do not share, as after a failed
-        immunoprecipitation or in heterogeneous samples. Their truth is in the per-library
-        columns ``lfe_<sample>`` / ``enriched_<sample>``. Drawn from a separate random stream,
-        so 0 (the default) leaves every other output of a seed unchanged.
-    cnv_segments_per_mb
-        Copy-number breakpoints per Mb (0: no copy-number changes).
-    background_sd
-        sd of the smooth log background shared by ChIP and input.
-    gc_bias
-        Strength of the GC-like bias on the log ChIP rate, per replicate or per library.
-        Default: 0.1 for the strong and 0.25 for the weak replicates.
-    lowmap_blocks_per_mb, lowmap_fold
-        Density of low-mappability blocks and median fold of their artefactual pile-ups.
-    jackpot_sample
-        Library that receives PCR jackpots (default: the second replicate of the first group,
-        or the only one); ``""`` disables jackpots.
-    jackpots_per_mb, jackpot_size, jackpot_flagged
-        Jackpot density, median number of copies per jackpot, and the fraction of copies
-        flagged as duplicates.
-    overdispersion
-        Variance of the per-bin Gamma noise (mean 1) on every library's rate.
-    target
-        Value of the sample sheet's ``target`` column.
+    spec
+        What to simulate; default ``SimulationSpec()``.
     compresslevel
         BGZF (libdeflate) compression level, 1-12 (1: fastest; files ~4 % larger than at 4).
     overwrite
         Replace existing output files.
+    **fields
+        :class:`SimulationSpec` fields (``seed``, ``chrom_length``, ``depths``, ...).
 
     Returns
     -------
     Simulation
         Paths and truth; see :class:`Simulation`.
+
+    Raises
+    ------
+    ChipviInputError
+        For an unknown or out-of-range field, or outputs that exist without ``overwrite``;
+        raised before anything is written.
 
     Examples
     --------
@@ -313,451 +109,375 @@ def simulate(
     >>> adata = chipvi.read_bams(sim.samplesheet)  # doctest: +SKIP
     """
     # ---- validate everything before writing anything
-    seed = _check_positive_int(seed, "seed", 0)
-    n_groups = _check_positive_int(n_groups, "n_groups")
-    n_replicates = _check_positive_int(n_replicates, "n_replicates")
-    if chrom_sizes is None:
-        n_chroms = _check_positive_int(n_chroms, "n_chroms")
-        chrom_length = _check_positive_int(chrom_length, "chrom_length")
-        chrom_sizes = {f"chr{i + 1}": chrom_length for i in range(n_chroms)}
-    else:
-        if not isinstance(chrom_sizes, Mapping) or not chrom_sizes:
-            raise ChipviInputError("chrom_sizes must be a non-empty mapping {chrom: length}.")
-        chrom_sizes = {
-            str(c): _check_positive_int(n, f"chrom_sizes[{c!r}]") for c, n in chrom_sizes.items()
-        }
-    read_length = _check_positive_int(read_length, "read_length")
-    fragment_length = _check_positive_int(fragment_length, "fragment_length")
-    if fragment_length < read_length:
-        raise ChipviInputError(
-            f"fragment_length ({fragment_length}) must be at least read_length ({read_length})."
-        )
-    too_short = [c for c, n in chrom_sizes.items() if n < 2 * fragment_length]
-    if too_short:
-        raise ChipviInputError(
-            f"chromosomes {too_short} are shorter than 2 * fragment_length; make them longer."
-        )
-    # Defaults alternate a strong and a weak replicate (deep, mild GC bias / shallow, strong).
-    if depths is None:
-        depths = [_DEFAULT_DEPTHS[r % 2] for r in range(n_replicates)]
-    if control_depths is None:
-        control_depths = [_DEFAULT_CONTROL_DEPTHS[r % 2] for r in range(n_replicates)]
-    if gc_bias is None:
-        gc_bias = [_DEFAULT_GC_BIAS[r % 2] for r in range(n_replicates)]
-    depths = _per_library(depths, "depths", n_groups, n_replicates, int)
-    control_depths = _per_library(control_depths, "control_depths", n_groups, n_replicates, int)
-    for name, values in (("depths", depths), ("control_depths", control_depths)):
-        if min(values) < 1:
-            raise ChipviInputError(f"{name} must all be >= 1, got {values}.")
-    gc_bias = _per_library(gc_bias, "gc_bias", n_groups, n_replicates, float)
-    for name, value in (
-        ("fragment_sd", fragment_sd),
-        ("peaks_per_mb", peaks_per_mb),
-        ("domains_per_mb", domains_per_mb),
-        ("group_difference_sd", group_difference_sd),
-        ("cnv_segments_per_mb", cnv_segments_per_mb),
-        ("background_sd", background_sd),
-        ("lowmap_blocks_per_mb", lowmap_blocks_per_mb),
-        ("jackpots_per_mb", jackpots_per_mb),
-        ("jackpot_size", jackpot_size),
-        ("overdispersion", overdispersion),
-    ):
-        _check_nonnegative(value, name)
-    for name, value in (("peak_fold", peak_fold), ("domain_fold", domain_fold)):
-        if _check_nonnegative(value, name) < 1:
-            raise ChipviInputError(f"{name} must be >= 1 (a fold enrichment), got {value!r}.")
-    _check_nonnegative(lowmap_fold, "lowmap_fold")
-    for name, value in (
-        ("shared_fraction", shared_fraction),
-        ("jackpot_flagged", jackpot_flagged),
-        ("replicate_specific_fraction", replicate_specific_fraction),
-    ):
-        if not 0 <= _check_nonnegative(value, name) <= 1:
-            raise ChipviInputError(f"{name} must lie in [0, 1], got {value!r}.")
+    spec = SimulationSpec.from_fields(spec, **fields)
     if not 1 <= _check_positive_int(compresslevel, "compresslevel") <= 12:
         raise ChipviInputError(f"compresslevel must lie in 1..12, got {compresslevel!r}.")
-    if not isinstance(target, str) or not target:
-        raise ChipviInputError(f"target must be a non-empty string, got {target!r}.")
+    paths = _OutputPaths.prepare(out_dir, spec.samples, overwrite)
 
-    groups = [f"G{g + 1}" for g in range(n_groups)]
-    samples = [f"{g}_R{r + 1}" for g in groups for r in range(n_replicates)]
-    if jackpot_sample is None:
-        jackpot_sample = samples[min(1, len(samples) - 1)]
-    if jackpot_sample and jackpot_sample not in samples:
-        raise ChipviInputError(
-            f"jackpot_sample {jackpot_sample!r} is not one of the samples {samples}; "
-            "use '' to disable jackpots."
-        )
-
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ChipviInputError(f"out_dir {out_dir} exists and is not a folder.")
-    bam_paths = {s: out_dir / f"{s}.bam" for s in samples}
-    control_paths = {s: out_dir / f"{s}_input.bam" for s in samples}
-    sheet_path, truth_path = out_dir / "samplesheet.csv", out_dir / "truth.tsv"
-    outputs = [sheet_path, truth_path]
-    for p in [*bam_paths.values(), *control_paths.values()]:
-        outputs += [p, p.with_name(p.name + ".bai")]
-    _check_paths_free(outputs, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Absolute paths in the returned Simulation stay valid after a change of directory.
-    out_dir = out_dir.resolve()
-    bam_paths = {s: out_dir / p.name for s, p in bam_paths.items()}
-    control_paths = {s: out_dir / p.name for s, p in control_paths.items()}
-    sheet_path, truth_path = out_dir / sheet_path.name, out_dir / truth_path.name
-
-    # ---- the genome and its covariates
-    rng = np.random.default_rng(seed)
-    genome = _make_genome(chrom_sizes)
-    n_bins = genome.n_bins
-    genome_mb = sum(chrom_sizes.values()) / 1e6
-
-    def count(density: float) -> int:
-        return int(rng.poisson(density * genome_mb))
-
-    gc = np.clip(0.5 + 0.08 * _smooth_noise(rng, n_bins, 50), 0.3, 0.7)
-    gc_z = (gc - 0.5) / 0.08
-
-    # Low-mappability blocks (1-15 bins) with artefactual pile-ups in ChIP and input alike.
-    occupied = np.zeros(n_bins, dtype=bool)
-    n_lowmap = count(lowmap_blocks_per_mb)
-    lowmap_blocks = _place_intervals(
-        rng, genome, occupied, n_lowmap, rng.integers(1, 16, n_lowmap), gap=0
-    )
-    low_mappability = occupied.copy()
-    artefact = np.ones(n_bins)
-    for s, e in lowmap_blocks:
-        artefact[s:e] = lowmap_fold * math.exp(np.clip(0.3 * rng.standard_normal(), -0.7, 0.7))
-
-    # Enriched features: narrow peaks (1-5 bins) and broad domains (20-300 bins).
-    n_peaks, n_domains = count(peaks_per_mb), count(domains_per_mb)
-    domains = _place_intervals(
-        rng, genome, occupied, n_domains, np.exp(rng.uniform(np.log(20), np.log(300), n_domains))
-    )
-    peaks = _place_intervals(rng, genome, occupied, n_peaks, rng.integers(1, 6, n_peaks))
-    feature = np.full(n_bins, "none", dtype=object)
-    lfe = np.zeros((n_groups, n_bins))
-
-    def feature_groups() -> np.ndarray:
-        """Per-group multiplier on a feature's log fold (0: absent in that group)."""
-        if n_groups == 1 or rng.random() < shared_fraction:
-            return np.exp(group_difference_sd * rng.standard_normal(n_groups) * (n_groups > 1))
-        present = np.zeros(n_groups)
-        present[rng.integers(n_groups)] = 1.0
-        return present
-
-    # Which replicates carry each feature (1 = present); a stream of its own (see docstring).
-    presence = np.ones((len(samples), n_bins))
-    rep_rng = np.random.default_rng([seed, 1])
-
-    def replicate_specific(s: int, e: int) -> None:
-        for g in range(n_groups):
-            if rep_rng.random() < replicate_specific_fraction:
-                libs = g * n_replicates + np.arange(n_replicates)
-                presence[np.delete(libs, rep_rng.integers(n_replicates)), s:e] = 0.0
-
-    for s, e in peaks:
-        replicate_specific(s, e)
-        summit = math.log(max(peak_fold * math.exp(0.5 * rng.standard_normal()), 1.5))
-        offsets = np.arange(s, e) - (s + e - 1) / 2
-        shape = np.exp(-0.5 * (offsets / max((e - s) / 2.5, 0.5)) ** 2)
-        lfe[:, s:e] = feature_groups()[:, None] * summit * shape[None, :]
-        feature[s:e] = "narrow"
-    for s, e in domains:
-        replicate_specific(s, e)
-        level = math.log(max(domain_fold * math.exp(0.3 * rng.standard_normal()), 1.2))
-        wave = np.exp(0.15 * _smooth_noise(rng, e - s, 5))
-        lfe[:, s:e] = feature_groups()[:, None] * level * wave[None, :]
-        feature[s:e] = "broad"
-
-    copy_number = np.full((n_groups, n_bins), 2.0)
-    background = np.ones((n_groups, n_bins))
-    for g in range(n_groups):
-        for c in range(len(chrom_sizes)):
-            lo, hi = genome.offsets[c], genome.offsets[c + 1]
-            n_breaks = rng.poisson(cnv_segments_per_mb * (hi - lo) * TRUTH_BIN_SIZE / 1e6)
-            cuts = np.sort(rng.integers(lo, hi, n_breaks))
-            for s, e in zip(np.r_[lo, cuts], np.r_[cuts, hi], strict=True):
-                copy_number[g, s:e] = rng.choice([1.0, 2.0, 3.0, 4.0], p=[0.1, 0.6, 0.2, 0.1])
-        background[g] = np.exp(background_sd * _smooth_noise(rng, n_bins, 25))
-
-    def gamma_noise() -> np.ndarray:
-        if overdispersion == 0:
-            return np.ones(n_bins)
-        return rng.gamma(1.0 / overdispersion, overdispersion, n_bins)
-
+    rng = np.random.default_rng(spec.seed)
+    # The stages draw from one random stream in this order; the order defines a seed's output.
+    genome = make_genome(spec.genome)
+    nuisances = _draw_nuisances(spec, rng, genome)
+    features = _draw_features(spec, rng, genome, nuisances.occupied)
+    _draw_copy_number_and_background(spec, rng, genome, nuisances)
     # One reference sequence per chromosome, shared by all libraries (reads carry its bases).
     references = [
-        _random_reference(rng, gc[genome.offsets[c] : genome.offsets[c + 1]], length)
-        for c, length in enumerate(chrom_sizes.values())
+        random_reference(rng, nuisances.gc[genome.offsets[c] : genome.offsets[c + 1]], length)
+        for c, length in enumerate(spec.genome.values())
     ]
-
-    # ---- fragment counts per library
-    width = genome.width
-    libraries = []
-    for j, sample in enumerate(samples):
-        g = j // n_replicates
-        base = width * copy_number[g] * background[g] * artefact
-        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe[g] * presence[j]) * gamma_noise()
-        input_rate = base * gamma_noise()
-        libraries.append((sample, g, j % n_replicates, chip_rate, depths[j], bam_paths[sample]))
-        libraries.append((sample, g, -1, input_rate, control_depths[j], control_paths[sample]))
-
-    jackpot_rows = []
-    free_of_lowmap = np.flatnonzero(~low_mappability)
-    for sample, _g, rep, rate, depth, path in libraries:
-        jackpots = None
-        if sample == jackpot_sample and rep >= 0:
-            n_jp = count(jackpots_per_mb)
-            sizes = np.maximum(
-                np.round(jackpot_size * np.exp(0.6 * rng.standard_normal(n_jp))), 10
-            ).astype(np.int64)
-            # Jackpots never eat more than a tenth of the library.
-            keep = np.cumsum(sizes) <= depth // 10
-            sizes = sizes[keep]
-            jackpots = (rng.choice(free_of_lowmap, len(sizes)), sizes)
-            depth -= int(sizes.sum())
-        counts = rng.multinomial(depth, rate / rate.sum())
-        rows = _write_library(
-            path,
-            genome,
-            counts,
-            low_mappability,
-            jackpots,
-            rng=rng,
-            references=references,
-            fragment_length=fragment_length,
-            fragment_sd=fragment_sd,
-            read_length=read_length,
-            paired=paired,
-            jackpot_flagged=jackpot_flagged,
-            compresslevel=compresslevel,
-            overwrite=overwrite,
-            name_prefix=f"{path.stem}.",
-        )
-        for row in rows:
-            jackpot_rows.append({"sample": sample, **row})
-
-    # ---- sample sheet and truth
-    sheet = pd.DataFrame(
-        {
-            "sample": samples,
-            "bam": [bam_paths[s].name for s in samples],
-            "control": [control_paths[s].name for s in samples],
-            "target": target,
-            "group": [s.split("_")[0] for s in samples],
-            "replicate": [int(s.split("_R")[1]) for s in samples],
-        }
+    libraries = _library_rates(spec, rng, genome, nuisances, features, paths)
+    jackpot_rows = _write_libraries(
+        spec,
+        rng,
+        genome,
+        nuisances,
+        libraries,
+        references,
+        compresslevel=compresslevel,
+        overwrite=overwrite,
     )
-    with atomic_path(sheet_path, overwrite=overwrite) as tmp:
-        sheet.to_csv(tmp, index=False)
-
-    truth = pd.DataFrame(
-        {
-            "chrom": pd.Categorical(
-                np.asarray(list(chrom_sizes))[genome.chrom_of_bin], categories=list(chrom_sizes)
-            ),
-            "start": genome.start,
-            "end": genome.end,
-        }
-    )
-    # Rounded so that the table read back from truth.tsv equals the one returned.
-    lfe = np.round(lfe, 6)
-    for g, group in enumerate(groups):
-        truth[f"enriched_{group}"] = lfe[g] > 0
-        truth[f"lfe_{group}"] = lfe[g]
-    for j, sample in enumerate(samples):
-        lfe_j = lfe[j // n_replicates] * presence[j]
-        truth[f"enriched_{sample}"] = lfe_j > 0
-        truth[f"lfe_{sample}"] = lfe_j
-    truth["low_mappability"] = low_mappability
-    truth["feature"] = pd.Series(feature, dtype=str)
-    truth["gc"] = np.round(gc, 6)
-    for g, group in enumerate(groups):
-        truth[f"copy_number_{group}"] = copy_number[g]
-    with atomic_path(truth_path, overwrite=overwrite) as tmp:
+    sheet = _write_samplesheet(spec, paths, overwrite)
+    truth = _truth_table(spec, genome, nuisances, features)
+    with atomic_path(paths.truth, overwrite=overwrite) as tmp:
         truth.to_csv(tmp, sep="\t", index=False)
 
     library_table = pd.DataFrame(
         {
-            "sample": samples,
+            "sample": list(spec.samples),
             "group": sheet["group"],
             "replicate": sheet["replicate"],
-            "bam": [str(bam_paths[s].resolve()) for s in samples],
-            "control_bam": [str(control_paths[s].resolve()) for s in samples],
-            "depth": depths,
-            "control_depth": control_depths,
-            "gc_bias": gc_bias,
+            "bam": [str(paths.bam[s].resolve()) for s in spec.samples],
+            "control_bam": [str(paths.control[s].resolve()) for s in spec.samples],
+            "depth": spec.library_depths,
+            "control_depth": spec.library_control_depths,
+            "gc_bias": spec.library_gc_bias,
         }
     )
     jackpot_table = pd.DataFrame(
         jackpot_rows, columns=["sample", "chrom", "pos", "reverse", "n_reads", "n_flagged"]
     )
     return Simulation(
-        samplesheet=sheet_path,
+        samplesheet=paths.sheet,
         truth=truth,
-        truth_path=truth_path,
-        chrom_sizes=dict(chrom_sizes),
+        truth_path=paths.truth,
+        chrom_sizes=spec.genome,
         libraries=library_table,
         jackpots=jackpot_table,
-        paired=paired,
+        paired=spec.paired,
+        spec=spec,
     )
 
 
-def _random_reference(rng: np.random.Generator, gc: np.ndarray, length: int) -> np.ndarray:
-    """4-bit base codes whose local GC fraction follows the per-bin covariate ``gc``."""
-    threshold = np.repeat(np.round(gc * 65536).astype(np.uint32), TRUTH_BIN_SIZE)[:length]
-    draw = rng.integers(0, 65536, length, dtype=np.uint32)
-    # One 16-bit draw per base: below the threshold means G/C; its lowest bit picks which.
-    choice = 2 * (draw < threshold) + (draw & 1)
-    return np.array([1, 8, 2, 4], dtype=np.uint8)[choice]  # A, T, C, G
+# ---------------------------------------------------------------- outputs
 
 
-def _jackpot_fragments(
-    rng: np.random.Generator,
-    genome: _Genome,
-    jackpots: tuple[np.ndarray, np.ndarray],
-    lo: int,
-    hi: int,
-    fragment_length: int,
-    fragment_sd: float,
-    read_length: int,
-    jackpot_flagged: float,
-) -> dict:
-    """Copies of one fragment per jackpot in bins ``[lo, hi)``; few flagged as duplicates."""
-    length = int(genome.end[hi - 1])
-    jp_bins, jp_sizes = jackpots
-    here = (jp_bins >= lo) & (jp_bins < hi)
-    bins, sizes = jp_bins[here], jp_sizes[here]
-    k = len(bins)
-    flen = np.clip(
-        np.round(rng.normal(fragment_length, fragment_sd, k)).astype(np.int64),
-        read_length,
-        min(2 * fragment_length, length),
-    )
-    centre = genome.start[bins] + rng.integers(0, genome.width[bins].astype(np.int64))
-    fstart = np.clip(centre - flen // 2, 0, length - flen)
-    reverse = rng.random(k) < 0.5
-    duplicate = rng.random(int(sizes.sum())) < jackpot_flagged
-    first_copy = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
-    duplicate[first_copy[sizes > 0]] = False  # the original molecule is never the duplicate
-    rows = [
+@dataclass
+class _OutputPaths:
+    """Absolute paths of everything :func:`simulate` writes."""
+
+    bam: dict[str, Path]
+    control: dict[str, Path]
+    sheet: Path
+    truth: Path
+
+    @classmethod
+    def prepare(
+        cls, out_dir: str | os.PathLike, samples: Sequence[str], overwrite: bool
+    ) -> _OutputPaths:
+        """Check that the outputs are free (unless ``overwrite``) and create ``out_dir``."""
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ChipviInputError(f"out_dir {out_dir} exists and is not a folder.")
+        paths = cls._under(out_dir, samples)
+        if not overwrite:
+            existing = [str(p) for p in paths.files() if p.exists()]
+            if existing:
+                raise ChipviInputError(
+                    f"simulate would overwrite existing files ({', '.join(existing[:3])}"
+                    f"{', ...' if len(existing) > 3 else ''}); pass overwrite=True or use an "
+                    "empty out_dir."
+                )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # Absolute paths in the returned Simulation stay valid after a change of directory.
+        return cls._under(out_dir.resolve(), samples)
+
+    @classmethod
+    def _under(cls, out_dir: Path, samples: Sequence[str]) -> _OutputPaths:
+        return cls(
+            bam={s: out_dir / f"{s}.bam" for s in samples},
+            control={s: out_dir / f"{s}_input.bam" for s in samples},
+            sheet=out_dir / "samplesheet.csv",
+            truth=out_dir / "truth.tsv",
+        )
+
+    def files(self) -> list[Path]:
+        outputs = [self.sheet, self.truth]
+        for p in [*self.bam.values(), *self.control.values()]:
+            outputs += [p, p.with_name(p.name + ".bai")]
+        return outputs
+
+
+def _write_samplesheet(spec: SimulationSpec, paths: _OutputPaths, overwrite: bool) -> pd.DataFrame:
+    samples = list(spec.samples)
+    sheet = pd.DataFrame(
         {
-            "pos": int(fstart[i]),
-            "flen": int(flen[i]),
-            "reverse": bool(reverse[i]),
-            "n_reads": int(sizes[i]),
-            "n_flagged": int(duplicate[first_copy[i] : first_copy[i] + sizes[i]].sum()),
+            "sample": samples,
+            "bam": [paths.bam[s].name for s in samples],
+            "control": [paths.control[s].name for s in samples],
+            "target": spec.target,
+            "group": [s.split("_")[0] for s in samples],
+            "replicate": [int(s.split("_R")[1]) for s in samples],
         }
-        for i in range(k)
-    ]
-    return {
-        "fstart": np.repeat(fstart, sizes),
-        "flen": np.repeat(flen, sizes),
-        "reverse": np.repeat(reverse, sizes),
-        "duplicate": duplicate,
-        "rows": rows,
-    }
+    )
+    with atomic_path(paths.sheet, overwrite=overwrite) as tmp:
+        sheet.to_csv(tmp, index=False)
+    return sheet
 
 
-def _write_library(
-    path: Path,
-    genome: _Genome,
-    counts: np.ndarray,
-    low_mappability: np.ndarray,
-    jackpots: tuple[np.ndarray, np.ndarray] | None,
-    *,
+# ---------------------------------------------------------------- stage 1: nuisances
+
+
+@dataclass
+class _Nuisances:
+    """Per-bin technical terms: what the input shows, and the GC-like covariate."""
+
+    gc: np.ndarray
+    low_mappability: np.ndarray  # bool: artefact blocks, reads with MAPQ 0-3
+    artefact: np.ndarray  # pile-up multiplier, 1 outside the blocks
+    occupied: np.ndarray  # bins taken by a block or a feature (features avoid each other)
+    copy_number: np.ndarray | None = None  # (groups, bins)
+    background: np.ndarray | None = None  # (groups, bins)
+
+    @property
+    def gc_z(self) -> np.ndarray:
+        return (self.gc - 0.5) / 0.08
+
+
+def _count(spec: SimulationSpec, rng: np.random.Generator, density_per_mb: float) -> int:
+    """A Poisson number of things at ``density_per_mb`` over the genome."""
+    genome_mb = sum(spec.genome.values()) / 1e6
+    return int(rng.poisson(density_per_mb * genome_mb))
+
+
+def _draw_nuisances(spec: SimulationSpec, rng: np.random.Generator, genome: Genome) -> _Nuisances:
+    """GC-like covariate and low-mappability blocks (1-15 bins) with artefactual pile-ups in
+    ChIP and input alike."""
+    n_bins = genome.n_bins
+    gc = np.clip(0.5 + 0.08 * smooth_noise(rng, n_bins, 50), 0.3, 0.7)
+    occupied = np.zeros(n_bins, dtype=bool)
+    n_lowmap = _count(spec, rng, spec.lowmap_blocks_per_mb)
+    lowmap_blocks = place_intervals(
+        rng, genome, occupied, n_lowmap, rng.integers(1, 16, n_lowmap), gap=0
+    )
+    artefact = np.ones(n_bins)
+    for s, e in lowmap_blocks:
+        artefact[s:e] = spec.lowmap_fold * math.exp(np.clip(0.3 * rng.standard_normal(), -0.7, 0.7))
+    return _Nuisances(gc=gc, low_mappability=occupied.copy(), artefact=artefact, occupied=occupied)
+
+
+def _draw_copy_number_and_background(
+    spec: SimulationSpec, rng: np.random.Generator, genome: Genome, nuisances: _Nuisances
+) -> None:
+    """Per group: piecewise-constant copy number and a smooth log-normal background.
+
+    Drawn after the features (the order of draws defines a seed's output).
+    """
+    n_groups, n_bins = spec.n_groups, genome.n_bins
+    copy_number = np.full((n_groups, n_bins), 2.0)
+    background = np.ones((n_groups, n_bins))
+    for g in range(n_groups):
+        for c in range(len(genome.chrom_sizes)):
+            lo, hi = genome.offsets[c], genome.offsets[c + 1]
+            n_breaks = rng.poisson(spec.cnv_segments_per_mb * (hi - lo) * TRUTH_BIN_SIZE / 1e6)
+            cuts = np.sort(rng.integers(lo, hi, n_breaks))
+            for s, e in zip(np.r_[lo, cuts], np.r_[cuts, hi], strict=True):
+                copy_number[g, s:e] = rng.choice([1.0, 2.0, 3.0, 4.0], p=[0.1, 0.6, 0.2, 0.1])
+        background[g] = np.exp(spec.background_sd * smooth_noise(rng, n_bins, 25))
+    nuisances.copy_number, nuisances.background = copy_number, background
+
+
+# ---------------------------------------------------------------- stage 2: features
+
+
+@dataclass
+class _Features:
+    """The biology: true log fold enrichment per group and which libraries carry it."""
+
+    lfe: np.ndarray  # (groups, bins)
+    presence: np.ndarray  # (libraries, bins): 1 where the library carries the group's feature
+    feature: np.ndarray  # "narrow", "broad" or "none" per bin
+
+
+def _draw_features(
+    spec: SimulationSpec, rng: np.random.Generator, genome: Genome, occupied: np.ndarray
+) -> _Features:
+    """Narrow peaks (1-5 bins) and broad domains (20-300 bins) on free bins."""
+    n_groups, n_replicates, n_bins = spec.n_groups, spec.n_replicates, genome.n_bins
+    n_peaks = _count(spec, rng, spec.peaks_per_mb)
+    n_domains = _count(spec, rng, spec.domains_per_mb)
+    domains = place_intervals(
+        rng, genome, occupied, n_domains, np.exp(rng.uniform(np.log(20), np.log(300), n_domains))
+    )
+    peaks = place_intervals(rng, genome, occupied, n_peaks, rng.integers(1, 6, n_peaks))
+    feature = np.full(n_bins, "none", dtype=object)
+    lfe = np.zeros((n_groups, n_bins))
+
+    def feature_groups() -> np.ndarray:
+        """Per-group multiplier on a feature's log fold (0: absent in that group)."""
+        if n_groups == 1 or rng.random() < spec.shared_fraction:
+            return np.exp(spec.group_difference_sd * rng.standard_normal(n_groups) * (n_groups > 1))
+        present = np.zeros(n_groups)
+        present[rng.integers(n_groups)] = 1.0
+        return present
+
+    # Which replicates carry each feature (1 = present); a stream of its own (see the spec).
+    presence = np.ones((len(spec.samples), n_bins))
+    rep_rng = np.random.default_rng([spec.seed, 1])
+
+    def replicate_specific(s: int, e: int) -> None:
+        for g in range(n_groups):
+            if rep_rng.random() < spec.replicate_specific_fraction:
+                libs = g * n_replicates + np.arange(n_replicates)
+                presence[np.delete(libs, rep_rng.integers(n_replicates)), s:e] = 0.0
+
+    for s, e in peaks:
+        replicate_specific(s, e)
+        summit = math.log(max(spec.peak_fold * math.exp(0.5 * rng.standard_normal()), 1.5))
+        offsets = np.arange(s, e) - (s + e - 1) / 2
+        shape = np.exp(-0.5 * (offsets / max((e - s) / 2.5, 0.5)) ** 2)
+        lfe[:, s:e] = feature_groups()[:, None] * summit * shape[None, :]
+        feature[s:e] = "narrow"
+    for s, e in domains:
+        replicate_specific(s, e)
+        level = math.log(max(spec.domain_fold * math.exp(0.3 * rng.standard_normal()), 1.2))
+        wave = np.exp(0.15 * smooth_noise(rng, e - s, 5))
+        lfe[:, s:e] = feature_groups()[:, None] * level * wave[None, :]
+        feature[s:e] = "broad"
+    return _Features(lfe=lfe, presence=presence, feature=feature)
+
+
+# ---------------------------------------------------------------- stage 3: per-library counts
+
+
+@dataclass
+class _Library:
+    sample: str
+    replicate: int  # 0-based; -1 for an input library
+    rate: np.ndarray  # expected fragments per bin, up to a constant
+    depth: int
+    path: Path
+
+
+def _library_rates(
+    spec: SimulationSpec,
     rng: np.random.Generator,
+    genome: Genome,
+    nuisances: _Nuisances,
+    features: _Features,
+    paths: _OutputPaths,
+) -> list[_Library]:
+    """Each ChIP library followed by its input, with its expected fragments per bin."""
+    n_bins, n_replicates = genome.n_bins, spec.n_replicates
+    depths, control_depths = spec.library_depths, spec.library_control_depths
+    gc_bias, gc_z = spec.library_gc_bias, nuisances.gc_z
+
+    def gamma_noise() -> np.ndarray:
+        if spec.overdispersion == 0:
+            return np.ones(n_bins)
+        return rng.gamma(1.0 / spec.overdispersion, spec.overdispersion, n_bins)
+
+    width = genome.width
+    libraries = []
+    for j, sample in enumerate(spec.samples):
+        g = j // n_replicates
+        base = width * nuisances.copy_number[g] * nuisances.background[g] * nuisances.artefact
+        lfe = features.lfe[g] * features.presence[j]
+        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe) * gamma_noise()
+        input_rate = base * gamma_noise()
+        libraries.append(
+            _Library(sample, j % n_replicates, chip_rate, depths[j], paths.bam[sample])
+        )
+        libraries.append(_Library(sample, -1, input_rate, control_depths[j], paths.control[sample]))
+    return libraries
+
+
+# ---------------------------------------------------------------- stage 4: reads
+
+
+def _write_libraries(
+    spec: SimulationSpec,
+    rng: np.random.Generator,
+    genome: Genome,
+    nuisances: _Nuisances,
+    libraries: list[_Library],
     references: list[np.ndarray],
-    fragment_length: int,
-    fragment_sd: float,
-    read_length: int,
-    paired: bool,
-    jackpot_flagged: float,
+    *,
     compresslevel: int,
     overwrite: bool,
-    name_prefix: str,
 ) -> list[dict]:
-    """Draw fragments from per-bin counts, write a sorted BAM and index it."""
+    """Draw each library's fragment counts and reads and write its BAM; the jackpots' rows."""
     jackpot_rows = []
-    next_name = 0
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        writer = BamWriter(
-            tmp,
-            genome.chrom_sizes,
-            read_length=read_length,
-            name_prefix=name_prefix,
-            level=compresslevel,
+    free_of_lowmap = np.flatnonzero(~nuisances.low_mappability)
+    for lib in libraries:
+        depth, jackpots = lib.depth, None
+        if lib.sample == spec.jackpot_library and lib.replicate >= 0:
+            n_jp = _count(spec, rng, spec.jackpots_per_mb)
+            sizes = np.maximum(
+                np.round(spec.jackpot_size * np.exp(0.6 * rng.standard_normal(n_jp))), 10
+            ).astype(np.int64)
+            # Jackpots never eat more than a tenth of the library.
+            keep = np.cumsum(sizes) <= depth // 10
+            sizes = sizes[keep]
+            jackpots = (rng.choice(free_of_lowmap, len(sizes)), sizes)
+            depth -= int(sizes.sum())
+        counts = rng.multinomial(depth, lib.rate / lib.rate.sum())
+        rows = write_library(
+            lib.path,
+            genome,
+            counts,
+            nuisances.low_mappability,
+            jackpots,
+            rng=rng,
+            references=references,
+            fragment_length=spec.fragment_length,
+            fragment_sd=spec.fragment_sd,
+            read_length=spec.read_length,
+            paired=spec.paired,
+            jackpot_flagged=spec.jackpot_flagged,
+            compresslevel=compresslevel,
+            overwrite=overwrite,
+            name_prefix=f"{lib.path.stem}.",
         )
-        for c, (chrom, length) in enumerate(genome.chrom_sizes.items()):
-            lo, hi = genome.offsets[c], genome.offsets[c + 1]
-            bins = np.repeat(np.arange(lo, hi), counts[lo:hi])
-            n = len(bins)
-            centre = genome.start[bins] + rng.random(n) * genome.width[bins]
-            flen = np.round(rng.normal(fragment_length, fragment_sd, n)).astype(np.int64)
-            flen = np.clip(flen, read_length, min(2 * fragment_length, length))
-            fstart = np.clip(np.round(centre - flen / 2).astype(np.int64), 0, length - flen)
-            reverse = rng.random(n) < 0.5
-            mapq = np.where(rng.random(n) < 0.94, 60, rng.integers(0, 60, n))
-            mapq = np.where(low_mappability[bins], rng.integers(0, 4, n), mapq).astype(np.uint8)
-            duplicate = np.zeros(n, dtype=bool)
-            if jackpots is not None:
-                extra = _jackpot_fragments(
-                    rng,
-                    genome,
-                    jackpots,
-                    lo,
-                    hi,
-                    fragment_length,
-                    fragment_sd,
-                    read_length,
-                    jackpot_flagged,
-                )
-                fstart = np.r_[fstart, extra["fstart"]]
-                flen = np.r_[flen, extra["flen"]]
-                reverse = np.r_[reverse, extra["reverse"]]
-                mapq = np.r_[mapq, np.full(len(extra["fstart"]), 60, dtype=np.uint8)]
-                duplicate = np.r_[duplicate, extra["duplicate"]]
-                for row in extra["rows"]:
-                    if row["reverse"] and not paired:
-                        row["pos"] += row.pop("flen") - read_length
-                    else:
-                        row.pop("flen")
-                    jackpot_rows.append({"chrom": chrom, **row})
-            n = len(fstart)
-            name_id = next_name + np.arange(n)
-            next_name += n
-            fend = fstart + flen
-            dup_flag = np.where(duplicate, _FLAG_DUPLICATE, 0)
-            if not paired:
-                pos = np.where(reverse, fend - read_length, fstart)
-                flag = np.where(reverse, _FLAG_REVERSE, 0) | dup_flag
-                order = np.argsort(pos, kind="stable")
-                writer.write(c, pos[order], flag[order], mapq[order], name_id[order], references[c])
-                continue
-            # Paired: mate 1 lies on the fragment's strand; mates face each other.
-            left, right = fstart, fend - read_length
-            base = _FLAG_PAIRED | _FLAG_PROPER | dup_flag
-            flag1 = base | _FLAG_READ1 | np.where(reverse, _FLAG_REVERSE, _FLAG_MATE_REVERSE)
-            flag2 = base | _FLAG_READ2 | np.where(reverse, _FLAG_MATE_REVERSE, _FLAG_REVERSE)
-            pos1 = np.where(reverse, right, left)
-            pos2 = np.where(reverse, left, right)
-            tlen1 = np.where(reverse, -flen, flen)
-            pos = np.r_[pos1, pos2]
-            order = np.argsort(pos, kind="stable")
-            writer.write(
-                c,
-                pos[order],
-                np.r_[flag1, flag2][order],
-                np.r_[mapq, mapq][order],
-                np.r_[name_id, name_id][order],
-                references[c],
-                next_pos=np.r_[pos2, pos1][order],
-                tlen=np.r_[tlen1, -tlen1][order],
-            )
-        writer.close()
-    index_path = path.with_name(path.name + ".bai")
-    if index_path.exists():
-        index_path.unlink()
-    pysam.index(str(path))
+        jackpot_rows += [{"sample": lib.sample, **row} for row in rows]
     return jackpot_rows
+
+
+# ---------------------------------------------------------------- truth
+
+
+def _truth_table(
+    spec: SimulationSpec, genome: Genome, nuisances: _Nuisances, features: _Features
+) -> pd.DataFrame:
+    chroms = list(genome.chrom_sizes)
+    truth = pd.DataFrame(
+        {
+            "chrom": pd.Categorical(np.asarray(chroms)[genome.chrom_of_bin], categories=chroms),
+            "start": genome.start,
+            "end": genome.end,
+        }
+    )
+    # Rounded so that the table read back from truth.tsv equals the one returned.
+    lfe = np.round(features.lfe, 6)
+    for g, group in enumerate(spec.groups):
+        truth[f"enriched_{group}"] = lfe[g] > 0
+        truth[f"lfe_{group}"] = lfe[g]
+    for j, sample in enumerate(spec.samples):
+        lfe_j = lfe[j // spec.n_replicates] * features.presence[j]
+        truth[f"enriched_{sample}"] = lfe_j > 0
+        truth[f"lfe_{sample}"] = lfe_j
+    truth["low_mappability"] = nuisances.low_mappability
+    truth["feature"] = pd.Series(features.feature, dtype=str)
+    truth["gc"] = np.round(nuisances.gc, 6)
+    for g, group in enumerate(spec.groups):
+        truth[f"copy_number_{group}"] = nuisances.copy_number[g]
+    return truth
