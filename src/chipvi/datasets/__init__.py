@@ -2,6 +2,13 @@
 
 from ._cssq import cssq_chr19, cssq_chr19_samplesheet
 from ._simulate import Simulation, simulate
-from ._spec import SimulationSpec
+from ._spec import SCENARIOS, SimulationSpec
 
-__all__ = ["Simulation", "SimulationSpec", "cssq_chr19", "cssq_chr19_samplesheet", "simulate"]
+__all__ = [
+    "SCENARIOS",
+    "Simulation",
+    "SimulationSpec",
+    "cssq_chr19",
+    "cssq_chr19_samplesheet",
+    "simulate",
+]

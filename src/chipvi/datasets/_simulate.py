@@ -31,12 +31,23 @@ class Simulation:
         One row per 200 bp bin: ``chrom``, ``start``, ``end``; per group ``enriched_<group>``
         (bool) and ``lfe_<group>`` (true natural-log fold enrichment: the log of the biological
         multiplier on the technical rate, 0 outside enrichment); ``low_mappability`` (bool:
-        bins whose reads have MAPQ 0-3 and that carry artefactual pile-ups in ChIP and input,
-        not enrichment); per ChIP library ``enriched_<sample>`` and ``lfe_<sample>`` (its
-        own truth: the group's, less the features it lacks when
-        ``replicate_specific_fraction`` > 0); plus the nuisances behind the counts:
-        ``feature`` ("narrow", "broad" or "none"), ``gc`` (the GC-like covariate),
-        ``copy_number_<group>``.
+        bins with artefactual pile-ups in ChIP and input, not enrichment; their reads have
+        MAPQ 0-3 except in the ``mapq_partial`` scenarios, see ``low_mapq``); per ChIP library
+        ``enriched_<sample>`` and ``lfe_<sample>`` (its own truth: the group's, less the
+        features it lacks when ``replicate_specific_fraction`` > 0); plus the nuisances behind
+        the counts: ``feature`` ("narrow", "broad" or "none"; with ``offgrid``, the kind
+        covering more of the bin), ``gc`` (the GC-like covariate), ``copy_number_<group>``.
+
+        In every scenario but ``"standard"`` (whose table is unchanged from earlier versions)
+        also: ``low_mapq`` (bool: bins whose reads get MAPQ 0-3), ``chip_bias_<group>`` (the
+        ChIP-only multiplier of ``chip_bias``; 1 without it), ``overdispersion`` (the
+        Gamma-noise variance of the bin) and ``overlap_<group>`` (fraction of the bin's bp
+        inside the group's features). With ``offgrid``, features do not follow the bins:
+        ``lfe_<group>`` is the log of the bp-weighted mean of the multiplier ``exp(lfe)``
+        over the bin (its expected reads over the technical expectation), and
+        ``enriched_<group>`` holds where at least half the bin lies in features or the bin
+        holds a feature's middle (every feature labels at least one bin); a bin only touched
+        by a feature's edge has ``lfe`` > 0 and is not enriched.
     truth_path
         Path of ``truth.tsv`` (the ``truth`` table).
     chrom_sizes
@@ -52,6 +63,10 @@ class Simulation:
         Whether reads are paired-end.
     spec
         The specification simulated.
+    features
+        One row per enriched feature: ``chrom``, ``start``, ``end`` (bp), ``kind`` ("narrow"
+        or "broad") and ``lfe_<group>`` (its summit or level log fold in the group, 0 where
+        the group lacks it). Not written to a file.
     """
 
     samplesheet: Path
@@ -62,6 +77,7 @@ class Simulation:
     jackpots: pd.DataFrame = field(repr=False)
     paired: bool = False
     spec: SimulationSpec | None = field(default=None, repr=False)
+    features: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def simulate(
@@ -76,7 +92,8 @@ def simulate(
 
     What is simulated is a :class:`SimulationSpec`: pass one as ``spec``, or its fields as
     keywords (``simulate(out_dir, seed=3, n_groups=2)``); keywords given with ``spec`` replace
-    its fields. The spec documents the generative story and every field.
+    its fields. The spec documents the generative story, every field and the scenarios
+    (``scenario="misspecified"`` and others) that break the model's assumptions.
 
     Parameters
     ----------
@@ -116,20 +133,23 @@ def simulate(
 
     rng = np.random.default_rng(spec.seed)
     # The stages draw from one random stream in this order; the order defines a seed's output.
+    # The scenarios' extra terms come from streams of their own (see SimulationSpec).
     genome = make_genome(spec.genome)
+    grid = _Grid.for_spec(spec, genome)
     nuisances = _draw_nuisances(spec, rng, genome)
-    features = _draw_features(spec, rng, genome, nuisances.occupied)
+    features = _draw_features(spec, rng, grid, grid.expand(nuisances.occupied))
     _draw_copy_number_and_background(spec, rng, genome, nuisances)
+    _draw_scenario_nuisances(spec, genome, nuisances)
     # One reference sequence per chromosome, shared by all libraries (reads carry its bases).
     references = [
         random_reference(rng, nuisances.gc[genome.offsets[c] : genome.offsets[c + 1]], length)
         for c, length in enumerate(spec.genome.values())
     ]
-    libraries = _library_rates(spec, rng, genome, nuisances, features, paths)
+    libraries = _library_rates(spec, rng, grid, nuisances, features, paths)
     jackpot_rows = _write_libraries(
         spec,
         rng,
-        genome,
+        grid,
         nuisances,
         libraries,
         references,
@@ -137,7 +157,7 @@ def simulate(
         overwrite=overwrite,
     )
     sheet = _write_samplesheet(spec, paths, overwrite)
-    truth = _truth_table(spec, genome, nuisances, features)
+    truth = _truth_table(spec, grid, nuisances, features)
     with atomic_path(paths.truth, overwrite=overwrite) as tmp:
         truth.to_csv(tmp, sep="\t", index=False)
 
@@ -165,6 +185,7 @@ def simulate(
         jackpots=jackpot_table,
         paired=spec.paired,
         spec=spec,
+        features=_feature_table(spec, grid, features),
     )
 
 
@@ -234,19 +255,71 @@ def _write_samplesheet(spec: SimulationSpec, paths: _OutputPaths, overwrite: boo
     return sheet
 
 
+# ---------------------------------------------------------------- the feature grid
+
+# "offgrid": features live on cells of this many bp instead of the 200 bp bins.
+OFFGRID_STEP = 10
+
+
+@dataclass
+class _Grid:
+    """Where features and reads are drawn: the 200 bp bins, or finer cells ("offgrid").
+
+    Technical terms stay per bin and are repeated over a bin's cells (:meth:`expand`).
+    """
+
+    bins: Genome
+    cells: Genome
+    bin_of_cell: np.ndarray | None  # None: the cells are the bins
+
+    @classmethod
+    def for_spec(cls, spec: SimulationSpec, bins: Genome) -> _Grid:
+        if "offgrid" not in spec.mechanisms:
+            return cls(bins, bins, None)
+        cells = make_genome(spec.genome, OFFGRID_STEP)
+        bin_of_cell = bins.offsets[cells.chrom_of_bin] + cells.start // TRUTH_BIN_SIZE
+        return cls(bins, cells, bin_of_cell)
+
+    @property
+    def cells_per_bin(self) -> int:
+        return 1 if self.bin_of_cell is None else TRUTH_BIN_SIZE // OFFGRID_STEP
+
+    def expand(self, per_bin: np.ndarray) -> np.ndarray:
+        """Per-bin values (last axis) repeated over each bin's cells."""
+        return per_bin if self.bin_of_cell is None else per_bin[..., self.bin_of_cell]
+
+    def bp_fraction(self, per_cell: np.ndarray) -> np.ndarray:
+        """Per bin, the width-weighted mean of per-cell values."""
+        if self.bin_of_cell is None:
+            return per_cell.astype(np.float64)
+        weights = self.cells.width * per_cell
+        return np.bincount(self.bin_of_cell, weights, self.bins.n_bins) / self.bins.width
+
+    def any_in_bin(self, per_cell: np.ndarray) -> np.ndarray:
+        """Per bin, whether any of its cells is True."""
+        if self.bin_of_cell is None:
+            return per_cell.astype(bool)
+        return np.bincount(self.bin_of_cell, per_cell, self.bins.n_bins) > 0
+
+
 # ---------------------------------------------------------------- stage 1: nuisances
 
 
 @dataclass
 class _Nuisances:
-    """Per-bin technical terms: what the input shows, and the GC-like covariate."""
+    """Per-bin technical terms: what the input shows, the GC-like covariate, and the terms
+    some scenarios add that the model does not expect."""
 
     gc: np.ndarray
-    low_mappability: np.ndarray  # bool: artefact blocks, reads with MAPQ 0-3
+    low_mappability: np.ndarray  # bool: artefact blocks (reads with MAPQ 0-3 unless mapq_partial)
     artefact: np.ndarray  # pile-up multiplier, 1 outside the blocks
     occupied: np.ndarray  # bins taken by a block or a feature (features avoid each other)
+    blocks: list[tuple[int, int]]  # the artefact blocks
     copy_number: np.ndarray | None = None  # (groups, bins)
     background: np.ndarray | None = None  # (groups, bins)
+    low_mapq: np.ndarray | None = None  # bool: bins whose reads get MAPQ 0-3
+    chip_bias: np.ndarray | None = None  # (groups, bins): ChIP-only multiplier ("chip_bias")
+    dispersion: np.ndarray | None = None  # per-bin Gamma variance ("dispersion")
 
     @property
     def gc_z(self) -> np.ndarray:
@@ -266,13 +339,19 @@ def _draw_nuisances(spec: SimulationSpec, rng: np.random.Generator, genome: Geno
     gc = np.clip(0.5 + 0.08 * smooth_noise(rng, n_bins, 50), 0.3, 0.7)
     occupied = np.zeros(n_bins, dtype=bool)
     n_lowmap = _count(spec, rng, spec.lowmap_blocks_per_mb)
-    lowmap_blocks = place_intervals(
-        rng, genome, occupied, n_lowmap, rng.integers(1, 16, n_lowmap), gap=0
-    )
+    blocks = place_intervals(rng, genome, occupied, n_lowmap, rng.integers(1, 16, n_lowmap), gap=0)
     artefact = np.ones(n_bins)
-    for s, e in lowmap_blocks:
+    for s, e in blocks:
         artefact[s:e] = spec.lowmap_fold * math.exp(np.clip(0.3 * rng.standard_normal(), -0.7, 0.7))
-    return _Nuisances(gc=gc, low_mappability=occupied.copy(), artefact=artefact, occupied=occupied)
+    low_mappability = occupied.copy()
+    return _Nuisances(
+        gc=gc,
+        low_mappability=low_mappability,
+        artefact=artefact,
+        occupied=occupied,
+        blocks=blocks,
+        low_mapq=low_mappability,
+    )
 
 
 def _draw_copy_number_and_background(
@@ -296,31 +375,89 @@ def _draw_copy_number_and_background(
     nuisances.copy_number, nuisances.background = copy_number, background
 
 
+# Scenario terms (documented in SimulationSpec). Each draws from a stream of its own, so
+# switching one on leaves every other draw of a seed as it was.
+CHIP_BIAS_SD, CHIP_BIAS_WIDTH = 0.5, 100  # log-scale sd, smoothing window (bins)
+DEPLETED_PER_MB, DEPLETED_BINS, DEPLETED_FOLD = 3.0, (10, 100), 0.25
+HIDDEN_ARTEFACT_FRACTION = 0.5
+DISPERSION_LOG_SD, DISPERSION_WIDTH = 1.0, 250
+_STREAM = {"replicate_specific": 1, "chip_bias": 2, "mapq_partial": 3, "dispersion": 4}
+
+
+def _draw_scenario_nuisances(spec: SimulationSpec, genome: Genome, nuisances: _Nuisances) -> None:
+    """The technical terms of ``spec.scenario`` that the model does not expect."""
+    n_bins = genome.n_bins
+    if "chip_bias" in spec.mechanisms:
+        rng = np.random.default_rng([spec.seed, _STREAM["chip_bias"]])
+        bias = np.ones((spec.n_groups, n_bins))
+        for g in range(spec.n_groups):
+            bias[g] = np.exp(CHIP_BIAS_SD * smooth_noise(rng, n_bins, CHIP_BIAS_WIDTH))
+            n = _count(spec, rng, DEPLETED_PER_MB)
+            widths = np.exp(rng.uniform(*np.log(DEPLETED_BINS), n))
+            for s, e in place_intervals(rng, genome, np.zeros(n_bins, bool), n, widths, gap=0):
+                bias[g, s:e] *= DEPLETED_FOLD
+        nuisances.chip_bias = bias
+    if "mapq_partial" in spec.mechanisms:
+        rng = np.random.default_rng([spec.seed, _STREAM["mapq_partial"]])
+        blocks = nuisances.blocks
+        low_mapq = nuisances.low_mappability.copy()
+        # Half the artefacts (rounded up) get reads that map uniquely...
+        n_hidden = math.ceil(HIDDEN_ARTEFACT_FRACTION * len(blocks))
+        for k in rng.choice(len(blocks), n_hidden, replace=False):
+            s, e = blocks[k]
+            low_mapq[s:e] = False
+        # ...and as many blocks again (same widths) get low MAPQ without a pile-up: anywhere
+        # but the artefacts, enrichment included.
+        taken = nuisances.low_mappability.copy()
+        widths = [e - s for s, e in blocks]
+        for s, e in place_intervals(rng, genome, taken, len(widths), widths, gap=0):
+            low_mapq[s:e] = True
+        nuisances.low_mapq = low_mapq
+    if "dispersion" in spec.mechanisms:
+        rng = np.random.default_rng([spec.seed, _STREAM["dispersion"]])
+        field = smooth_noise(rng, n_bins, DISPERSION_WIDTH)
+        nuisances.dispersion = spec.overdispersion * np.exp(DISPERSION_LOG_SD * field)
+
+
 # ---------------------------------------------------------------- stage 2: features
 
 
 @dataclass
 class _Features:
-    """The biology: true log fold enrichment per group and which libraries carry it."""
+    """The biology: true log fold enrichment per group and which libraries carry it, on the
+    grid's cells."""
 
-    lfe: np.ndarray  # (groups, bins)
-    presence: np.ndarray  # (libraries, bins): 1 where the library carries the group's feature
-    feature: np.ndarray  # "narrow", "broad" or "none" per bin
+    lfe: np.ndarray  # (groups, cells)
+    presence: np.ndarray  # (libraries, cells): 1 where the library carries the group's feature
+    feature: np.ndarray  # "narrow", "broad" or "none" per cell
+    intervals: list[tuple[int, int, str, np.ndarray]]  # start, end cell, kind, lfe per group
+
+
+def _feature_widths(rng: np.random.Generator, grid: _Grid, kind: str, n: int) -> np.ndarray:
+    """Widths in cells: narrow peaks 1-5 bins, broad domains 20-300 bins; "offgrid": peaks of
+    150-600 bp and domains of 5-50 kb."""
+    if grid.bin_of_cell is None:
+        if kind == "broad":
+            return np.exp(rng.uniform(np.log(20), np.log(300), n))
+        return rng.integers(1, 6, n)
+    lo, hi = (5_000, 50_000) if kind == "broad" else (150, 600)
+    return np.exp(rng.uniform(np.log(lo / OFFGRID_STEP), np.log(hi / OFFGRID_STEP), n))
 
 
 def _draw_features(
-    spec: SimulationSpec, rng: np.random.Generator, genome: Genome, occupied: np.ndarray
+    spec: SimulationSpec, rng: np.random.Generator, grid: _Grid, occupied: np.ndarray
 ) -> _Features:
-    """Narrow peaks (1-5 bins) and broad domains (20-300 bins) on free bins."""
-    n_groups, n_replicates, n_bins = spec.n_groups, spec.n_replicates, genome.n_bins
+    """Narrow peaks and broad domains on free cells (see :func:`_feature_widths`)."""
+    n_groups, n_replicates, n_cells = spec.n_groups, spec.n_replicates, grid.cells.n_bins
     n_peaks = _count(spec, rng, spec.peaks_per_mb)
     n_domains = _count(spec, rng, spec.domains_per_mb)
-    domains = place_intervals(
-        rng, genome, occupied, n_domains, np.exp(rng.uniform(np.log(20), np.log(300), n_domains))
-    )
-    peaks = place_intervals(rng, genome, occupied, n_peaks, rng.integers(1, 6, n_peaks))
-    feature = np.full(n_bins, "none", dtype=object)
-    lfe = np.zeros((n_groups, n_bins))
+    domain_widths = _feature_widths(rng, grid, "broad", n_domains)
+    domains = place_intervals(rng, grid.cells, occupied, n_domains, domain_widths)
+    peak_widths = _feature_widths(rng, grid, "narrow", n_peaks)
+    peaks = place_intervals(rng, grid.cells, occupied, n_peaks, peak_widths)
+    feature = np.full(n_cells, "none", dtype=object)
+    lfe = np.zeros((n_groups, n_cells))
+    intervals = []
 
     def feature_groups() -> np.ndarray:
         """Per-group multiplier on a feature's log fold (0: absent in that group)."""
@@ -331,8 +468,8 @@ def _draw_features(
         return present
 
     # Which replicates carry each feature (1 = present); a stream of its own (see the spec).
-    presence = np.ones((len(spec.samples), n_bins))
-    rep_rng = np.random.default_rng([spec.seed, 1])
+    presence = np.ones((len(spec.samples), n_cells))
+    rep_rng = np.random.default_rng([spec.seed, _STREAM["replicate_specific"]])
 
     def replicate_specific(s: int, e: int) -> None:
         for g in range(n_groups):
@@ -345,15 +482,19 @@ def _draw_features(
         summit = math.log(max(spec.peak_fold * math.exp(0.5 * rng.standard_normal()), 1.5))
         offsets = np.arange(s, e) - (s + e - 1) / 2
         shape = np.exp(-0.5 * (offsets / max((e - s) / 2.5, 0.5)) ** 2)
-        lfe[:, s:e] = feature_groups()[:, None] * summit * shape[None, :]
+        groups = feature_groups()
+        lfe[:, s:e] = groups[:, None] * summit * shape[None, :]
         feature[s:e] = "narrow"
+        intervals.append((s, e, "narrow", groups * summit))
     for s, e in domains:
         replicate_specific(s, e)
         level = math.log(max(spec.domain_fold * math.exp(0.3 * rng.standard_normal()), 1.2))
-        wave = np.exp(0.15 * smooth_noise(rng, e - s, 5))
-        lfe[:, s:e] = feature_groups()[:, None] * level * wave[None, :]
+        wave = np.exp(0.15 * smooth_noise(rng, e - s, 5 * grid.cells_per_bin))
+        groups = feature_groups()
+        lfe[:, s:e] = groups[:, None] * level * wave[None, :]
         feature[s:e] = "broad"
-    return _Features(lfe=lfe, presence=presence, feature=feature)
+        intervals.append((s, e, "broad", groups * level))
+    return _Features(lfe=lfe, presence=presence, feature=feature, intervals=intervals)
 
 
 # ---------------------------------------------------------------- stage 3: per-library counts
@@ -363,7 +504,7 @@ def _draw_features(
 class _Library:
     sample: str
     replicate: int  # 0-based; -1 for an input library
-    rate: np.ndarray  # expected fragments per bin, up to a constant
+    rate: np.ndarray  # expected fragments per grid cell, up to a constant
     depth: int
     path: Path
 
@@ -371,33 +512,42 @@ class _Library:
 def _library_rates(
     spec: SimulationSpec,
     rng: np.random.Generator,
-    genome: Genome,
+    grid: _Grid,
     nuisances: _Nuisances,
     features: _Features,
     paths: _OutputPaths,
 ) -> list[_Library]:
-    """Each ChIP library followed by its input, with its expected fragments per bin."""
-    n_bins, n_replicates = genome.n_bins, spec.n_replicates
+    """Each ChIP library followed by its input, with its expected fragments per grid cell."""
+    n_bins, n_replicates = grid.bins.n_bins, spec.n_replicates
     depths, control_depths = spec.library_depths, spec.library_control_depths
-    gc_bias, gc_z = spec.library_gc_bias, nuisances.gc_z
+    gc_bias, gc_z = spec.library_gc_bias, grid.expand(nuisances.gc_z)
+    dispersion = spec.overdispersion if nuisances.dispersion is None else nuisances.dispersion
+    expand = grid.expand
 
     def gamma_noise() -> np.ndarray:
         if spec.overdispersion == 0:
             return np.ones(n_bins)
-        return rng.gamma(1.0 / spec.overdispersion, spec.overdispersion, n_bins)
+        return rng.gamma(1.0 / dispersion, dispersion, n_bins)
 
-    width = genome.width
+    width = grid.cells.width
     libraries = []
     for j, sample in enumerate(spec.samples):
         g = j // n_replicates
-        base = width * nuisances.copy_number[g] * nuisances.background[g] * nuisances.artefact
-        lfe = features.lfe[g] * features.presence[j]
-        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe) * gamma_noise()
-        input_rate = base * gamma_noise()
-        libraries.append(
-            _Library(sample, j % n_replicates, chip_rate, depths[j], paths.bam[sample])
+        base = (
+            width
+            * expand(nuisances.copy_number[g])
+            * expand(nuisances.background[g])
+            * expand(nuisances.artefact)
         )
-        libraries.append(_Library(sample, -1, input_rate, control_depths[j], paths.control[sample]))
+        lfe = features.lfe[g] * features.presence[j]
+        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe) * expand(gamma_noise())
+        if nuisances.chip_bias is not None:
+            chip_rate = chip_rate * expand(nuisances.chip_bias[g])
+        input_rate = base * expand(gamma_noise())
+        libraries += [
+            _Library(sample, j % n_replicates, chip_rate, depths[j], paths.bam[sample]),
+            _Library(sample, -1, input_rate, control_depths[j], paths.control[sample]),
+        ]
     return libraries
 
 
@@ -407,7 +557,7 @@ def _library_rates(
 def _write_libraries(
     spec: SimulationSpec,
     rng: np.random.Generator,
-    genome: Genome,
+    grid: _Grid,
     nuisances: _Nuisances,
     libraries: list[_Library],
     references: list[np.ndarray],
@@ -417,7 +567,8 @@ def _write_libraries(
 ) -> list[dict]:
     """Draw each library's fragment counts and reads and write its BAM; the jackpots' rows."""
     jackpot_rows = []
-    free_of_lowmap = np.flatnonzero(~nuisances.low_mappability)
+    low_mapq = grid.expand(nuisances.low_mapq)
+    free_of_lowmap = np.flatnonzero(~grid.expand(nuisances.low_mappability | nuisances.low_mapq))
     for lib in libraries:
         depth, jackpots = lib.depth, None
         if lib.sample == spec.jackpot_library and lib.replicate >= 0:
@@ -433,9 +584,9 @@ def _write_libraries(
         counts = rng.multinomial(depth, lib.rate / lib.rate.sum())
         rows = write_library(
             lib.path,
-            genome,
+            grid.cells,
             counts,
-            nuisances.low_mappability,
+            low_mapq,
             jackpots,
             rng=rng,
             references=references,
@@ -455,29 +606,96 @@ def _write_libraries(
 # ---------------------------------------------------------------- truth
 
 
+def _bin_truth(grid: _Grid, lfe: np.ndarray, midpoint: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per 200 bp bin: log fold enrichment, enriched label and the fraction of bp in features.
+
+    On the bins themselves, the cell's values. On a finer grid ("offgrid"), the log of the
+    bp-weighted mean multiplier ``exp(lfe)`` (the bin's expected reads over its technical
+    expectation), and "enriched" where at least half the bin's bp lie in features or the
+    bin holds a feature's middle cell (so every feature labels at least one bin).
+    """
+    in_feature = lfe > 0
+    if grid.bin_of_cell is None:
+        lfe_bins = np.round(lfe, 6)
+        return lfe_bins, lfe_bins > 0, in_feature.astype(np.float64)
+    overlap = grid.bp_fraction(in_feature)
+    lfe_bins = np.round(np.log(grid.bp_fraction(np.exp(lfe))), 6)
+    enriched = (overlap >= 0.5) | grid.any_in_bin(in_feature & midpoint)
+    return lfe_bins, enriched, np.round(overlap, 6)
+
+
 def _truth_table(
-    spec: SimulationSpec, genome: Genome, nuisances: _Nuisances, features: _Features
+    spec: SimulationSpec, grid: _Grid, nuisances: _Nuisances, features: _Features
 ) -> pd.DataFrame:
-    chroms = list(genome.chrom_sizes)
+    bins = grid.bins
+    chroms = list(bins.chrom_sizes)
     truth = pd.DataFrame(
         {
-            "chrom": pd.Categorical(np.asarray(chroms)[genome.chrom_of_bin], categories=chroms),
-            "start": genome.start,
-            "end": genome.end,
+            "chrom": pd.Categorical(np.asarray(chroms)[bins.chrom_of_bin], categories=chroms),
+            "start": bins.start,
+            "end": bins.end,
         }
     )
+    midpoint = np.zeros(grid.cells.n_bins, dtype=bool)
+    midpoint[[(s + e - 1) // 2 for s, e, _, _ in features.intervals]] = True
     # Rounded so that the table read back from truth.tsv equals the one returned.
-    lfe = np.round(features.lfe, 6)
+    overlaps = {}
     for g, group in enumerate(spec.groups):
-        truth[f"enriched_{group}"] = lfe[g] > 0
-        truth[f"lfe_{group}"] = lfe[g]
+        lfe, enriched, overlaps[group] = _bin_truth(grid, features.lfe[g], midpoint)
+        truth[f"enriched_{group}"] = enriched
+        truth[f"lfe_{group}"] = lfe
     for j, sample in enumerate(spec.samples):
-        lfe_j = lfe[j // spec.n_replicates] * features.presence[j]
-        truth[f"enriched_{sample}"] = lfe_j > 0
+        g = j // spec.n_replicates
+        if grid.bin_of_cell is None:  # as rounded per group, then masked
+            lfe_j = np.round(features.lfe[g], 6) * features.presence[j]
+            enriched = lfe_j > 0
+        else:
+            lfe_j, enriched, _ = _bin_truth(grid, features.lfe[g] * features.presence[j], midpoint)
+        truth[f"enriched_{sample}"] = enriched
         truth[f"lfe_{sample}"] = lfe_j
     truth["low_mappability"] = nuisances.low_mappability
-    truth["feature"] = pd.Series(features.feature, dtype=str)
+    if grid.bin_of_cell is None:
+        truth["feature"] = pd.Series(features.feature, dtype=str)
+    else:  # the kind covering more of the bin
+        narrow = grid.bp_fraction(features.feature == "narrow")
+        broad = grid.bp_fraction(features.feature == "broad")
+        kind = np.where(broad >= narrow, "broad", "narrow")
+        truth["feature"] = pd.Series(np.where(narrow + broad > 0, kind, "none"), dtype=str)
     truth["gc"] = np.round(nuisances.gc, 6)
     for g, group in enumerate(spec.groups):
         truth[f"copy_number_{group}"] = nuisances.copy_number[g]
+    if spec.scenario == "standard":
+        return truth
+    # Every other scenario: the terms behind its departures from the model (neutral values
+    # where the scenario does not use them).
+    truth["low_mapq"] = nuisances.low_mapq
+    for g, group in enumerate(spec.groups):
+        bias = np.ones(bins.n_bins) if nuisances.chip_bias is None else nuisances.chip_bias[g]
+        truth[f"chip_bias_{group}"] = np.round(bias, 6)
+    dispersion = nuisances.dispersion
+    truth["overdispersion"] = np.round(
+        np.full(bins.n_bins, spec.overdispersion) if dispersion is None else dispersion, 6
+    )
+    for group, overlap in overlaps.items():
+        truth[f"overlap_{group}"] = overlap
     return truth
+
+
+def _feature_table(spec: SimulationSpec, grid: _Grid, features: _Features) -> pd.DataFrame:
+    """One row per enriched feature: bp coordinates, kind and its log fold per group."""
+    cells = grid.cells
+    chroms = np.asarray(list(cells.chrom_sizes))
+    rows = sorted(features.intervals, key=lambda f: f[0])
+    starts = np.array([s for s, _, _, _ in rows], dtype=np.int64)
+    ends = np.array([e for _, e, _, _ in rows], dtype=np.int64)
+    table = pd.DataFrame(
+        {
+            "chrom": pd.Categorical(chroms[cells.chrom_of_bin[starts]], categories=list(chroms)),
+            "start": cells.start[starts],
+            "end": cells.end[ends - 1],
+            "kind": [kind for _, _, kind, _ in rows],
+        }
+    )
+    for g, group in enumerate(spec.groups):
+        table[f"lfe_{group}"] = np.round([lfe[g] for _, _, _, lfe in rows], 6)
+    return table

@@ -14,6 +14,37 @@ from ._genome import TRUTH_BIN_SIZE
 _DEFAULT_DEPTHS = (500_000, 120_000)
 _DEFAULT_CONTROL_DEPTHS = (300_000, 100_000)
 _DEFAULT_GC_BIAS = (0.1, 0.25)
+# "sparse": reads per 200 bp bin of the strong / weak replicate (ChIP) and of their inputs.
+_SPARSE_READS_PER_BIN = (0.4, 0.25)
+_SPARSE_CONTROL_READS_PER_BIN = (0.6, 0.4)
+
+# Scenario name -> (the departures from the model's assumptions it switches on, summary).
+_SCENARIO_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
+    "standard": ((), "the model's own assumptions hold (the default)"),
+    "chip_bias": (
+        ("chip_bias",),
+        "ChIP-only broad background bias and depleted stretches that the input lacks",
+    ),
+    "mapq_partial": (
+        ("mapq_partial",),
+        "pile-up artefacts with high MAPQ and low-MAPQ bins without artefacts",
+    ),
+    "offgrid": (
+        ("offgrid",),
+        "features at any position (10 bp grid): 150-600 bp peaks and 5-50 kb domains",
+    ),
+    "dispersion": (
+        ("dispersion",),
+        "per-bin overdispersion varying along the genome (a smooth random field)",
+    ),
+    "sparse": (("sparse",), "0.25-0.4 ChIP reads per 200 bp bin"),
+    "misspecified": (
+        ("chip_bias", "mapq_partial", "offgrid", "dispersion"),
+        "chip_bias + mapq_partial + offgrid + dispersion together",
+    ),
+}
+#: Simulation scenarios, name -> what it changes (see :class:`SimulationSpec`).
+SCENARIOS: dict[str, str] = {name: summary for name, (_, summary) in _SCENARIO_TABLE.items()}
 
 
 def _check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -71,6 +102,13 @@ class SimulationSpec:
     receives PCR-duplicate jackpots: many copies of one fragment, mostly without the duplicate
     flag.
 
+    That is the model's own story: the ChIP rate is the input's technical rate (explained by
+    input counts and MAPQ) times ``exp(enrichment)``, with a constant dispersion, and low MAPQ
+    marks exactly the artefacts. The other scenarios break one assumption each (``scenario``).
+    Their extra randomness comes from random streams of their own, so a scenario other than
+    ``"offgrid"``/``"misspecified"`` keeps the features, copy number and nuisances of the
+    ``"standard"`` simulation with the same seed (only the reads differ).
+
     Parameters
     ----------
     seed
@@ -90,7 +128,8 @@ class SimulationSpec:
         Reads (fragments when ``paired``) per ChIP / input library: one value per replicate
         (repeated for every group) or one per library, group-major. Default: replicates
         alternate a strong library (500 000 ChIP / 300 000 input reads) and a weak one
-        (120 000 / 100 000).
+        (120 000 / 100 000); in the ``"sparse"`` scenario, 0.4 / 0.25 ChIP and 0.6 / 0.4
+        input reads per 200 bp bin of the genome.
     fragment_length, fragment_sd
         Mean and sd of fragment lengths (bp).
     read_length
@@ -110,7 +149,8 @@ class SimulationSpec:
         columns ``lfe_<sample>`` / ``enriched_<sample>``. Drawn from a separate random stream,
         so 0 (the default) leaves every other output of a seed unchanged.
     cnv_segments_per_mb
-        Copy-number breakpoints per Mb (0: no copy-number changes).
+        Copy-number breakpoints per Mb. Each segment, and so each chromosome, draws its copy
+        number (1-4, mostly 2); 0 leaves one copy number per chromosome.
     background_sd
         sd of the smooth log background shared by ChIP and input.
     gc_bias
@@ -125,9 +165,45 @@ class SimulationSpec:
         Jackpot density, median number of copies per jackpot, and the fraction of copies
         flagged as duplicates.
     overdispersion
-        Variance of the per-bin Gamma noise (mean 1) on every library's rate.
+        Variance of the per-bin Gamma noise (mean 1) on every library's rate; in the
+        ``"dispersion"`` scenario, its median along the genome.
     target
         Value of the sample sheet's ``target`` column.
+    scenario
+        Which of the model's assumptions the simulation breaks (one of :data:`SCENARIOS`):
+
+        ``"standard"``
+            None: the story above.
+        ``"chip_bias"``
+            The model explains the ChIP background by the input. Here each group's ChIP
+            rate (not its input's) is multiplied by a smooth log-normal field (sd 0.5 on the
+            log scale, correlation length ~20 kb: open-chromatin-like bias) and by 0.25 in
+            depleted stretches (3 per Mb, 2-20 kb). The group's replicates share it, so
+            replicate consistency cannot remove it. Truth column ``chip_bias_<group>``: the
+            multiplier, which is not enrichment (``lfe`` is unchanged).
+        ``"mapq_partial"``
+            The model takes low MAPQ as the mark of artefacts. Here half the artefact blocks
+            (rounded up) keep normal MAPQ (60 for 94 % of reads), and as many blocks again,
+            of the same widths, get reads of MAPQ 0-3 without a pile-up; they may overlap
+            enrichment. Truth columns ``low_mappability`` (the artefacts) and ``low_mapq``.
+        ``"offgrid"``
+            The model's states and the benchmarks' truth are per 200 bp bin. Here features
+            lie on a 10 bp grid: narrow peaks of 150-600 bp and broad domains of 5-50 kb
+            (log-uniform widths) start anywhere, so bins are often partly enriched; the
+            per-bin truth is overlap-weighted (see :class:`Simulation`), and the features'
+            bp coordinates are in :attr:`Simulation.features`. Features, and so every later
+            draw of the seed, differ from ``"standard"``.
+        ``"dispersion"``
+            The model's dispersion follows the covariates. Here the Gamma noise variance
+            is ``overdispersion * exp(1.0 * z_i)`` with ``z`` a smooth standard-normal field
+            along the genome (correlation length ~50 kb), shared by all libraries and seen
+            by no covariate (truth column ``overdispersion``).
+        ``"sparse"``
+            Real-data depth: 0.4 and 0.25 ChIP reads per bin for the strong and weak
+            replicates (see ``depths``), so most bins hold no read; the same features as
+            ``"standard"``.
+        ``"misspecified"``
+            ``chip_bias``, ``mapq_partial``, ``offgrid`` and ``dispersion`` together.
 
     Raises
     ------
@@ -136,7 +212,7 @@ class SimulationSpec:
 
     Examples
     --------
-    >>> spec = SimulationSpec(seed=3, chrom_length=200_000, target="H3K27me3")
+    >>> spec = SimulationSpec(seed=3, chrom_length=200_000, scenario="chip_bias")
     >>> spec.samples
     ('G1_R1', 'G1_R2')
     """
@@ -171,6 +247,7 @@ class SimulationSpec:
     jackpot_flagged: float = 0.1
     overdispersion: float = 0.05
     target: str = "sim"
+    scenario: str = "standard"
 
     def __post_init__(self) -> None:
         # Sequences become tuples so that a spec cannot change after its checks.
@@ -231,14 +308,24 @@ class SimulationSpec:
         return tuple(f"{g}_R{r + 1}" for g in self.groups for r in range(self.n_replicates))
 
     @property
+    def mechanisms(self) -> frozenset[str]:
+        """The departures from the model switched on by ``scenario``."""
+        return frozenset(_SCENARIO_TABLE[self.scenario][0])
+
+    @property
     def library_depths(self) -> list[int]:
         """ChIP reads (fragments) per library, group-major."""
-        return self._depths(self.depths, _DEFAULT_DEPTHS, "depths")
+        return self._depths(self.depths, _DEFAULT_DEPTHS, _SPARSE_READS_PER_BIN, "depths")
 
     @property
     def library_control_depths(self) -> list[int]:
         """Input reads (fragments) per library, group-major."""
-        return self._depths(self.control_depths, _DEFAULT_CONTROL_DEPTHS, "control_depths")
+        return self._depths(
+            self.control_depths,
+            _DEFAULT_CONTROL_DEPTHS,
+            _SPARSE_CONTROL_READS_PER_BIN,
+            "control_depths",
+        )
 
     @property
     def library_gc_bias(self) -> list[float]:
@@ -255,17 +342,26 @@ class SimulationSpec:
             return self.samples[min(1, len(self.samples) - 1)]
         return self.jackpot_sample
 
-    def _depths(self, value, default, name: str) -> list[int]:
+    def _depths(self, value, default, sparse_per_bin, name: str) -> list[int]:
         if value is None:
             # Defaults alternate a strong and a weak replicate (deep, mild GC bias / shallow,
-            # strong).
-            value = [default[r % 2] for r in range(self.n_replicates)]
+            # strong); "sparse" scales them to the genome.
+            if "sparse" in self.mechanisms:
+                n_bins = self.n_bins
+                value = [max(round(f * n_bins), 1) for f in sparse_per_bin]
+                value = [value[r % 2] for r in range(self.n_replicates)]
+            else:
+                value = [default[r % 2] for r in range(self.n_replicates)]
         values = _per_library(value, name, self.n_groups, self.n_replicates, int)
         if min(values) < 1:
             raise ChipviInputError(f"{name} must all be >= 1, got {values}.")
         return values
 
     def _validate(self) -> None:
+        if not isinstance(self.scenario, str) or self.scenario not in _SCENARIO_TABLE:
+            raise ChipviInputError(
+                f"scenario {self.scenario!r} is not one of {list(_SCENARIO_TABLE)}."
+            )
         _check_positive_int(self.seed, "seed", 0)
         _check_positive_int(self.n_groups, "n_groups")
         _check_positive_int(self.n_replicates, "n_replicates")
