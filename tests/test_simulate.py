@@ -753,3 +753,26 @@ def test_misspecified_combines_the_departures(scenario_sims):
     assert truth["overdispersion"].max() > 4 * truth["overdispersion"].min()
     assert ((truth["overlap_G1"] > 0) & (truth["overlap_G1"] < 1)).sum() > 10
     assert not (truth["enriched_G1"] & truth["low_mappability"]).any()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_scenario(tmp_path, capsys):
+    from chipvi.cli import build_parser, main
+
+    args = ["--n-chroms", "1", "--chrom-length", "100000", "--seed", "2"]
+    assert main(["simulate", str(tmp_path / "s"), "--scenario", "sparse", *args]) == 0
+    assert "chipvi simulate (sparse)" in capsys.readouterr().out
+    truth = pd.read_csv(tmp_path / "s" / "truth.tsv", sep="\t")
+    assert "low_mapq" in truth  # the columns of a scenario other than standard
+    with pysam.AlignmentFile(str(tmp_path / "s" / "G1_R1.bam")) as bam:
+        assert 0.2 <= bam.mapped / len(truth) <= 0.5
+    assert main(["simulate", str(tmp_path / "x"), "--scenario", "worst", *args]) == 2
+    err = capsys.readouterr().err
+    assert "scenario 'worst'" in err and all(name in err for name in SCENARIOS)
+    assert not (tmp_path / "x").exists()
+    # The help names every scenario (the parser does not import the simulator to list them).
+    sub = build_parser()._subparsers._group_actions[0].choices["simulate"]
+    help_text = next(a.help for a in sub._actions if "--scenario" in a.option_strings)
+    assert all(name in help_text for name in SCENARIOS)
