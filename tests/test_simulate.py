@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 import subprocess
@@ -13,7 +14,7 @@ import pysam
 import pytest
 
 from chipvi import ChipviInputError
-from chipvi.datasets import simulate
+from chipvi.datasets import SCENARIOS, SimulationSpec, simulate
 from chipvi.datasets._bam_writer import BGZF_EOF, BamWriter, reg2bin
 
 FRAGMENT = 200
@@ -479,3 +480,299 @@ def test_read_sequences_follow_the_gc_covariate(se_sim):
             if (key := (r.reference_name, r.reference_start)) in seq_a
         ]
     assert len(shared) > 100 and all(x == y for x, y in shared)
+
+
+# ---------------------------------------------------------------- SimulationSpec
+
+
+def test_standard_seeded_output_pinned(tmp_path):
+    """The standard scenario's seeded output, pinned: hashes of truth.tsv and of every read's
+    (chromosome, position, flag, MAPQ), taken before SimulationSpec (commit aa8fe07). A change
+    here changes every simulation a seed names; if numpy's generators changed, say so."""
+    import hashlib
+
+    expected = {
+        False: ("a9cfa8eae0b41d72", "5c8a156605b47183"),
+        True: ("0eaacc29072a9d83", "1babecabf5f04d6d"),
+    }
+    kw = {"seed": 5, "chrom_length": 20_000, "depths": 2_000, "control_depths": 1_000}
+    for paired, extra in ((False, {"n_chroms": 1}), (True, {"n_chroms": 2, "n_groups": 2})):
+        out = tmp_path / str(paired)
+        simulate(out, paired=paired, **kw, **extra)
+        reads = hashlib.sha256()
+        for name in sorted(p.name for p in out.glob("*.bam")):
+            with pysam.AlignmentFile(str(out / name)) as bam:
+                rows = [(r.reference_id, r.reference_start, r.flag, r.mapping_quality) for r in bam]
+            reads.update(np.array(rows, dtype=np.int64).tobytes())
+        truth_hash = hashlib.sha256((out / "truth.tsv").read_bytes()).hexdigest()[:16]
+        assert (truth_hash, reads.hexdigest()[:16]) == expected[paired]
+
+
+def test_spec_and_keywords_give_the_same_files(tmp_path):
+    kw = {"n_chroms": 1, "chrom_length": 20_000, "depths": 2_000, "control_depths": 1_000}
+    spec = SimulationSpec(seed=4, **kw)
+    a = simulate(tmp_path / "a", spec=spec)
+    b = simulate(tmp_path / "b", seed=4, **kw)
+    c = simulate(tmp_path / "c", spec=SimulationSpec(seed=9, **kw), seed=4)  # keyword wins
+    assert a.spec == b.spec == c.spec == spec
+    for sim in (b, c):
+        for name in ("G1_R1.bam", "G1_R2_input.bam", "truth.tsv"):
+            assert (sim.samplesheet.parent / name).read_bytes() == (
+                tmp_path / "a" / name
+            ).read_bytes()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 3
+    assert dataclasses.replace(spec, n_replicates=3).samples == ("G1_R1", "G1_R2", "G1_R3")
+
+
+def test_unknown_field_and_scenario_are_named(tmp_path):
+    with pytest.raises(ChipviInputError, match=r"unknown simulation field\(s\) \['depth'\]"):
+        simulate(tmp_path / "x", depth=10)
+    assert list(SCENARIOS) == [
+        "standard",
+        "chip_bias",
+        "mapq_partial",
+        "offgrid",
+        "dispersion",
+        "sparse",
+        "misspecified",
+    ]
+    with pytest.raises(ChipviInputError) as err:
+        SimulationSpec(scenario="chipbias")
+    assert all(name in str(err.value) for name in SCENARIOS)
+    with pytest.raises(ChipviInputError, match="scenario"):
+        simulate(tmp_path / "y", scenario="nope")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+# ---------------------------------------------------------------- scenarios
+
+# Two chromosomes of 150 kb (1500 bins); more artefact blocks and domains than the default
+# so that a small genome has several.
+SCENARIO_KW = {
+    **SMALL,
+    "depths": (60_000, 20_000),
+    "lowmap_blocks_per_mb": 20.0,
+    "domains_per_mb": 10.0,
+}
+EXTRA_COLUMNS = ["low_mapq", "chip_bias_G1", "overdispersion", "overlap_G1"]
+
+
+@pytest.fixture(scope="module")
+def scenario_sims(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenarios")
+    sims = {
+        name: simulate(out / name, seed=3, scenario=name, **SCENARIO_KW)
+        for name in ("standard", "chip_bias", "mapq_partial", "misspecified")
+    }
+    # "sparse" sets its own depths.
+    kw = {k: v for k, v in SCENARIO_KW.items() if k not in ("depths", "control_depths")}
+    sims["sparse"] = simulate(out / "sparse", seed=3, scenario="sparse", **kw)
+    return sims
+
+
+def _counts(sim):
+    import chipvi
+
+    adata = chipvi.read_bams(sim.samplesheet, bin_size=200, progress=False)
+    assert adata.n_obs == len(sim.truth)
+    return adata
+
+
+def test_scenarios_keep_the_standard_truth(scenario_sims):
+    """Scenario terms draw from their own streams: same features and nuisances as the
+    standard simulation of the seed; the truth file equals the returned table."""
+    standard = scenario_sims["standard"].truth
+    assert not set(EXTRA_COLUMNS) & set(standard.columns)
+    for name in ("chip_bias", "mapq_partial", "sparse"):
+        sim = scenario_sims[name]
+        truth = sim.truth
+        assert list(truth.columns) == [*standard.columns, *EXTRA_COLUMNS]
+        pd.testing.assert_frame_equal(truth[standard.columns], standard)
+        pd.testing.assert_frame_equal(sim.features, scenario_sims["standard"].features)
+        from_file = pd.read_csv(sim.truth_path, sep="\t")
+        pd.testing.assert_frame_equal(
+            from_file.drop(columns="chrom"), truth.drop(columns="chrom"), check_dtype=False
+        )
+
+
+def test_chip_bias_is_in_chip_only(scenario_sims):
+    sim = scenario_sims["chip_bias"]
+    truth = sim.truth
+    bias = truth["chip_bias_G1"].to_numpy()
+    background = ~truth["enriched_G1"].to_numpy() & ~truth["low_mappability"].to_numpy()
+    low, mid, high = (bias < 0.5), (bias > 0.8) & (bias < 1.25), (bias > 1.6)
+
+    def ratios(sim):
+        adata = _counts(sim)
+        chip, ctrl = adata.X.astype(float), adata.layers["control"].astype(float)
+        out = {}
+        for name, m in (("low", low), ("mid", mid), ("high", high)):
+            m = m & background
+            assert m.sum() > 20
+            out[name] = (chip[m].sum() / ctrl[m].sum(), ctrl[m].mean())
+        return out
+
+    # The standard simulation of the seed has the same truth and nuisances without the
+    # ChIP bias: against it, ChIP over input drops in the depleted and rises in the open
+    # stretches, while the input does not change.
+    biased, standard = ratios(sim), ratios(scenario_sims["standard"])
+    chip = {k: biased[k][0] / standard[k][0] for k in biased}
+    ctrl = {k: biased[k][1] / standard[k][1] for k in biased}
+    assert chip["low"] < 0.6 * chip["mid"]
+    assert chip["high"] > 1.4 * chip["mid"]
+    assert all(0.9 < v < 1.1 for v in ctrl.values())
+    # Within the biased simulation alone, the same holds against the unbiased stretches.
+    assert biased["low"][0] < 0.6 * biased["mid"][0] < 0.6 * biased["high"][0]
+
+
+def test_mapq_partial_artefacts_and_low_mapq_disagree(scenario_sims):
+    sim = scenario_sims["mapq_partial"]
+    truth = sim.truth
+    adata = _counts(sim)
+    artefact = truth["low_mappability"].to_numpy()
+    low_mapq = truth["low_mapq"].to_numpy()
+    mapq = adata.layers["control_mapq"][:, 0]
+    ctrl = adata.layers["control"][:, 0].astype(float)
+    far = ~artefact & ~low_mapq & ~truth["enriched_G1"].to_numpy()
+    # Pile-ups that map uniquely: artefact bins with high mean MAPQ and many reads.
+    hidden = artefact & (mapq > 30)
+    assert hidden.sum() >= 3
+    assert np.median(ctrl[hidden]) > 2 * np.median(ctrl[far])
+    # Low-MAPQ bins without a pile-up (interior ones: no reads jitter in from outside).
+    interior = low_mapq & np.r_[False, low_mapq[:-1]] & np.r_[low_mapq[1:], False]
+    benign = interior & ~artefact & (ctrl > 0)
+    assert benign.sum() >= 10
+    assert np.median(mapq[benign]) <= 3 and mapq[benign].max() < 10
+    assert 0.6 < np.median(ctrl[benign]) / np.median(ctrl[far]) < 1.5
+    # In the standard simulation of the seed the two coincide: artefact bins are low-MAPQ.
+    standard = _counts(scenario_sims["standard"])
+    inner = artefact & np.r_[False, artefact[:-1]] & np.r_[artefact[1:], False]
+    assert inner.sum() >= 3 and standard.layers["control_mapq"][inner, 0].max() <= 3
+
+
+def test_offgrid_features_are_not_bin_aligned(tmp_path):
+    kw = {**SCENARIO_KW, "depths": 60_000, "domains_per_mb": 20.0, "jackpot_sample": ""}
+    sim = simulate(tmp_path, seed=2, scenario="offgrid", **kw)
+    features, truth = sim.features, sim.truth
+    width = features["end"] - features["start"]
+    narrow, broad = features["kind"] == "narrow", features["kind"] == "broad"
+    assert narrow.sum() >= 10 and broad.sum() >= 1
+    assert width[narrow].between(150, 600).all() and width[narrow].nunique() >= 5
+    assert width[broad].between(5_000, 50_000).all()
+    assert (features["start"] % 200 != 0).mean() > 0.7
+    # Truth per bin: fractional overlaps, lfe > 0 wherever a feature touches, and "enriched"
+    # for bins at least half covered or holding a feature's middle.
+    overlap = truth["overlap_G1"].to_numpy()
+    assert ((overlap > 0) & (overlap < 1)).sum() >= narrow.sum()
+    enriched = truth["enriched_G1"].to_numpy()
+    assert enriched[overlap >= 0.5].all() and not enriched[overlap == 0].any()
+    middle_bins = set()
+    for f in features.itertuples():
+        i = np.flatnonzero(
+            (truth["chrom"] == f.chrom) & (truth["start"] <= (f.start + f.end - 1) // 2)
+        )[-1]
+        middle_bins.add(i)
+        assert enriched[i]
+    assert set(np.flatnonzero(enriched & (overlap < 0.5))) <= middle_bins
+    assert (truth["lfe_G1"].to_numpy()[(overlap > 0) & ~enriched] > 0).all()
+    # Reads centre on the features, not on the bins: per narrow peak, the mean fragment
+    # centre of the ChIP reads within 300 bp of its middle.
+    with pysam.AlignmentFile(str(sim.samplesheet.parent / "G1_R1.bam")) as bam:
+        centres = {c: [] for c in sim.chrom_sizes}
+        for r in bam:
+            centre = (
+                r.reference_end - 1 - FRAGMENT // 2
+                if r.is_reverse
+                else r.reference_start + FRAGMENT // 2
+            )
+            centres[r.reference_name].append(centre)
+    centres = {c: np.asarray(v) for c, v in centres.items()}
+    read_error, grid_error = [], []
+    for f in features[narrow].itertuples():
+        middle = (f.start + f.end) / 2
+        near = centres[f.chrom][np.abs(centres[f.chrom] - middle) <= 300]
+        read_error.append(abs(near.mean() - middle))
+        grid_error.append(abs(middle % 200 - 100))  # distance to the middle of its bin
+    assert np.median(read_error) < 25 and np.median(grid_error) > 20
+
+
+def test_dispersion_varies_along_the_genome(tmp_path):
+    """Without other nuisances, the overdispersion estimated from the counts follows the
+    truth's field; in the standard simulation the same bins do not differ."""
+    kw = {
+        "seed": 1,
+        "n_chroms": 1,  # one chromosome: one copy number
+        "chrom_length": 300_000,
+        "n_replicates": 1,
+        "depths": 150_000,
+        "control_depths": 150_000,
+        "peaks_per_mb": 0,
+        "domains_per_mb": 0,
+        "cnv_segments_per_mb": 0,
+        "background_sd": 0,
+        "gc_bias": 0,
+        "lowmap_blocks_per_mb": 0,
+        "jackpot_sample": "",
+    }
+    sim = simulate(tmp_path / "d", scenario="dispersion", **kw)
+    field = sim.truth["overdispersion"].to_numpy()
+    assert np.median(field) == pytest.approx(0.05, rel=0.3)
+    lo, hi = np.quantile(field, [1 / 3, 2 / 3])
+    low, high = field < lo, field > hi
+
+    def alpha(x):  # method of moments: var = mean + alpha * mean^2
+        return (x.var() - x.mean()) / x.mean() ** 2
+
+    standard = _counts(simulate(tmp_path / "s", scenario="standard", **kw))
+    adata = _counts(sim)
+    for layer in (adata.X, adata.layers["control"]):
+        x = layer[:, 0].astype(float)
+        assert alpha(x[high]) > 4 * alpha(x[low])
+        assert alpha(x[low]) == pytest.approx(field[low].mean(), rel=0.5)
+    for layer in (standard.X, standard.layers["control"]):
+        x = layer[:, 0].astype(float)
+        assert 0.5 < alpha(x[high]) / alpha(x[low]) < 2
+
+
+def test_sparse_depth(scenario_sims):
+    sim = scenario_sims["sparse"]
+    n_bins = len(sim.truth)
+    for path in _bams(sim):
+        with pysam.AlignmentFile(str(path)) as bam:
+            per_bin = bam.mapped / n_bins
+        if "_input" not in path.name:
+            assert 0.2 <= per_bin <= 0.5
+    assert {"narrow", "broad"} <= set(sim.truth["feature"])
+
+
+def test_misspecified_combines_the_departures(scenario_sims):
+    truth = scenario_sims["misspecified"].truth
+    assert (truth["chip_bias_G1"] < 0.5).sum() > 20
+    assert (truth["low_mapq"] != truth["low_mappability"]).sum() > 10
+    assert truth["overdispersion"].max() > 4 * truth["overdispersion"].min()
+    assert ((truth["overlap_G1"] > 0) & (truth["overlap_G1"] < 1)).sum() > 10
+    assert not (truth["enriched_G1"] & truth["low_mappability"]).any()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_scenario(tmp_path, capsys):
+    from chipvi.cli import build_parser, main
+
+    args = ["--n-chroms", "1", "--chrom-length", "100000", "--seed", "2"]
+    assert main(["simulate", str(tmp_path / "s"), "--scenario", "sparse", *args]) == 0
+    assert "chipvi simulate (sparse)" in capsys.readouterr().out
+    truth = pd.read_csv(tmp_path / "s" / "truth.tsv", sep="\t")
+    assert "low_mapq" in truth  # the columns of a scenario other than standard
+    with pysam.AlignmentFile(str(tmp_path / "s" / "G1_R1.bam")) as bam:
+        assert 0.2 <= bam.mapped / len(truth) <= 0.5
+    assert main(["simulate", str(tmp_path / "x"), "--scenario", "worst", *args]) == 2
+    err = capsys.readouterr().err
+    assert "scenario 'worst'" in err and all(name in err for name in SCENARIOS)
+    assert not (tmp_path / "x").exists()
+    # The help names every scenario (the parser does not import the simulator to list them).
+    sub = build_parser()._subparsers._group_actions[0].choices["simulate"]
+    help_text = next(a.help for a in sub._actions if "--scenario" in a.option_strings)
+    assert all(name in help_text for name in SCENARIOS)

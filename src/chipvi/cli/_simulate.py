@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._errors import ChipviInputError
-
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -41,6 +39,15 @@ def register(subparsers) -> None:
         default=None,
         help="ChIP reads per library, comma-separated (default: the simulator's)",
     )
+    p.add_argument(
+        "--scenario",
+        default="standard",
+        help=(
+            "which of the model's assumptions to break: standard (default: none), chip_bias, "
+            "mapq_partial, offgrid, dispersion, sparse or misspecified (the first four "
+            "together); see chipvi.datasets.SimulationSpec"
+        ),
+    )
     p.add_argument("--paired", action="store_true", help="paired-end reads")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in OUT_DIR")
     p.add_argument(
@@ -52,14 +59,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from .. import datasets
 
-    if not hasattr(datasets, "simulate"):
-        raise ChipviInputError("This chipvi build has no chipvi.datasets.simulate.")
     kwargs = dict(
         seed=args.seed,
         n_chroms=args.n_chroms,
         chrom_length=args.chrom_length,
         n_groups=args.n_groups,
         n_replicates=args.n_replicates,
+        scenario=args.scenario,
         paired=args.paired,
         overwrite=args.overwrite,
     )
@@ -67,7 +73,7 @@ def run(args) -> int:
         kwargs["depths"] = args.depths
     sim = datasets.simulate(args.out_dir, **kwargs)
     if not args.quiet:
-        print(f"chipvi simulate: sample sheet {sim.samplesheet}")
+        print(f"chipvi simulate ({args.scenario}): sample sheet {sim.samplesheet}")
         print(f"  truth table {sim.truth_path} ({len(sim.truth)} bins of 200 bp)")
         print(f"  next: chipvi bin {sim.samplesheet} -o {Path(args.out_dir) / 'bins.h5ad'}")
     return 0

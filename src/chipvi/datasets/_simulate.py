@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pysam
 
 from .._errors import ChipviInputError
 from .._utils import atomic_path
-from ._bam_writer import BamWriter
-
-TRUTH_BIN_SIZE = 200
-_DEFAULT_DEPTHS = (500_000, 120_000)
-_DEFAULT_CONTROL_DEPTHS = (300_000, 100_000)
-_DEFAULT_GC_BIAS = (0.1, 0.25)
-_FLAG_PAIRED, _FLAG_PROPER, _FLAG_REVERSE, _FLAG_MATE_REVERSE = 0x1, 0x2, 0x10, 0x20
-_FLAG_READ1, _FLAG_READ2, _FLAG_DUPLICATE = 0x40, 0x80, 0x400
+from ._genome import TRUTH_BIN_SIZE, Genome, make_genome, place_intervals, smooth_noise
+from ._reads import random_reference, write_library
+from ._spec import SimulationSpec, _check_positive_int
 
 
 @dataclass
@@ -37,12 +31,23 @@ class Simulation:
         One row per 200 bp bin: ``chrom``, ``start``, ``end``; per group ``enriched_<group>``
         (bool) and ``lfe_<group>`` (true natural-log fold enrichment: the log of the biological
         multiplier on the technical rate, 0 outside enrichment); ``low_mappability`` (bool:
-        bins whose reads have MAPQ 0-3 and that carry artefactual pile-ups in ChIP and input,
-        not enrichment); per ChIP library ``enriched_<sample>`` and ``lfe_<sample>`` (its
-        own truth: the group's, less the features it lacks when
-        ``replicate_specific_fraction`` > 0); plus the nuisances behind the counts:
-        ``feature`` ("narrow", "broad" or "none"), ``gc`` (the GC-like covariate),
-        ``copy_number_<group>``.
+        bins with artefactual pile-ups in ChIP and input, not enrichment; their reads have
+        MAPQ 0-3 except in the ``mapq_partial`` scenarios, see ``low_mapq``); per ChIP library
+        ``enriched_<sample>`` and ``lfe_<sample>`` (its own truth: the group's, less the
+        features it lacks when ``replicate_specific_fraction`` > 0); plus the nuisances behind
+        the counts: ``feature`` ("narrow", "broad" or "none"; with ``offgrid``, the kind
+        covering more of the bin), ``gc`` (the GC-like covariate), ``copy_number_<group>``.
+
+        In every scenario but ``"standard"`` (whose table is unchanged from earlier versions)
+        also: ``low_mapq`` (bool: bins whose reads get MAPQ 0-3), ``chip_bias_<group>`` (the
+        ChIP-only multiplier of ``chip_bias``; 1 without it), ``overdispersion`` (the
+        Gamma-noise variance of the bin) and ``overlap_<group>`` (fraction of the bin's bp
+        inside the group's features). With ``offgrid``, features do not follow the bins:
+        ``lfe_<group>`` is the log of the bp-weighted mean of the multiplier ``exp(lfe)``
+        over the bin (its expected reads over the technical expectation), and
+        ``enriched_<group>`` holds where at least half the bin lies in features or the bin
+        holds a feature's middle (every feature labels at least one bin); a bin only touched
+        by a feature's edge has ``lfe`` > 0 and is not enriched.
     truth_path
         Path of ``truth.tsv`` (the ``truth`` table).
     chrom_sizes
@@ -56,6 +61,12 @@ class Simulation:
         ``reverse``, ``n_reads`` (copies written), ``n_flagged`` (copies with the duplicate flag).
     paired
         Whether reads are paired-end.
+    spec
+        The specification simulated.
+    features
+        One row per enriched feature: ``chrom``, ``start``, ``end`` (bp), ``kind`` ("narrow"
+        or "broad") and ``lfe_<group>`` (its summit or level log fold in the group, 0 where
+        the group lacks it). Not written to a file.
     """
 
     samplesheet: Path
@@ -65,247 +76,49 @@ class Simulation:
     libraries: pd.DataFrame = field(repr=False)
     jackpots: pd.DataFrame = field(repr=False)
     paired: bool = False
-
-
-def _per_library(value, name: str, n_groups: int, n_replicates: int, kind=float) -> list:
-    """Expand a per-replicate (repeated for every group) or per-library sequence."""
-    if np.isscalar(value):
-        values = [value] * n_replicates
-    else:
-        values = list(value)
-    if len(values) == n_replicates:
-        values = values * n_groups
-    if len(values) != n_groups * n_replicates:
-        raise ChipviInputError(
-            f"{name} has {len(values)} values; give one per replicate ({n_replicates}) or one "
-            f"per library (n_groups * n_replicates = {n_groups * n_replicates})."
-        )
-    out = []
-    for v in values:
-        try:
-            out.append(kind(v))
-        except (TypeError, ValueError):
-            raise ChipviInputError(f"{name} contains {v!r}, which is not a number.") from None
-    return out
-
-
-def _check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ChipviInputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_nonnegative(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or value < 0:
-        raise ChipviInputError(f"{name} must be a number >= 0, got {value!r}.")
-    return float(value)
-
-
-def _smooth_noise(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
-    """Zero-mean, unit-sd noise smoothed by a moving average over ``width`` bins."""
-    raw = rng.standard_normal(n + 2 * width)
-    kernel = np.hanning(2 * width + 1)
-    smooth = np.convolve(raw, kernel / kernel.sum(), mode="same")[width : width + n]
-    sd = smooth.std()
-    return (smooth - smooth.mean()) / (sd if sd > 0 else 1.0)
-
-
-@dataclass
-class _Genome:
-    """Bins of all chromosomes concatenated, with per-bin covariates."""
-
-    chrom_sizes: dict[str, int]
-    chrom_of_bin: np.ndarray  # int index into chrom_sizes
-    start: np.ndarray
-    end: np.ndarray
-    offsets: np.ndarray  # first global bin of each chromosome (+ total at the end)
-
-    @property
-    def n_bins(self) -> int:
-        return len(self.start)
-
-    @property
-    def width(self) -> np.ndarray:
-        return (self.end - self.start).astype(np.float64)
-
-
-def _make_genome(chrom_sizes: Mapping[str, int]) -> _Genome:
-    starts, ends, chrom_idx, offsets = [], [], [], [0]
-    for i, length in enumerate(chrom_sizes.values()):
-        s = np.arange(0, length, TRUTH_BIN_SIZE, dtype=np.int64)
-        starts.append(s)
-        ends.append(np.minimum(s + TRUTH_BIN_SIZE, length))
-        chrom_idx.append(np.full(len(s), i, dtype=np.int64))
-        offsets.append(offsets[-1] + len(s))
-    return _Genome(
-        dict(chrom_sizes),
-        np.concatenate(chrom_idx),
-        np.concatenate(starts),
-        np.concatenate(ends),
-        np.asarray(offsets),
-    )
-
-
-def _place_intervals(
-    rng: np.random.Generator,
-    genome: _Genome,
-    occupied: np.ndarray,
-    n: int,
-    widths: np.ndarray,
-    gap: int = 2,
-) -> list[tuple[int, int]]:
-    """Place ``n`` intervals of the given widths (in bins) on free bins of one chromosome each."""
-    placed = []
-    for k in range(n):
-        w = int(widths[k])
-        for _ in range(200):
-            c = rng.integers(len(genome.offsets) - 1)
-            lo, hi = genome.offsets[c], genome.offsets[c + 1]
-            if hi - lo < w + 2 * gap:
-                continue
-            s = int(rng.integers(lo + gap, hi - w - gap + 1))
-            if not occupied[s - gap : s + w + gap].any():
-                occupied[s : s + w] = True
-                placed.append((s, s + w))
-                break
-    return placed
-
-
-def _check_paths_free(paths: Sequence[Path], overwrite: bool) -> None:
-    if overwrite:
-        return
-    existing = [str(p) for p in paths if p.exists()]
-    if existing:
-        raise ChipviInputError(
-            f"simulate would overwrite existing files ({', '.join(existing[:3])}"
-            f"{', ...' if len(existing) > 3 else ''}); pass overwrite=True or use an empty out_dir."
-        )
+    spec: SimulationSpec | None = field(default=None, repr=False)
+    features: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def simulate(
     out_dir: str | os.PathLike,
     *,
-    seed: int = 0,
-    chrom_sizes: Mapping[str, int] | None = None,
-    n_chroms: int = 2,
-    chrom_length: int = 1_000_000,
-    n_groups: int = 1,
-    n_replicates: int = 2,
-    depths: Sequence[int] | int | None = None,
-    control_depths: Sequence[int] | int | None = None,
-    fragment_length: int = 200,
-    fragment_sd: float = 25.0,
-    read_length: int = 50,
-    paired: bool = False,
-    peaks_per_mb: float = 60.0,
-    domains_per_mb: float = 5.0,
-    peak_fold: float = 10.0,
-    domain_fold: float = 3.5,
-    shared_fraction: float = 0.6,
-    group_difference_sd: float = 0.4,
-    replicate_specific_fraction: float = 0.0,
-    cnv_segments_per_mb: float = 2.0,
-    background_sd: float = 0.25,
-    gc_bias: Sequence[float] | float | None = None,
-    lowmap_blocks_per_mb: float = 6.0,
-    lowmap_fold: float = 6.0,
-    jackpot_sample: str | None = None,
-    jackpots_per_mb: float = 10.0,
-    jackpot_size: float = 100.0,
-    jackpot_flagged: float = 0.1,
-    overdispersion: float = 0.05,
-    target: str = "sim",
+    spec: SimulationSpec | None = None,
     compresslevel: int = 1,
     overwrite: bool = False,
+    **fields,
 ) -> Simulation:
     """Write simulated ChIP-seq and input BAMs with known enrichment.
 
-    The genome is cut into 200 bp bins. For ChIP library ``j`` of group ``g`` the expected
-    fragment count of bin ``i`` is proportional to
-
-        width_i * CN_gi * B_gi * A_i * exp(b_j * GC_i) * exp(lfe_gi) * e_ij
-
-    and for its input to ``width_i * CN_gi * B_gi * A_i * e'_ij``, where ``CN`` is a
-    piecewise-constant copy number (segments shared by the ChIP and input libraries of a group),
-    ``B`` a smooth open-chromatin background, ``A`` an artefactual pile-up multiplier inside
-    low-mappability blocks (reads there get MAPQ 0-3), ``GC`` a smooth GC-like covariate with
-    a library-specific bias strength ``b_j``, ``lfe`` the true log fold enrichment (narrow
-    peaks of 1-5 bins and broad domains of tens to hundreds of bins; 0 elsewhere) and ``e``
-    Gamma noise of variance ``overdispersion``. Fragment counts are drawn from a multinomial
-    with the library's depth; fragment centres fall uniformly inside their bin, fragment
-    lengths are Normal(``fragment_length``, ``fragment_sd``). One library also receives
-    PCR-duplicate jackpots: many copies of one fragment, mostly without the duplicate flag.
+    What is simulated is a :class:`SimulationSpec`: pass one as ``spec``, or its fields as
+    keywords (``simulate(out_dir, seed=3, n_groups=2)``); keywords given with ``spec`` replace
+    its fields. The spec documents the generative story, every field and the scenarios
+    (``scenario="misspecified"`` and others) that break the model's assumptions.
 
     Parameters
     ----------
     out_dir
         Folder for the BAMs (with ``.bai`` indexes), ``samplesheet.csv`` and ``truth.tsv``;
         created if missing.
-    seed
-        Seed of the random generator; the same arguments and seed give identical files.
-    chrom_sizes
-        Chromosome names and lengths; default ``n_chroms`` chromosomes ``chr1, ...`` of
-        ``chrom_length`` bp.
-    n_chroms, chrom_length
-        Genome used when ``chrom_sizes`` is not given.
-    n_groups
-        Biological groups (``G1, G2, ...``). With two or more, each enriched feature is
-        shared by all groups with probability ``shared_fraction`` (with group-specific
-        strengths, log-normal spread ``group_difference_sd``) and otherwise specific to one.
-    n_replicates
-        ChIP libraries per group, each with its own input library.
-    depths, control_depths
-        Reads (fragments when ``paired``) per ChIP / input library: one value per replicate
-        (repeated for every group) or one per library, group-major. Default: replicates
-        alternate a strong library (500 000 ChIP / 300 000 input reads) and a weak one
-        (120 000 / 100 000). With these, MACS3 fold enrichment reaches an AUPRC
-        of about 0.95 on enriched bins for the strong library and 0.89 for the weak one.
-    fragment_length, fragment_sd
-        Mean and sd of fragment lengths (bp).
-    read_length
-        Read length (bp).
-    paired
-        Write properly paired reads (both mates) instead of single-end reads.
-    peaks_per_mb, domains_per_mb
-        Density of narrow peaks and broad domains per Mb of genome.
-    peak_fold, domain_fold
-        Median fold enrichment at the summit of narrow peaks / inside broad domains.
-    shared_fraction, group_difference_sd
-        See ``n_groups``.
-    replicate_specific_fraction
-        Fraction of enriched features present in only one replicate of each group that has
-        them (chosen at random): biology the replicates do not share, as after a failed
-        immunoprecipitation or in heterogeneous samples. Their truth is in the per-library
-        columns ``lfe_<sample>`` / ``enriched_<sample>``. Drawn from a separate random stream,
-        so 0 (the default) leaves every other output of a seed unchanged.
-    cnv_segments_per_mb
-        Copy-number breakpoints per Mb (0: no copy-number changes).
-    background_sd
-        sd of the smooth log background shared by ChIP and input.
-    gc_bias
-        Strength of the GC-like bias on the log ChIP rate, per replicate or per library.
-        Default: 0.1 for the strong and 0.25 for the weak replicates.
-    lowmap_blocks_per_mb, lowmap_fold
-        Density of low-mappability blocks and median fold of their artefactual pile-ups.
-    jackpot_sample
-        Library that receives PCR jackpots (default: the second replicate of the first group,
-        or the only one); ``""`` disables jackpots.
-    jackpots_per_mb, jackpot_size, jackpot_flagged
-        Jackpot density, median number of copies per jackpot, and the fraction of copies
-        flagged as duplicates.
-    overdispersion
-        Variance of the per-bin Gamma noise (mean 1) on every library's rate.
-    target
-        Value of the sample sheet's ``target`` column.
+    spec
+        What to simulate; default ``SimulationSpec()``.
     compresslevel
         BGZF (libdeflate) compression level, 1-12 (1: fastest; files ~4 % larger than at 4).
     overwrite
         Replace existing output files.
+    **fields
+        :class:`SimulationSpec` fields (``seed``, ``chrom_length``, ``depths``, ...).
 
     Returns
     -------
     Simulation
         Paths and truth; see :class:`Simulation`.
+
+    Raises
+    ------
+    ChipviInputError
+        For an unknown or out-of-range field, or outputs that exist without ``overwrite``;
+        raised before anything is written.
 
     Examples
     --------
@@ -313,451 +126,576 @@ def simulate(
     >>> adata = chipvi.read_bams(sim.samplesheet)  # doctest: +SKIP
     """
     # ---- validate everything before writing anything
-    seed = _check_positive_int(seed, "seed", 0)
-    n_groups = _check_positive_int(n_groups, "n_groups")
-    n_replicates = _check_positive_int(n_replicates, "n_replicates")
-    if chrom_sizes is None:
-        n_chroms = _check_positive_int(n_chroms, "n_chroms")
-        chrom_length = _check_positive_int(chrom_length, "chrom_length")
-        chrom_sizes = {f"chr{i + 1}": chrom_length for i in range(n_chroms)}
-    else:
-        if not isinstance(chrom_sizes, Mapping) or not chrom_sizes:
-            raise ChipviInputError("chrom_sizes must be a non-empty mapping {chrom: length}.")
-        chrom_sizes = {
-            str(c): _check_positive_int(n, f"chrom_sizes[{c!r}]") for c, n in chrom_sizes.items()
-        }
-    read_length = _check_positive_int(read_length, "read_length")
-    fragment_length = _check_positive_int(fragment_length, "fragment_length")
-    if fragment_length < read_length:
-        raise ChipviInputError(
-            f"fragment_length ({fragment_length}) must be at least read_length ({read_length})."
-        )
-    too_short = [c for c, n in chrom_sizes.items() if n < 2 * fragment_length]
-    if too_short:
-        raise ChipviInputError(
-            f"chromosomes {too_short} are shorter than 2 * fragment_length; make them longer."
-        )
-    # Defaults alternate a strong and a weak replicate (deep, mild GC bias / shallow, strong).
-    if depths is None:
-        depths = [_DEFAULT_DEPTHS[r % 2] for r in range(n_replicates)]
-    if control_depths is None:
-        control_depths = [_DEFAULT_CONTROL_DEPTHS[r % 2] for r in range(n_replicates)]
-    if gc_bias is None:
-        gc_bias = [_DEFAULT_GC_BIAS[r % 2] for r in range(n_replicates)]
-    depths = _per_library(depths, "depths", n_groups, n_replicates, int)
-    control_depths = _per_library(control_depths, "control_depths", n_groups, n_replicates, int)
-    for name, values in (("depths", depths), ("control_depths", control_depths)):
-        if min(values) < 1:
-            raise ChipviInputError(f"{name} must all be >= 1, got {values}.")
-    gc_bias = _per_library(gc_bias, "gc_bias", n_groups, n_replicates, float)
-    for name, value in (
-        ("fragment_sd", fragment_sd),
-        ("peaks_per_mb", peaks_per_mb),
-        ("domains_per_mb", domains_per_mb),
-        ("group_difference_sd", group_difference_sd),
-        ("cnv_segments_per_mb", cnv_segments_per_mb),
-        ("background_sd", background_sd),
-        ("lowmap_blocks_per_mb", lowmap_blocks_per_mb),
-        ("jackpots_per_mb", jackpots_per_mb),
-        ("jackpot_size", jackpot_size),
-        ("overdispersion", overdispersion),
-    ):
-        _check_nonnegative(value, name)
-    for name, value in (("peak_fold", peak_fold), ("domain_fold", domain_fold)):
-        if _check_nonnegative(value, name) < 1:
-            raise ChipviInputError(f"{name} must be >= 1 (a fold enrichment), got {value!r}.")
-    _check_nonnegative(lowmap_fold, "lowmap_fold")
-    for name, value in (
-        ("shared_fraction", shared_fraction),
-        ("jackpot_flagged", jackpot_flagged),
-        ("replicate_specific_fraction", replicate_specific_fraction),
-    ):
-        if not 0 <= _check_nonnegative(value, name) <= 1:
-            raise ChipviInputError(f"{name} must lie in [0, 1], got {value!r}.")
+    spec = SimulationSpec.from_fields(spec, **fields)
     if not 1 <= _check_positive_int(compresslevel, "compresslevel") <= 12:
         raise ChipviInputError(f"compresslevel must lie in 1..12, got {compresslevel!r}.")
-    if not isinstance(target, str) or not target:
-        raise ChipviInputError(f"target must be a non-empty string, got {target!r}.")
+    paths = _OutputPaths.prepare(out_dir, spec.samples, overwrite)
 
-    groups = [f"G{g + 1}" for g in range(n_groups)]
-    samples = [f"{g}_R{r + 1}" for g in groups for r in range(n_replicates)]
-    if jackpot_sample is None:
-        jackpot_sample = samples[min(1, len(samples) - 1)]
-    if jackpot_sample and jackpot_sample not in samples:
-        raise ChipviInputError(
-            f"jackpot_sample {jackpot_sample!r} is not one of the samples {samples}; "
-            "use '' to disable jackpots."
-        )
-
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ChipviInputError(f"out_dir {out_dir} exists and is not a folder.")
-    bam_paths = {s: out_dir / f"{s}.bam" for s in samples}
-    control_paths = {s: out_dir / f"{s}_input.bam" for s in samples}
-    sheet_path, truth_path = out_dir / "samplesheet.csv", out_dir / "truth.tsv"
-    outputs = [sheet_path, truth_path]
-    for p in [*bam_paths.values(), *control_paths.values()]:
-        outputs += [p, p.with_name(p.name + ".bai")]
-    _check_paths_free(outputs, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Absolute paths in the returned Simulation stay valid after a change of directory.
-    out_dir = out_dir.resolve()
-    bam_paths = {s: out_dir / p.name for s, p in bam_paths.items()}
-    control_paths = {s: out_dir / p.name for s, p in control_paths.items()}
-    sheet_path, truth_path = out_dir / sheet_path.name, out_dir / truth_path.name
-
-    # ---- the genome and its covariates
-    rng = np.random.default_rng(seed)
-    genome = _make_genome(chrom_sizes)
-    n_bins = genome.n_bins
-    genome_mb = sum(chrom_sizes.values()) / 1e6
-
-    def count(density: float) -> int:
-        return int(rng.poisson(density * genome_mb))
-
-    gc = np.clip(0.5 + 0.08 * _smooth_noise(rng, n_bins, 50), 0.3, 0.7)
-    gc_z = (gc - 0.5) / 0.08
-
-    # Low-mappability blocks (1-15 bins) with artefactual pile-ups in ChIP and input alike.
-    occupied = np.zeros(n_bins, dtype=bool)
-    n_lowmap = count(lowmap_blocks_per_mb)
-    lowmap_blocks = _place_intervals(
-        rng, genome, occupied, n_lowmap, rng.integers(1, 16, n_lowmap), gap=0
-    )
-    low_mappability = occupied.copy()
-    artefact = np.ones(n_bins)
-    for s, e in lowmap_blocks:
-        artefact[s:e] = lowmap_fold * math.exp(np.clip(0.3 * rng.standard_normal(), -0.7, 0.7))
-
-    # Enriched features: narrow peaks (1-5 bins) and broad domains (20-300 bins).
-    n_peaks, n_domains = count(peaks_per_mb), count(domains_per_mb)
-    domains = _place_intervals(
-        rng, genome, occupied, n_domains, np.exp(rng.uniform(np.log(20), np.log(300), n_domains))
-    )
-    peaks = _place_intervals(rng, genome, occupied, n_peaks, rng.integers(1, 6, n_peaks))
-    feature = np.full(n_bins, "none", dtype=object)
-    lfe = np.zeros((n_groups, n_bins))
-
-    def feature_groups() -> np.ndarray:
-        """Per-group multiplier on a feature's log fold (0: absent in that group)."""
-        if n_groups == 1 or rng.random() < shared_fraction:
-            return np.exp(group_difference_sd * rng.standard_normal(n_groups) * (n_groups > 1))
-        present = np.zeros(n_groups)
-        present[rng.integers(n_groups)] = 1.0
-        return present
-
-    # Which replicates carry each feature (1 = present); a stream of its own (see docstring).
-    presence = np.ones((len(samples), n_bins))
-    rep_rng = np.random.default_rng([seed, 1])
-
-    def replicate_specific(s: int, e: int) -> None:
-        for g in range(n_groups):
-            if rep_rng.random() < replicate_specific_fraction:
-                libs = g * n_replicates + np.arange(n_replicates)
-                presence[np.delete(libs, rep_rng.integers(n_replicates)), s:e] = 0.0
-
-    for s, e in peaks:
-        replicate_specific(s, e)
-        summit = math.log(max(peak_fold * math.exp(0.5 * rng.standard_normal()), 1.5))
-        offsets = np.arange(s, e) - (s + e - 1) / 2
-        shape = np.exp(-0.5 * (offsets / max((e - s) / 2.5, 0.5)) ** 2)
-        lfe[:, s:e] = feature_groups()[:, None] * summit * shape[None, :]
-        feature[s:e] = "narrow"
-    for s, e in domains:
-        replicate_specific(s, e)
-        level = math.log(max(domain_fold * math.exp(0.3 * rng.standard_normal()), 1.2))
-        wave = np.exp(0.15 * _smooth_noise(rng, e - s, 5))
-        lfe[:, s:e] = feature_groups()[:, None] * level * wave[None, :]
-        feature[s:e] = "broad"
-
-    copy_number = np.full((n_groups, n_bins), 2.0)
-    background = np.ones((n_groups, n_bins))
-    for g in range(n_groups):
-        for c in range(len(chrom_sizes)):
-            lo, hi = genome.offsets[c], genome.offsets[c + 1]
-            n_breaks = rng.poisson(cnv_segments_per_mb * (hi - lo) * TRUTH_BIN_SIZE / 1e6)
-            cuts = np.sort(rng.integers(lo, hi, n_breaks))
-            for s, e in zip(np.r_[lo, cuts], np.r_[cuts, hi], strict=True):
-                copy_number[g, s:e] = rng.choice([1.0, 2.0, 3.0, 4.0], p=[0.1, 0.6, 0.2, 0.1])
-        background[g] = np.exp(background_sd * _smooth_noise(rng, n_bins, 25))
-
-    def gamma_noise() -> np.ndarray:
-        if overdispersion == 0:
-            return np.ones(n_bins)
-        return rng.gamma(1.0 / overdispersion, overdispersion, n_bins)
-
+    rng = np.random.default_rng(spec.seed)
+    # The stages draw from one random stream in this order; the order defines a seed's output.
+    # The scenarios' extra terms come from streams of their own (see SimulationSpec).
+    genome = make_genome(spec.genome)
+    grid = _Grid.for_spec(spec, genome)
+    nuisances = _draw_nuisances(spec, rng, genome)
+    features = _draw_features(spec, rng, grid, grid.expand(nuisances.occupied))
+    _draw_copy_number_and_background(spec, rng, genome, nuisances)
+    _draw_scenario_nuisances(spec, genome, nuisances)
     # One reference sequence per chromosome, shared by all libraries (reads carry its bases).
     references = [
-        _random_reference(rng, gc[genome.offsets[c] : genome.offsets[c + 1]], length)
-        for c, length in enumerate(chrom_sizes.values())
+        random_reference(rng, nuisances.gc[genome.offsets[c] : genome.offsets[c + 1]], length)
+        for c, length in enumerate(spec.genome.values())
     ]
-
-    # ---- fragment counts per library
-    width = genome.width
-    libraries = []
-    for j, sample in enumerate(samples):
-        g = j // n_replicates
-        base = width * copy_number[g] * background[g] * artefact
-        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe[g] * presence[j]) * gamma_noise()
-        input_rate = base * gamma_noise()
-        libraries.append((sample, g, j % n_replicates, chip_rate, depths[j], bam_paths[sample]))
-        libraries.append((sample, g, -1, input_rate, control_depths[j], control_paths[sample]))
-
-    jackpot_rows = []
-    free_of_lowmap = np.flatnonzero(~low_mappability)
-    for sample, _g, rep, rate, depth, path in libraries:
-        jackpots = None
-        if sample == jackpot_sample and rep >= 0:
-            n_jp = count(jackpots_per_mb)
-            sizes = np.maximum(
-                np.round(jackpot_size * np.exp(0.6 * rng.standard_normal(n_jp))), 10
-            ).astype(np.int64)
-            # Jackpots never eat more than a tenth of the library.
-            keep = np.cumsum(sizes) <= depth // 10
-            sizes = sizes[keep]
-            jackpots = (rng.choice(free_of_lowmap, len(sizes)), sizes)
-            depth -= int(sizes.sum())
-        counts = rng.multinomial(depth, rate / rate.sum())
-        rows = _write_library(
-            path,
-            genome,
-            counts,
-            low_mappability,
-            jackpots,
-            rng=rng,
-            references=references,
-            fragment_length=fragment_length,
-            fragment_sd=fragment_sd,
-            read_length=read_length,
-            paired=paired,
-            jackpot_flagged=jackpot_flagged,
-            compresslevel=compresslevel,
-            overwrite=overwrite,
-            name_prefix=f"{path.stem}.",
-        )
-        for row in rows:
-            jackpot_rows.append({"sample": sample, **row})
-
-    # ---- sample sheet and truth
-    sheet = pd.DataFrame(
-        {
-            "sample": samples,
-            "bam": [bam_paths[s].name for s in samples],
-            "control": [control_paths[s].name for s in samples],
-            "target": target,
-            "group": [s.split("_")[0] for s in samples],
-            "replicate": [int(s.split("_R")[1]) for s in samples],
-        }
+    libraries = _library_rates(spec, rng, grid, nuisances, features, paths)
+    jackpot_rows = _write_libraries(
+        spec,
+        rng,
+        grid,
+        nuisances,
+        libraries,
+        references,
+        compresslevel=compresslevel,
+        overwrite=overwrite,
     )
-    with atomic_path(sheet_path, overwrite=overwrite) as tmp:
-        sheet.to_csv(tmp, index=False)
-
-    truth = pd.DataFrame(
-        {
-            "chrom": pd.Categorical(
-                np.asarray(list(chrom_sizes))[genome.chrom_of_bin], categories=list(chrom_sizes)
-            ),
-            "start": genome.start,
-            "end": genome.end,
-        }
-    )
-    # Rounded so that the table read back from truth.tsv equals the one returned.
-    lfe = np.round(lfe, 6)
-    for g, group in enumerate(groups):
-        truth[f"enriched_{group}"] = lfe[g] > 0
-        truth[f"lfe_{group}"] = lfe[g]
-    for j, sample in enumerate(samples):
-        lfe_j = lfe[j // n_replicates] * presence[j]
-        truth[f"enriched_{sample}"] = lfe_j > 0
-        truth[f"lfe_{sample}"] = lfe_j
-    truth["low_mappability"] = low_mappability
-    truth["feature"] = pd.Series(feature, dtype=str)
-    truth["gc"] = np.round(gc, 6)
-    for g, group in enumerate(groups):
-        truth[f"copy_number_{group}"] = copy_number[g]
-    with atomic_path(truth_path, overwrite=overwrite) as tmp:
+    sheet = _write_samplesheet(spec, paths, overwrite)
+    truth = _truth_table(spec, grid, nuisances, features)
+    with atomic_path(paths.truth, overwrite=overwrite) as tmp:
         truth.to_csv(tmp, sep="\t", index=False)
 
     library_table = pd.DataFrame(
         {
-            "sample": samples,
+            "sample": list(spec.samples),
             "group": sheet["group"],
             "replicate": sheet["replicate"],
-            "bam": [str(bam_paths[s].resolve()) for s in samples],
-            "control_bam": [str(control_paths[s].resolve()) for s in samples],
-            "depth": depths,
-            "control_depth": control_depths,
-            "gc_bias": gc_bias,
+            "bam": [str(paths.bam[s].resolve()) for s in spec.samples],
+            "control_bam": [str(paths.control[s].resolve()) for s in spec.samples],
+            "depth": spec.library_depths,
+            "control_depth": spec.library_control_depths,
+            "gc_bias": spec.library_gc_bias,
         }
     )
     jackpot_table = pd.DataFrame(
         jackpot_rows, columns=["sample", "chrom", "pos", "reverse", "n_reads", "n_flagged"]
     )
     return Simulation(
-        samplesheet=sheet_path,
+        samplesheet=paths.sheet,
         truth=truth,
-        truth_path=truth_path,
-        chrom_sizes=dict(chrom_sizes),
+        truth_path=paths.truth,
+        chrom_sizes=spec.genome,
         libraries=library_table,
         jackpots=jackpot_table,
-        paired=paired,
+        paired=spec.paired,
+        spec=spec,
+        features=_feature_table(spec, grid, features),
     )
 
 
-def _random_reference(rng: np.random.Generator, gc: np.ndarray, length: int) -> np.ndarray:
-    """4-bit base codes whose local GC fraction follows the per-bin covariate ``gc``."""
-    threshold = np.repeat(np.round(gc * 65536).astype(np.uint32), TRUTH_BIN_SIZE)[:length]
-    draw = rng.integers(0, 65536, length, dtype=np.uint32)
-    # One 16-bit draw per base: below the threshold means G/C; its lowest bit picks which.
-    choice = 2 * (draw < threshold) + (draw & 1)
-    return np.array([1, 8, 2, 4], dtype=np.uint8)[choice]  # A, T, C, G
+# ---------------------------------------------------------------- outputs
 
 
-def _jackpot_fragments(
-    rng: np.random.Generator,
-    genome: _Genome,
-    jackpots: tuple[np.ndarray, np.ndarray],
-    lo: int,
-    hi: int,
-    fragment_length: int,
-    fragment_sd: float,
-    read_length: int,
-    jackpot_flagged: float,
-) -> dict:
-    """Copies of one fragment per jackpot in bins ``[lo, hi)``; few flagged as duplicates."""
-    length = int(genome.end[hi - 1])
-    jp_bins, jp_sizes = jackpots
-    here = (jp_bins >= lo) & (jp_bins < hi)
-    bins, sizes = jp_bins[here], jp_sizes[here]
-    k = len(bins)
-    flen = np.clip(
-        np.round(rng.normal(fragment_length, fragment_sd, k)).astype(np.int64),
-        read_length,
-        min(2 * fragment_length, length),
-    )
-    centre = genome.start[bins] + rng.integers(0, genome.width[bins].astype(np.int64))
-    fstart = np.clip(centre - flen // 2, 0, length - flen)
-    reverse = rng.random(k) < 0.5
-    duplicate = rng.random(int(sizes.sum())) < jackpot_flagged
-    first_copy = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
-    duplicate[first_copy[sizes > 0]] = False  # the original molecule is never the duplicate
-    rows = [
+@dataclass
+class _OutputPaths:
+    """Absolute paths of everything :func:`simulate` writes."""
+
+    bam: dict[str, Path]
+    control: dict[str, Path]
+    sheet: Path
+    truth: Path
+
+    @classmethod
+    def prepare(
+        cls, out_dir: str | os.PathLike, samples: Sequence[str], overwrite: bool
+    ) -> _OutputPaths:
+        """Check that the outputs are free (unless ``overwrite``) and create ``out_dir``."""
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ChipviInputError(f"out_dir {out_dir} exists and is not a folder.")
+        paths = cls._under(out_dir, samples)
+        if not overwrite:
+            existing = [str(p) for p in paths.files() if p.exists()]
+            if existing:
+                raise ChipviInputError(
+                    f"simulate would overwrite existing files ({', '.join(existing[:3])}"
+                    f"{', ...' if len(existing) > 3 else ''}); pass overwrite=True or use an "
+                    "empty out_dir."
+                )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # Absolute paths in the returned Simulation stay valid after a change of directory.
+        return cls._under(out_dir.resolve(), samples)
+
+    @classmethod
+    def _under(cls, out_dir: Path, samples: Sequence[str]) -> _OutputPaths:
+        return cls(
+            bam={s: out_dir / f"{s}.bam" for s in samples},
+            control={s: out_dir / f"{s}_input.bam" for s in samples},
+            sheet=out_dir / "samplesheet.csv",
+            truth=out_dir / "truth.tsv",
+        )
+
+    def files(self) -> list[Path]:
+        outputs = [self.sheet, self.truth]
+        for p in [*self.bam.values(), *self.control.values()]:
+            outputs += [p, p.with_name(p.name + ".bai")]
+        return outputs
+
+
+def _write_samplesheet(spec: SimulationSpec, paths: _OutputPaths, overwrite: bool) -> pd.DataFrame:
+    samples = list(spec.samples)
+    sheet = pd.DataFrame(
         {
-            "pos": int(fstart[i]),
-            "flen": int(flen[i]),
-            "reverse": bool(reverse[i]),
-            "n_reads": int(sizes[i]),
-            "n_flagged": int(duplicate[first_copy[i] : first_copy[i] + sizes[i]].sum()),
+            "sample": samples,
+            "bam": [paths.bam[s].name for s in samples],
+            "control": [paths.control[s].name for s in samples],
+            "target": spec.target,
+            "group": [s.split("_")[0] for s in samples],
+            "replicate": [int(s.split("_R")[1]) for s in samples],
         }
-        for i in range(k)
-    ]
-    return {
-        "fstart": np.repeat(fstart, sizes),
-        "flen": np.repeat(flen, sizes),
-        "reverse": np.repeat(reverse, sizes),
-        "duplicate": duplicate,
-        "rows": rows,
-    }
+    )
+    with atomic_path(paths.sheet, overwrite=overwrite) as tmp:
+        sheet.to_csv(tmp, index=False)
+    return sheet
 
 
-def _write_library(
-    path: Path,
-    genome: _Genome,
-    counts: np.ndarray,
-    low_mappability: np.ndarray,
-    jackpots: tuple[np.ndarray, np.ndarray] | None,
-    *,
+# ---------------------------------------------------------------- the feature grid
+
+# "offgrid": features live on cells of this many bp instead of the 200 bp bins.
+OFFGRID_STEP = 10
+
+
+@dataclass
+class _Grid:
+    """Where features and reads are drawn: the 200 bp bins, or finer cells ("offgrid").
+
+    Technical terms stay per bin and are repeated over a bin's cells (:meth:`expand`).
+    """
+
+    bins: Genome
+    cells: Genome
+    bin_of_cell: np.ndarray | None  # None: the cells are the bins
+
+    @classmethod
+    def for_spec(cls, spec: SimulationSpec, bins: Genome) -> _Grid:
+        if "offgrid" not in spec.mechanisms:
+            return cls(bins, bins, None)
+        cells = make_genome(spec.genome, OFFGRID_STEP)
+        bin_of_cell = bins.offsets[cells.chrom_of_bin] + cells.start // TRUTH_BIN_SIZE
+        return cls(bins, cells, bin_of_cell)
+
+    @property
+    def cells_per_bin(self) -> int:
+        return 1 if self.bin_of_cell is None else TRUTH_BIN_SIZE // OFFGRID_STEP
+
+    def expand(self, per_bin: np.ndarray) -> np.ndarray:
+        """Per-bin values (last axis) repeated over each bin's cells."""
+        return per_bin if self.bin_of_cell is None else per_bin[..., self.bin_of_cell]
+
+    def bp_fraction(self, per_cell: np.ndarray) -> np.ndarray:
+        """Per bin, the width-weighted mean of per-cell values."""
+        if self.bin_of_cell is None:
+            return per_cell.astype(np.float64)
+        weights = self.cells.width * per_cell
+        return np.bincount(self.bin_of_cell, weights, self.bins.n_bins) / self.bins.width
+
+    def any_in_bin(self, per_cell: np.ndarray) -> np.ndarray:
+        """Per bin, whether any of its cells is True."""
+        if self.bin_of_cell is None:
+            return per_cell.astype(bool)
+        return np.bincount(self.bin_of_cell, per_cell, self.bins.n_bins) > 0
+
+
+# ---------------------------------------------------------------- stage 1: nuisances
+
+
+@dataclass
+class _Nuisances:
+    """Per-bin technical terms: what the input shows, the GC-like covariate, and the terms
+    some scenarios add that the model does not expect."""
+
+    gc: np.ndarray
+    low_mappability: np.ndarray  # bool: artefact blocks (reads with MAPQ 0-3 unless mapq_partial)
+    artefact: np.ndarray  # pile-up multiplier, 1 outside the blocks
+    occupied: np.ndarray  # bins taken by a block or a feature (features avoid each other)
+    blocks: list[tuple[int, int]]  # the artefact blocks
+    copy_number: np.ndarray | None = None  # (groups, bins)
+    background: np.ndarray | None = None  # (groups, bins)
+    low_mapq: np.ndarray | None = None  # bool: bins whose reads get MAPQ 0-3
+    chip_bias: np.ndarray | None = None  # (groups, bins): ChIP-only multiplier ("chip_bias")
+    dispersion: np.ndarray | None = None  # per-bin Gamma variance ("dispersion")
+
+    @property
+    def gc_z(self) -> np.ndarray:
+        return (self.gc - 0.5) / 0.08
+
+
+def _count(spec: SimulationSpec, rng: np.random.Generator, density_per_mb: float) -> int:
+    """A Poisson number of things at ``density_per_mb`` over the genome."""
+    genome_mb = sum(spec.genome.values()) / 1e6
+    return int(rng.poisson(density_per_mb * genome_mb))
+
+
+def _draw_nuisances(spec: SimulationSpec, rng: np.random.Generator, genome: Genome) -> _Nuisances:
+    """GC-like covariate and low-mappability blocks (1-15 bins) with artefactual pile-ups in
+    ChIP and input alike."""
+    n_bins = genome.n_bins
+    gc = np.clip(0.5 + 0.08 * smooth_noise(rng, n_bins, 50), 0.3, 0.7)
+    occupied = np.zeros(n_bins, dtype=bool)
+    n_lowmap = _count(spec, rng, spec.lowmap_blocks_per_mb)
+    blocks = place_intervals(rng, genome, occupied, n_lowmap, rng.integers(1, 16, n_lowmap), gap=0)
+    artefact = np.ones(n_bins)
+    for s, e in blocks:
+        artefact[s:e] = spec.lowmap_fold * math.exp(np.clip(0.3 * rng.standard_normal(), -0.7, 0.7))
+    low_mappability = occupied.copy()
+    return _Nuisances(
+        gc=gc,
+        low_mappability=low_mappability,
+        artefact=artefact,
+        occupied=occupied,
+        blocks=blocks,
+        low_mapq=low_mappability,
+    )
+
+
+def _draw_copy_number_and_background(
+    spec: SimulationSpec, rng: np.random.Generator, genome: Genome, nuisances: _Nuisances
+) -> None:
+    """Per group: piecewise-constant copy number and a smooth log-normal background.
+
+    Drawn after the features (the order of draws defines a seed's output).
+    """
+    n_groups, n_bins = spec.n_groups, genome.n_bins
+    copy_number = np.full((n_groups, n_bins), 2.0)
+    background = np.ones((n_groups, n_bins))
+    for g in range(n_groups):
+        for c in range(len(genome.chrom_sizes)):
+            lo, hi = genome.offsets[c], genome.offsets[c + 1]
+            n_breaks = rng.poisson(spec.cnv_segments_per_mb * (hi - lo) * TRUTH_BIN_SIZE / 1e6)
+            cuts = np.sort(rng.integers(lo, hi, n_breaks))
+            for s, e in zip(np.r_[lo, cuts], np.r_[cuts, hi], strict=True):
+                copy_number[g, s:e] = rng.choice([1.0, 2.0, 3.0, 4.0], p=[0.1, 0.6, 0.2, 0.1])
+        background[g] = np.exp(spec.background_sd * smooth_noise(rng, n_bins, 25))
+    nuisances.copy_number, nuisances.background = copy_number, background
+
+
+# Scenario terms (documented in SimulationSpec). Each draws from a stream of its own, so
+# switching one on leaves every other draw of a seed as it was.
+CHIP_BIAS_SD, CHIP_BIAS_WIDTH = 0.5, 100  # log-scale sd, smoothing window (bins)
+DEPLETED_PER_MB, DEPLETED_BINS, DEPLETED_FOLD = 3.0, (10, 100), 0.25
+HIDDEN_ARTEFACT_FRACTION = 0.5
+DISPERSION_LOG_SD, DISPERSION_WIDTH = 1.0, 250
+_STREAM = {"replicate_specific": 1, "chip_bias": 2, "mapq_partial": 3, "dispersion": 4}
+
+
+def _draw_scenario_nuisances(spec: SimulationSpec, genome: Genome, nuisances: _Nuisances) -> None:
+    """The technical terms of ``spec.scenario`` that the model does not expect."""
+    n_bins = genome.n_bins
+    if "chip_bias" in spec.mechanisms:
+        rng = np.random.default_rng([spec.seed, _STREAM["chip_bias"]])
+        bias = np.ones((spec.n_groups, n_bins))
+        for g in range(spec.n_groups):
+            bias[g] = np.exp(CHIP_BIAS_SD * smooth_noise(rng, n_bins, CHIP_BIAS_WIDTH))
+            n = _count(spec, rng, DEPLETED_PER_MB)
+            widths = np.exp(rng.uniform(*np.log(DEPLETED_BINS), n))
+            for s, e in place_intervals(rng, genome, np.zeros(n_bins, bool), n, widths, gap=0):
+                bias[g, s:e] *= DEPLETED_FOLD
+        nuisances.chip_bias = bias
+    if "mapq_partial" in spec.mechanisms:
+        rng = np.random.default_rng([spec.seed, _STREAM["mapq_partial"]])
+        blocks = nuisances.blocks
+        low_mapq = nuisances.low_mappability.copy()
+        # Half the artefacts (rounded up) get reads that map uniquely...
+        n_hidden = math.ceil(HIDDEN_ARTEFACT_FRACTION * len(blocks))
+        for k in rng.choice(len(blocks), n_hidden, replace=False):
+            s, e = blocks[k]
+            low_mapq[s:e] = False
+        # ...and as many blocks again (same widths) get low MAPQ without a pile-up: anywhere
+        # but the artefacts, enrichment included.
+        taken = nuisances.low_mappability.copy()
+        widths = [e - s for s, e in blocks]
+        for s, e in place_intervals(rng, genome, taken, len(widths), widths, gap=0):
+            low_mapq[s:e] = True
+        nuisances.low_mapq = low_mapq
+    if "dispersion" in spec.mechanisms:
+        rng = np.random.default_rng([spec.seed, _STREAM["dispersion"]])
+        field = smooth_noise(rng, n_bins, DISPERSION_WIDTH)
+        nuisances.dispersion = spec.overdispersion * np.exp(DISPERSION_LOG_SD * field)
+
+
+# ---------------------------------------------------------------- stage 2: features
+
+
+@dataclass
+class _Features:
+    """The biology: true log fold enrichment per group and which libraries carry it, on the
+    grid's cells."""
+
+    lfe: np.ndarray  # (groups, cells)
+    presence: np.ndarray  # (libraries, cells): 1 where the library carries the group's feature
+    feature: np.ndarray  # "narrow", "broad" or "none" per cell
+    intervals: list[tuple[int, int, str, np.ndarray]]  # start, end cell, kind, lfe per group
+
+
+def _feature_widths(rng: np.random.Generator, grid: _Grid, kind: str, n: int) -> np.ndarray:
+    """Widths in cells: narrow peaks 1-5 bins, broad domains 20-300 bins; "offgrid": peaks of
+    150-600 bp and domains of 5-50 kb."""
+    if grid.bin_of_cell is None:
+        if kind == "broad":
+            return np.exp(rng.uniform(np.log(20), np.log(300), n))
+        return rng.integers(1, 6, n)
+    lo, hi = (5_000, 50_000) if kind == "broad" else (150, 600)
+    return np.exp(rng.uniform(np.log(lo / OFFGRID_STEP), np.log(hi / OFFGRID_STEP), n))
+
+
+def _draw_features(
+    spec: SimulationSpec, rng: np.random.Generator, grid: _Grid, occupied: np.ndarray
+) -> _Features:
+    """Narrow peaks and broad domains on free cells (see :func:`_feature_widths`)."""
+    n_groups, n_replicates, n_cells = spec.n_groups, spec.n_replicates, grid.cells.n_bins
+    n_peaks = _count(spec, rng, spec.peaks_per_mb)
+    n_domains = _count(spec, rng, spec.domains_per_mb)
+    domain_widths = _feature_widths(rng, grid, "broad", n_domains)
+    domains = place_intervals(rng, grid.cells, occupied, n_domains, domain_widths)
+    peak_widths = _feature_widths(rng, grid, "narrow", n_peaks)
+    peaks = place_intervals(rng, grid.cells, occupied, n_peaks, peak_widths)
+    feature = np.full(n_cells, "none", dtype=object)
+    lfe = np.zeros((n_groups, n_cells))
+    intervals = []
+
+    def feature_groups() -> np.ndarray:
+        """Per-group multiplier on a feature's log fold (0: absent in that group)."""
+        if n_groups == 1 or rng.random() < spec.shared_fraction:
+            return np.exp(spec.group_difference_sd * rng.standard_normal(n_groups) * (n_groups > 1))
+        present = np.zeros(n_groups)
+        present[rng.integers(n_groups)] = 1.0
+        return present
+
+    # Which replicates carry each feature (1 = present); a stream of its own (see the spec).
+    presence = np.ones((len(spec.samples), n_cells))
+    rep_rng = np.random.default_rng([spec.seed, _STREAM["replicate_specific"]])
+
+    def replicate_specific(s: int, e: int) -> None:
+        for g in range(n_groups):
+            if rep_rng.random() < spec.replicate_specific_fraction:
+                libs = g * n_replicates + np.arange(n_replicates)
+                presence[np.delete(libs, rep_rng.integers(n_replicates)), s:e] = 0.0
+
+    for s, e in peaks:
+        replicate_specific(s, e)
+        summit = math.log(max(spec.peak_fold * math.exp(0.5 * rng.standard_normal()), 1.5))
+        offsets = np.arange(s, e) - (s + e - 1) / 2
+        shape = np.exp(-0.5 * (offsets / max((e - s) / 2.5, 0.5)) ** 2)
+        groups = feature_groups()
+        lfe[:, s:e] = groups[:, None] * summit * shape[None, :]
+        feature[s:e] = "narrow"
+        intervals.append((s, e, "narrow", groups * summit))
+    for s, e in domains:
+        replicate_specific(s, e)
+        level = math.log(max(spec.domain_fold * math.exp(0.3 * rng.standard_normal()), 1.2))
+        wave = np.exp(0.15 * smooth_noise(rng, e - s, 5 * grid.cells_per_bin))
+        groups = feature_groups()
+        lfe[:, s:e] = groups[:, None] * level * wave[None, :]
+        feature[s:e] = "broad"
+        intervals.append((s, e, "broad", groups * level))
+    return _Features(lfe=lfe, presence=presence, feature=feature, intervals=intervals)
+
+
+# ---------------------------------------------------------------- stage 3: per-library counts
+
+
+@dataclass
+class _Library:
+    sample: str
+    replicate: int  # 0-based; -1 for an input library
+    rate: np.ndarray  # expected fragments per grid cell, up to a constant
+    depth: int
+    path: Path
+
+
+def _library_rates(
+    spec: SimulationSpec,
     rng: np.random.Generator,
+    grid: _Grid,
+    nuisances: _Nuisances,
+    features: _Features,
+    paths: _OutputPaths,
+) -> list[_Library]:
+    """Each ChIP library followed by its input, with its expected fragments per grid cell."""
+    n_bins, n_replicates = grid.bins.n_bins, spec.n_replicates
+    depths, control_depths = spec.library_depths, spec.library_control_depths
+    gc_bias, gc_z = spec.library_gc_bias, grid.expand(nuisances.gc_z)
+    dispersion = spec.overdispersion if nuisances.dispersion is None else nuisances.dispersion
+    expand = grid.expand
+
+    def gamma_noise() -> np.ndarray:
+        if spec.overdispersion == 0:
+            return np.ones(n_bins)
+        return rng.gamma(1.0 / dispersion, dispersion, n_bins)
+
+    width = grid.cells.width
+    libraries = []
+    for j, sample in enumerate(spec.samples):
+        g = j // n_replicates
+        base = (
+            width
+            * expand(nuisances.copy_number[g])
+            * expand(nuisances.background[g])
+            * expand(nuisances.artefact)
+        )
+        lfe = features.lfe[g] * features.presence[j]
+        chip_rate = base * np.exp(gc_bias[j] * gc_z + lfe) * expand(gamma_noise())
+        if nuisances.chip_bias is not None:
+            chip_rate = chip_rate * expand(nuisances.chip_bias[g])
+        input_rate = base * expand(gamma_noise())
+        libraries += [
+            _Library(sample, j % n_replicates, chip_rate, depths[j], paths.bam[sample]),
+            _Library(sample, -1, input_rate, control_depths[j], paths.control[sample]),
+        ]
+    return libraries
+
+
+# ---------------------------------------------------------------- stage 4: reads
+
+
+def _write_libraries(
+    spec: SimulationSpec,
+    rng: np.random.Generator,
+    grid: _Grid,
+    nuisances: _Nuisances,
+    libraries: list[_Library],
     references: list[np.ndarray],
-    fragment_length: int,
-    fragment_sd: float,
-    read_length: int,
-    paired: bool,
-    jackpot_flagged: float,
+    *,
     compresslevel: int,
     overwrite: bool,
-    name_prefix: str,
 ) -> list[dict]:
-    """Draw fragments from per-bin counts, write a sorted BAM and index it."""
+    """Draw each library's fragment counts and reads and write its BAM; the jackpots' rows."""
     jackpot_rows = []
-    next_name = 0
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        writer = BamWriter(
-            tmp,
-            genome.chrom_sizes,
-            read_length=read_length,
-            name_prefix=name_prefix,
-            level=compresslevel,
+    low_mapq = grid.expand(nuisances.low_mapq)
+    free_of_lowmap = np.flatnonzero(~grid.expand(nuisances.low_mappability | nuisances.low_mapq))
+    for lib in libraries:
+        depth, jackpots = lib.depth, None
+        if lib.sample == spec.jackpot_library and lib.replicate >= 0:
+            n_jp = _count(spec, rng, spec.jackpots_per_mb)
+            sizes = np.maximum(
+                np.round(spec.jackpot_size * np.exp(0.6 * rng.standard_normal(n_jp))), 10
+            ).astype(np.int64)
+            # Jackpots never eat more than a tenth of the library.
+            keep = np.cumsum(sizes) <= depth // 10
+            sizes = sizes[keep]
+            jackpots = (rng.choice(free_of_lowmap, len(sizes)), sizes)
+            depth -= int(sizes.sum())
+        counts = rng.multinomial(depth, lib.rate / lib.rate.sum())
+        rows = write_library(
+            lib.path,
+            grid.cells,
+            counts,
+            low_mapq,
+            jackpots,
+            rng=rng,
+            references=references,
+            fragment_length=spec.fragment_length,
+            fragment_sd=spec.fragment_sd,
+            read_length=spec.read_length,
+            paired=spec.paired,
+            jackpot_flagged=spec.jackpot_flagged,
+            compresslevel=compresslevel,
+            overwrite=overwrite,
+            name_prefix=f"{lib.path.stem}.",
         )
-        for c, (chrom, length) in enumerate(genome.chrom_sizes.items()):
-            lo, hi = genome.offsets[c], genome.offsets[c + 1]
-            bins = np.repeat(np.arange(lo, hi), counts[lo:hi])
-            n = len(bins)
-            centre = genome.start[bins] + rng.random(n) * genome.width[bins]
-            flen = np.round(rng.normal(fragment_length, fragment_sd, n)).astype(np.int64)
-            flen = np.clip(flen, read_length, min(2 * fragment_length, length))
-            fstart = np.clip(np.round(centre - flen / 2).astype(np.int64), 0, length - flen)
-            reverse = rng.random(n) < 0.5
-            mapq = np.where(rng.random(n) < 0.94, 60, rng.integers(0, 60, n))
-            mapq = np.where(low_mappability[bins], rng.integers(0, 4, n), mapq).astype(np.uint8)
-            duplicate = np.zeros(n, dtype=bool)
-            if jackpots is not None:
-                extra = _jackpot_fragments(
-                    rng,
-                    genome,
-                    jackpots,
-                    lo,
-                    hi,
-                    fragment_length,
-                    fragment_sd,
-                    read_length,
-                    jackpot_flagged,
-                )
-                fstart = np.r_[fstart, extra["fstart"]]
-                flen = np.r_[flen, extra["flen"]]
-                reverse = np.r_[reverse, extra["reverse"]]
-                mapq = np.r_[mapq, np.full(len(extra["fstart"]), 60, dtype=np.uint8)]
-                duplicate = np.r_[duplicate, extra["duplicate"]]
-                for row in extra["rows"]:
-                    if row["reverse"] and not paired:
-                        row["pos"] += row.pop("flen") - read_length
-                    else:
-                        row.pop("flen")
-                    jackpot_rows.append({"chrom": chrom, **row})
-            n = len(fstart)
-            name_id = next_name + np.arange(n)
-            next_name += n
-            fend = fstart + flen
-            dup_flag = np.where(duplicate, _FLAG_DUPLICATE, 0)
-            if not paired:
-                pos = np.where(reverse, fend - read_length, fstart)
-                flag = np.where(reverse, _FLAG_REVERSE, 0) | dup_flag
-                order = np.argsort(pos, kind="stable")
-                writer.write(c, pos[order], flag[order], mapq[order], name_id[order], references[c])
-                continue
-            # Paired: mate 1 lies on the fragment's strand; mates face each other.
-            left, right = fstart, fend - read_length
-            base = _FLAG_PAIRED | _FLAG_PROPER | dup_flag
-            flag1 = base | _FLAG_READ1 | np.where(reverse, _FLAG_REVERSE, _FLAG_MATE_REVERSE)
-            flag2 = base | _FLAG_READ2 | np.where(reverse, _FLAG_MATE_REVERSE, _FLAG_REVERSE)
-            pos1 = np.where(reverse, right, left)
-            pos2 = np.where(reverse, left, right)
-            tlen1 = np.where(reverse, -flen, flen)
-            pos = np.r_[pos1, pos2]
-            order = np.argsort(pos, kind="stable")
-            writer.write(
-                c,
-                pos[order],
-                np.r_[flag1, flag2][order],
-                np.r_[mapq, mapq][order],
-                np.r_[name_id, name_id][order],
-                references[c],
-                next_pos=np.r_[pos2, pos1][order],
-                tlen=np.r_[tlen1, -tlen1][order],
-            )
-        writer.close()
-    index_path = path.with_name(path.name + ".bai")
-    if index_path.exists():
-        index_path.unlink()
-    pysam.index(str(path))
+        jackpot_rows += [{"sample": lib.sample, **row} for row in rows]
     return jackpot_rows
+
+
+# ---------------------------------------------------------------- truth
+
+
+def _bin_truth(grid: _Grid, lfe: np.ndarray, midpoint: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per 200 bp bin: log fold enrichment, enriched label and the fraction of bp in features.
+
+    On the bins themselves, the cell's values. On a finer grid ("offgrid"), the log of the
+    bp-weighted mean multiplier ``exp(lfe)`` (the bin's expected reads over its technical
+    expectation), and "enriched" where at least half the bin's bp lie in features or the
+    bin holds a feature's middle cell (so every feature labels at least one bin).
+    """
+    in_feature = lfe > 0
+    if grid.bin_of_cell is None:
+        lfe_bins = np.round(lfe, 6)
+        return lfe_bins, lfe_bins > 0, in_feature.astype(np.float64)
+    overlap = grid.bp_fraction(in_feature)
+    lfe_bins = np.round(np.log(grid.bp_fraction(np.exp(lfe))), 6)
+    enriched = (overlap >= 0.5) | grid.any_in_bin(in_feature & midpoint)
+    return lfe_bins, enriched, np.round(overlap, 6)
+
+
+def _truth_table(
+    spec: SimulationSpec, grid: _Grid, nuisances: _Nuisances, features: _Features
+) -> pd.DataFrame:
+    bins = grid.bins
+    chroms = list(bins.chrom_sizes)
+    truth = pd.DataFrame(
+        {
+            "chrom": pd.Categorical(np.asarray(chroms)[bins.chrom_of_bin], categories=chroms),
+            "start": bins.start,
+            "end": bins.end,
+        }
+    )
+    midpoint = np.zeros(grid.cells.n_bins, dtype=bool)
+    midpoint[[(s + e - 1) // 2 for s, e, _, _ in features.intervals]] = True
+    # Rounded so that the table read back from truth.tsv equals the one returned.
+    overlaps = {}
+    for g, group in enumerate(spec.groups):
+        lfe, enriched, overlaps[group] = _bin_truth(grid, features.lfe[g], midpoint)
+        truth[f"enriched_{group}"] = enriched
+        truth[f"lfe_{group}"] = lfe
+    for j, sample in enumerate(spec.samples):
+        g = j // spec.n_replicates
+        if grid.bin_of_cell is None:  # as rounded per group, then masked
+            lfe_j = np.round(features.lfe[g], 6) * features.presence[j]
+            enriched = lfe_j > 0
+        else:
+            lfe_j, enriched, _ = _bin_truth(grid, features.lfe[g] * features.presence[j], midpoint)
+        truth[f"enriched_{sample}"] = enriched
+        truth[f"lfe_{sample}"] = lfe_j
+    truth["low_mappability"] = nuisances.low_mappability
+    if grid.bin_of_cell is None:
+        truth["feature"] = pd.Series(features.feature, dtype=str)
+    else:  # the kind covering more of the bin
+        narrow = grid.bp_fraction(features.feature == "narrow")
+        broad = grid.bp_fraction(features.feature == "broad")
+        kind = np.where(broad >= narrow, "broad", "narrow")
+        truth["feature"] = pd.Series(np.where(narrow + broad > 0, kind, "none"), dtype=str)
+    truth["gc"] = np.round(nuisances.gc, 6)
+    for g, group in enumerate(spec.groups):
+        truth[f"copy_number_{group}"] = nuisances.copy_number[g]
+    if spec.scenario == "standard":
+        return truth
+    # Every other scenario: the terms behind its departures from the model (neutral values
+    # where the scenario does not use them).
+    truth["low_mapq"] = nuisances.low_mapq
+    for g, group in enumerate(spec.groups):
+        bias = np.ones(bins.n_bins) if nuisances.chip_bias is None else nuisances.chip_bias[g]
+        truth[f"chip_bias_{group}"] = np.round(bias, 6)
+    dispersion = nuisances.dispersion
+    truth["overdispersion"] = np.round(
+        np.full(bins.n_bins, spec.overdispersion) if dispersion is None else dispersion, 6
+    )
+    for group, overlap in overlaps.items():
+        truth[f"overlap_{group}"] = overlap
+    return truth
+
+
+def _feature_table(spec: SimulationSpec, grid: _Grid, features: _Features) -> pd.DataFrame:
+    """One row per enriched feature: bp coordinates, kind and its log fold per group."""
+    cells = grid.cells
+    chroms = np.asarray(list(cells.chrom_sizes))
+    rows = sorted(features.intervals, key=lambda f: f[0])
+    starts = np.array([s for s, _, _, _ in rows], dtype=np.int64)
+    ends = np.array([e for _, e, _, _ in rows], dtype=np.int64)
+    table = pd.DataFrame(
+        {
+            "chrom": pd.Categorical(chroms[cells.chrom_of_bin[starts]], categories=list(chroms)),
+            "start": cells.start[starts],
+            "end": cells.end[ends - 1],
+            "kind": [kind for _, _, kind, _ in rows],
+        }
+    )
+    for g, group in enumerate(spec.groups):
+        table[f"lfe_{group}"] = np.round([lfe[g] for _, _, _, lfe in rows], 6)
+    return table
