@@ -107,6 +107,9 @@ def test_region_errors():
 class FakeModel:
     """Implements the parts of the ChIPVI contract that region calling uses."""
 
+    #: A threshold other than the calls' min_lfe: probabilities from the mean and sd.
+    enrichment_threshold = 99.0
+
     def __init__(self, adata):
         self.adata = adata
 
@@ -280,7 +283,7 @@ def test_broad_and_domain_errors():
 
 
 def test_broad_mode_end_to_end_on_simulated_domains(tmp_path):
-    """Briefly trained model on two simulated domains: broad calls recover far more of them."""
+    """Briefly trained model on two simulated domains: narrow and broad calls recover them."""
 
     from chipvi._bins import overlap_mask
 
@@ -295,6 +298,7 @@ def test_broad_mode_end_to_end_on_simulated_domains(tmp_path):
         called = overlap_mask(adata, regions["chrom"], regions["start"], regions["end"])
         assert (called & truth).sum() >= 0.95 * called.sum()  # precision
         hits[label] = (called & truth).sum()
-    assert hits["broad"] >= 1.5 * hits["narrow"] > 0
+    # The chain's posterior already spans the domains, so narrow calls recover them too.
+    assert min(hits.values()) > 0.8 * truth.sum(), (hits, truth.sum())
     paths = chipvi.io.write_peaks(adata, tmp_path / "peaks", key="broad", format="broadPeak")
     assert paths["G1"].read_text().count("\n") == len(adata.uns["broad"])

@@ -438,6 +438,27 @@ def blacklist_record(
     return info
 
 
+def run_starts(obs: pd.DataFrame) -> np.ndarray:
+    """``(bins,)`` bool: where a new chain of adjacent bins starts.
+
+    A chain starts at the first bin, where ``obs["chrom"]`` changes and, with ``start`` /
+    ``end`` columns, where a bin does not start at the previous one's end (bins removed by a
+    blacklist, say). Without these columns all bins form one chain.
+    """
+    n = len(obs)
+    new = np.zeros(n, bool)
+    if n == 0:
+        return new
+    new[0] = True
+    if "chrom" in obs:
+        codes = np.asarray(obs["chrom"].astype("category").cat.codes)
+        new[1:] |= codes[1:] != codes[:-1]
+    if "start" in obs and "end" in obs:
+        start, end = obs["start"].to_numpy(), obs["end"].to_numpy()
+        new[1:] |= start[1:] != end[:-1]
+    return new
+
+
 def chrom_codes(obs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """Integer code of each bin's chromosome and the names the codes index (no str per bin)."""
     import pandas as pd

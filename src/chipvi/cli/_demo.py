@@ -6,8 +6,9 @@ denoised signal and prints a summary. Everything lands in one folder (default ``
 
     bins.h5ad                counts per 200 bp bin (the sequenced slice of chr19)
     run/                     a ``chipvi train`` run directory (config, facts, model)
-    denoised.h5ad            bins.h5ad + layers/obsm chipvi_lfe, chipvi_sd, chipvi_lfe_lower,
-                             layers chipvi_own_lfe(_lower) (each library's own reads)
+    denoised.h5ad            bins.h5ad + the model's posterior (ChIPVI.add_posterior: layers
+                             chipvi_lfe, chipvi_lfe_sd, chipvi_lfe_lower, chipvi_prob_enriched,
+                             chipvi_own_* (each library's own reads); obsm chipvi_group_*)
     bigwig/<group>.bw        denoised log fold enrichment per group
     peaks/<group>.narrowPeak enriched regions per group
     tracks.png               raw counts and denoised signal over the busiest 50 kb

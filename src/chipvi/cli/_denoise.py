@@ -15,11 +15,11 @@ def register(subparsers) -> None:
         help="write denoised signal of a trained run: .h5ad layers and bigWigs",
         description=(
             "Load the trained model of RUN_DIR and write OUT (default RUN_DIR/denoised/): "
-            "denoised.h5ad with layers chipvi_lfe / chipvi_sd / chipvi_lfe_lower (per library: "
-            "posterior mean, sd and 5th percentile of the log fold enrichment) and the same per "
-            "group in obsm; layers chipvi_own_lfe / chipvi_own_lfe_lower (each library's "
-            "posterior from its own reads only); plus one bigWig per "
-            "group of the log fold enrichment under bigwig/."
+            "denoised.h5ad with the model's posterior (layers chipvi_lfe / chipvi_lfe_sd / "
+            "chipvi_lfe_lower / chipvi_prob_enriched per library: posterior mean, sd, 5th "
+            "percentile of the natural-log fold enrichment and P(enriched); the same per group "
+            "in obsm chipvi_group_*; layers chipvi_own_* from each library's own reads only); "
+            "plus one bigWig per group of the log fold enrichment under bigwig/."
         ),
     )
     p.add_argument("run_dir", type=Path, help="a run directory made by `chipvi train`")

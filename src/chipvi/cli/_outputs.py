@@ -12,34 +12,15 @@ from pathlib import Path
 import numpy as np
 
 
-# kind of model.get_denoised → key in adata.layers (library level) and adata.obsm (group level)
-DENOISED_KEYS = {
-    "log_fold_enrichment": "chipvi_lfe",
-    "sd": "chipvi_sd",
-    "log_fold_enrichment_lower": "chipvi_lfe_lower",
-}
-
-
-# each library's own evidence (level="library_own", its own reads only) → adata.layers
-OWN_EVIDENCE_KEYS = {
-    "log_fold_enrichment": "chipvi_own_lfe",
-    "log_fold_enrichment_lower": "chipvi_own_lfe_lower",
-}
-
-
 def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
-    """Store denoised values in ``adata``: layers (per library) and obsm DataFrames (per group),
-    plus each library's own-evidence layers."""
-    for kind, key in DENOISED_KEYS.items():
-        lib = model.get_denoised(adata, kind=kind, level="library", batch_size=batch_size)
-        adata.layers[key] = np.asarray(lib.to_numpy(), dtype=np.float32)
-        adata.obsm[key] = model.get_denoised(adata, kind=kind, level="group", batch_size=batch_size)
-    for kind, key in OWN_EVIDENCE_KEYS.items():
-        own = model.get_denoised(adata, kind=kind, level="library_own", batch_size=batch_size)
-        adata.layers[key] = np.asarray(own.to_numpy(), dtype=np.float32)
+    """Store the model's posterior in ``adata`` (:meth:`chipvi.ChIPVI.add_posterior`: layers
+    per library and own evidence, obsm DataFrames per group)."""
+    model.add_posterior(adata, batch_size=batch_size)
 
 
-def write_group_bigwigs(adata, folder: Path, *, key: str = "chipvi_lfe") -> dict[str, Path]:
+def write_group_bigwigs(
+    adata, folder: Path, *, key: str = "chipvi_group_lfe"
+) -> dict[str, Path]:
     """One bigWig per group of ``adata.obsm[key]``."""
     from .. import io
 

@@ -23,11 +23,19 @@ from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
 from scvi.train import LowLevelPyroTrainingPlan
 
+from .._bins import run_starts
 from .._errors import ChipviInputError
-from ..module import ChipviModule, list_consistency, list_covariate_sets, list_technical
-from ..module._module import CONTEXT, GRID, STAY, grid_values
+from ..module import (
+    CONTEXT,
+    GRID,
+    STAY,
+    ChipviModule,
+    list_consistency,
+    list_covariate_sets,
+    list_technical,
+)
 from ._dataloader import ContiguousDataSplitter
-from ._validate import read_arrays, read_library_table, run_starts
+from ._validate import read_arrays, read_library_table
 
 _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
@@ -298,7 +306,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(f"setup_anndata needs an AnnData, got {type(adata).__name__}.")
         read_arrays(adata, keys)
         read_library_table(adata, keys)
-        adata.obs[RUN_START_KEY] = run_starts(adata).astype(np.float32)
+        adata.obs[RUN_START_KEY] = run_starts(adata.obs).astype(np.float32)
         fields = [
             LayerField("X", layer, is_count_data=True),
             LayerField("control", control_layer, is_count_data=True),
@@ -496,7 +504,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         def t(x):
             return torch.as_tensor(x, device=device)
 
-        starts = tuple(int(i) for i in np.flatnonzero(run_starts(adata)))
+        starts = tuple(int(i) for i in np.flatnonzero(run_starts(adata.obs)))
         return self.module.posterior(
             t(tech["counts"]), t(tech["log_mu"]), t(tech["log_r"]), t(tech["weight"]),
             starts, groups, LOWER_QUANTILE, thresholds, n_draws=n_draws, seed=seed,

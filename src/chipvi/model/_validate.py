@@ -108,24 +108,3 @@ def read_library_table(adata: AnnData, keys: dict[str, str]) -> dict[str, np.nda
         )
     return {"group": groups.astype(str).to_numpy(), "depth": depth, "control_depth": control_depth}
 
-
-def run_starts(adata: AnnData) -> np.ndarray:
-    """``(bins,)`` bool: where a new chain of adjacent bins starts.
-
-    A chain starts at the first bin, where ``obs["chrom"]`` changes and, with ``start`` /
-    ``end`` columns, where a bin does not start at the previous one's end (bins removed by a
-    blacklist, say). Without these columns all bins form one chain.
-    """
-    n = adata.n_obs
-    new = np.zeros(n, bool)
-    if n == 0:
-        return new
-    new[0] = True
-    obs = adata.obs
-    if "chrom" in obs:
-        codes = np.asarray(obs["chrom"].astype("category").cat.codes)
-        new[1:] |= codes[1:] != codes[:-1]
-    if "start" in obs and "end" in obs:
-        start, end = obs["start"].to_numpy(), obs["end"].to_numpy()
-        new[1:] |= start[1:] != end[:-1]
-    return new

@@ -4,12 +4,16 @@ from ._chain import ChainInputs, chain_log_likelihood, chain_posterior
 from ._consistency import mse_consistency
 from ._covariates import ALL_COVARIATES, COVARIATE_SETS, CovariateBuilder
 from ._mlp import MLP
-from ._module import ChainMarginal, ChipviModule
+from ._module import CONTEXT, GRID, OUTLIER, STAY, ChainMarginal, ChipviModule
 from ._nb import NegativeBinomialMeanDisp, nb_log_prob
 from ._registry import CONSISTENCY, TECHNICAL, list_consistency, list_covariate_sets, list_technical
 from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
 
 __all__ = [
+    "CONTEXT",
+    "GRID",
+    "OUTLIER",
+    "STAY",
     "ALL_COVARIATES",
     "ChainInputs",
     "ChainMarginal",

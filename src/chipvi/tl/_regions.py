@@ -209,8 +209,12 @@ def _model_inputs(model, adata, level, batch_size, method, min_lfe, need_posteri
     if method == "pvalue":
         pv = model.get_enrichment_pvalues(**kw)
         return adata, pv["qvalue"], pv["pvalue"], fe, loc, sd
-    # Posterior probability that the log fold enrichment exceeds min_lfe (Gaussian guide).
-    prob = norm.sf(min_lfe, loc=loc.to_numpy(), scale=np.maximum(sd.to_numpy(), 1e-12))
+    # Posterior probability that the log fold enrichment exceeds min_lfe: exact from the
+    # model's posterior at its own threshold, else from the posterior mean and sd.
+    if np.isclose(min_lfe, model.enrichment_threshold):
+        prob = model.get_denoised(kind="probability_enriched", **kw).to_numpy()
+    else:
+        prob = norm.sf(min_lfe, loc=loc.to_numpy(), scale=np.maximum(sd.to_numpy(), 1e-12))
     q = np.column_stack([bayesian_qvalues(prob[:, j]) for j in range(prob.shape[1])])
     return adata, pd.DataFrame(q, index=loc.index, columns=loc.columns), None, fe, loc, sd
 
