@@ -262,6 +262,31 @@ def macs3_log2_fe(
 # ------------------------------------------------------------------------------- deepTools
 
 
+def single_chrom_bam(src: Path, dest: Path, chrom: str) -> Path:
+    """Copy ``chrom``'s reads of ``src`` into ``dest`` whose header lists ``chrom`` only.
+
+    bamCompare's estimate of the reads its filters keep samples the whole header's genome: for
+    a slice of chr19 under an hg19 header that took ~5 min a call on this machine, against ~10 s
+    with a one-contig header and the same bedGraph (checked on the CSSQ data). Existing
+    ``dest`` files are reused.
+    """
+    import pysam
+
+    if dest.is_file() and Path(f"{dest}.bai").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with pysam.AlignmentFile(str(src), "rb") as bam:
+        header = {"HD": {"VN": "1.6", "SO": "coordinate"},
+                  "SQ": [{"SN": chrom, "LN": bam.get_reference_length(chrom)}]}  # fmt: skip
+        tmp = dest.with_suffix(".part.bam")
+        with pysam.AlignmentFile(str(tmp), "wb", header=header) as out:
+            for read in bam.fetch(chrom):
+                out.write(pysam.AlignedSegment.from_dict(read.to_dict(), out.header))
+    tmp.replace(dest)
+    pysam.index(str(dest))
+    return dest
+
+
 def merge_bams(paths: Sequence[Path], dest: Path) -> Path:
     """``samtools merge`` + index (bamCompare takes one BAM per side)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -432,8 +457,9 @@ def count_peers(adata, groups: dict[str, list[int]] | None = None) -> dict[str, 
     ratio = np.empty(adata.shape, float)
     for cols in groups.values():
         ratio[:, cols] = pooled_smoothed_ratio(adata, cols)[:, None]
-    evidence = "pooled" if all(len(c) > 1 for c in groups.values()) else "own"
+    pooled = all(len(c) > 1 for c in groups.values())
+    name = f"{'pooled ' * pooled}smoothed ratio MA{POOLED_WINDOW} (numpy)"
     return {
         "raw log CPM": PeerScore(raw_log_cpm(adata), "own", None),
-        f"pooled ratio MA{POOLED_WINDOW} (numpy)": PeerScore(ratio, evidence, None),
+        name: PeerScore(ratio, "pooled" if pooled else "own", None),
     }
