@@ -96,24 +96,23 @@ def _constant(x: np.ndarray) -> bool:
     return bool(np.ptp(x) == 0)
 
 
-def spearman(truth: np.ndarray, score: np.ndarray) -> float:
-    """Spearman rank correlation; NaN when either side is constant."""
+def _correlation(func, name: str, truth: np.ndarray, score: np.ndarray) -> float:
     truth, score = np.asarray(truth, float), np.asarray(score, float)
     if truth.shape != score.shape:
-        raise ValueError(f"spearman: shapes differ, {truth.shape} and {score.shape}.")
+        raise ValueError(f"{name}: shapes differ, {truth.shape} and {score.shape}.")
     if _constant(truth) or _constant(score):
         return float("nan")
-    return float(spearmanr(truth, score)[0])
+    return float(func(truth, score)[0])
+
+
+def spearman(truth: np.ndarray, score: np.ndarray) -> float:
+    """Spearman rank correlation; NaN when either side is constant."""
+    return _correlation(spearmanr, "spearman", truth, score)
 
 
 def pearson(truth: np.ndarray, score: np.ndarray) -> float:
     """Pearson correlation; NaN when either side is constant."""
-    truth, score = np.asarray(truth, float), np.asarray(score, float)
-    if truth.shape != score.shape:
-        raise ValueError(f"pearson: shapes differ, {truth.shape} and {score.shape}.")
-    if _constant(truth) or _constant(score):
-        return float("nan")
-    return float(pearsonr(truth, score)[0])
+    return _correlation(pearsonr, "pearson", truth, score)
 
 
 def artefact_rank(artefact: np.ndarray, score: np.ndarray) -> float:

@@ -41,12 +41,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import logging
 import shutil
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +52,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _chipvi_run import quiet, train_default  # noqa: E402
 from _peers import PeerCache, count_peers, missing_tools, peer_scores, versions_line  # noqa: E402
 from _record import markdown, write_section  # noqa: E402
 from _scoring import (  # noqa: E402
@@ -66,10 +65,7 @@ from _scoring import (  # noqa: E402
 
 from chipvi._utils import parse_max_per_position  # noqa: E402
 
-warnings.filterwarnings("ignore")
-for _name in ("lightning", "lightning.pytorch", "scvi"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
-
+quiet()
 BIN = 200
 FRAGMENT = 200
 FRESH_SEEDS = (100, 101, 102, 103, 104)
@@ -124,16 +120,7 @@ def simulate(out: Path, seed: int, scenario: str, chrom_length: int, **kwargs):
 
 def chipvi_scores(adata, train_seed: int, max_epochs: int | None) -> tuple[dict, float]:
     """Train ChIPVI with defaults on ``adata``; every output of :data:`CHIPVI_OUTPUTS`."""
-    import scvi
-
-    import chipvi
-
-    scvi.settings.seed = train_seed
-    chipvi.ChIPVI.setup_anndata(adata)
-    model = chipvi.ChIPVI(adata)
-    t0 = time.perf_counter()
-    model.train(enable_progress_bar=False, max_epochs=max_epochs)
-    seconds = time.perf_counter() - t0
+    model, seconds = train_default(adata, train_seed, max_epochs)
     groups = adata.var["group"].astype(str).to_numpy()
     out = {}
     for name, (kind, level, evidence) in CHIPVI_OUTPUTS.items():

@@ -32,12 +32,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import sys
 import tempfile
 import time
-import warnings
 import zlib
 from pathlib import Path
 
@@ -46,6 +44,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _chipvi_run import quiet, train_default  # noqa: E402
 from _peers import (  # noqa: E402
     PeerCache,
     count_peers,
@@ -60,10 +59,7 @@ from _scoring import average_precision, pearson, spearman, top_fraction  # noqa:
 
 from chipvi._utils import parse_max_per_position  # noqa: E402
 
-warnings.filterwarnings("ignore")
-for _name in ("lightning", "lightning.pytorch", "scvi"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
-
+quiet()
 BIN = 200
 FRAGMENT = 200
 TRUTH_WINDOW = 3
@@ -140,14 +136,7 @@ def _bin(sheet: pd.DataFrame, data: dict, rule, region: str | None):
 
 
 def _train(adata, seed: int, max_epochs: int | None) -> dict[str, np.ndarray]:
-    import scvi
-
-    import chipvi
-
-    scvi.settings.seed = seed
-    chipvi.ChIPVI.setup_anndata(adata)
-    model = chipvi.ChIPVI(adata)
-    model.train(enable_progress_bar=False, max_epochs=max_epochs)
+    model, _ = train_default(adata, seed, max_epochs)
     return {
         name: np.asarray(model.get_denoised(kind=k, level=lv, return_numpy=True), float)[:, 0]
         for name, (k, lv) in CHIPVI_OUTPUTS.items()
