@@ -266,7 +266,8 @@ def verdict(med: pd.DataFrame, worst: pd.DataFrame, higher: dict[str, bool]) -> 
     """Per chipvi output and metric: does it beat the best same-rule peer, on median and worst?
 
     Cells ``W``/``L``/``T`` (win, loss, exact tie) for median then worst seed (``W W``: wins
-    on both), with the best peer's median in brackets. Shared/pooled outputs have no replicate concordance (left blank).
+    on both), with the best peer's median in brackets. Shared and pooled outputs have no
+    replicate concordance (left blank).
     """
     rows = {}
     for (method, dup, kind, evidence), _ in med.iterrows():
