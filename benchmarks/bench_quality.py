@@ -26,6 +26,8 @@ kinds ``log_fold_enrichment`` and ``log_fold_enrichment_lower``. Each chipvi row
 against the peers that drop duplicates by the same rule (and the numpy peers on the same
 counts).
 
+Real data (the bundled CSSQ set, thinned libraries): ``benchmarks/bench_real.py``.
+
 Seeds: the default seeds 100-104 are fresh (never used while developing the model); seeds 1-6
 were development seeds (training length, the 5 % quantile, the own-evidence design, the
 multi-mapper rule, ``max_per_position`` and the group output were chosen on them) and are not
