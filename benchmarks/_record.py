@@ -63,6 +63,16 @@ def command_line() -> str:
     return shlex.join(["python", str(script), *sys.argv[1:]])
 
 
+def markdown(table, index: bool = True) -> str:
+    """A pandas DataFrame as a Markdown table (cells as printed by ``str``)."""
+    frame = table.reset_index() if index else table
+    head = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def write_section(name: str, body: str, *, command: str | None = None) -> Path:
     """Replace (or append) the section ``## name`` of ``RESULTS.md``.
 

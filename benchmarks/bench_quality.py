@@ -1,55 +1,87 @@
-"""Quality benchmark: ChIPVI vs MACS3 and deepTools bamCompare against simulated truth.
+"""Quality benchmark: ChIPVI against fair peers on simulated truth, fresh seeds, several scenarios.
 
-For each simulated data set (``chipvi.datasets.simulate``, different seeds, two replicates of
-different depth with matched inputs) every method scores each 200 bp bin; the scores are
-compared with the truth per replicate:
+Each seed simulates two chromosomes (``chipvi.datasets.simulate(seed=..., scenario=...)``), one
+group of two replicates of different depth with matched inputs. Every method scores each 200 bp
+bin; scores are compared with the truth (``benchmarks/_scoring.py``, one scoring for every
+benchmark):
 
-* AUPRC of the truly enriched bins,
-* Spearman correlation with the true log fold enrichment,
-* replicate Pearson / Spearman between the two replicates' scores,
-* mean rank (0-1, lower is better) of the low-mappability artefact bins.
+* AUPRC of the truly enriched bins (threshold-grouped, as scikit-learn), strong and weak
+  replicate;
+* Spearman correlation with the true log fold enrichment, strong and weak replicate;
+* replicate Pearson / Spearman, only for outputs whose replicates use their own reads
+  (peers per replicate, chipvi ``library_own``); NaN for shared or pooled outputs, where it is
+  near 1 by construction;
+* artefact rank: mean rank (0-1, lower is better) of the low-mappability bins, worst library.
 
-Peers (run here, same BAMs): ``macs3 callpeak -B --SPMR`` then ``macs3 bdgcmp -m FE`` and
-``-m ppois``; ``bamCompare --operation log2`` with ``--scaleFactorsMethod readCount`` and
-``SES``. ChIPVI counts the simulations with ``read_bams(max_per_position="auto")`` (the
-simulator leaves PCR jackpots unflagged and MACS3 drops same-position reads by default;
-``--max-per-position none`` counts every read), trains with ``model.train()`` defaults and is
-scored four times: the posterior mean log fold enrichment and its 5 % posterior quantile
-(``kind="log_fold_enrichment_lower"``, the conservative ranking score), each for the
-shared-biology library output (``level="library"``) and for each library's own evidence
-(``level="library_own"``: its own reads only). A third simulation (``--specific-seeds``) has
-a fraction of features in one replicate only and is scored per library against its own
-truth. With ``--real`` it also runs on the bundled CSSQ chr19 data (replicate concordance raw
-vs denoised, promoter-window agreement).
+Peers (``benchmarks/_peers.py``, versions printed with every table): MACS3 log2 FE with
+``--keep-dup auto`` and ``--keep-dup 1``, per replicate and pooled; bamCompare log2
+(``--ignoreDuplicates --minMappingQuality 10``) per replicate and pooled, unsmoothed and with
+``--smoothLength`` of 3 and 21 bins; the pooled smoothed ratio (numpy, 3 bins) and raw log CPM
+on chipvi's counts.
+
+chipvi: ``read_bams(max_per_position=RULE)`` for each ``--dup-rule`` (``auto`` = MACS3
+``--keep-dup auto``; ``1`` = MACS3 ``--keep-dup 1`` and bamCompare ``--ignoreDuplicates``),
+``ChIPVI`` trained with defaults, scored at levels ``library``, ``group`` and ``library_own``,
+kinds ``log_fold_enrichment`` and ``log_fold_enrichment_lower``. Each chipvi row is judged
+against the peers that drop duplicates by the same rule (and the numpy peers on the same
+counts).
+
+Real data (the bundled CSSQ set, thinned libraries): ``benchmarks/bench_real.py``.
+
+Seeds: the default seeds 100-104 are fresh (never used while developing the model); seeds 1-6
+were development seeds (training length, the 5 % quantile, the own-evidence design, the
+multi-mapper rule, ``max_per_position`` and the group output were chosen on them) and are not
+to be reported as evidence.
 
 Usage::
 
-    python benchmarks/bench_quality.py [--seeds 1 2] [--chrom-length 2500000] [--real]
+    PYTHONPATH=src python benchmarks/bench_quality.py [--seeds 100 101 ...]
+        [--scenario standard --scenario misspecified] [--chrom-length 1000000] [--write-results]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import pearsonr, rankdata, spearmanr
 
-from chipvi._utils import parse_max_per_position
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-warnings.filterwarnings("ignore")
-for _name in ("lightning", "lightning.pytorch", "scvi"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+from _chipvi_run import quiet, train_default  # noqa: E402
+from _peers import PeerCache, count_peers, missing_tools, peer_scores, versions_line  # noqa: E402
+from _record import markdown, write_section  # noqa: E402
+from _scoring import (  # noqa: E402
+    artefact_rank,
+    average_precision,
+    replicate_concordance,
+    roc_auc,
+    spearman,
+)
 
+from chipvi._utils import parse_max_per_position  # noqa: E402
+
+quiet()
 BIN = 200
+FRAGMENT = 200
+FRESH_SEEDS = (100, 101, 102, 103, 104)
+#: Seeds used while developing the model: never report them as evidence.
+DEVELOPMENT_SEEDS = (1, 2, 3, 4, 5, 6)
+SCENARIOS = (
+    "standard",
+    "chip_bias",
+    "mapq_partial",
+    "offgrid",
+    "dispersion",
+    "sparse",
+    "misspecified",
+)
+#: metric: higher is better?
 HIGHER_BETTER = {
     "auprc_strong": True,
     "auprc_weak": True,
@@ -59,213 +91,82 @@ HIGHER_BETTER = {
     "rep_spearman": True,
     "artefact_rank": False,
 }
-#: Metrics of the data set whose replicates do not share every feature (library-level evidence).
-LIBRARY_HIGHER_BETTER = {
-    "own_auprc_strong": True,
-    "own_auprc_weak": True,
-    "specific_auc": True,
+#: Metrics of the simulation whose replicates do not share every feature.
+LIBRARY_HIGHER_BETTER = {"own_auprc_strong": True, "own_auprc_weak": True, "specific_auc": True}
+#: chipvi outputs: name -> (kind, level, evidence of its two replicate columns).
+CHIPVI_OUTPUTS = {
+    "chipvi library": ("log_fold_enrichment", "library", "shared"),
+    "chipvi library 5% lower": ("log_fold_enrichment_lower", "library", "shared"),
+    "chipvi group": ("log_fold_enrichment", "group", "pooled"),
+    "chipvi group 5% lower": ("log_fold_enrichment_lower", "group", "pooled"),
+    "chipvi library_own": ("log_fold_enrichment", "library_own", "own"),
+    "chipvi library_own 5% lower": ("log_fold_enrichment_lower", "library_own", "own"),
 }
 
 
-def average_precision(labels: np.ndarray, score: np.ndarray) -> float:
-    """Area under the precision-recall curve (step-wise, ties broken pessimistically)."""
-    order = np.lexsort((labels, -score))  # among equal scores, negatives first
-    hits = labels[order].astype(float)
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / max(hits.sum(), 1))
+def simulate(out: Path, seed: int, scenario: str, chrom_length: int, **kwargs):
+    """``chipvi.datasets.simulate`` with ``scenario=`` passed only when it is not "standard"."""
+    from chipvi.datasets import simulate as _simulate
 
-
-def bedgraph_to_bins(path: Path, chrom_sizes: dict[str, int], fill: float) -> np.ndarray:
-    """Overlap-weighted mean of a bedGraph over the 200 bp bins of ``chrom_sizes``."""
-    table = pd.read_csv(
-        path,
-        sep="\t",
-        header=None,
-        comment="t",
-        usecols=[0, 1, 2, 3],
-        names=["chrom", "start", "end", "value"],
-        dtype={"chrom": str},
-    )
-    out = []
-    for chrom, size in chrom_sizes.items():
-        n = -(-size // BIN)
-        total, covered = np.zeros(n), np.zeros(n)
-        sub = table[table["chrom"] == chrom]
-        for s, e, v in zip(
-            sub["start"].to_numpy(), sub["end"].to_numpy(), sub["value"].to_numpy(), strict=True
-        ):
-            b0, b1 = s // BIN, (e - 1) // BIN
-            for b in range(b0, min(b1, n - 1) + 1):
-                ov = min(e, (b + 1) * BIN) - max(s, b * BIN)
-                total[b] += ov * v
-                covered[b] += ov
-        width = np.minimum(BIN, size - np.arange(n) * BIN)
-        values = (total + (width - covered).clip(min=0) * fill) / width
-        out.append(values)
-    return np.concatenate(out)
-
-
-def run(cmd: list[str], log: Path) -> None:
-    with open(log, "a") as fh:
-        subprocess.run(cmd, check=True, stdout=fh, stderr=fh)
-
-
-def macs3_scores(sheet: pd.DataFrame, root: Path, work: Path, chrom_sizes, frag: int):
-    genome = str(sum(chrom_sizes.values()))
-    fe, pp = [], []
-    for row in sheet.itertuples():
-        name = row.sample
-        run(
-            [
-                "macs3",
-                "callpeak",
-                "-t",
-                str(root / row.bam),
-                "-c",
-                str(root / row.control),
-                "-f",
-                "BAM",
-                "-g",
-                genome,
-                "-n",
-                name,
-                "--outdir",
-                str(work),
-                "-B",
-                "--SPMR",
-                "--nomodel",
-                "--extsize",
-                str(frag),
-            ],
-            work / "macs3.log",
+    if scenario != "standard":
+        kwargs["scenario"] = scenario
+    try:
+        return _simulate(
+            out, seed=seed, n_chroms=2, chrom_length=chrom_length, overwrite=True, **kwargs
         )
-        treat, ctrl = work / f"{name}_treat_pileup.bdg", work / f"{name}_control_lambda.bdg"
-        for method, dest in (("FE", fe), ("ppois", pp)):
-            out = work / f"{name}_{method}.bdg"
-            run(
-                [
-                    "macs3",
-                    "bdgcmp",
-                    "-t",
-                    str(treat),
-                    "-c",
-                    str(ctrl),
-                    "-m",
-                    method,
-                    "-o",
-                    str(out),
-                ],
-                work / "macs3.log",
-            )
-            dest.append(bedgraph_to_bins(out, chrom_sizes, fill=1.0 if method == "FE" else 0.0))
-    return {"MACS3 FE": np.column_stack(fe), "MACS3 ppois": np.column_stack(pp)}
+    except TypeError as err:
+        if "scenario" in str(err):
+            raise SystemExit(f"scenario {scenario!r}: this chipvi's simulate() has none") from err
+        raise
 
 
-def bamcompare_scores(sheet: pd.DataFrame, root: Path, work: Path, chrom_sizes, frag: int):
+def chipvi_scores(adata, train_seed: int, max_epochs: int | None) -> tuple[dict, float]:
+    """Train ChIPVI with defaults on ``adata``; every output of :data:`CHIPVI_OUTPUTS`."""
+    model, seconds = train_default(adata, train_seed, max_epochs)
+    groups = adata.var["group"].astype(str).to_numpy()
     out = {}
-    for method in ("readCount", "SES"):
-        cols = []
-        for row in sheet.itertuples():
-            dest = work / f"{row.sample}_{method}.bedgraph"
-            run(
-                [
-                    "bamCompare",
-                    "-b1",
-                    str(root / row.bam),
-                    "-b2",
-                    str(root / row.control),
-                    "--operation",
-                    "log2",
-                    "--scaleFactorsMethod",
-                    method,
-                    "--binSize",
-                    str(BIN),
-                    "--extendReads",
-                    str(frag),
-                    "--outFileFormat",
-                    "bedgraph",
-                    "-o",
-                    str(dest),
-                    "-p",
-                    "1",
-                ],
-                work / "bamCompare.log",
-            )
-            cols.append(bedgraph_to_bins(dest, chrom_sizes, fill=0.0))
-        out[f"bamCompare log2 {method}"] = np.column_stack(cols)
-    return out
+    for name, (kind, level, evidence) in CHIPVI_OUTPUTS.items():
+        try:
+            score = model.get_denoised(kind=kind, level=level, return_numpy=True)
+        except (ValueError, NotImplementedError) as err:  # a level this model lacks
+            print(f"({name}: {err})")
+            continue
+        if level == "group":  # one column per group -> each library gets its group's
+            names = list(getattr(model, "group_names", pd.unique(groups)))
+            score = score[:, [names.index(g) for g in groups]]
+        out[name] = (np.asarray(score, float), evidence)
+    return out, seconds
 
 
-#: chipvi's scores (name: kind, level): posterior mean and conservative ranking score (5 %
-#: quantile), shared-biology and own-evidence library outputs.
-CHIPVI_KINDS = {
-    "chipvi LFE": ("log_fold_enrichment", "library"),
-    "chipvi LFE 5% lower": ("log_fold_enrichment_lower", "library"),
-    "chipvi own-evidence LFE": ("log_fold_enrichment", "library_own"),
-    "chipvi own-evidence 5% lower": ("log_fold_enrichment_lower", "library_own"),
-}
-
-
-def chipvi_scores(samplesheet: Path, threads: int, train_seed: int = 0, max_per_position=None):
-    import scvi
-    import torch
-
-    import chipvi
-
-    torch.set_num_threads(threads)
-    scvi.settings.seed = train_seed
-    adata = chipvi.read_bams(samplesheet, progress=False, max_per_position=max_per_position)
-    chipvi.ChIPVI.setup_anndata(adata)
-    model = chipvi.ChIPVI(adata)
-    t0 = time.perf_counter()
-    model.train(enable_progress_bar=False)
-    seconds = time.perf_counter() - t0
-    scores = {
-        name: model.get_denoised(kind=kind, level=level, return_numpy=True)
-        for name, (kind, level) in CHIPVI_KINDS.items()
-    }
-    return scores, adata, seconds
-
-
-def metrics(score: np.ndarray, truth: pd.DataFrame, group: str, strong: int, weak: int) -> dict:
-    enriched = truth[f"enriched_{group}"].to_numpy()
-    lfe = truth[f"lfe_{group}"].to_numpy()
-    art = truth["low_mappability"].to_numpy()
-    n = len(truth)
-    ranks = [rankdata(score[:, j])[art].mean() / n for j in range(score.shape[1])]
-    return {
+def metrics(score, evidence, truth, group, strong, weak) -> dict:
+    enriched = truth[f"enriched_{group}"].to_numpy(bool)
+    lfe = truth[f"lfe_{group}"].to_numpy(float)
+    art = truth["low_mappability"].to_numpy(bool) if "low_mappability" in truth else None
+    row = {
         "auprc_strong": average_precision(enriched, score[:, strong]),
         "auprc_weak": average_precision(enriched, score[:, weak]),
-        "spearman_strong": spearmanr(lfe, score[:, strong])[0],
-        "spearman_weak": spearmanr(lfe, score[:, weak])[0],
-        "rep_pearson": pearsonr(score[:, 0], score[:, 1])[0],
-        "rep_spearman": spearmanr(score[:, 0], score[:, 1])[0],
-        "artefact_rank": max(ranks),
+        "spearman_strong": spearman(lfe, score[:, strong]),
+        "spearman_weak": spearman(lfe, score[:, weak]),
+        **replicate_concordance(score, evidence),
+        "artefact_rank": np.nan,
     }
+    if art is not None and art.any():
+        row["artefact_rank"] = max(artefact_rank(art, score[:, j]) for j in range(2))
+    return row
 
 
-def roc_auc(labels: np.ndarray, score: np.ndarray) -> float:
-    """Probability that a positive outscores a negative (ties count half)."""
-    ranks = rankdata(score)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def library_metrics(
-    score: np.ndarray, truth: pd.DataFrame, samples: list[str], strong: int, weak: int
-) -> dict:
+def library_metrics(score, truth, samples, strong, weak) -> dict:
     """Does each library's score carry its own evidence? (replicate-specific features)
 
-    ``own_auprc_*``: AUPRC against the library's own enriched bins (a copy of the group's
-    output also flags the features the library lacks). ``specific_auc``: over the bins of
-    features carried by one replicate only, the probability that the difference of the two
-    libraries' scores is larger where the first carries the feature than where the second
-    does (0.5: the libraries' outputs do not tell them apart, as for a copy).
+    ``own_auprc_*``: AUPRC against the library's own enriched bins. ``specific_auc``: over bins
+    of features carried by one replicate only, the probability that the first library's score
+    minus the second's is larger where the first carries the feature (0.5: indistinguishable).
     """
-    own = [truth[f"enriched_{s}"].to_numpy() for s in samples]
+    own = [truth[f"enriched_{s}"].to_numpy(bool) for s in samples]
     only_first, only_second = own[0] & ~own[1], own[1] & ~own[0]
     specific = only_first | only_second
+    if not (only_first.any() and only_second.any()):
+        raise SystemExit("the simulation has no feature in one replicate only: use a longer genome")
     return {
         "own_auprc_strong": average_precision(own[strong], score[:, strong]),
         "own_auprc_weak": average_precision(own[weak], score[:, weak]),
@@ -275,227 +176,221 @@ def library_metrics(
 
 def bench_simulation(
     seed: int,
-    chrom_length: int,
+    scenario: str,
+    args: argparse.Namespace,
     workdir: Path,
-    threads: int,
-    reuse_peers: bool = False,
-    train_seeds: tuple[int, ...] = (0,),
-    max_per_position=None,
+    cache: PeerCache,
     specific_fraction: float = 0.0,
 ) -> pd.DataFrame:
-    """Simulate, score every method and return the metrics table (one row per method).
+    """One simulation: every method's metrics, one row per (method, duplicate rule)."""
+    import chipvi
 
-    With ``specific_fraction`` > 0 that fraction of features is carried by one replicate only
-    and the table holds :func:`library_metrics`; otherwise :func:`metrics`.
-    """
-    from chipvi.datasets import simulate
-
-    tag = f"{seed}_specific{specific_fraction:g}" if specific_fraction else f"{seed}"
-    out = workdir / f"sim{tag}"
-    sim = simulate(
-        out,
-        seed=seed,
-        n_chroms=2,
-        chrom_length=chrom_length,
-        replicate_specific_fraction=specific_fraction,
-        overwrite=True,
-    )
+    tag = f"{scenario}_{seed}" + (f"_specific{specific_fraction:g}" if specific_fraction else "")
+    out = workdir / f"sim_{tag}"
+    kwargs = {"replicate_specific_fraction": specific_fraction} if specific_fraction else {}
+    sim = simulate(out, seed, scenario, args.chrom_length, **kwargs)
     sheet = pd.read_csv(sim.samplesheet)
     root = sim.samplesheet.parent
-    frag = 200
-    libs = sim.libraries.set_index("sample")
-    strong = int(np.argmax(libs.loc[sheet["sample"], "depth"].to_numpy()))
+    samples = sheet["sample"].tolist()
+    depth = sim.libraries.set_index("sample").loc[samples, "depth"].to_numpy()
+    strong = int(np.argmax(depth))
     weak = 1 - strong
     group = sheet["group"].iloc[0]
-    scores = {}
-    cache = workdir / f"peer_scores_seed{tag}_{chrom_length}.npz"
+    bins = sim.truth[["chrom", "start", "end"]]
     t0 = time.perf_counter()
-    if reuse_peers and cache.is_file():
-        with np.load(cache) as saved:
-            scores.update({name: saved[name] for name in saved.files})
-        print(f"(peer scores reused from {cache})")
-    else:
-        scores.update(macs3_scores(sheet, root, out, sim.chrom_sizes, frag))
-        scores.update(bamcompare_scores(sheet, root, out, sim.chrom_sizes, frag))
-        np.savez(cache, **scores)
+    scores = peer_scores(
+        [root / b for b in sheet["bam"]],
+        [root / c for c in sheet["control"]],
+        bins,
+        out / "peers",
+        cache,
+        bin_size=BIN,
+        fragment=FRAGMENT,
+        genome_size=int(sum(sim.chrom_sizes.values())),
+    )
     peer_s = time.perf_counter() - t0
-    train_times = []
-    for train_seed in train_seeds:
-        denoised, adata, train_s = chipvi_scores(
-            sim.samplesheet, threads, train_seed, max_per_position
-        )
-        assert adata.n_obs == len(sim.truth)
-        train_times.append(train_s)
-        suffix = f" (train seed {train_seed})" if len(train_seeds) > 1 else ""
-        scores.update({name + suffix: score for name, score in denoised.items()})
-    if specific_fraction:
-        samples = sheet["sample"].tolist()
-        rows = {n: library_metrics(s, sim.truth, samples, strong, weak) for n, s in scores.items()}
-    else:
-        rows = {name: metrics(s, sim.truth, group, strong, weak) for name, s in scores.items()}
-    table = pd.DataFrame(rows).T
+    rows = []
+
+    def add(name, score, evidence, dup, kind):
+        if specific_fraction:
+            m = library_metrics(score, sim.truth, samples, strong, weak)
+        else:
+            m = metrics(score, evidence, sim.truth, group, strong, weak)
+        rows.append({"method": name, "dup": str(dup), "kind": kind, "evidence": evidence, **m})
+
+    for name, p in scores.items():
+        add(name, p.score, p.evidence, p.dup, "peer")
+    train_s = []
+    for rule in args.dup_rule:
+        adata = chipvi.read_bams(sim.samplesheet, progress=False, max_per_position=rule)
+        if adata.n_obs != len(bins):
+            raise SystemExit(f"truth has {len(bins)} bins but the AnnData {adata.n_obs}")
+        for name, p in count_peers(adata).items():
+            add(name, p.score, p.evidence, rule, "peer")
+        for train_seed in args.train_seeds:
+            outputs, seconds = chipvi_scores(adata, train_seed, args.max_epochs)
+            train_s.append(seconds)
+            suffix = f" (train seed {train_seed})" if len(args.train_seeds) > 1 else ""
+            for name, (score, evidence) in outputs.items():
+                add(name + suffix, score, evidence, rule, "chipvi")
     what = f", {specific_fraction:.0%} of features in one replicate only" * bool(specific_fraction)
     print(
-        f"\n## seed {seed}{what}: {adata.n_obs} bins x {adata.n_vars} libraries, depths "
-        f"{libs['depth'].tolist()}; chipvi train "
-        f"{', '.join(f'{t:.1f}' for t in train_times)} s, peers {peer_s:.1f} s"
+        f"\n## {scenario}, seed {seed}{what}: {len(bins)} bins, depths {depth.tolist()}; "
+        f"peers {peer_s:.0f} s, chipvi train {', '.join(f'{t:.0f}' for t in train_s)} s",
+        flush=True,
     )
+    table = pd.DataFrame(rows)
+    table.insert(0, "seed", seed)
+    table.insert(0, "scenario", scenario + (" (specific)" if specific_fraction else ""))
     return table
 
 
-def verdict(table: pd.DataFrame) -> pd.DataFrame:
-    """Per chipvi row and metric: does it beat the best peer?"""
-    ours = table.loc[table.index.str.startswith("chipvi")]
-    peers = table.drop(index=ours.index)
-    out = {}
-    for metric, higher in {**HIGHER_BETTER, **LIBRARY_HIGHER_BETTER}.items():
-        if metric not in table:
-            continue
-        best = peers[metric].max() if higher else peers[metric].min()
-        out[metric] = ours[metric] > best if higher else ours[metric] < best
-    return pd.DataFrame(out)
-
-
-def real_data_concordance(adata, lfe: dict[str, np.ndarray]) -> tuple[pd.DataFrame, int]:
-    """Replicate concordance and promoter-window AUPRC, raw log CPM vs denoised scores.
-
-    ``adata`` is the bundled CSSQ data (``cssq_chr19()``); ``lfe`` maps a name to a
-    library-level score.
-    Returns the table and the number of bins in the promoter windows of ``chr19_regions.bed``.
-    """
-    from chipvi.datasets import cssq_chr19_samplesheet
-    from chipvi.io import read_bed
-    from chipvi.io._bed import overlapping_bins
-
-    regions = read_bed(cssq_chr19_samplesheet().parent / "chr19_regions.bed")
-    in_promoter = overlapping_bins(adata.obs, regions)
-    cpm = np.log1p(adata.X.astype(float) / adata.var["depth"].to_numpy() * 1e6)
-    rows = []
-    for g in adata.var["group"].unique():
-        a, b = np.flatnonzero(adata.var["group"].to_numpy() == g)[:2]
-        for name, score in (("raw log CPM", cpm), *lfe.items()):
-            rows.append(
-                {
-                    "group": g,
-                    "score": name,
-                    "rep_pearson": pearsonr(score[:, a], score[:, b])[0],
-                    "rep_spearman": spearmanr(score[:, a], score[:, b])[0],
-                    "promoter_auprc_r1": average_precision(in_promoter, score[:, a]),
-                    "promoter_auprc_r2": average_precision(in_promoter, score[:, b]),
-                }
-            )
-    return pd.DataFrame(rows), int(in_promoter.sum())
-
-
-def bench_real(threads: int) -> None:
-    import scvi
-    import torch
-
-    import chipvi
-    from chipvi.datasets import cssq_chr19
-
-    torch.set_num_threads(threads)
-    scvi.settings.seed = 0
-    adata = cssq_chr19()
-    chipvi.ChIPVI.setup_anndata(adata)
-    model = chipvi.ChIPVI(adata)
-    model.train(enable_progress_bar=False)
-    lfe = {
-        name: model.get_denoised(kind=kind, level=level, return_numpy=True)
-        for name, (kind, level) in CHIPVI_KINDS.items()
-    }
-    table, n_promoter = real_data_concordance(adata, lfe)
-    print(
-        f"\n## bundled CSSQ chr19 ({adata.n_obs} bins, {n_promoter} in promoter "
-        "windows of chr19_regions.bed)"
+def summarise(table: pd.DataFrame, higher: dict[str, bool]) -> tuple[pd.DataFrame, ...]:
+    """Median and worst seed per method (and duplicate rule) and metric."""
+    metrics_ = [m for m in higher if m in table and table[m].notna().any()]
+    keys = ["method", "dup", "kind", "evidence"]
+    grouped = table.groupby(keys, sort=False)
+    med = grouped[metrics_].median()
+    worst = pd.concat(
+        [grouped[m].min() if higher[m] else grouped[m].max() for m in metrics_], axis=1
     )
-    print(table.round(3).to_string(index=False))
+    out = med.copy()
+    for m in metrics_:
+        out[m] = [
+            "" if np.isnan(a) else f"{a:.3f} / {b:.3f}"
+            for a, b in zip(med[m], worst[m], strict=True)
+        ]
+    out.insert(0, "n_seeds", grouped.size())
+    return out, med, worst
+
+
+def verdict(med: pd.DataFrame, worst: pd.DataFrame, higher: dict[str, bool]) -> pd.DataFrame:
+    """Per chipvi output and metric: does it beat the best same-rule peer, on median and worst?
+
+    Cells ``W``/``L``/``T`` (win, loss, exact tie) for median then worst seed (``W W``: wins
+    on both), with the best peer's median in brackets. Shared and pooled outputs have no
+    replicate concordance (left blank).
+    """
+    rows = {}
+    for (method, dup, kind, evidence), _ in med.iterrows():
+        if kind != "chipvi":
+            continue
+        cells = {}
+        key = (method, dup, kind, evidence)
+        for m in med.columns:
+            ours_med, ours_worst = med.loc[key, m], worst.loc[key, m]
+            if np.isnan(ours_med):
+                cells[m] = ""
+                continue
+            peer_rows = [
+                i
+                for i in med.index
+                if i[2] == "peer" and i[1] == dup and not np.isnan(med.loc[i, m])
+            ]
+            if not peer_rows:
+                cells[m] = ""
+                continue
+            pm, pw = med.loc[peer_rows, m], worst.loc[peer_rows, m]
+            best_med = pm.max() if higher[m] else pm.min()
+            best_worst = pw.max() if higher[m] else pw.min()
+
+            def win(a, b, m=m):
+                if a == b:
+                    return "T"
+                return "W" if (a > b if higher[m] else a < b) else "L"
+
+            cells[m] = f"{win(ours_med, best_med)} {win(ours_worst, best_worst)} ({best_med:.3f})"
+        rows[(method, f"dup {dup}")] = cells
+    return pd.DataFrame(rows).T
+
+
+def report(table: pd.DataFrame, args) -> str:
+    """Print and return (Markdown) the summary and verdict of every scenario."""
+    parts = [
+        f"Peers: {versions_line()}. chipvi counts with `max_per_position` = the `dup` column "
+        "(`auto` = MACS3 `--keep-dup auto`; `1` = MACS3 `--keep-dup 1` and bamCompare "
+        "`--ignoreDuplicates`); each chipvi row is judged against the peers of its rule. "
+        f"Seeds {', '.join(map(str, sorted(table['seed'].unique())))} "
+        f"(fresh; development seeds were {DEVELOPMENT_SEEDS[0]}-{DEVELOPMENT_SEEDS[-1]}); "
+        f"{args.chrom_length:,} bp x 2 chromosomes. Cells: median / worst seed. Replicate "
+        "concordance only for outputs from each library's own reads (blank: shared or pooled "
+        "evidence, near 1 by construction)."
+    ]
+    print("\n" + parts[0])
+    for scenario, sub in table.groupby("scenario", sort=False):
+        higher = LIBRARY_HIGHER_BETTER if "(specific)" in scenario else HIGHER_BETTER
+        summary, med, worst = summarise(sub, higher)
+        ok = verdict(med, worst, higher)
+        cells = [c.split()[:2] for c in ok.to_numpy().ravel() if c]
+        wins = sum(c == ["W", "W"] for c in cells)
+        losses = sum("L" in c for c in cells)
+        shown = summary.reset_index().drop(columns=["kind"])
+        text = (
+            f"### {scenario}\n\n{markdown(shown, index=False)}\n\n"
+            "chipvi vs the best same-rule peer (median, worst seed; best peer median):\n\n"
+            f"{markdown(ok.rename_axis(['output', 'rule']))}\n\n"
+            f"Cells won on median and worst seed: {wins} of {len(cells)}; with a loss: "
+            f"{losses}.\n"
+        )
+        print("\n" + text, flush=True)
+        parts.append(text)
+    return "\n\n".join(parts)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2])
-    parser.add_argument("--chrom-length", type=int, default=2_500_000)
     parser.add_argument(
-        "--train-seeds",
-        type=int,
-        nargs="+",
-        default=[0],
-        help="train chipvi once per seed (scvi.settings.seed) on each simulation",
+        "--seeds", type=int, nargs="*", default=list(FRESH_SEEDS),
+        help="simulation seeds (default: fresh seeds 100-104; 1-6 were development seeds)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, default=None,
+        help="simulation scenario, repeatable (default: standard)",
+    )  # fmt: skip
+    parser.add_argument("--chrom-length", type=int, default=1_000_000, help="2 chromosomes")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="chipvi epochs (default: the model's)"
     )
     parser.add_argument(
-        "--max-per-position",
-        type=parse_max_per_position,
-        default="auto",
-        help="chipvi's read_bams(max_per_position=...) on the simulations: N, auto (default, "
-        "as in bench_peaks; MACS3 runs with its default --keep-dup 1) or none",
-    )
+        "--dup-rule", type=parse_max_per_position, nargs="+", default=["auto", 1],
+        help="chipvi read_bams(max_per_position=...) rules, one training each: auto (MACS3 "
+        "--keep-dup auto) and 1 (MACS3 --keep-dup 1, bamCompare --ignoreDuplicates)",
+    )  # fmt: skip
     parser.add_argument(
-        "--specific-seeds",
-        type=int,
-        nargs="*",
-        default=[3],
-        help="simulations (seeds) whose replicates do not share every feature, scored for "
-        "library-level evidence (none: skip)",
-    )
+        "--specific-seeds", type=int, nargs="*", default=[105],
+        help="simulations with replicate-specific features, scored per library (none: skip)",
+    )  # fmt: skip
+    parser.add_argument("--specific-fraction", type=float, default=0.3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument(
-        "--specific-fraction",
-        type=float,
-        default=0.3,
-        help="fraction of features carried by one replicate only in --specific-seeds",
+        "--keep", help="keep simulations, peer outputs and the peer cache in this folder"
     )
-    parser.add_argument("--real", action="store_true")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (1 on a shared machine; >1 oversubscribes)",
-    )
-    parser.add_argument(
-        "--reuse-peers",
-        action="store_true",
-        help="reuse peer scores saved by an earlier run in the --keep folder "
-        "(same seeds, same simulator)",
-    )
-    parser.add_argument("--keep", help="keep simulated data and peer outputs in this folder")
+    parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
     args = parser.parse_args(argv)
-    missing = [t for t in ("macs3", "bamCompare") if shutil.which(t) is None]
-    if missing:
-        print(
-            f"missing peer tools {missing}: run bash benchmarks/install_peers.sh", file=sys.stderr
-        )
+    args.scenario = args.scenario or ["standard"]
+    if missing_tools():
+        print(f"missing peers {missing_tools()}: bash benchmarks/install_peers.sh", file=sys.stderr)
         return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="chipvi_quality_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    all_ok = {}
+    cache = PeerCache(workdir / "peer_cache")
+    tables = []
     try:
-        runs = [(seed, 0.0) for seed in args.seeds]
-        runs += [(seed, args.specific_fraction) for seed in args.specific_seeds]
-        for seed, fraction in runs:
-            table = bench_simulation(
-                seed,
-                args.chrom_length,
-                workdir,
-                args.threads,
-                args.reuse_peers,
-                tuple(args.train_seeds),
-                args.max_per_position,
-                fraction,
-            )
-            print(table.round(3).to_string())
-            ok = verdict(table)
-            print("chipvi beats the best peer (per chipvi score and metric):")
-            print(ok.to_string())
-            for name, row in ok.iterrows():
-                kind = name.split(" (train seed")[0]
-                all_ok[kind] = all_ok.get(kind, True) and bool(row.all())
-        if args.real:
-            bench_real(args.threads)
+        runs = [(s, sc, 0.0) for sc in args.scenario for s in args.seeds]
+        runs += [(s, "standard", args.specific_fraction) for s in args.specific_seeds]
+        for seed, scenario, fraction in runs:
+            tables.append(bench_simulation(seed, scenario, args, workdir, cache, fraction))
+            pd.concat(tables).to_csv(workdir / "bench_quality.tsv", sep="\t", index=False)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    for kind, ok in all_ok.items():
-        print(f"\n{kind}: ALL METRICS BEAT BEST PEER ON EVERY DATA SET (and training seed): {ok}")
+    body = report(pd.concat(tables, ignore_index=True), args)
+    if args.write_results:
+        write_section("Quality on simulations (bench_quality.py)", body)
     return 0
 
 

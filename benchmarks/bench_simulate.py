@@ -9,8 +9,8 @@ Usage::
    ``pysam.AlignedSegment`` writer on up to 1 M sorted 50 bp reads; reads/s and peak RSS
    (each measured in a fresh subprocess).
 2. Difficulty: on the default simulation, the area under the precision-recall curve for
-   enriched 200 bp bins of MACS3 fold enrichment (``callpeak -B`` + ``bdgcmp -m FE``) and of
-   deepTools ``bamCompare`` log2 ratio, per library.
+   enriched 200 bp bins of MACS3 fold enrichment and of deepTools ``bamCompare`` log2 ratio,
+   per library, run and scored as every benchmark does (``_peers.py``, ``_scoring.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import pandas as pd
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _peers, _scoring
 
 SPEED_CHILD = """
 import json, resource, sys, time
@@ -130,119 +131,42 @@ def speed(reads: int, work: Path) -> None:
     )
 
 
-def _bedgraph_to_bins(path: Path, truth: pd.DataFrame, chrom_sizes: dict) -> np.ndarray:
-    """Mean of a bedGraph signal over each 200 bp truth bin (0 where not covered)."""
-    from chipvi.io import read_bed
-
-    bdg = read_bed(path).rename(columns={"name": "v"})
-    bdg["v"] = bdg["v"].astype(float)
-    out = []
-    for chrom, length in chrom_sizes.items():
-        per_base = np.zeros(length)
-        sub = bdg[bdg["chrom"] == chrom]
-        for s, e, v in sub[["start", "end", "v"]].itertuples(index=False):
-            per_base[s:e] = v
-        bins = truth[truth["chrom"] == chrom]
-        sums = np.add.reduceat(per_base, bins["start"].to_numpy())
-        out.append(sums / (bins["end"] - bins["start"]).to_numpy())
-    return np.concatenate(out)
-
-
-def _auprc(y: np.ndarray, score: np.ndarray) -> float:
-    order = np.argsort(-score, kind="stable")
-    y = y[order]
-    tp = np.cumsum(y)
-    precision = tp / np.arange(1, len(y) + 1)
-    return float((precision * y).sum() / y.sum())
-
-
 def difficulty(work: Path, **kwargs) -> None:
     import chipvi
+
+    from _peers import PeerCache, peer_scores, versions_line
+    from _scoring import average_precision
 
     sim = chipvi.datasets.simulate(work / "default", **kwargs)
     sheet = pd.read_csv(sim.samplesheet)
     folder = sim.samplesheet.parent
-    genome = sum(sim.chrom_sizes.values())
-    print("\n### Difficulty of the default simulation (AUPRC, enriched 200 bp bins)")
-    print("| library | ChIP reads | enriched bins | MACS3 FE | bamCompare log2 |")
+    peers = peer_scores(
+        [folder / p for p in sheet["bam"]],
+        [folder / p for p in sheet["control"]],
+        sim.truth[["chrom", "start", "end"]],
+        work / "peers",
+        PeerCache(None),
+        bin_size=200,
+        fragment=200,
+        genome_size=sum(sim.chrom_sizes.values()),
+        pooled=False,
+        bamcompare_smooth=(0,),
+        keep_dup=("auto",),
+    )
+    fe, ratio = peers["MACS3 log2 FE keep-dup auto"], peers["bamCompare log2"]
+    print(
+        "\n### Difficulty of the default simulation (AUPRC, enriched 200 bp bins; "
+        f"{versions_line()}; peers as in benchmarks/_peers.py)"
+    )
+    print("| library | ChIP reads | enriched bins | MACS3 log2 FE | bamCompare log2 |")
     print("|---|---|---|---|---|")
-    for row in sheet.itertuples():
+    for j, row in enumerate(sheet.itertuples()):
         y = sim.truth[f"enriched_{row.group}"].to_numpy()
-        out = work / f"macs_{row.sample}"
-        subprocess.run(
-            [
-                "macs3",
-                "callpeak",
-                "-t",
-                folder / row.bam,
-                "-c",
-                folder / row.control,
-                "-f",
-                "BAM",
-                "-g",
-                str(genome),
-                "-n",
-                row.sample,
-                "--outdir",
-                out,
-                "-B",
-                "--nomodel",
-                "--extsize",
-                "200",
-                "--verbose",
-                "0",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        fe = out / "fe.bdg"
-        subprocess.run(
-            [
-                "macs3",
-                "bdgcmp",
-                "-t",
-                out / f"{row.sample}_treat_pileup.bdg",
-                "-c",
-                out / f"{row.sample}_control_lambda.bdg",
-                "-m",
-                "FE",
-                "-o",
-                fe,
-                "--verbose",
-                "0",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        ratio = work / f"{row.sample}_log2.bdg"
-        subprocess.run(
-            [
-                "bamCompare",
-                "-b1",
-                folder / row.bam,
-                "-b2",
-                folder / row.control,
-                "--operation",
-                "log2",
-                "--binSize",
-                "200",
-                "--extendReads",
-                "200",
-                "-of",
-                "bedgraph",
-                "-o",
-                ratio,
-                "-p",
-                "1",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        scores = [_bedgraph_to_bins(p, sim.truth, sim.chrom_sizes) for p in (fe, ratio)]
         depth = int(sim.libraries.set_index("sample").loc[row.sample, "depth"])
         print(
-            f"| {row.sample} | {depth:,} | {int(y.sum()):,} | {_auprc(y, scores[0]):.3f} | "
-            f"{_auprc(y, scores[1]):.3f} |"
+            f"| {row.sample} | {depth:,} | {int(y.sum()):,} | "
+            f"{average_precision(y, fe.score[:, j]):.3f} | "
+            f"{average_precision(y, ratio.score[:, j]):.3f} |"
         )
 
 
