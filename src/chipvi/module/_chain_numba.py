@@ -96,8 +96,15 @@ def _log_emission(i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le, keep, r
                 lg = np.log(r + mu * eg[j, g])
                 keep[j, g] = lg
                 lgk = log_in + _log_nb(yy, lmuj + a * grid[g], lrj, r, lg, lc)
-                mg = _logaddexp(lgk, lq)
-                resp[j, g] = np.exp(lgk - mg)
+                # log(e^lgk + e^lq) and the NB share e^lgk / (e^lgk + e^lq), from one exp
+                if lgk >= lq:
+                    t = np.exp(lq - lgk)
+                    mg = lgk + np.log1p(t)
+                    resp[j, g] = 1.0 / (1.0 + t)
+                else:
+                    t = np.exp(lgk - lq)
+                    mg = lq + np.log1p(t)
+                    resp[j, g] = t / (1.0 + t)
                 le[g] += wi * (mg - m0)
     top = le[0]
     for g in range(1, n_grid):
