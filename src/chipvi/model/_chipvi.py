@@ -129,7 +129,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     technical
         Technical network: ``"mu_r"`` (dispersion from the mean and covariates) or ``"r_p"``.
     covariates
-        Covariate set (see :func:`chipvi.module.list_covariate_sets`).
+        Covariate set (see :func:`chipvi.module.list_covariate_sets`). The default,
+        ``"control_only"`` (control counts at three widths, depths), and the small network
+        below were chosen on thinned real data (``benchmarks/bench_real.py``, HESC_R1 and
+        HSMM_R1 at thinning seed 1): with a few hundred reads, MAPQ covariates and a wider
+        network let the technical mean fit noise.
     consistency
         Replicate-consistency terms (``pyro.factor`` on the replicates' log gains: ``"mse"``);
         ``()`` for none. Groups with a single library get none (with a warning).
@@ -167,11 +171,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self,
         adata: AnnData,
         technical: str = "mu_r",
-        covariates: str = "default",
+        covariates: str = "control_only",
         consistency: Sequence[str] = ("mse",),
         consistency_weight: float | Sequence[float] = 1.0,
-        n_hidden: int = 32,
-        n_layers: int = 2,
+        n_hidden: int = 16,
+        n_layers: int = 1,
         low_mapq: float | None = 10.0,
         grid: tuple[float, float, int] = GRID,
         stay: Sequence[float] = STAY,
