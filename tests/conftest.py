@@ -18,3 +18,13 @@ def portal(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with running_portal() as fake:
         yield fake
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Each test starts from chipvi.settings' defaults (the CLI's -q sets verbosity)."""
+    from chipvi._settings import settings
+
+    saved = (settings.verbosity, settings._num_threads, settings._seed, settings.progress_bar)
+    yield
+    settings.verbosity, settings._num_threads, settings._seed, settings.progress_bar = saved
