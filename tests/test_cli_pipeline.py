@@ -91,10 +91,10 @@ def test_simulate_and_bin(sim, capsys):
     assert status == 2 and "must end in .h5ad" in err
     status, _, err = run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--bin-size", "0")
     assert status == 2 and not (sim / "x.h5ad").exists()
-    with pytest.raises(SystemExit) as exit_info:  # an argparse error
-        run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--max-per-position", "lots")
-    assert exit_info.value.code == 2 and not (sim / "x.h5ad").exists()
-    assert "'auto' or 'none', got 'lots'" in capsys.readouterr().err
+    # read_bams itself checks the values of its flags
+    status, _, err = run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--max-per-position", "lots")
+    assert status == 2 and not (sim / "x.h5ad").exists()
+    assert "'auto' or None, got 'lots'" in err
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def trained(sim):
         [
             "train",
             "--config-dir",
-            str(ROOT / "configs"),
+            str(ROOT / "src" / "chipvi" / "configs"),
             "-q",
             "--run-dir",
             str(run),
@@ -276,7 +276,7 @@ def test_real_model_resume_after_ctrl_c_matches(sim, capsys, monkeypatch):
     common = [
         "train",
         "--config-dir",
-        str(ROOT / "configs"),
+        str(ROOT / "src" / "chipvi" / "configs"),
         "-q",
         "data.samplesheet=null",
         f"data.h5ad={sim / 'bins.h5ad'}",
