@@ -79,8 +79,7 @@ def _train_config(model_class: str) -> type:
     cls = _import_class(model_class)
     return dataclass_from(
         "TrainConfig",
-        cls.train,
-        owner=cls,
+        cls.train,  # its **kwargs go to Lightning's Trainer: no base-class arguments added
         skip={"callbacks"},
         extra=[
             # CPU threads for torch, numba and binning (chipvi.settings.num_threads); null: the

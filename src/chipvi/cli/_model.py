@@ -52,7 +52,7 @@ def train_kwargs(train_cfg, cls) -> dict:
 
     values = OmegaConf.to_container(train_cfg, resolve=True)
     values = {k: v for k, v in values.items() if k not in _NOT_TRAIN_KWARGS}
-    out = call_kwargs(values, cls.train, cls)
+    out = call_kwargs(values, cls.train)
     if isinstance(out.get("devices"), str) and out["devices"].isdigit():
         out["devices"] = int(out["devices"])
     return out

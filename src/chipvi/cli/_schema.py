@@ -185,8 +185,9 @@ def call_kwargs(values: dict, func, owner: type | None = None) -> dict:
     """Arguments for ``func`` from config values.
 
     ``null`` for a parameter whose own default is not ``None`` means that default (so a config
-    written before a default changed still follows it); keys that are not parameters of
-    ``func`` are an error unless it takes ``**kwargs``.
+    written before a default changed still follows it), and a value equal to the default is
+    left out too; keys that are not parameters of ``func`` are an error unless it takes
+    ``**kwargs``.
     """
     params = {p.name: p for p in parameters(func, owner=owner)}
     takes_kwargs = any(
@@ -203,6 +204,8 @@ def call_kwargs(values: dict, func, owner: type | None = None) -> dict:
             out[key] = value
             continue
         if value is None and p.default is not None:
+            continue
+        if value == config_default(p.default):  # the function's own default: leave it to it
             continue
         out[key] = tuple(value) if isinstance(p.default, tuple) and value is not None else value
     return out
