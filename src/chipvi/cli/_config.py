@@ -348,12 +348,15 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
     t = cfg.train
     if t.get("train_size") is not None and not 0.0 < t.train_size <= 1.0:
         raise bad("train.train_size", f"must be in (0, 1], got {t.train_size}.")
-    for key in ("max_epochs", "batch_size", "threads"):
+    for key, kind in (("max_epochs", int), ("batch_size", int), ("threads", int), ("lr", float)):
         value = t.get(key)
-        if value is not None and value <= 0:
-            raise bad(f"train.{key}", f"must be a positive integer, got {value}.")
-    if t.get("lr") is not None and t.lr <= 0:
-        raise bad("train.lr", f"must be positive, got {t.lr}.")
+        if value is None:
+            continue
+        # a model class without type hints leaves these untyped in the schema
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
+            raise bad(f"train.{key}", f"has the wrong type: {value!r} is not {kind.__name__}.")
+        if value <= 0:
+            raise bad(f"train.{key}", f"must be positive, got {value}.")
     if t.checkpoint_interval_s < 0:
         raise bad("train.checkpoint_interval_s", f"must be >= 0, got {t.checkpoint_interval_s}.")
     for name in t.loggers:

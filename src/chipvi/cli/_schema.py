@@ -37,7 +37,7 @@ def parameters(func, skip: set[str] = frozenset(), owner: type | None = None) ->
                 continue
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
-            out[p.name] = p.replace(annotation=_resolve(p.annotation, f))
+            out[p.name] = p.replace(annotation=_resolve(p.annotation, f, p.default))
     return list(out.values())
 
 
@@ -56,9 +56,12 @@ def _method_chain(func, owner: type | None) -> list:
     return chain
 
 
-def _resolve(annotation, func):
+def _resolve(annotation, func, default=inspect.Parameter.empty):
     """A string annotation (``from __future__ import annotations``) evaluated where ``func``
-    was defined; one that cannot be (a name imported only for type checkers) is ``Any``."""
+    was defined; one that cannot be (a name imported only for type checkers) is ``Any``; a
+    missing one is the type of a scalar default."""
+    if annotation is inspect.Parameter.empty:
+        return type(default) if type(default) in _SCALARS else Any
     if not isinstance(annotation, str):
         return annotation
     namespace = {**vars(typing), **getattr(inspect.unwrap(func), "__globals__", {})}

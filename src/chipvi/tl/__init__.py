@@ -7,6 +7,7 @@ from ._qc import frip as frip
 from ._qc import replicate_concordance as replicate_concordance
 from ._regions import call_enriched_regions as call_enriched_regions
 from ._strand import strand_cross_correlation as strand_cross_correlation
+from ._profile import profile as profile
 
 __all__ = [
     "call_enriched_regions",
@@ -14,6 +15,7 @@ __all__ = [
     "fingerprint",
     "frip",
     "gene_expression_association",
+    "profile",
     "replicate_concordance",
     "strand_cross_correlation",
 ]
