@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import ChipviInputError
+from .._utils import atomic_path
 
 # kind of model.get_denoised → key in adata.layers (library level) and adata.obsm (group level)
 DENOISED_KEYS = {
@@ -62,6 +63,17 @@ def write_group_bigwigs(adata, folder: Path, *, key: str = "chipvi_lfe") -> dict
     return write_bigwig(adata, folder, key=key, overwrite=True)
 
 
+def check_call_options(fmt: str, broad: bool, broad_cutoff: float | None) -> None:
+    """The format never changes the calling method: refuse combinations that would need it to."""
+    if fmt == "broadPeak" and not broad:
+        raise ChipviInputError(
+            "--format broadPeak holds broad domains: add --broad to call them (MACS3 --broad), "
+            "or write the narrow regions as --format narrowPeak or bed."
+        )
+    if broad_cutoff is not None and not broad:
+        raise ChipviInputError("--broad-cutoff applies to --broad calls only; add --broad.")
+
+
 def call_peaks(
     model,
     adata,
@@ -70,28 +82,50 @@ def call_peaks(
     q: float = 0.05,
     fmt: str = "narrowPeak",
     level: str = "group",
+    broad: bool = False,
+    broad_cutoff: float | None = None,
+    max_gap: int | None = None,
+    min_length: int = 0,
+    name: str | None = None,
     overwrite: bool = False,
 ):
-    """Enriched regions from the model's q-values, written as BED/narrowPeak/broadPeak."""
+    """Enriched regions from the model, one BED/narrowPeak/broadPeak file per group (library).
+
+    ``broad`` calls domains as MACS3 ``--broad`` does: seeds at ``q`` extended through bins at
+    ``broad_cutoff`` (default :data:`~chipvi.tl._regions.BROAD_DOMAINS`), gaps up to
+    ``max_gap`` bp bridged. ``broadPeak`` files hold domains, so they need ``broad``: the format
+    never changes the calling method. Files are ``<name>_<group>_peaks<suffix>`` (``name``
+    given, like MACS3 ``-n``) or ``<group><suffix>``.
+    """
     from .. import io, tl
     from ..tl._regions import BROAD_DOMAINS
 
     call = _need(tl, "call_enriched_regions", "Calling enriched regions")
     write_peaks = _need(io, "write_peaks", "Writing peaks")
-    # broadPeak files hold domains: link seeds through weaker bins, test each region as a whole.
-    broad = BROAD_DOMAINS if fmt == "broadPeak" else {}
-    regions = call(model, adata=adata, q=q, level=level, **broad)
-    written = (
-        dict(write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}
-    )
-    # A group without enriched regions still gets its (empty) file, so every group has one.
-    names = model.group_names if level == "group" else model.library_names
+    check_call_options(fmt, broad, broad_cutoff)
+    options: dict = {}
+    if broad:
+        options = dict(BROAD_DOMAINS)
+        if broad_cutoff is not None:
+            options["broad_q"] = broad_cutoff
+    if max_gap is not None:
+        options["merge_gap"] = max_gap
+    if min_length:
+        bin_size = int(np.median(adata.obs["end"].to_numpy() - adata.obs["start"].to_numpy()))
+        options["min_bins"] = max(1, -(-int(min_length) // bin_size))  # ceil: whole bins
+    regions = call(model, adata=adata, q=q, level=level, **options)
     suffix = {"narrowPeak": ".narrowPeak", "broadPeak": ".broadPeak", "bed": ".bed"}[fmt]
-    for name in names:
-        if name not in written:
-            empty = Path(path) / f"{name}{suffix}"
-            empty.write_text("")
-            written[name] = empty
+    names = model.group_names if level == "group" else model.library_names
+    written = {}
+    for group in names:
+        target = Path(path) / (f"{name}_{group}_peaks{suffix}" if name else f"{group}{suffix}")
+        own = regions[regions["group"].astype(str) == str(group)] if len(regions) else regions
+        if len(own):
+            write_peaks(own, target, format=fmt, overwrite=overwrite)
+        else:  # a group without enriched regions still gets its (empty) file
+            with atomic_path(target, overwrite=True) as tmp:
+                tmp.write_text("")
+        written[group] = target
     return regions, written
 
 

@@ -304,7 +304,8 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
 
         if cfg.train.threads is not None:
             settings.num_threads = int(cfg.train.threads)  # torch, numba (and binning)
-        scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
+        with settings.lightning_context():  # Lightning logs "Seed set to ..." at INFO
+            scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
         cls.setup_anndata(adata)
         model = cls(adata, **kwargs)
         callback = RunCallback(
