@@ -178,3 +178,25 @@ def test_built_wheel_trains_config_outside_the_checkout(tmp_path):
     made = chipvi_cmd("init", "my_configs")
     assert made.returncode == 0, made.stderr
     assert (work / "my_configs" / "config.yaml").is_file()
+
+
+def test_chipvi_bin_flags_reach_read_bams_and_errors_name_flags(tmp_path, capsys):
+    import anndata as ad
+
+    args = ["simulate", str(tmp_path / "sim"), "--seed", "1", "--n-chroms", "1",
+            "--chrom-length", "50000", "--depths", "3000,2000", "-q"]  # fmt: skip
+    assert main(args) == 0
+    sheet = tmp_path / "sim" / "samplesheet.csv"
+    for bai in (tmp_path / "sim").glob("*.bai"):
+        bai.unlink()
+    out = tmp_path / "bins.h5ad"
+    assert main(["bin", str(sheet), "-o", str(out), "-q", "--bin-size", "500"]) == 2
+    err = capsys.readouterr().err
+    assert "--index" in err and "index=True" not in err
+    # --index builds the indexes; the derived flags reach read_bams (recorded in uns)
+    assert main(["bin", str(sheet), "-o", str(out), "-q", "--index", "--bin-size", "500",
+                 "--fragment-length", "150", "--no-keep-duplicates", "--chroms", "chr1"]) == 0
+    adata = ad.read_h5ad(out)
+    assert adata.n_obs == 100
+    assert adata.uns["chipvi"]["fragment_length"] == 150
+    assert not adata.uns["chipvi"]["keep_duplicates"]

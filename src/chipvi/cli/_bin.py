@@ -66,14 +66,17 @@ def run(args) -> int:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     if not args.samplesheet.is_file():
         raise ChipviInputError(f"Sample sheet {args.samplesheet} does not exist.")
-    from ._schema import parameters
+    from ._schema import as_flags, parameters
 
     names = [q.name for q in parameters(chipvi.read_bams, READ_BAMS_NOT_FLAGS)]
-    adata = chipvi.read_bams(
-        args.samplesheet,
-        progress=not args.quiet,
-        **{name: getattr(args, name) for name in names},
-    )
+    try:
+        adata = chipvi.read_bams(
+            args.samplesheet,
+            progress=not args.quiet,
+            **{name: getattr(args, name) for name in names},
+        )
+    except ChipviInputError as e:  # "pass index=True" → "pass --index"
+        raise ChipviInputError(as_flags(str(e), names)) from None
     with atomic_path(out, overwrite=args.overwrite) as tmp:
         adata.write_h5ad(tmp)
     if not args.quiet:

@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from .._errors import ChipviInputError
@@ -313,3 +314,14 @@ def lazy_flags(parser: argparse.ArgumentParser, populate) -> None:
             return super().format_usage()
 
     parser.__class__ = _Lazy
+
+
+def as_flags(message: str, names: Sequence[str]) -> str:
+    """A function's error message in command-line words: ``index=True`` → ``--index``,
+    ``bin_size=0`` → ``--bin-size 0`` (for the parameters that became flags)."""
+    for name in sorted(names, key=len, reverse=True):
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"\b{name}=True\b", flag, message)
+        message = re.sub(rf"\b{name}=False\b", "--no-" + flag[2:], message)
+        message = re.sub(rf"\b{name}=", flag + " ", message)
+    return message
