@@ -22,9 +22,10 @@ def portal(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _fresh_settings():
-    """Each test starts from chipvi.settings' defaults (the CLI's -q sets verbosity)."""
+    """Each test starts from chipvi.settings' defaults (the CLI's -q sets verbosity, and
+    module-scoped fixtures may have run commands that did)."""
     from chipvi._settings import settings
 
-    saved = (settings.verbosity, settings._num_threads, settings._seed, settings.progress_bar)
+    settings.verbosity, settings._num_threads, settings._seed = "info", None, None
+    settings.progress_bar = True
     yield
-    settings.verbosity, settings._num_threads, settings._seed, settings.progress_bar = saved

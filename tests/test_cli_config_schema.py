@@ -108,7 +108,9 @@ def test_configs_ship_in_the_package(tmp_path, monkeypatch):
 def test_init_writes_starter_configs(tmp_path, capsys):
     target = tmp_path / "cfg"
     assert main(["init", str(target)]) == 0
-    shipped = sorted(p.relative_to(shipped_config_dir()) for p in shipped_config_dir().rglob("*.yaml"))
+    shipped = sorted(
+        p.relative_to(shipped_config_dir()) for p in shipped_config_dir().rglob("*.yaml")
+    )
     written = sorted(p.relative_to(target) for p in target.rglob("*.yaml"))
     assert set(shipped) < set(written) and Path("data/my_data.yaml") in written
     assert "chipvi train --config-dir" in capsys.readouterr().out
@@ -120,7 +122,9 @@ def test_init_writes_starter_configs(tmp_path, capsys):
     assert "already holds" in capsys.readouterr().err
     assert (target / "config.yaml").read_text() == "name: mine\n"
     assert main(["init", str(target), "--overwrite"]) == 0
-    assert (target / "config.yaml").read_text() == (shipped_config_dir() / "config.yaml").read_text()
+    assert (target / "config.yaml").read_text() == (
+        shipped_config_dir() / "config.yaml"
+    ).read_text()
 
 
 @pytest.mark.parametrize("flag", ["--h5ad", "--samplesheet"])
@@ -194,8 +198,26 @@ def test_chipvi_bin_flags_reach_read_bams_and_errors_name_flags(tmp_path, capsys
     err = capsys.readouterr().err
     assert "--index" in err and "index=True" not in err
     # --index builds the indexes; the derived flags reach read_bams (recorded in uns)
-    assert main(["bin", str(sheet), "-o", str(out), "-q", "--index", "--bin-size", "500",
-                 "--fragment-length", "150", "--no-keep-duplicates", "--chroms", "chr1"]) == 0
+    assert (
+        main(
+            [
+                "bin",
+                str(sheet),
+                "-o",
+                str(out),
+                "-q",
+                "--index",
+                "--bin-size",
+                "500",
+                "--fragment-length",
+                "150",
+                "--no-keep-duplicates",
+                "--chroms",
+                "chr1",
+            ]
+        )
+        == 0
+    )
     adata = ad.read_h5ad(out)
     assert adata.n_obs == 100
     assert adata.uns["chipvi"]["fragment_length"] == 150

@@ -17,7 +17,9 @@ def binned(tmp_path_factory):
     args = ["simulate", str(out / "sim"), "--seed", "3", "--n-chroms", "1", "--chrom-length",
             "200000", "--depths", "20000,8000", "-q"]  # fmt: skip
     assert main(args) == 0
-    assert main(["bin", str(out / "sim" / "samplesheet.csv"), "-o", str(out / "bins.h5ad"), "-q"]) == 0
+    assert (
+        main(["bin", str(out / "sim" / "samplesheet.csv"), "-o", str(out / "bins.h5ad"), "-q"]) == 0
+    )
     return out
 
 

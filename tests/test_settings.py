@@ -86,9 +86,9 @@ def test_seed_seeds_numpy_and_torch():
     import torch
 
     settings.seed = 7
-    a = (np.random.rand(3), torch.rand(3))
+    a = (np.random.rand(3), torch.rand(3))  # noqa: NPY002 - the global RNG is seeded
     settings.seed = 7
-    b = (np.random.rand(3), torch.rand(3))
+    b = (np.random.rand(3), torch.rand(3))  # noqa: NPY002 - the global RNG is seeded
     np.testing.assert_array_equal(a[0], b[0])
     assert torch.equal(a[1], b[1])
     assert settings.seed == 7
@@ -98,13 +98,16 @@ def _lightning_noise():
     """What Lightning says while fitting: info logs and its three warnings."""
     log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     log.info("GPU available: False, used: False")
-    warnings.warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping.")
-    warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+    warnings.warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping.",
+                  stacklevel=1)  # fmt: skip
+    warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning,
+                  stacklevel=1)  # fmt: skip
     warnings.warn(
         "The number of training batches (6) is smaller than the logging interval "
-        "Trainer(log_every_n_steps=10)."
+        "Trainer(log_every_n_steps=10).",
+        stacklevel=1,
     )
-    warnings.warn("a real problem", UserWarning)
+    warnings.warn("a real problem", UserWarning, stacklevel=1)
 
 
 @pytest.mark.parametrize("verbosity", ["info", "debug"])
@@ -131,7 +134,8 @@ def test_lightning_context_quiet_by_default_loud_at_debug(verbosity, caplog):
     assert logging.getLogger("lightning.pytorch").level != logging.WARNING or verbosity == "debug"
     with warnings.catch_warnings(record=True) as after:
         warnings.simplefilter("always")
-        warnings.warn("You passed in a `val_dataloader` but have no `validation_step`.")
+        warnings.warn("You passed in a `val_dataloader` but have no `validation_step`.",
+                      stacklevel=1)  # fmt: skip
     assert len(after) == 1
     assert len(LIGHTNING_NOISE) >= 3
 

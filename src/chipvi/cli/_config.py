@@ -399,7 +399,9 @@ def validate_variants(cfg: DictConfig) -> None:
         ("model.technical", m.get("technical"), "list_technical"),
         ("model.covariates", m.get("covariates"), "list_covariate_sets"),
     ]
-    checks += [("model.consistency", name, "list_consistency") for name in m.get("consistency") or []]
+    checks += [
+        ("model.consistency", name, "list_consistency") for name in m.get("consistency") or []
+    ]
     for key, value, lister in checks:
         list_fn = getattr(module, lister, None)
         if value is None or list_fn is None:

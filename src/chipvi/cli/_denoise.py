@@ -50,9 +50,7 @@ def register(subparsers) -> None:
         help="tracks per group (replicates pooled), library, or library_own (each library's "
         "own reads); a level of model.get_denoised (default group)",
     )  # fmt: skip
-    p.add_argument(
-        "--format", choices=sorted(TRACK_SUFFIX), default="bigwig", help="track format"
-    )
+    p.add_argument("--format", choices=sorted(TRACK_SUFFIX), default="bigwig", help="track format")
     p.add_argument(
         "--log-base", choices=("2", "e"), default="2",
         help="base of logarithmic kinds in the tracks (default 2, as deepTools; the .h5ad "
@@ -72,7 +70,7 @@ def track_name(kind: str, log_base: str) -> tuple[str, float]:
     divisor = math.log(2.0) if log_base == "2" else 1.0
     base = "log2" if log_base == "2" else "ln"
     if kind.startswith("log_"):
-        return f"{base}_{kind[len('log_'):]}", divisor
+        return f"{base}_{kind[len('log_') :]}", divisor
     if kind == "sd":  # sd of the log fold enrichment
         return f"sd_{base}_fold_enrichment", divisor
     return kind, 1.0

@@ -79,9 +79,7 @@ def _load(source: Path):
         peaks = source / "peaks"
         return ad.read_h5ad(path), source / "qc", peaks if peaks.is_dir() else None
     if source.suffix != ".h5ad" or not source.is_file():
-        raise ChipviInputError(
-            f"{source} is neither a run directory nor an existing .h5ad file."
-        )
+        raise ChipviInputError(f"{source} is neither a run directory nor an existing .h5ad file.")
     return ad.read_h5ad(source), source.with_name(f"{source.stem}_qc"), None
 
 

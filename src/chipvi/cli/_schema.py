@@ -24,7 +24,9 @@ from .._errors import ChipviInputError
 _SCALARS = (bool, int, float, str)
 
 
-def parameters(func, skip: set[str] = frozenset(), owner: type | None = None) -> list[inspect.Parameter]:
+def parameters(
+    func, skip: set[str] = frozenset(), owner: type | None = None
+) -> list[inspect.Parameter]:
     """Named parameters of ``func`` with resolved type hints (no self, ``*args``, ``**kwargs``).
 
     A method that takes ``**kwargs`` and overrides one of a base class (a subclass of
@@ -117,7 +119,7 @@ def config_type(hint, default: Any = inspect.Parameter.empty):
     if not kinds or kinds == [Any] or any(k is inspect.Parameter.empty for k in kinds):
         chosen = Any
     elif all(k in _SCALARS for k in kinds):
-        chosen = typing.Union[tuple(kinds)] if len(kinds) > 1 else kinds[0]  # noqa: UP007
+        chosen = typing.Union[tuple(kinds)] if len(kinds) > 1 else kinds[0]  # noqa: UP007, UP045
     else:
         fitting = [k for k in kinds if _fits(default, k)]
         first = (fitting or kinds)[0]
@@ -129,7 +131,7 @@ def config_type(hint, default: Any = inspect.Parameter.empty):
             chosen = dict[str, Any]
         else:
             chosen = Any
-    return typing.Optional[chosen] if optional and chosen is not Any else chosen  # noqa: UP007
+    return typing.Optional[chosen] if optional and chosen is not Any else chosen  # noqa: UP007, UP045
 
 
 def _fits(default, kind) -> bool:
@@ -170,7 +172,7 @@ def dataclass_from(
         default = None if p.default is inspect.Parameter.empty else p.default
         # Every field takes null: it stands for the function's own default (`call_kwargs`).
         kind = config_type(p.annotation, default)
-        kind = kind if kind is Any else typing.Optional[kind]  # noqa: UP007
+        kind = kind if kind is Any else typing.Optional[kind]  # noqa: UP007, UP045
         fields.append(_field(p.name, kind, config_default(default)))
     names = {f[0] for f in fields}
     fields += [_field(n, t, d) for n, t, d in extra if n not in names]
@@ -194,9 +196,7 @@ def call_kwargs(values: dict, func, owner: type | None = None) -> dict:
     ``**kwargs``.
     """
     params = {p.name: p for p in parameters(func, owner=owner)}
-    takes_kwargs = any(
-        p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values()
-    )
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
     out = {}
     for key, value in values.items():
         p = params.get(key)

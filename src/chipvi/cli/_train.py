@@ -138,8 +138,13 @@ def _data_overrides(args) -> list[str]:
 
 def run(args) -> int:
     if args.resume is not None:
-        if args.overrides or args.multirun or args.config or args.run_dir or args.h5ad or (
-            args.samplesheet
+        if (
+            args.overrides
+            or args.multirun
+            or args.config
+            or args.run_dir
+            or args.h5ad
+            or (args.samplesheet)
         ):
             raise ChipviInputError(
                 "--resume takes only the run directory: the run continues with its own "
@@ -281,6 +286,7 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
         run_dir.event("resume", from_epoch=last_epoch + 1, checkpoint=str(run_dir.checkpoint_path))
     else:
         run_dir.event("run_start", name=cfg.name, seed=cfg.seed, model_class=cfg.model.model_class)
+    threads_before = settings._num_threads
     try:
         adata, prints = _load_run_data(cfg, run_dir, quiet)
         meta = run_dir.read_meta() if resume else {}
@@ -319,7 +325,9 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
             targs["ckpt_path"] = str(run_dir.checkpoint_path)
         with settings.lightning_context():  # Lightning's chatter at chipvi's verbosity
             model.train(
-                callbacks=[callback], enable_progress_bar=settings.progress_bar and not quiet, **targs
+                callbacks=[callback],
+                enable_progress_bar=settings.progress_bar and not quiet,
+                **targs,
             )
     except (KeyboardInterrupt, SystemExit) as e:
         # Lightning turns Ctrl-C into SystemExit(1) after its own cleanup.
@@ -331,6 +339,9 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
     except Exception as e:
         run_dir.event("error", error=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        if cfg.train.threads is not None:  # the run's setting, not the process's
+            settings.num_threads = threads_before
     model.save(str(run_dir.model_dir), overwrite=True)
     rows, _ = run_dir.read_scalars_raw()
     final = {

@@ -2,12 +2,12 @@
 
 from ._differential import differential_enrichment as differential_enrichment
 from ._genes import gene_expression_association as gene_expression_association
+from ._profile import profile as profile
 from ._qc import fingerprint as fingerprint
 from ._qc import frip as frip
 from ._qc import replicate_concordance as replicate_concordance
 from ._regions import call_enriched_regions as call_enriched_regions
 from ._strand import strand_cross_correlation as strand_cross_correlation
-from ._profile import profile as profile
 
 __all__ = [
     "call_enriched_regions",
