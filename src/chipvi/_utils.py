@@ -49,6 +49,39 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
 
 
 @contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path`` and move it onto ``path`` on success.
+
+    The folder's files appear together or not at all: if the body raises, the temporary
+    folder is removed and ``path`` (an earlier result, say) is left as it was.
+
+    Parameters
+    ----------
+    path
+        Final folder.
+    overwrite
+        Replace an existing ``path``; otherwise an existing one is an error (checked first).
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ChipviInputError(f"{path} already exists; pass --overwrite to replace it.")
+    tmp = path.with_name(f".{path.name}.part")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for the body; its state is restored after.
 

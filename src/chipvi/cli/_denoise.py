@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._utils import atomic_folder
 
 EXAMPLES = """\
 examples:
@@ -108,11 +108,7 @@ def run(args) -> int:
     if out.exists() and not args.overwrite:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     run_dir, cfg, adata, model = load_trained_run(args.run_dir, quiet=args.quiet)
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(out, overwrite=True) as tmp:
         add_denoised(model, adata, batch_size=args.batch_size)
         written = {}
         if not args.no_tracks:  # get_denoised checks --kind and --level
@@ -121,12 +117,6 @@ def run(args) -> int:
                 log_base=args.log_base, batch_size=args.batch_size,
             )  # fmt: skip
         adata.write_h5ad(tmp / "denoised.h5ad")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     run_dir.event("denoise", out=str(out), tracks=sorted(written), track_kind=args.kind,
                   level=args.level, log_base=args.log_base)  # fmt: skip
     if not args.quiet:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._utils import atomic_folder
 
 
 def register(subparsers) -> None:
@@ -47,22 +47,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _load(source: Path):
-    import anndata as ad
-
-    if source.is_dir():
-        path = source / "denoised" / "denoised.h5ad"
-        if not path.is_file():
-            raise ChipviInputError(
-                f"{source} has no denoised/denoised.h5ad; run `chipvi denoise {source}` first "
-                "(or pass an .h5ad)."
-            )
-        return ad.read_h5ad(path), source / "profile", True
-    if source.suffix != ".h5ad" or not source.is_file():
-        raise ChipviInputError(f"{source} is neither a run directory nor an existing .h5ad file.")
-    return ad.read_h5ad(source), source.with_name(f"{source.stem}_profile"), False
-
-
 def run(args) -> int:
     import pandas as pd
 
@@ -70,8 +54,11 @@ def run(args) -> int:
 
     if not args.regions.is_file():
         raise ChipviInputError(f"--regions {args.regions}: file does not exist.")
-    adata, default_out, denoised = _load(args.source)
-    out: Path = args.out or default_out
+    from ._runargs import load_run_or_h5ad
+
+    adata, denoised = load_run_or_h5ad(args.source, need_denoised=True)
+    src = args.source
+    out: Path = args.out or (src / "profile" if denoised else src.with_name(f"{src.stem}_profile"))
     if out.exists() and not args.overwrite:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     key = args.key
@@ -87,20 +74,10 @@ def run(args) -> int:
         mean = np.nanmean(result["matrix"], axis=0).T  # positions × columns
     table = pd.DataFrame(mean, index=result["positions"], columns=result["columns"])
     table.index.name = "position_bp"
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:  # the folder appears whole or not at all
+    with atomic_folder(out, overwrite=True) as tmp:  # the folder appears whole or not at all
         table.to_csv(tmp / "profile.tsv", sep="\t", float_format="%.6g")
         pl.heatmap(adata, show=False, save=tmp / "heatmap.png")
         pl.profile(adata, show=False, save=tmp / "profile.png")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if not args.quiet:
         n = result["matrix"].shape[0]
         print(f"chipvi plot-profile: {n} regions, {result['signal']} -> {out}")

@@ -8,10 +8,10 @@ denoised when the run was denoised), all from :mod:`chipvi.tl`, drawn with :mod:
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._utils import atomic_folder
 
 #: Per-library columns of qc.tsv, in order (those present).
 COLUMNS = (
@@ -56,31 +56,6 @@ def register(subparsers) -> None:
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no printed table"
     )
     p.set_defaults(func=run)
-
-
-def _load(source: Path):
-    """``(adata, out_default, peaks_dir)`` of a run directory or an .h5ad."""
-    import anndata as ad
-
-    if source.is_dir():
-        from ._rundir import RunDir
-
-        run = RunDir(source).require_existing()
-        denoised = source / "denoised" / "denoised.h5ad"
-        if denoised.is_file():
-            path = denoised
-        elif run.data_path.is_file():
-            path = run.data_path
-        else:
-            raise ChipviInputError(
-                f"{source} holds no bins (data.h5ad) and no denoised/denoised.h5ad; run "
-                f"`chipvi denoise {source}` or pass the .h5ad of its data."
-            )
-        peaks = source / "peaks"
-        return ad.read_h5ad(path), source / "qc", peaks if peaks.is_dir() else None
-    if source.suffix != ".h5ad" or not source.is_file():
-        raise ChipviInputError(f"{source} is neither a run directory nor an existing .h5ad file.")
-    return ad.read_h5ad(source), source.with_name(f"{source.stem}_qc"), None
 
 
 def _regions(files: list[Path]):
@@ -134,9 +109,12 @@ def qc_table(adata, *, regions=None, strand: bool = True, chroms=None):
 
 def run(args) -> int:
     from .. import pl
+    from ._runargs import load_run_or_h5ad
 
-    adata, default_out, peaks_dir = _load(args.source)
-    out: Path = args.out or default_out
+    adata, is_run = load_run_or_h5ad(args.source)
+    src = args.source
+    out: Path = args.out or (src / "qc" if is_run else src.with_name(f"{src.stem}_qc"))
+    peaks_dir = src / "peaks" if is_run and (src / "peaks").is_dir() else None
     if out.exists() and not args.overwrite:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     peak_files = args.peaks
@@ -146,11 +124,7 @@ def run(args) -> int:
     chroms = [c.strip() for c in args.chroms.split(",") if c.strip()] if args.chroms else None
     table, conc, notes = qc_table(adata, regions=regions, strand=not args.no_strand, chroms=chroms)
 
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:  # the folder appears whole or not at all
+    with atomic_folder(out, overwrite=True) as tmp:  # the folder appears whole or not at all
         table.to_csv(tmp / "qc.tsv", sep="\t", float_format="%.4g")
         pl.fingerprint(adata, show=False, save=tmp / "fingerprint.png")
         if conc is not None:
@@ -161,12 +135,6 @@ def run(args) -> int:
                     adata, group=group, denoised=denoised, show=False,
                     save=tmp / f"concordance_{group}.png",
                 )  # fmt: skip
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if not args.quiet:
         import pandas as pd
 

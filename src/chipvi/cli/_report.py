@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._errors import ChipviInputError
+from .._utils import atomic_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,8 +93,12 @@ def plot_concordance(table, path: Path) -> None:
     summary = table.groupby("run")[value_cols].mean()
     ax = summary.plot.bar(figsize=(max(5, 1.5 * len(summary)), 3.5))
     ax.set_ylabel("mean over replicate pairs")
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=110)
+    # legend beside the bars (not over them); run names slanted so long ones are not cut
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(ax.figure)
 
 
@@ -106,12 +110,8 @@ def run(args) -> int:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     facts = load_runs(args.runs)
     runs, scalars = facts["runs"], facts["scalars"]
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        summary_cols = [c for c in runs.columns if not c.startswith("config.")]
+    summary_cols = [c for c in runs.columns if not c.startswith("config.")]
+    with atomic_folder(out, overwrite=True) as tmp:  # the folder appears whole or not at all
         runs[summary_cols].to_csv(tmp / "runs.csv")
         config_differences(runs).to_csv(tmp / "config_diff.csv")
         scalars.to_csv(tmp / "scalars.csv", index=False)
@@ -121,12 +121,6 @@ def run(args) -> int:
         if conc is not None:
             conc.to_csv(tmp / "concordance.csv", index=False)
             plot_concordance(conc, tmp / "concordance.png")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if not args.quiet:
         import pandas as pd
 
