@@ -26,7 +26,10 @@ TOL = 1.0  # px
 def _texts(ax, renderer):
     out = []
     items = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
-    items += ax.get_xticklabels() + ax.get_yticklabels()
+    # tick labels that are drawn: those of ticks inside the view (others keep stale positions)
+    (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+    items += [t for t in ax.get_xticklabels() if x0 <= t.get_position()[0] <= x1]
+    items += [t for t in ax.get_yticklabels() if y0 <= t.get_position()[1] <= y1]
     for t in items:
         if t.get_visible() and t.get_text().strip():
             out.append((t.get_text().replace("\n", " "), t.get_window_extent(renderer)))
@@ -144,3 +147,12 @@ def test_technical_fit_has_a_point_per_control_level(adata):
     # equal steps in log(1 + control): every distinct low count is its own point
     assert len(observed.get_xdata()) >= min(n_levels, 10)
     assert overlaps(axes[0].figure) == []
+
+
+def test_the_check_sees_colliding_labels():
+    fig, axes = plt.subplots(2, 1, figsize=(3, 1.2))
+    fig.subplots_adjust(hspace=0.0)
+    for ax in axes:
+        ax.plot([0, 1], [0, 70000])
+        ax.tick_params(labelsize=12)
+    assert overlaps(fig)  # the top panel's 0 sits on the lower panel's top tick label
