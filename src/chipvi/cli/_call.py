@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from .._errors import ChipviInputError
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "call",
         help="call enriched regions of a trained run",
-        description=(
+        description=textwrap.fill(
             "Call enriched regions from the trained model of RUN_DIR: bins whose q-value "
             "(Bayesian FDR of the posterior enrichment) is <= -q, merged, with a summit bin; "
             "with --broad, domains: those bins extended through bins at --broad-cutoff (MACS3 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from pathlib import Path
 
 from .._errors import ChipviInputError
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "denoise",
         help="write denoised signal of a trained run: .h5ad layers and bigWig/bedGraph tracks",
-        description=(
+        description=textwrap.fill(
             "Load the trained model of RUN_DIR and write OUT (default RUN_DIR/denoised/): "
             "denoised.h5ad with layers chipvi_lfe / chipvi_sd / chipvi_lfe_lower (per library: "
             "posterior mean, sd and 5th percentile of the natural-log fold enrichment) and the "
