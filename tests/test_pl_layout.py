@@ -109,14 +109,21 @@ def test_tracks_default_show_denoised_in_mb_with_units(adata, tmp_path):
     assert overlaps(axes[0].figure) == []
 
 
+def _with_profile(adata) -> bool:
+    chipvi.tl.profile(adata, adata.uns["chipvi_regions"], upstream=1000, downstream=1000)
+    return True
+
+
 @pytest.mark.parametrize(
     "draw",
     [
         lambda a: chipvi.pl.tracks(a, "chr1:0-10,000", show=False)[0].figure,
         lambda a: chipvi.pl.concordance(a, group="A", denoised="chipvi_lfe", show=False)[0].figure,
         lambda a: chipvi.pl.fingerprint(a, show=False).figure,
+        lambda a: _with_profile(a) and chipvi.pl.heatmap(a, show=False),
+        lambda a: _with_profile(a) and chipvi.pl.profile(a, show=False).figure,
     ],
-    ids=["tracks", "concordance", "fingerprint"],
+    ids=["tracks", "concordance", "fingerprint", "heatmap", "profile"],
 )
 def test_no_text_overlaps(adata, draw):
     assert overlaps(draw(adata)) == []

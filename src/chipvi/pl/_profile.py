@@ -150,12 +150,13 @@ def heatmap(
         )  # fmt: skip
         axes[1, j].set_xlabel(_axis_label(result), fontsize=8)
         axes[1, j].tick_params(labelsize=7)
-        if j:
-            axes[1, j].set_yticks([])
+        axes[1, j].set_yticks([])  # rows are regions, not a scale
     axes[0, 0].set_ylabel("mean", fontsize=8)
-    axes[1, 0].set_ylabel(f"regions ({matrix.shape[0]})", fontsize=8)
+    order = "sorted by mean signal" if sort else "in input order"
+    axes[1, 0].set_ylabel(f"{matrix.shape[0]} regions, {order}", fontsize=8)
     bar = fig.colorbar(image, cax=axes[1, n])
     bar.set_label(result["signal"], fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     finish(fig, show=show, save=save, overwrite=overwrite)
     return fig
