@@ -222,3 +222,25 @@ def test_chipvi_bin_flags_reach_read_bams_and_errors_name_flags(tmp_path, capsys
     assert adata.n_obs == 100
     assert adata.uns["chipvi"]["fragment_length"] == 150
     assert not adata.uns["chipvi"]["keep_duplicates"]
+
+
+def test_train_from_own_samplesheet_bins_with_read_bams(tmp_path, capsys):
+    """`chipvi train --samplesheet` bins the BAMs with the data keys as read_bams' arguments."""
+    import anndata as ad
+
+    args = ["simulate", str(tmp_path / "sim"), "--seed", "2", "--n-chroms", "2",
+            "--chrom-length", "40000", "--depths", "3000,2000", "-q"]  # fmt: skip
+    assert main(args) == 0
+    run = tmp_path / "run"
+    status = main(
+        ["train", "-q", "--samplesheet", str(tmp_path / "sim" / "samplesheet.csv"),
+         "--run-dir", str(run), "data.bin_size=1000", "data.fragment_length=150",
+         "model.model_class=_cli_fake_model:TinyChip", "model.n_hidden=4",
+         "train.max_epochs=1", "train.checkpoint_interval_s=0"]
+    )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    bins = ad.read_h5ad(run / "data.h5ad")
+    # both chromosomes (nothing of the demo's chr19 crop), 1 kb bins, the fragment length given
+    assert bins.n_obs == 80 and set(bins.obs["chrom"]) == {"chr1", "chr2"}
+    assert bins.uns["chipvi"]["bin_size"] == 1000 and bins.uns["chipvi"]["fragment_length"] == 150
+    assert (run / "model" / "model.pt").is_file()
