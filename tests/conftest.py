@@ -18,3 +18,14 @@ def portal(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with running_portal() as fake:
         yield fake
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Each test starts from chipvi.settings' defaults (the CLI's -q sets verbosity, and
+    module-scoped fixtures may have run commands that did)."""
+    from chipvi._settings import settings
+
+    settings.verbosity, settings._num_threads, settings._seed = "info", None, None
+    settings.progress_bar = True
+    yield

@@ -24,7 +24,7 @@ import yaml
 from _cli_fake_model import tiny_adata
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "src" / "chipvi" / "configs"
 EPOCHS = 5
 
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from chipvi import ChipviInputError
 from chipvi.cli._config import compose, expand_sweep, validate_variants
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "chipvi" / "configs"
 
 
 @pytest.fixture
@@ -98,10 +98,11 @@ def test_bad_root_and_experiment_files(cdir):
     [
         ("model.n_hiden=3", "unknown config key 'model.n_hiden'"),
         ("train.max_epochs=ten", "'train.max_epochs' has the wrong type"),
-        ("data.bin_size=0", "'data.bin_size' must be a positive integer"),
+        ("data.bin_size=0", "'data.bin_size': bin_size must be >= 1, got 0"),
+        ("data.fragment_length=0", "'data.fragment_length': fragment_length must be >= 1"),
+        ("data.max_per_position=lots", "'data.max_per_position': max_per_position must be"),
         ("train.train_size=1.5", "'train.train_size' must be in (0, 1]"),
         ("train.loggers=[mlflow]", "unknown logger 'mlflow'"),
-        ("model.consistency_weight=-1", "'model.consistency_weight' must be >= 0"),
         ("model.model_class=chipvi.ChIPVI", "'model.model_class' must be 'package.module:Class'"),
         ("noequals", "not of the form key=value"),
     ],

@@ -94,7 +94,7 @@ def test_concordance_and_fingerprint(adata):
     with pytest.raises(ChipviInputError, match="Unknown group"):
         chipvi.pl.concordance(adata, group="Z")
     ax = chipvi.pl.fingerprint(adata, save="/tmp/chipvi_fp.png", overwrite=True)
-    assert len(ax.get_lines()) == 4 + 4 + 1  # libraries, their controls, diagonal
+    assert len(ax.get_lines()) == 4 + 4 + 1 + 1  # libraries, controls, diagonal, control legend
     assert "chipvi_fingerprint" in adata.uns
     with pytest.raises(ChipviInputError, match="No fingerprint"):
         chipvi.pl.fingerprint(adata, samples=["Z"])

@@ -2,43 +2,27 @@
 
 Bins are observations, ChIP libraries are variables. ``read_bams`` builds the AnnData from BAM
 files, :class:`ChIPVI` fits the Negative Binomial variational model, and ``pp`` / ``tl`` / ``pl``
-follow scanpy's conventions.
+follow scanpy's conventions; ``settings`` holds verbosity, threads, seed and progress bars.
 """
 
 from __future__ import annotations
 
+import lazy_loader as _lazy
+
 __version__ = "0.1.0"
 
-from ._errors import ChipviInputError  # noqa: E402
-
-__all__ = [
-    "ChIPVI",
-    "ChipviInputError",
-    "datasets",
-    "io",
-    "pl",
-    "pp",
-    "read_bams",
-    "read_samplesheet",
-    "tl",
-    "__version__",
-]
-
-
-def __getattr__(name: str):
-    # The model pulls in torch, Pyro and scvi-tools, tl/pl scipy.stats, pyranges and
-    # matplotlib, io pandas/anndata/pyBigWig (seconds to import together); every subpackage is
-    # imported on first use, so `chipvi bin` pays only for what binning needs.
-    if name == "ChIPVI":
-        from .model import ChIPVI
-
-        return ChIPVI
-    if name in ("datasets", "io", "pl", "pp", "tl"):
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
-    if name in ("read_bams", "read_samplesheet"):
-        from . import io
-
-        return getattr(io, name)
-    raise AttributeError(f"module 'chipvi' has no attribute {name!r}")
+# The model pulls in torch, Pyro and scvi-tools, tl/pl scipy.stats, pyranges and matplotlib,
+# io pandas/anndata/pyBigWig (seconds to import together): every name is imported on first use
+# (SPEC 1, lazy_loader), so `chipvi bin` pays only for what binning needs and `dir(chipvi)`
+# still lists the whole public API.
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["datasets", "io", "pl", "pp", "tl"],
+    submod_attrs={
+        "_errors": ["ChipviInputError"],
+        "_settings": ["settings"],
+        "io": ["read_bams", "read_samplesheet"],
+        "model": ["ChIPVI"],
+    },
+)
+__all__ = [*__all__, "__version__"]

@@ -19,10 +19,13 @@ import traceback
 from .._errors import ChipviInputError
 
 # Order of the subcommands in --help.
-SUBCOMMANDS = ("bin", "train", "denoise", "call", "report", "simulate", "demo", "download")
+SUBCOMMANDS = (
+    "init", "bin", "train", "denoise", "call", "qc", "plot-profile", "report", "simulate", "demo",
+    "download",
+)  # fmt: skip
 
 # Imported on demand: a name here maps to the module whose register() adds it.
-_MODULES = {name: f"{__name__}._{name}" for name in SUBCOMMANDS}
+_MODULES = {name: f"{__name__}._{name.replace('-', '_')}" for name in SUBCOMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,10 @@ import argparse
 from pathlib import Path
 
 from .._errors import ChipviInputError
-from .._utils import parse_max_per_position
+from ._schema import add_flags, lazy_flags
+
+#: read_bams arguments that are not flags: the positional sheet; progress follows -q.
+READ_BAMS_NOT_FLAGS = {"samplesheet", "progress"}
 
 
 def register(subparsers) -> None:
@@ -25,44 +28,6 @@ def register(subparsers) -> None:
         help="sample sheet CSV (relative BAM paths resolve against its folder)",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output .h5ad file")
-    p.add_argument("--bin-size", type=int, default=200, help="bin width in bp (default 200)")
-    p.add_argument(
-        "--fragment-length",
-        type=int,
-        default=200,
-        help="single-end reads count at 5' end + fragment_length/2 (default 200)",
-    )
-    p.add_argument(
-        "--min-mapq",
-        type=int,
-        default=0,
-        help="drop reads below this MAPQ (default 0: MAPQ is a model covariate)",
-    )
-    p.add_argument(
-        "--drop-duplicates", action="store_true", help="drop reads flagged as duplicates"
-    )
-    p.add_argument(
-        "--max-per-position",
-        type=_max_per_position,
-        default=None,
-        metavar="N|auto",
-        help="count at most N reads per position, strand and TLEN (MACS3 --keep-dup N); "
-        "auto: N from each BAM's read density",
-    )
-    p.add_argument(
-        "--blacklist", type=Path, default=None, help="BED of regions whose bins are removed"
-    )
-    p.add_argument(
-        "--chroms", default=None, help="comma-separated chromosomes to keep (default all)"
-    )
-    p.add_argument(
-        "--region",
-        default=None,
-        metavar="CHROM:START-END",
-        help="keep the bins of one region, e.g. chr19:1,000,000-2,000,000 (0-based half-open; "
-        "bins stay on the genome-wide grid)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument(
         "-q",
@@ -72,13 +37,21 @@ def register(subparsers) -> None:
         help="no progress bars or summary",
     )
     p.set_defaults(func=run)
+    lazy_flags(p, _read_bams_flags)
 
 
-def _max_per_position(text: str):
-    try:
-        return parse_max_per_position(text)
-    except ChipviInputError as err:  # argparse shows this message, not a generic one
-        raise argparse.ArgumentTypeError(str(err)) from None
+def _read_bams_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per argument of read_bams (its signature and docstring), values checked by it."""
+    from ..io import read_bams
+
+    group = p.add_argument_group("counting (the arguments of chipvi.read_bams)")
+    add_flags(group, read_bams, skip=READ_BAMS_NOT_FLAGS)
+    group.add_argument(
+        "--drop-duplicates",
+        dest="keep_duplicates",
+        action="store_false",
+        help="same as --no-keep-duplicates",
+    )
 
 
 def run(args) -> int:
@@ -93,20 +66,17 @@ def run(args) -> int:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     if not args.samplesheet.is_file():
         raise ChipviInputError(f"Sample sheet {args.samplesheet} does not exist.")
-    chroms = [c.strip() for c in args.chroms.split(",") if c.strip()] if args.chroms else None
-    adata = chipvi.read_bams(
-        args.samplesheet,
-        bin_size=args.bin_size,
-        fragment_length=args.fragment_length,
-        min_mapq=args.min_mapq,
-        keep_duplicates=not args.drop_duplicates,
-        max_per_position=args.max_per_position,
-        blacklist=args.blacklist,
-        chroms=chroms,
-        region=args.region,
-        threads=args.threads,
-        progress=not args.quiet,
-    )
+    from ._schema import as_flags, parameters
+
+    names = [q.name for q in parameters(chipvi.read_bams, READ_BAMS_NOT_FLAGS)]
+    try:
+        adata = chipvi.read_bams(
+            args.samplesheet,
+            progress=not args.quiet,
+            **{name: getattr(args, name) for name in names},
+        )
+    except ChipviInputError as e:  # "pass index=True" → "pass --index"
+        raise ChipviInputError(as_flags(str(e), names)) from None
     with atomic_path(out, overwrite=args.overwrite) as tmp:
         adata.write_h5ad(tmp)
     if not args.quiet:

@@ -1,13 +1,18 @@
 """Typed run configuration: dataclasses, YAML composition, command-line overrides, sweeps.
 
-A run is described by one :class:`ExperimentConfig` with three parts, each a dataclass that
-OmegaConf validates (unknown keys and wrong types are errors naming the key and the file)::
+A run is described by one ``ExperimentConfig`` with three parts, each a dataclass that
+OmegaConf validates (unknown keys and wrong types are errors naming the key and the file).
+The parts are derived from the functions they feed (:mod:`chipvi.cli._schema`): ``data`` holds
+the arguments of :func:`chipvi.read_bams`, ``model`` those of the model class's constructor and
+``train`` those of its ``train`` method, so a new argument is a config key at once::
 
     configs/config.yaml            root: defaults + seed, name, train settings
-    configs/data/<name>.yaml       DataConfig fields   (selected with data=<name>)
-    configs/model/<name>.yaml      ModelConfig fields  (selected with model=<name>)
-    configs/experiment/<name>.yaml any ExperimentConfig fields, may reselect data/model
+    configs/data/<name>.yaml       data keys   (selected with data=<name>; data=null: none)
+    configs/model/<name>.yaml      model keys  (selected with model=<name>)
+    configs/experiment/<name>.yaml any keys, may reselect data/model
                                    in its own ``defaults`` (selected with experiment=<name>)
+
+The starter configs ship in the package (``chipvi/configs``); ``chipvi init DIR`` copies them.
 
 Composition order (later wins): dataclass defaults, root file, data file, model file,
 experiment file, command-line dot-list overrides (``model.n_hidden=64``). A sweep
@@ -17,9 +22,10 @@ the cartesian product of one config per value combination.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,100 +34,129 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .._errors import ChipviInputError
+from ._schema import dataclass_from
 
 GROUPS = ("data", "model", "experiment")
 BUNDLED_PREFIX = "bundled:"
 
 
-@dataclass
-class DataConfig:
-    """Where the bins come from.
+DEFAULT_MODEL_CLASS = "chipvi.model:ChIPVI"
 
-    Exactly one of ``samplesheet`` (binned with :func:`chipvi.read_bams`) or ``h5ad`` (an AnnData
-    written by ``chipvi bin``) is set. ``samplesheet: bundled:cssq_chr19`` names the bundled
-    real data. Relative paths resolve against the working directory.
+
+def _data_config() -> type:
+    from ..io import read_bams
+
+    return dataclass_from(
+        "DataConfig",
+        read_bams,
+        skip={"samplesheet", "progress"},
+        extra=[
+            ("samplesheet", str | None, None),
+            ("h5ad", str | None, None),
+            ("region", str | None, None),
+        ],
+        doc="Where the bins come from: the arguments of chipvi.read_bams, plus exactly one of "
+        "``samplesheet`` (BAMs binned with read_bams; ``bundled:cssq_chr19`` names the bundled "
+        "data) or ``h5ad`` (an AnnData written by ``chipvi bin``), and an optional ``region`` "
+        "crop (``chrom:start-end``) applied after binning.",
+    )
+
+
+def _model_config(model_class: str) -> type:
+    cls = _import_class(model_class)
+    return dataclass_from(
+        "ModelConfig",
+        cls.__init__,
+        owner=cls,
+        skip={"adata"},
+        extra=[("model_class", str, model_class)],
+        doc="The arguments of the model class's constructor, plus ``model_class`` "
+        "(``package.module:Class``, any class with the ChIPVI contract).",
+    )
+
+
+def _train_config(model_class: str) -> type:
+    cls = _import_class(model_class)
+    return dataclass_from(
+        "TrainConfig",
+        cls.train,  # its **kwargs go to Lightning's Trainer: no base-class arguments added
+        skip={"callbacks"},
+        extra=[
+            # CPU threads for torch, numba and binning (chipvi.settings.num_threads); null: the
+            # settings' default.
+            ("threads", int | None, None),
+            # Extra loggers next to the CSV files that are always written: tensorboard, wandb.
+            ("loggers", list[str], []),
+            # Seconds of training between checkpoints (0: after every epoch); a resumed run
+            # repeats at most this much work. Checkpoints are written at epoch ends only.
+            ("checkpoint_interval_s", float, 30.0),
+        ],
+        doc="The arguments of ``model.train`` plus threads, loggers and checkpoints.",
+    )
+
+
+def _import_class(path: str):
+    from ._model import import_model_class
+
+    return import_model_class(path)
+
+
+@functools.cache
+def experiment_config(model_class: str = DEFAULT_MODEL_CLASS) -> type:
+    """The dataclass of one training run, its parts derived from the functions' signatures.
+
+    ``data`` holds :func:`chipvi.read_bams`' arguments, ``model`` those of ``model_class``'s
+    constructor and ``train`` those of its ``train`` method.
     """
+    data, model, train = _data_config(), _model_config(model_class), _train_config(model_class)
 
-    samplesheet: str | None = None
-    h5ad: str | None = None
-    bin_size: int = 200
-    fragment_length: int = 200
-    min_mapq: int = 0
-    keep_duplicates: bool = True
-    #: At most this many reads per position, strand and TLEN; ``auto``: from each BAM's read
-    #: density (MACS3 ``--keep-dup auto``); ``null``: no limit.
-    max_per_position: int | str | None = None
-    blacklist: str | None = None
-    chroms: list[str] | None = None
-    #: Optional crop after binning, ``chrom:start-end`` (bins overlapping it are kept).
-    region: str | None = None
-
-
-@dataclass
-class ModelConfig:
-    """Model variant and size; ``None`` leaves the model class's own default."""
-
-    technical: str | None = None
-    consistency: list[str] | None = None
-    consistency_weight: float | None = None
-    covariates: str | None = None
-    n_hidden: int | None = None
-    n_layers: int | None = None
-    #: Import path ``package.module:Class`` of the model; any class with the ChIPVI contract.
-    model_class: str = "chipvi.model:ChIPVI"
+    cls = make_dataclass(
+        "ExperimentConfig",
+        [
+            ("name", str, field(default="chipvi")),
+            ("seed", int, field(default=0)),
+            ("output_dir", str, field(default="outputs/runs")),
+            ("data", data, field(default_factory=data)),
+            ("model", model, field(default_factory=model)),
+            ("train", train, field(default_factory=train)),
+            # {"dotted.key": [values]}: one run per combination (same as `-m key=a,b`).
+            ("sweep", dict[str, Any], field(default_factory=dict)),
+        ],
+    )
+    cls.__doc__ = "One training run."
+    return cls
 
 
-@dataclass
-class TrainConfig:
-    """Arguments of ``model.train`` plus logging."""
-
-    max_epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    train_size: float = 1.0
-    early_stopping: bool = False
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    #: CPU threads for torch (``torch.set_num_threads``); null keeps torch's default.
-    threads: int | None = None
-    #: Extra loggers next to the CSV files that are always written: tensorboard, wandb.
-    loggers: list[str] = field(default_factory=list)
-    #: Seconds of training between checkpoints (0: after every epoch); a resumed run repeats at
-    #: most this much work. Checkpoints are written at epoch ends only.
-    checkpoint_interval_s: float = 30.0
-
-
-@dataclass
-class ExperimentConfig:
-    """One training run."""
-
-    name: str = "chipvi"
-    seed: int = 0
-    output_dir: str = "outputs/runs"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    #: ``{"dotted.key": [values]}``: one run per combination (same as ``-m key=a,b``).
-    sweep: dict[str, Any] = field(default_factory=dict)
+def __getattr__(name: str):
+    # The schema imports the model class (torch): built on first use, not at import.
+    if name == "ExperimentConfig":
+        return experiment_config()
+    parts = {"DataConfig": "data", "ModelConfig": "model", "TrainConfig": "train"}
+    if name in parts:
+        return experiment_config().__dataclass_fields__[parts[name]].default_factory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 KNOWN_LOGGERS = ("csv", "tensorboard", "wandb")
 
 
-def default_config_dir() -> Path | None:
+def shipped_config_dir() -> Path:
+    """The starter configs shipped inside the package (``chipvi/configs``)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def default_config_dir() -> Path:
     """The configs folder used when ``--config-dir`` is not given.
 
-    ``$CHIPVI_CONFIG_DIR``, else ``./configs`` when it has a ``config.yaml``, else the
-    ``configs/`` folder of the source checkout chipvi was installed from (editable installs).
+    ``$CHIPVI_CONFIG_DIR``, else ``./configs`` when it has a ``config.yaml`` (as written by
+    ``chipvi init .``), else the configs shipped with chipvi.
     """
     env = os.environ.get("CHIPVI_CONFIG_DIR")
     if env:
         return Path(env)
     if (Path("configs") / "config.yaml").is_file():
         return Path("configs")
-    repo = Path(__file__).resolve().parents[3] / "configs"
-    return repo if (repo / "config.yaml").is_file() else None
+    return shipped_config_dir()
 
 
 def _read_yaml(path: Path) -> dict:
@@ -231,93 +266,126 @@ def compose(
         Missing files, unknown keys, wrong types; the message names the key and the file.
     """
     groups, dots = _split_overrides(list(overrides))
-    cfg = OmegaConf.structured(ExperimentConfig)
+    sources: list[tuple[Any, str]] = []  # (update, where it came from), later wins
     if config_file is not None:
         if groups:
             raise ChipviInputError(
                 f"Group selections ({', '.join(groups)}) cannot be combined with --config; "
                 "use dotted overrides such as model.n_hidden=64."
             )
-        cfg = _merge(cfg, _read_yaml(config_file), str(config_file))
+        sources.append((_read_yaml(config_file), str(config_file)))
     else:
         if config_dir is None:
             raise ChipviInputError(
-                "No configs folder found: pass --config-dir, set CHIPVI_CONFIG_DIR, or run from a "
-                "folder with configs/config.yaml."
+                "No configs folder found: pass --config-dir, set CHIPVI_CONFIG_DIR, or run "
+                "`chipvi init DIR` to write starter configs."
             )
         root_path = config_dir / "config.yaml"
         if not root_path.is_file():
             raise ChipviInputError(
-                f"{root_path} does not exist; --config-dir must hold config.yaml."
+                f"{root_path} does not exist; --config-dir must hold config.yaml "
+                "(`chipvi init DIR` writes one)."
             )
         root = _read_yaml(root_path)
         selected = _pop_defaults(root, root_path)
         experiment_name = groups.get("experiment", selected.get("experiment"))
         experiment: dict = {}
-        if experiment_name:
+        if _is_selected(experiment_name):
             exp_path = _group_file(config_dir, "experiment", experiment_name)
             experiment = _read_yaml(exp_path)
             selected.update(_pop_defaults(experiment, exp_path))
         selected.update(groups)
-        cfg = _merge(cfg, root, str(root_path))
+        sources.append((root, str(root_path)))
         for group in ("data", "model"):
             name = selected.get(group)
-            if name:
+            if _is_selected(name):
                 path = _group_file(config_dir, group, name)
-                cfg = _merge(cfg, {group: _read_yaml(path)}, str(path))
+                sources.append(({group: _read_yaml(path)}, str(path)))
         if experiment:
-            cfg = _merge(cfg, experiment, str(exp_path))
+            sources.append((experiment, str(exp_path)))
     if dots:
         try:
             update = OmegaConf.from_dotlist(dots)
         except OmegaConfBaseException as e:
             raise ChipviInputError(f"command line: cannot parse overrides {dots}: {e}") from None
-        cfg = _merge(cfg, update, "command line")
+        sources.append((update, "command line"))
+    # The model and train keys are the arguments of the configured model class.
+    model_class = DEFAULT_MODEL_CLASS
+    for update, _ in sources:
+        value = OmegaConf.select(OmegaConf.create(update), "model.model_class")
+        if isinstance(value, str):
+            model_class = value
+    if ":" not in model_class:
+        raise ChipviInputError(
+            f"config key 'model.model_class' must be 'package.module:Class', got {model_class!r}."
+        )
+    cfg = OmegaConf.structured(experiment_config(model_class))
+    for update, source in sources:
+        cfg = _merge(cfg, update, source)
     validate(cfg)
     return cfg
 
 
+def _is_selected(name: str | None) -> bool:
+    """A group selection names a file; ``null``/``none`` (e.g. ``data=null``) selects none."""
+    return bool(name) and str(name).lower() not in ("null", "none")
+
+
 def validate(cfg: DictConfig, source: str = "config") -> None:
-    """Checks beyond types: value ranges and names the code knows."""
+    """Checks beyond types, before anything runs.
+
+    The ``data`` values go through the validator :func:`chipvi.read_bams` itself uses; model
+    arguments are checked by the model class when it is built. Only the keys the command line
+    adds (name, train split, threads, loggers, checkpoints) are checked here.
+    """
 
     def bad(key: str, msg: str) -> ChipviInputError:
         return ChipviInputError(f"{source}: config key '{key}' {msg}")
 
-    d, t = cfg.data, cfg.train
     if not cfg.name or "/" in cfg.name:
         raise bad("name", f"must be a non-empty name without '/', got {cfg.name!r}.")
-    if d.bin_size <= 0:
-        raise bad("data.bin_size", f"must be a positive integer, got {d.bin_size}.")
-    if d.fragment_length < 0:
-        raise bad("data.fragment_length", f"must be >= 0, got {d.fragment_length}.")
-    if not 0.0 < t.train_size <= 1.0:
+    _check_read_params(cfg.data, source)
+    t = cfg.train
+    if t.get("train_size") is not None and not 0.0 < t.train_size <= 1.0:
         raise bad("train.train_size", f"must be in (0, 1], got {t.train_size}.")
-    if t.max_epochs is not None and t.max_epochs <= 0:
-        raise bad("train.max_epochs", f"must be a positive integer, got {t.max_epochs}.")
-    if t.batch_size is not None and t.batch_size <= 0:
-        raise bad("train.batch_size", f"must be a positive integer, got {t.batch_size}.")
-    if t.threads is not None and t.threads <= 0:
-        raise bad("train.threads", f"must be a positive integer, got {t.threads}.")
+    for key, kind in (("max_epochs", int), ("batch_size", int), ("threads", int), ("lr", float)):
+        value = t.get(key)
+        if value is None:
+            continue
+        # a model class without type hints leaves these untyped in the schema
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
+            raise bad(f"train.{key}", f"has the wrong type: {value!r} is not {kind.__name__}.")
+        if value <= 0:
+            raise bad(f"train.{key}", f"must be positive, got {value}.")
     if t.checkpoint_interval_s < 0:
         raise bad("train.checkpoint_interval_s", f"must be >= 0, got {t.checkpoint_interval_s}.")
-    if t.lr is not None and t.lr <= 0:
-        raise bad("train.lr", f"must be positive, got {t.lr}.")
     for name in t.loggers:
         if name not in KNOWN_LOGGERS:
             raise bad(
                 "train.loggers",
                 f"has unknown logger {name!r}; choose from {', '.join(KNOWN_LOGGERS)}.",
             )
-    m = cfg.model
-    if m.consistency_weight is not None and m.consistency_weight < 0:
-        raise bad("model.consistency_weight", f"must be >= 0, got {m.consistency_weight}.")
-    if m.n_hidden is not None and m.n_hidden <= 0:
-        raise bad("model.n_hidden", f"must be a positive integer, got {m.n_hidden}.")
-    if ":" not in m.model_class:
-        raise bad("model.model_class", f"must be 'package.module:Class', got {m.model_class!r}.")
+    if ":" not in cfg.model.model_class:
+        raise bad(
+            "model.model_class",
+            f"must be 'package.module:Class', got {cfg.model.model_class!r}.",
+        )
     for key, values in cfg.sweep.items():
         if not isinstance(values, list | tuple) and not OmegaConf.is_list(values):
             raise bad(f"sweep.{key}", "must be a list of values to try.")
+
+
+def _check_read_params(data: DictConfig, source: str) -> None:
+    """``data`` through read_bams' own parameter check (the same messages, naming the key)."""
+    from ..io._binning import _check_params
+
+    values = OmegaConf.to_container(data, resolve=True)
+    names = ("bin_size", "fragment_length", "min_mapq", "keep_duplicates", "max_per_position")
+    try:
+        _check_params(*(values[n] for n in names))
+    except ChipviInputError as e:
+        key = str(e).split(" ", 1)[0]
+        raise ChipviInputError(f"{source}: config key 'data.{key}': {e}") from None
 
 
 def validate_variants(cfg: DictConfig) -> None:
@@ -326,12 +394,13 @@ def validate_variants(cfg: DictConfig) -> None:
         from .. import module
     except ImportError:  # pragma: no cover - the package always has chipvi.module
         return
+    m = cfg.model
     checks = [
-        ("model.technical", cfg.model.technical, "list_technical"),
-        ("model.covariates", cfg.model.covariates, "list_covariate_sets"),
+        ("model.technical", m.get("technical"), "list_technical"),
+        ("model.covariates", m.get("covariates"), "list_covariate_sets"),
     ]
     checks += [
-        ("model.consistency", name, "list_consistency") for name in cfg.model.consistency or []
+        ("model.consistency", name, "list_consistency") for name in m.get("consistency") or []
     ]
     for key, value, lister in checks:
         list_fn = getattr(module, lister, None)

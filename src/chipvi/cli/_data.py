@@ -1,4 +1,4 @@
-"""Turning a :class:`DataConfig` into an AnnData, with fingerprints of every input."""
+"""Turning the ``data`` part of a run config into an AnnData, with fingerprints of every input."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def fingerprint(path: str | Path) -> dict:
 
 
 def load_data(data, *, progress: bool = True):
-    """AnnData and input fingerprints for a :class:`~chipvi.cli._config.DataConfig`.
+    """AnnData and input fingerprints for the ``data`` part of a run config.
 
     Returns
     -------
@@ -81,30 +81,29 @@ def load_data(data, *, progress: bool = True):
         path = Path(data.h5ad).expanduser().resolve()
         prints.append(fingerprint(path))
         adata = ad.read_h5ad(path)
-        binned = False
+        binned = cropped = False
     else:
         import chipvi
 
         sheet = resolve_samplesheet(data.samplesheet)
         prints.append(fingerprint(sheet))
-        adata = chipvi.read_bams(
-            sheet,
-            bin_size=data.bin_size,
-            fragment_length=data.fragment_length,
-            min_mapq=data.min_mapq,
-            keep_duplicates=data.keep_duplicates,
-            max_per_position=data.max_per_position,
-            blacklist=data.blacklist,
-            chroms=list(data.chroms) if data.chroms is not None else None,
-            progress=progress,
-        )
+        from omegaconf import OmegaConf
+
+        from ._schema import call_kwargs, parameters
+
+        # The data keys are read_bams' arguments (the config schema is its signature).
+        accepted = {p.name for p in parameters(chipvi.read_bams)} - {"samplesheet", "progress"}
+        values = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else data
+        values = {k: v for k, v in dict(values).items() if k in accepted}
+        adata = chipvi.read_bams(sheet, progress=progress, **call_kwargs(values, chipvi.read_bams))
+        cropped = "region" in values
         bams = []
         for column in ("bam", "control_bam"):
             if column in adata.var:
                 bams += [b for b in adata.var[column].astype(str) if b]
         prints += [fingerprint(b) for b in dict.fromkeys(bams)]
         binned = True
-    if data.region is not None:
+    if data.region is not None and not cropped:
         from ..pp import filter_region
 
         filter_region(adata, data.region)

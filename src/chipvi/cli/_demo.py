@@ -102,7 +102,6 @@ def run(args) -> int:
         replicate_concordance,
         write_group_bigwigs,
     )
-    from ._quiet import silence_libraries
     from ..io import RunDir
     from ._train import train_run
 
@@ -148,7 +147,6 @@ def run(args) -> int:
         run_dir = RunDir.create(tmp / "run", to_yaml(cfg))
         # The run's data cache is the same AnnData; train_run reads run/data.h5ad if present.
         shutil.copyfile(tmp / "bins.h5ad", run_dir.data_path)
-        silence_libraries()  # a first run shows our progress and summary, not library chatter
         model = train_run(cfg, run_dir, quiet=quiet, resume=False, announce=False)
 
         add_denoised(model, adata)

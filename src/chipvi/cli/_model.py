@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 
 from .._errors import ChipviInputError
 
-# ModelConfig fields that are not constructor arguments.
+# ModelConfig / TrainConfig fields that are not arguments of the constructor / of train.
 _NOT_KWARGS = {"model_class"}
+_NOT_TRAIN_KWARGS = {"threads", "loggers", "checkpoint_interval_s"}
 
 
 def import_model_class(path: str):
@@ -30,40 +30,28 @@ def import_model_class(path: str):
 
 
 def model_kwargs(model_cfg, cls) -> dict:
-    """Constructor arguments from the config; ``None`` means the class's own default."""
+    """Constructor arguments from the config; ``null`` means the class's own default."""
     from omegaconf import OmegaConf
 
+    from ._schema import call_kwargs
+
     values = OmegaConf.to_container(model_cfg, resolve=True)
-    kwargs = {k: v for k, v in values.items() if k not in _NOT_KWARGS and v is not None}
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            raise ChipviInputError(
-                f"config key(s) {', '.join('model.' + k for k in unknown)} are not arguments of "
-                f"{cls.__module__}.{cls.__name__}; set them to null or remove them."
-            )
-    if "consistency" in kwargs:
-        kwargs["consistency"] = tuple(kwargs["consistency"])
-    return kwargs
+    values = {k: v for k, v in values.items() if k not in _NOT_KWARGS}
+    try:
+        return call_kwargs(values, cls.__init__, cls)
+    except ChipviInputError as e:
+        raise ChipviInputError(f"model: {e} ({cls.__module__}.{cls.__name__})") from None
 
 
-def train_kwargs(train_cfg) -> dict:
-    """``model.train`` arguments from the config (``None`` leaves the model's default)."""
-    out = {}
-    for key in (
-        "max_epochs",
-        "batch_size",
-        "lr",
-        "train_size",
-        "early_stopping",
-        "accelerator",
-        "devices",
-        "strategy",
-    ):
-        value = getattr(train_cfg, key)
-        if value is not None:
-            out[key] = value
+def train_kwargs(train_cfg, cls) -> dict:
+    """``model.train`` arguments from the config (``null`` leaves the model's default)."""
+    from omegaconf import OmegaConf
+
+    from ._schema import call_kwargs
+
+    values = OmegaConf.to_container(train_cfg, resolve=True)
+    values = {k: v for k, v in values.items() if k not in _NOT_TRAIN_KWARGS}
+    out = call_kwargs(values, cls.train)
     if isinstance(out.get("devices"), str) and out["devices"].isdigit():
         out["devices"] = int(out["devices"])
     return out

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import ChipviInputError
+from .._utils import atomic_path
+
 
 def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
     """Store the model's posterior in ``adata`` (:meth:`chipvi.ChIPVI.add_posterior`: layers
@@ -27,6 +30,17 @@ def write_group_bigwigs(
     return io.write_bigwig(adata, folder, key=key, overwrite=True)
 
 
+def check_call_options(fmt: str, broad: bool, broad_cutoff: float | None) -> None:
+    """The format never changes the calling method: refuse combinations that would need it to."""
+    if fmt == "broadPeak" and not broad:
+        raise ChipviInputError(
+            "--format broadPeak holds broad domains: add --broad to call them (MACS3 --broad), "
+            "or write the narrow regions as --format narrowPeak or bed."
+        )
+    if broad_cutoff is not None and not broad:
+        raise ChipviInputError("--broad-cutoff applies to --broad calls only; add --broad.")
+
+
 def call_peaks(
     model,
     adata,
@@ -35,25 +49,47 @@ def call_peaks(
     q: float = 0.05,
     fmt: str = "narrowPeak",
     level: str = "group",
+    broad: bool = False,
+    broad_cutoff: float | None = None,
+    max_gap: int | None = None,
+    min_length: int = 0,
+    name: str | None = None,
     overwrite: bool = False,
 ):
-    """Enriched regions from the model's q-values, written as BED/narrowPeak/broadPeak."""
+    """Enriched regions from the model, one BED/narrowPeak/broadPeak file per group (library).
+
+    ``broad`` calls domains as MACS3 ``--broad`` does: seeds at ``q`` extended through bins at
+    ``broad_cutoff`` (default :data:`chipvi.tl.BROAD_DOMAINS`), gaps up to
+    ``max_gap`` bp bridged. ``broadPeak`` files hold domains, so they need ``broad``: the format
+    never changes the calling method. Files are ``<name>_<group>_peaks<suffix>`` (``name``
+    given, like MACS3 ``-n``) or ``<group><suffix>``.
+    """
     from .. import io, tl
 
-    # broadPeak files hold domains: link seeds through weaker bins, test each region as a whole.
-    broad = tl.BROAD_DOMAINS if fmt == "broadPeak" else {}
-    regions = tl.call_enriched_regions(model, adata=adata, q=q, level=level, **broad)
-    written = (
-        dict(io.write_peaks(regions, path, format=fmt, overwrite=overwrite)) if len(regions) else {}
-    )
-    # A group without enriched regions still gets its (empty) file, so every group has one.
-    names = model.group_names if level == "group" else model.library_names
+    check_call_options(fmt, broad, broad_cutoff)
+    options: dict = {}
+    if broad:
+        options = dict(tl.BROAD_DOMAINS)
+        if broad_cutoff is not None:
+            options["broad_q"] = broad_cutoff
+    if max_gap is not None:
+        options["merge_gap"] = max_gap
+    if min_length:
+        bin_size = int(np.median(adata.obs["end"].to_numpy() - adata.obs["start"].to_numpy()))
+        options["min_bins"] = max(1, -(-int(min_length) // bin_size))  # ceil: whole bins
+    regions = tl.call_enriched_regions(model, adata=adata, q=q, level=level, **options)
     suffix = {"narrowPeak": ".narrowPeak", "broadPeak": ".broadPeak", "bed": ".bed"}[fmt]
-    for name in names:
-        if name not in written:
-            empty = Path(path) / f"{name}{suffix}"
-            empty.write_text("")
-            written[name] = empty
+    names = model.group_names if level == "group" else model.library_names
+    written = {}
+    for group in names:
+        target = Path(path) / (f"{name}_{group}_peaks{suffix}" if name else f"{group}{suffix}")
+        own = regions[regions["group"].astype(str) == str(group)] if len(regions) else regions
+        if len(own):
+            io.write_peaks(own, target, format=fmt, overwrite=overwrite)
+        else:  # a group without enriched regions still gets its (empty) file
+            with atomic_path(target, overwrite=True) as tmp:
+                tmp.write_text("")
+        written[group] = target
     return regions, written
 
 
@@ -63,7 +99,7 @@ def plot_tracks(adata, path: Path, region: str | None = None) -> Path:
 
     if region is None:
         region = busiest_window(adata)
-    keys = ["raw", "chipvi_lfe"]
+    keys = ["raw", "chipvi_group_lfe"]
     pl.tracks(adata, region, keys=keys, show=False, save=path, overwrite=True)
     return path
 

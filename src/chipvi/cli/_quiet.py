@@ -1,22 +1,15 @@
-"""``-q``: keep library chatter (Lightning, scvi-tools) and warnings off the terminal."""
+"""``-q``: the command line's quiet mode is ``chipvi.settings.verbosity = "error"``.
+
+One mechanism for the whole package (:mod:`chipvi._settings`): library loggers and the
+Lightning warnings are held back while Lightning runs
+(:meth:`~chipvi._settings.ChipviSettings.lightning_context`), never by muting all warnings.
+"""
 
 from __future__ import annotations
 
-import logging
-import warnings
-
-_LOGGERS = (
-    "lightning",
-    "lightning.pytorch",
-    "lightning.fabric",
-    "pytorch_lightning",
-    "scvi",
-    "py.warnings",
-)
-
 
 def silence_libraries() -> None:
-    """Raise the libraries' log levels to ERROR and ignore warnings (call after importing them)."""
-    warnings.filterwarnings("ignore")
-    for name in _LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """Set chipvi's verbosity to ``"error"`` (quiet library loggers and Lightning warnings)."""
+    from .._settings import settings
+
+    settings.verbosity = "error"

@@ -93,8 +93,12 @@ def plot_concordance(table, path: Path) -> None:
     summary = table.groupby("run")[value_cols].mean()
     ax = summary.plot.bar(figsize=(max(5, 1.5 * len(summary)), 3.5))
     ax.set_ylabel("mean over replicate pairs")
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=110)
+    # legend beside the bars (not over them); run names slanted so long ones are not cut
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(ax.figure)
 
 

@@ -33,3 +33,25 @@ def load_trained_run(path: Path, *, quiet: bool):
         silence_libraries()
     model = cls.load(str(run_dir.model_dir), adata=adata)
     return run_dir, cfg, adata, model
+
+
+def load_run_or_h5ad(source: Path, *, need_denoised: bool = False):
+    """``(adata, is_run)`` of a run directory (its denoised bins, else its counted bins) or of
+    an ``.h5ad`` file; for the commands that read results rather than the model."""
+    import anndata as ad
+
+    if source.is_dir():
+        run = RunDir(source).require_existing()
+        denoised = source / "denoised" / "denoised.h5ad"
+        if denoised.is_file():
+            return ad.read_h5ad(denoised), True
+        if not need_denoised and run.data_path.is_file():
+            return ad.read_h5ad(run.data_path), True
+        raise ChipviInputError(
+            f"{source} has no denoised/denoised.h5ad"
+            + ("" if need_denoised else " and no data.h5ad")
+            + f"; run `chipvi denoise {source}` first (or pass an .h5ad)."
+        )
+    if source.suffix != ".h5ad" or not source.is_file():
+        raise ChipviInputError(f"{source} is neither a run directory nor an existing .h5ad file.")
+    return ad.read_h5ad(source), False

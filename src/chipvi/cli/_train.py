@@ -13,7 +13,9 @@ from ._rundir import RunDir, Timer, git_commit, software_versions, timestamped_n
 
 EXAMPLES = """\
 examples:
-  chipvi train                                   # configs/config.yaml defaults
+  chipvi train --samplesheet sheet.csv           # your BAMs (CSV: sample,bam,control,...)
+  chipvi train --h5ad bins.h5ad train.max_epochs=300   # bins from `chipvi bin`
+  chipvi train                                   # the shipped configs: bundled demo data
   chipvi train experiment=demo model.n_hidden=64 # pick an experiment, override a value
   chipvi train data=cssq_chr19_25bp model=r_p    # swap the data and model files
   chipvi train -m model.consistency_weight=0,1,10   # sweep: one run per value
@@ -61,7 +63,21 @@ def register(subparsers) -> None:
         type=Path,
         default=None,
         help="folder with config.yaml and data/, model/, experiment/ "
-        "(default: $CHIPVI_CONFIG_DIR, ./configs, or the source checkout's configs/)",
+        "(default: $CHIPVI_CONFIG_DIR, ./configs, or the configs shipped with chipvi; "
+        "`chipvi init DIR` writes a copy to edit)",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--samplesheet",
+        default=None,
+        metavar="CSV",
+        help="train on these BAMs (sample sheet CSV) instead of the configured data file; "
+        "data.* overrides still apply (e.g. data.bin_size=100)",
+    )
+    source.add_argument(
+        "--h5ad",
+        default=None,
+        help="train on these bins (from `chipvi bin`) instead of the configured data file",
     )
     p.add_argument(
         "--config",
@@ -102,9 +118,34 @@ def _sweep_name(name: str, combo: list[str]) -> str:
     return "_".join([name, *parts])
 
 
+def _data_overrides(args) -> list[str]:
+    """``--samplesheet`` / ``--h5ad``: the user's data replaces the configured data file whole
+    (no bundled region, chromosomes or bin size carried over)."""
+    given = {"samplesheet": args.samplesheet, "h5ad": args.h5ad}
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if not chosen:
+        return []
+    ((key, value),) = chosen.items()
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ChipviInputError(f"--{key} {value}: file does not exist.")
+    selection = [] if args.config is not None else ["data=null"]
+    other = "h5ad" if key == "samplesheet" else "samplesheet"
+    # The value is quoted: a path may hold characters the override syntax would parse.
+    return [*selection, f"data.{key}='{path}'", f"data.{other}=null", "data.region=null",
+            "data.chroms=null"]  # fmt: skip
+
+
 def run(args) -> int:
     if args.resume is not None:
-        if args.overrides or args.multirun or args.config or args.run_dir:
+        if (
+            args.overrides
+            or args.multirun
+            or args.config
+            or args.run_dir
+            or args.h5ad
+            or (args.samplesheet)
+        ):
             raise ChipviInputError(
                 "--resume takes only the run directory: the run continues with its own "
                 "config.yaml (no overrides, --config, --run-dir or -m)."
@@ -114,7 +155,8 @@ def run(args) -> int:
     config_dir = args.config_dir or (None if args.config else default_config_dir())
     if args.config is not None and not args.config.is_file():
         raise ChipviInputError(f"--config {args.config} does not exist.")
-    configs = expand_sweep(config_dir, args.overrides, args.multirun, args.config)
+    configs = expand_sweep(config_dir, _data_overrides(args) + args.overrides, args.multirun,
+                           args.config)  # fmt: skip
     if args.show_config:
         for cfg, combo in configs:
             if len(configs) > 1:
@@ -226,11 +268,8 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
     """Train one configured model into ``run_dir``; returns the trained model."""
     import scvi
 
+    from .._settings import settings
     from ._callbacks import RunCallback
-    from ._quiet import silence_libraries
-
-    if quiet or announce is False:
-        silence_libraries()  # again: importing Lightning resets its loggers to INFO
     from ._model import import_model_class, model_kwargs, train_kwargs
 
     timer = Timer()
@@ -247,6 +286,7 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
         run_dir.event("resume", from_epoch=last_epoch + 1, checkpoint=str(run_dir.checkpoint_path))
     else:
         run_dir.event("run_start", name=cfg.name, seed=cfg.seed, model_class=cfg.model.model_class)
+    threads_before = settings._num_threads
     try:
         adata, prints = _load_run_data(cfg, run_dir, quiet)
         meta = run_dir.read_meta() if resume else {}
@@ -269,10 +309,9 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
         run_dir.write_meta(meta)
 
         if cfg.train.threads is not None:
-            import torch
-
-            torch.set_num_threads(int(cfg.train.threads))
-        scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
+            settings.num_threads = int(cfg.train.threads)  # torch, numba (and binning)
+        with settings.lightning_context():  # Lightning logs "Seed set to ..." at INFO
+            scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
         cls.setup_anndata(adata)
         model = cls(adata, **kwargs)
         callback = RunCallback(
@@ -281,10 +320,15 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
             _sinks(cfg, run_dir),
             checkpoint_interval_s=cfg.train.checkpoint_interval_s,
         )
-        targs = train_kwargs(cfg.train)
+        targs = train_kwargs(cfg.train, cls)
         if resume:
             targs["ckpt_path"] = str(run_dir.checkpoint_path)
-        model.train(callbacks=[callback], enable_progress_bar=not quiet, **targs)
+        with settings.lightning_context():  # Lightning's chatter at chipvi's verbosity
+            model.train(
+                callbacks=[callback],
+                enable_progress_bar=settings.progress_bar and not quiet,
+                **targs,
+            )
     except (KeyboardInterrupt, SystemExit) as e:
         # Lightning turns Ctrl-C into SystemExit(1) after its own cleanup.
         if isinstance(e, SystemExit) and e.code in (0, None):
@@ -295,6 +339,9 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
     except Exception as e:
         run_dir.event("error", error=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        if cfg.train.threads is not None:  # the run's setting, not the process's
+            settings.num_threads = threads_before
     model.save(str(run_dir.model_dir), overwrite=True)
     rows, _ = run_dir.read_scalars_raw()
     final = {

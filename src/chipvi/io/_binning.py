@@ -174,7 +174,9 @@ def _resolve_for_file(params: _Params, info: BamInfo, contigs) -> _Params:
 
 def _resolve_threads(threads) -> int:
     if threads is None:
-        return os.cpu_count() or 1
+        from .._settings import settings
+
+        return settings.num_threads
     return check_int("threads", threads, 1)
 
 
@@ -384,7 +386,9 @@ def _count_files(
             store_column(*merged, x_col[sl], mapq_col[sl])
         return f, size, n
 
-    bar = _progress_bar(sum(t[0] for t in tasks), progress)
+    from .._settings import settings
+
+    bar = _progress_bar(sum(t[0] for t in tasks), settings.progress(progress))
     # Numba's first compiled call in a process sets up its compiler target (imports, ~0.4 s):
     # pay it here (if opening the BAMs did not), so that the workers start counting at once and
     # ``meanwhile`` does not compete with them for the GIL.
@@ -580,7 +584,7 @@ def read_bam_bins(
     chroms
         Chromosomes to keep (default: all, in header order).
     threads
-        Worker threads (default: ``os.cpu_count()``); chromosomes are counted in parallel.
+        Worker threads (default: ``chipvi.settings.num_threads``); chromosomes are counted in parallel.
     index
         Build a missing BAM index in a temporary directory instead of raising.
     progress
@@ -637,7 +641,7 @@ def read_bams(
     chroms: Sequence[str] | str | None = None,
     region: str | None = None,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     index: bool = False,
 ) -> ad.AnnData:
     """Count ChIP and control reads in fixed-width bins for every library of a sample sheet.
@@ -700,10 +704,10 @@ def read_bams(
         with ``chroms=[chrom]``; ``chroms`` may be left out or name that chromosome only), so
         ``depth`` is its reads, and ``chrom_sizes`` keeps its full length.
     threads
-        Worker threads (default: ``os.cpu_count()``); files and chromosomes are counted in
-        parallel.
+        Worker threads (default: ``chipvi.settings.num_threads``); files and chromosomes are
+        counted in parallel.
     progress
-        Show a progress bar.
+        Show a progress bar (default: ``chipvi.settings.progress_bar``).
     index
         Build missing BAM indexes in a temporary directory instead of raising.
 

@@ -42,6 +42,12 @@ def to_mudata(*, chip: AnnData, rna: AnnData | None = None, **modalities: AnnDat
             raise ChipviInputError(
                 f"Modality {name!r} must be an AnnData, got {type(value).__name__}."
             )
-    # Modalities keep their own columns; do not let MuData pull them into a global table.
-    with mudata.set_options(pull_on_update=False):
-        return mudata.MuData(mods, axis=-1)
+    # Modalities keep their own columns; do not let MuData pull them into a global table. Every
+    # later update of the MuData (copy, write, read back) reads the global option and warns
+    # twice (FutureWarning, obs and var) while it is unset: adopt mudata's coming default for
+    # the process unless the user chose a value.
+    with (as_set := mudata.set_options(pull_on_update=False)):
+        mdata = mudata.MuData(mods, axis=-1)
+    if as_set.opts["pull_on_update"] is None:  # a user's own choice stands
+        mudata.set_options(pull_on_update=False)
+    return mdata

@@ -25,6 +25,7 @@ from scvi.train import LowLevelPyroTrainingPlan
 
 from .._bins import run_starts
 from .._errors import ChipviInputError
+from .._settings import settings
 from ..module import (
     CONTEXT,
     GRID,
@@ -107,7 +108,7 @@ def default_max_epochs(n_obs: int, batch_size: int, n_steps: int = 400) -> int:
 
 
 def _n_threads() -> int:
-    return max(1, torch.get_num_threads())
+    return settings.num_threads
 
 
 class ChIPVI(PyroSviTrainMixin, BaseModelClass):
@@ -405,7 +406,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             Fraction of the epochs over which the enrichment's likelihood weight is ramped in
             (the technical network first learns what the covariates explain).
         **trainer_kwargs
-            Passed to the Lightning trainer.
+            Passed to the Lightning trainer (``enable_progress_bar`` defaults to
+            ``chipvi.settings.progress_bar``). Lightning's messages follow
+            ``chipvi.settings.verbosity``; torch and numba use ``chipvi.settings.num_threads``.
         """
         if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
             raise ChipviInputError(
@@ -441,20 +444,22 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         trainer_kwargs.setdefault("strategy", strategy)
         # The Pyro training plan logs only the training objective (no validation step).
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
+        trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
         self._posterior_cache = None
         self.module.train()
         try:
-            super().train(
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                device=devices,
-                train_size=train_size,
-                validation_size=1 - train_size if train_size < 1 else None,
-                batch_size=batch_size,
-                early_stopping=early_stopping,
-                training_plan=training_plan,
-                **trainer_kwargs,
-            )
+            with settings.lightning_context():
+                super().train(
+                    max_epochs=max_epochs,
+                    accelerator=accelerator,
+                    device=devices,
+                    train_size=train_size,
+                    validation_size=1 - train_size if train_size < 1 else None,
+                    batch_size=batch_size,
+                    early_stopping=early_stopping,
+                    training_plan=training_plan,
+                    **trainer_kwargs,
+                )
         finally:
             self.module.eval()
             self._posterior_cache = None

@@ -85,15 +85,21 @@ def concordance(
     sources = {"raw log1p CPM": log_cpm(adata, layer)}
     if denoised is not None:
         sources["denoised"] = library_signal(adata, denoised, None)
-    fig, axes = _axes(ax, len(sources))
+    fig, axes = _axes(ax, len(sources), size=(4.4, 3.8))
     for a, (name, frame) in zip(axes, sources.items(), strict=True):
         x, y = frame[library_1].to_numpy(), frame[library_2].to_numpy()
         ok = np.isfinite(x) & np.isfinite(y)
-        a.hexbin(x[ok], y[ok], gridsize=gridsize, bins="log", cmap="viridis", mincnt=1)
+        hexes = a.hexbin(x[ok], y[ok], gridsize=gridsize, bins="log", cmap="viridis", mincnt=1)
         r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 else np.nan
-        a.set_title(f"{name}  (Pearson r = {r:.3f})", fontsize=9)
-        a.set_xlabel(library_1)
-        a.set_ylabel(library_2)
+        a.set_title(f"{name}\nPearson r = {r:.3f}", fontsize=9)
+        a.set_xlabel(library_1, fontsize=8)
+        a.set_ylabel(library_2, fontsize=8)
+        a.tick_params(labelsize=7)
+        bar = fig.colorbar(hexes, ax=a, fraction=0.046, pad=0.03)
+        bar.set_label("bins (log scale)", fontsize=7)
+        bar.ax.tick_params(which="both", labelsize=6)
+    if ax is None:
+        fig.tight_layout()
     finish(fig, show=show, save=save, overwrite=overwrite)
     return axes
 
@@ -135,10 +141,13 @@ def fingerprint(
             a.plot(
                 curve["rank"], curve[f"{lib}:control"], ls="--", color=line.get_color(), alpha=0.6
             )
-    a.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
+    a.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":", label="uniform coverage")
+    if controls and any(f"{lib}:control" in curve for lib in libs):
+        # one legend entry explains every dashed curve
+        a.plot([], [], color="0.3", ls="--", alpha=0.6, label="its control (dashed)")
     a.set_xlabel("rank of bins (fraction)")
     a.set_ylabel("fraction of reads")
-    a.legend(fontsize=7, loc="upper left")
+    a.legend(fontsize=7, loc="upper left", frameon=False)
     finish(fig, show=show, save=save, overwrite=overwrite)
     return a
 
@@ -238,21 +247,28 @@ def technical_fit(
         raise ChipviInputError(f"Unknown library {unknown}; libraries: {list(adata.var_names)}.")
     observed = signal_frame(adata)
     control = signal_frame(adata, layer=control_layer)
-    fig, axes = _axes(ax, len(libs), size=(3.6, 3.2))
+    fig, axes = _axes(ax, len(libs), size=(3.8, 3.4))
     for a, lib in zip(axes, libs, strict=True):
         c = control[lib].to_numpy()
-        edges = np.unique(np.quantile(c, np.linspace(0, 1, int(n_bins) + 1)))
-        which = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, max(len(edges) - 2, 0))
+        # Equal steps of log(1 + control): sparse controls (mostly 0 or 1 read) still give a
+        # point per count value, deep ones spread over the whole range (quantile groups
+        # collapsed to two or three points on sparse data).
+        edges = np.linspace(0.0, np.log1p(max(float(c.max()), 1.0)), int(n_bins) + 1)
+        which = np.clip(np.searchsorted(edges, np.log1p(c), side="right") - 1, 0, int(n_bins) - 1)
         groups = pd.DataFrame(
             {"g": which, "c": c, "y": observed[lib].to_numpy(), "mu": mu[lib].to_numpy()}
         )
         means = groups.groupby("g").mean()
         a.plot(means["c"], means["y"], "o", ms=3, label="observed")
         a.plot(means["c"], means["mu"], "-", label="expected (mu)")
+        a.set_xscale("symlog", linthresh=1.0)
         a.set_title(lib, fontsize=9)
-        a.set_xlabel("control count")
-        a.set_ylabel("mean ChIP count")
-        a.legend(fontsize=7)
+        a.set_xlabel("control reads per bin", fontsize=8)
+        a.set_ylabel("mean ChIP reads per bin", fontsize=8)
+        a.tick_params(labelsize=7)
+        a.legend(fontsize=7, frameon=False)
+    if ax is None:
+        fig.tight_layout()
     finish(fig, show=show, save=save, overwrite=overwrite)
     return axes
 

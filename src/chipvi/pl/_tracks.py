@@ -18,17 +18,41 @@ from ._utils import check_save, finish
 TrackSpec = str | pd.DataFrame
 
 
-def _resolve_track(adata: AnnData, name: str, spec: TrackSpec) -> tuple[pd.DataFrame, str]:
-    """(bins × columns values, level) for a track: 'X'/'raw', a layer, an obsm key or a table."""
+#: Keys holding natural-log fold enrichments (what ChIPVI's outputs are): drawn in ``log_base``.
+def _is_log_enrichment(spec: str) -> bool:
+    return spec.startswith("chipvi_") and "lfe" in spec
+
+
+def _cpm(frame: pd.DataFrame, depth) -> pd.DataFrame:
+    depth = np.asarray(depth, dtype=np.float64)
+    return frame / np.where(depth > 0, depth, 1.0) * 1e6
+
+
+def _resolve_track(
+    adata: AnnData, name: str, spec: TrackSpec, log_base: str = "2"
+) -> tuple[pd.DataFrame, str, str]:
+    """(bins × columns values, level, unit) for a track: 'X'/'raw', a layer, an obsm key or a
+    table. Counts are shown as counts per million, ChIPVI's log enrichments in ``log_base``."""
     if isinstance(spec, pd.DataFrame):
         level = "library" if set(spec.columns) <= set(adata.var_names) else "group"
-        return spec.reindex(adata.obs_names).astype(np.float64), level
+        return spec.reindex(adata.obs_names).astype(np.float64), level, ""
     if spec in ("X", "raw"):
-        return signal_frame(adata), "library"
-    if spec in adata.layers:
-        return signal_frame(adata, layer=spec), "library"
-    if spec in adata.obsm:
-        return signal_frame(adata, key=spec), "group"
+        frame = signal_frame(adata)
+        if "depth" in adata.var:
+            return _cpm(frame, adata.var["depth"]), "library", "CPM"
+        return frame, "library", "reads"
+    if spec in adata.layers or spec in adata.obsm:
+        # a key that is both (chipvi denoise writes chipvi_lfe per library and per group)
+        # shows the groups: the replicates' shared signal, one panel per group
+        level = "group" if spec in adata.obsm else "library"
+        frame = signal_frame(adata, **({"layer": spec} if level == "library" else {"key": spec}))
+        if spec == "control" and "control_depth" in adata.var:
+            return _cpm(frame, adata.var["control_depth"]), level, "CPM"
+        if _is_log_enrichment(spec):
+            if log_base == "2":
+                return frame / np.log(2.0), level, "log2 FE"
+            return frame, level, "ln FE"
+        return frame, level, ""
     raise ChipviInputError(
         f"Track {name!r}: {spec!r} is not 'X', a layer ({sorted(adata.layers)}) or an obsm key "
         f"({sorted(adata.obsm)})."
@@ -44,6 +68,7 @@ def tracks(
     regions: str | pd.DataFrame | os.PathLike | None = "chipvi_regions",
     height: float = 0.8,
     width: float = 10.0,
+    log_base: str = "2",
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -58,9 +83,11 @@ def tracks(
         ``"chrom:start-end"`` (commas allowed, 0-based) or a bare chromosome name.
     keys
         Tracks to draw: ``"X"``/``"raw"`` (counts), layer names (library level, e.g.
-        ``"control"`` or a denoised layer) and ``obsm`` keys (group level); also bins × columns
+        ``"control"`` or a denoised layer) and ``obsm`` keys (group level; a key in both is
+        drawn per group); also bins × columns
         DataFrames (e.g. ``model.get_technical()["mu"]``). A mapping gives them display names.
-        Default: raw counts, plus the control layer when present.
+        Default: raw counts and the control layer (as counts per million, CPM), and the
+        denoised log fold enrichment (``chipvi_lfe``, per group) when present.
     samples
         Libraries to show (group-level tracks show these libraries' groups). Default all.
     regions
@@ -69,6 +96,9 @@ def tracks(
         or a BED path. ``None``: no region panel.
     height, width
         Inches per panel and figure width.
+    log_base
+        ``"2"`` (default, as deepTools) or ``"e"``: base of ChIPVI's log fold enrichments
+        (``chipvi_*lfe*`` keys, stored in natural log); the y label says which.
     show, save, overwrite
         Show the figure; save it to this path (refusing an existing file unless ``overwrite``).
 
@@ -79,12 +109,17 @@ def tracks(
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FuncFormatter
 
     check_save(save, overwrite)
     sizes = chrom_sizes(adata)
     chrom, lo, hi = parse_region(region, sizes)
+    if log_base not in ("2", "e"):
+        raise ChipviInputError(f"log_base must be '2' or 'e', got {log_base!r}.")
     if keys is None:
         keys = {"raw": "X"} | ({"control": "control"} if "control" in adata.layers else {})
+        if "chipvi_lfe" in adata.obsm or "chipvi_lfe" in adata.layers:
+            keys["denoised"] = "chipvi_lfe"
     named = dict(keys) if isinstance(keys, Mapping) else {
         (k if isinstance(k, str) else f"track {i + 1}"): k for i, k in enumerate(keys)
     }  # fmt: skip
@@ -110,7 +145,7 @@ def tracks(
     inside = inside[np.argsort(bstart[inside], kind="stable")]
     panels = []
     for k, (name, spec) in enumerate(named.items()):
-        frame, level = _resolve_track(adata, name, spec)
+        frame, level, unit = _resolve_track(adata, name, spec, log_base)
         cols = (
             libs
             if level == "library"
@@ -120,7 +155,8 @@ def tracks(
         if missing:
             raise ChipviInputError(f"Track {name!r} has no column(s) {missing}.")
         for col in cols:
-            panels.append((f"{name}\n{col}", frame[col].to_numpy()[inside], f"C{k % 10}"))
+            label = f"{name} ({unit})\n{col}" if unit else f"{name}\n{col}"
+            panels.append((label, frame[col].to_numpy()[inside], f"C{k % 10}"))
     n_panels = len(panels) + (1 if region_table is not None else 0)
     fig, axes = plt.subplots(
         n_panels, 1, figsize=(width, height * n_panels + 0.6), sharex=True, squeeze=False
@@ -132,6 +168,14 @@ def tracks(
             ax.stairs(np.nan_to_num(values), edges, fill=True, alpha=0.8, linewidth=0, color=color)
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         ax.tick_params(labelsize=7)
+        # Genome-browser style scale: the panel's range only (more ticks collide with the
+        # neighbouring panels' labels).
+        finite = values[np.isfinite(values)] if inside.size else np.zeros(1)
+        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        bottom = float(min(finite.min(), 0.0)) if finite.size else 0.0
+        ax.set_ylim(bottom, top)
+        ax.set_yticks([bottom, top] if bottom < 0 else [top], minor=False)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.3g}"))
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     if region_table is not None:
@@ -154,7 +198,9 @@ def tracks(
         ax.set_yticks(np.arange(len(rows)) + 0.5, rows, fontsize=7)
         ax.set_ylabel("regions", rotation=0, ha="right", va="center", fontsize=8)
     axes[-1].set_xlim(lo, hi)
-    axes[-1].set_xlabel(f"{chrom}:{lo:,}-{hi:,}")
+    axes[-1].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:.3f}"))
+    axes[-1].set_xlabel(f"{chrom} position (Mb), {chrom}:{lo:,}-{hi:,}", fontsize=8)
+    fig.subplots_adjust(hspace=0.45)
     fig.align_ylabels(axes)
     finish(fig, show=show, save=save, overwrite=overwrite)
     return axes

@@ -2,6 +2,7 @@
 
 from ._differential import differential_enrichment as differential_enrichment
 from ._genes import gene_expression_association as gene_expression_association
+from ._profile import profile as profile
 from ._qc import fingerprint as fingerprint
 from ._qc import frip as frip
 from ._qc import replicate_concordance as replicate_concordance
@@ -16,6 +17,7 @@ __all__ = [
     "fingerprint",
     "frip",
     "gene_expression_association",
+    "profile",
     "replicate_concordance",
     "strand_cross_correlation",
 ]
