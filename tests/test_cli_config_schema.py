@@ -85,10 +85,10 @@ def test_null_means_the_functions_own_default():
 
 
 def test_data_values_are_checked_by_read_bams_own_validator():
-    from chipvi.io._binning import _check_params
+    from chipvi.io._binning import check_read_params
 
     with pytest.raises(chipvi.ChipviInputError) as from_function:
-        _check_params(200, 0, 0, True)
+        check_read_params(200, 0, 0, True)
     with pytest.raises(chipvi.ChipviInputError) as from_config:
         compose(shipped_config_dir(), ["data.fragment_length=0"])
     assert str(from_function.value) in str(from_config.value)

@@ -182,7 +182,7 @@ def test_denoise_and_call(trained, capsys):
     bw = pyBigWig.open(str(trained / "denoised" / "tracks" / f"{groups[0]}.log2_fold_enrichment.bw"))
     chrom = str(den.obs["chrom"].iloc[0])
     got = np.array(bw.stats(chrom, 0, int(den.obs["end"].iloc[9]), nBins=10), dtype=float)
-    np.testing.assert_allclose(got, den.obsm["chipvi_lfe"][groups[0]].to_numpy()[:10] / np.log(2),
+    np.testing.assert_allclose(got, den.obsm["chipvi_group_lfe"][groups[0]].to_numpy()[:10] / np.log(2),
                                rtol=1e-4, atol=1e-5)  # fmt: skip
     assert den.uns["chipvi_tracks"]["log_base"] == "2"
     # per-library bedGraph in natural log, of the conservative kind

@@ -208,11 +208,11 @@ def test_max_per_position_auto_needs_index_counts(bams):
     from dataclasses import replace
 
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import _check_params, _resolve_for_file
+    from chipvi.io._binning import check_read_params, _resolve_for_file
 
     info = open_bam(bams["se"])
     no_counts = replace(info, n_mapped=np.full_like(info.n_mapped, -1))
-    params = _check_params(200, 200, 0, True, "auto")
+    params = check_read_params(200, 200, 0, True, "auto")
     with pytest.raises(ChipviInputError, match=r"se.bam.*samtools index.*integer"):
         _resolve_for_file(params, no_counts, info.contigs)
     assert _resolve_for_file(params, info, info.contigs).max_per_position >= 1
@@ -715,10 +715,10 @@ def test_split_at_record_starts_equals_unsplit(long_bams, kind):
     """Two pieces cut at a record start count exactly what one piece counts: at every record
     start the index lists, at records starting a BGZF block and at records inside one."""
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import _check_params, _Piece, _split_reference
+    from chipvi.io._binning import check_read_params, _Piece, _split_reference
 
     info = open_bam(long_bams[kind])
-    params = _check_params(200, 200, 0, True)
+    params = check_read_params(200, 200, 0, True)
     records = _record_offsets(long_bams[kind])
     kinds_seen = set()
     listed_total = 0
@@ -808,10 +808,10 @@ def test_split_planner_cuts_large_chromosomes_only(long_bams, monkeypatch):
 
 def test_stop_inside_a_record_is_reported(long_bams):
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import _check_params, _Piece
+    from chipvi.io._binning import check_read_params, _Piece
 
     info = open_bam(long_bams["se"])
-    params = _check_params(200, 200, 0, True)
+    params = check_read_params(200, 200, 0, True)
     begin, end = int(info.span_begin[0]), int(info.span_end[0])
     cut = int(info.record_starts[0][info.record_starts[0] > begin][3])
     with pytest.raises(ChipviInputError, match="stale index"):

@@ -370,3 +370,17 @@ def test_contiguous_block_sampler_covers_every_bin():
     fixed = list(ContiguousBlockSampler(1000, 128, shuffle=False))
     assert len(fixed) == len(ContiguousBlockSampler(1000, 128, shuffle=False)) == 8
     np.testing.assert_array_equal(np.concatenate(fixed), np.arange(1000))
+
+
+def test_warns_when_training_stopped_while_improving():
+    """A run cut short while the objective still falls says so; a default run does not."""
+    import warnings
+
+    adata, _ = make_chip_adata(n_bins=N_BINS, seed=2)
+    ChIPVI.setup_anndata(adata)
+    scvi.settings.seed = 0
+    with pytest.warns(UserWarning, match="still falling.*max_epochs=50"):
+        ChIPVI(adata).train(max_epochs=25, enable_progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        ChIPVI(adata).train(enable_progress_bar=False)  # defaults: 400 steps, levelled off

@@ -150,7 +150,8 @@ def test_model_posterior_method():
 def test_no_regions_gives_empty_typed_table(tmp_path):
     adata = make_adata()
     adata.obsm["q"] = pd.DataFrame({"A": 0.9, "B": 0.9}, index=adata.obs_names)
-    regions = chipvi.tl.call_enriched_regions(adata, key="q")
+    with pytest.warns(UserWarning, match="found no region with q <= 0.05: relax q"):
+        regions = chipvi.tl.call_enriched_regions(adata, key="q")
     assert regions.empty and regions["start"].dtype == np.int64
     adata.write_h5ad(tmp_path / "a.h5ad")  # uns tables survive h5ad
     chipvi.io.write_peaks(adata, tmp_path / "p.bed")

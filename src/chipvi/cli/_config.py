@@ -377,12 +377,12 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
 
 def _check_read_params(data: DictConfig, source: str) -> None:
     """``data`` through read_bams' own parameter check (the same messages, naming the key)."""
-    from ..io._binning import _check_params
+    from ..io import check_read_params
 
     values = OmegaConf.to_container(data, resolve=True)
     names = ("bin_size", "fragment_length", "min_mapq", "keep_duplicates", "max_per_position")
     try:
-        _check_params(*(values[n] for n in names))
+        check_read_params(*(values[n] for n in names))
     except ChipviInputError as e:
         key = str(e).split(" ", 1)[0]
         raise ChipviInputError(f"{source}: config key 'data.{key}': {e}") from None

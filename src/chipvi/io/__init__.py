@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_bed": ["read_bed"],
         "_bigwig": ["read_bigwig_bins", "write_bedgraph", "write_bigwig"],
-        "_binning": ["read_bam_bins", "read_bams"],
+        "_binning": ["check_read_params", "read_bam_bins", "read_bams"],
         "_mudata": ["to_mudata"],
         "_peaks": ["read_regions", "write_peaks"],
         "_runs": ["RunDir", "load_runs", "timestamped_name"],

@@ -99,9 +99,10 @@ AUTO = -1
 AUTO_TAIL = 1e-5
 
 
-def _check_params(
+def check_read_params(
     bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position=None
 ) -> _Params:
+    """Check :func:`read_bams`' counting parameters (its own messages); returns them."""
     if max_per_position is None:
         cap = 0
     elif isinstance(max_per_position, str):
@@ -596,7 +597,7 @@ def read_bam_bins(
     ``layers["mapq"]`` mean MAPQ of counted reads (float32), ``var["depth"]`` reads counted, and
     ``obs`` / ``uns["chipvi"]`` as in :func:`chipvi.read_bams`.
     """
-    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
+    params = check_read_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
     n_threads = _resolve_threads(threads)
     info = open_bam(bam, index=index)
     contigs = _kept_contigs([info], chroms)
@@ -747,7 +748,7 @@ def read_bams(
     from ._bed import read_bed
     from ._samplesheet import read_samplesheet
 
-    params = _check_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
+    params = check_read_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
     n_threads = _resolve_threads(threads)
     if isinstance(samplesheet, pd.DataFrame):
         sheet, sheet_path = samplesheet, ""

@@ -463,6 +463,26 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         finally:
             self.module.eval()
             self._posterior_cache = None
+        self._warn_if_still_improving()
+
+    def _warn_if_still_improving(self) -> None:
+        """Warn when the training objective was still falling at the last epochs."""
+        history = self.history.get("elbo_train") if self.history else None
+        if history is None or len(history) < 20:
+            return
+        loss = history.to_numpy(dtype=float).ravel()
+        tail = max(5, len(loss) // 10)
+        last, before = np.median(loss[-tail:]), np.median(loss[-2 * tail : -tail])
+        # The objective is per bin (nats); a drop of 0.1 % of it per tenth of training is
+        # more than the minibatch noise of a levelled-off run.
+        if before - last > 1e-3 * max(abs(last), 1e-3):
+            warnings.warn(
+                f"Training stopped while the objective was still falling ({before:.4f} -> "
+                f"{last:.4f} per bin over the last {tail} epochs): train longer, e.g. "
+                f"model.train(max_epochs={2 * len(loss)}).",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ----------------------------------------------------------------------------------------
     def _check_adata(self, adata: AnnData | None) -> AnnData:

@@ -11,8 +11,8 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import ChipviInputError
-from ..io._peaks import read_regions
-from ..io._signal import bin_coordinates, genomic_order, signal_frame
+from ..io import read_regions
+from .._bins import bin_coordinates, genomic_order, signal_frame
 
 Reference = Literal["center", "tss", "tes"]
 

@@ -10,6 +10,7 @@ background clusters that pass bin by bin but not as a region.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -455,6 +456,15 @@ def call_enriched_regions(
         )  # fmt: skip
         tables.append(reg)
     result = pd.concat(tables, ignore_index=True) if tables else empty_region_table()
+    if not len(result):
+        warnings.warn(
+            f"call_enriched_regions found no region with q <= {q}"
+            + (f" and posterior log fold enrichment above {min_lfe}" if _is_model(data) else "")
+            + ": relax q or min_lfe, check that the model was trained long enough (its ELBO "
+            "history levelled off), or use method='pvalue'.",
+            UserWarning,
+            stacklevel=2,
+        )
     adata.uns[key_added] = result
     adata.uns[f"{key_added}_params"] = {
         "source": f"model:{method}" if _is_model(data) else str(key),
