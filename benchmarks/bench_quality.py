@@ -65,6 +65,7 @@ from _scoring import (  # noqa: E402
 )
 
 from chipvi._utils import parse_max_per_position  # noqa: E402
+from chipvi.datasets import SCENARIOS as _SCENARIOS  # noqa: E402
 
 quiet()
 BIN = 200
@@ -72,15 +73,7 @@ FRAGMENT = 200
 FRESH_SEEDS = (100, 101, 102, 103, 104)
 #: Seeds used while developing the model: never report them as evidence.
 DEVELOPMENT_SEEDS = (1, 2, 3, 4, 5, 6)
-SCENARIOS = (
-    "standard",
-    "chip_bias",
-    "mapq_partial",
-    "offgrid",
-    "dispersion",
-    "sparse",
-    "misspecified",
-)
+SCENARIOS = tuple(_SCENARIOS)
 #: metric: higher is better?
 HIGHER_BETTER = {
     "auprc_strong": True,

@@ -199,8 +199,9 @@ def chain_log_likelihood(
     """Sum over chains of ``log p(y | chain) − log p(y | no enrichment)`` (a scalar).
 
     ``log_stay``, ``log_leave`` (classes,) are ``log s_k`` and ``log(1 − s_k)``; ``log_pi``
-    and ``log_rho`` (classes, grid) the redraw and first-bin distributions. Differentiable
-    in ``log_mu``, ``log_r``, ``gain`` and the four transition inputs.
+    and ``log_rho`` (classes, grid) the redraw and first-bin distributions; ``outlier`` the
+    rate ε of each count's outlier component (:mod:`._chain_numba`). Differentiable in
+    ``log_mu``, ``log_r``, ``gain`` and the four transition inputs.
     """
     if inputs.y.device.type == "cpu":
         return _ChainLogLik.apply(
