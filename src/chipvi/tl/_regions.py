@@ -346,60 +346,12 @@ def call_enriched_regions(
     if domain_q is not None and not 0 < domain_q <= 1:
         raise ChipviInputError(f"domain_q must be in (0, 1], got {domain_q}.")
 
-    def read(name: str | None) -> pd.DataFrame | None:
-        if name is None:
-            return None
-        if level == "group":
-            return signal_frame(adata, key=name)
-        return signal_frame(adata, layer=name)
-
-    if _is_model(data):
-        if method not in ("pvalue", "posterior"):
-            raise ChipviInputError(f"method must be 'pvalue' or 'posterior', not {method!r}.")
-        adata, qv, pv, sig, lfe, sd = _model_inputs(
-            data, adata, level, batch_size, method, float(min_lfe), domain_q is not None
-        )
-    else:
-        if not isinstance(data, AnnData):
-            raise ChipviInputError(
-                f"call_enriched_regions needs an AnnData or a ChIPVI model, got {type(data).__name__}."
-            )
-        adata = data
-        if key is None:
-            raise ChipviInputError(
-                "Pass key= naming per-bin q-values (or probabilities with kind='probability') in "
-                "adata.obsm (level='group') or adata.layers (level='library'), or pass a model."
-            )
-        qv = read(key)
-        if kind == "probability":
-            qv = pd.DataFrame(
-                np.column_stack([bayesian_qvalues(qv[c].to_numpy()) for c in qv.columns])
-                if qv.shape[1] else np.zeros((len(qv), 0)),
-                index=qv.index, columns=qv.columns,
-            )  # fmt: skip
-        if domain_q is not None and (lfe_key is None or sd_key is None):
-            raise ChipviInputError(
-                "domain_q needs the posterior of the log fold enrichment: pass lfe_key= and "
-                "sd_key= (posterior mean and sd at the level of key), or pass a model."
-            )
-        pv = read(pvalue_key)
-        sig = read(signal_key)
-        lfe = read(lfe_key) if domain_q is not None else None
-        sd = read(sd_key) if domain_q is not None else None
-    columns = list(qv.columns)
-    if groups is not None:
-        wanted = [groups] if isinstance(groups, str) else list(groups)
-        unknown = [g for g in wanted if g not in columns]
-        if unknown:
-            raise ChipviInputError(f"Unknown {level}(s) {unknown}; available: {columns}.")
-        columns = wanted
-    optional = ((pv, "pvalue_key"), (sig, "signal_key"), (lfe, "lfe_key"), (sd, "sd_key"))
-    for other, label in optional:
-        if other is not None and [c for c in columns if c not in other.columns]:
-            raise ChipviInputError(
-                f"{label} lacks columns {columns}; it has {list(other.columns)}."
-            )
-
+    # score -> threshold -> merge -> annotate
+    adata, qv, pv, sig, lfe, sd = _scores(
+        data, adata, key, kind, method, min_lfe, signal_key, pvalue_key, lfe_key, sd_key,
+        level, domain_q, batch_size,
+    )  # fmt: skip
+    columns = _columns(qv, (pv, sig, lfe, sd), groups, level)
     sizes = chrom_sizes(adata)
     order = genomic_order(adata, sizes)
     chrom, start, end = (a[order] for a in bin_coordinates(adata))
@@ -408,53 +360,24 @@ def call_enriched_regions(
     )
     obs_names = np.asarray(adata.obs_names)[order]
 
+    def column(frame, col):
+        return None if frame is None else frame[col].to_numpy(dtype=np.float64)[order]
+
     tables = []
     for col in columns:
-        qcol = qv[col].to_numpy(dtype=np.float64)[order]
-        called = np.nan_to_num(qcol, nan=1.0 + q) <= q
-        if broad_q is not None:
-            weak = np.nan_to_num(qcol, nan=2.0) <= broad_q
-            called = link_seeds(called, weak, chrom, start, end, int(merge_gap))
-        neglog_q = -np.log10(np.clip(qcol, 1e-300, 1.0))
-        rank = sig[col].to_numpy(dtype=np.float64)[order] if sig is not None else neglog_q
-        extra = {"_qmin": qcol}
-        if pv is not None:
-            extra["_pmin"] = pv[col].to_numpy(dtype=np.float64)[order]
-        reg = regions_from_bins(
-            called, chrom, start, end, rank_value=rank, merge_gap=int(merge_gap),
-            min_bins=int(min_bins), bin_size=bin_size, extra_min=extra,
+        reg = _threshold_and_merge(
+            column(qv, col), column(pv, col), column(sig, col), chrom, start, end,
+            q=q, broad_q=broad_q, merge_gap=int(merge_gap), min_bins=int(min_bins),
+            bin_size=bin_size,
         )  # fmt: skip
         if not reg.empty and domain_q is not None:
             err = region_error_probability(
-                reg["first_index"].to_numpy(),
-                reg["last_index"].to_numpy(),
-                lfe[col].to_numpy(dtype=np.float64)[order],
-                sd[col].to_numpy(dtype=np.float64)[order],
-                float(min_lfe),
-            )
+                reg["first_index"].to_numpy(), reg["last_index"].to_numpy(),
+                column(lfe, col), column(sd, col), float(min_lfe),
+            )  # fmt: skip
             reg = reg[err <= domain_q].reset_index(drop=True)
-        if reg.empty:
-            continue
-        s_idx = reg["summit_index"].to_numpy()
-        qvalue = -np.log10(np.clip(reg["_qmin"].to_numpy(), 1e-300, 1.0))
-        reg = pd.DataFrame(
-            {
-                "chrom": reg["chrom"].astype(str),
-                "start": reg["start"].astype(np.int64),
-                "end": reg["end"].astype(np.int64),
-                "name": [f"{col}_region_{i + 1}" for i in range(len(reg))],
-                "group": str(col),
-                "n_bins": reg["n_bins"].astype(np.int64),
-                "score": np.minimum(1000, np.round(10 * qvalue)).astype(np.int64),
-                "signal": reg["summit_value"].astype(np.float64),
-                "pvalue": -np.log10(np.clip(reg["_pmin"].to_numpy(), 1e-300, 1.0))
-                if "_pmin" in reg else np.nan,
-                "qvalue": qvalue,
-                "summit": ((start[s_idx] + end[s_idx]) // 2 - reg["start"].to_numpy()).astype(np.int64),
-                "summit_bin": obs_names[s_idx].astype(str),
-            }
-        )  # fmt: skip
-        tables.append(reg)
+        if not reg.empty:
+            tables.append(_annotate(reg, col, start, end, obs_names))
     result = pd.concat(tables, ignore_index=True) if tables else empty_region_table()
     if not len(result):
         warnings.warn(
@@ -478,3 +401,106 @@ def call_enriched_regions(
         "min_lfe": float(min_lfe),
     }
     return result
+
+
+def _scores(data, adata, key, kind, method, min_lfe, signal_key, pvalue_key, lfe_key, sd_key,
+            level, domain_q, batch_size):  # fmt: skip
+    """Per-bin inputs of a call: ``(adata, qvalues, pvalues, signal, lfe, sd)`` frames."""
+
+    def read(name: str | None) -> pd.DataFrame | None:
+        if name is None:
+            return None
+        if level == "group":
+            return signal_frame(adata, key=name)
+        return signal_frame(adata, layer=name)
+
+    if _is_model(data):
+        if method not in ("pvalue", "posterior"):
+            raise ChipviInputError(f"method must be 'pvalue' or 'posterior', not {method!r}.")
+        return _model_inputs(
+            data, adata, level, batch_size, method, float(min_lfe), domain_q is not None
+        )
+    if not isinstance(data, AnnData):
+        raise ChipviInputError(
+            f"call_enriched_regions needs an AnnData or a ChIPVI model, got {type(data).__name__}."
+        )
+    adata = data
+    if key is None:
+        raise ChipviInputError(
+            "Pass key= naming per-bin q-values (or probabilities with kind='probability') in "
+            "adata.obsm (level='group') or adata.layers (level='library'), or pass a model."
+        )
+    qv = read(key)
+    if kind == "probability":
+        qv = pd.DataFrame(
+            np.column_stack([bayesian_qvalues(qv[c].to_numpy()) for c in qv.columns])
+            if qv.shape[1] else np.zeros((len(qv), 0)),
+            index=qv.index, columns=qv.columns,
+        )  # fmt: skip
+    if domain_q is not None and (lfe_key is None or sd_key is None):
+        raise ChipviInputError(
+            "domain_q needs the posterior of the log fold enrichment: pass lfe_key= and "
+            "sd_key= (posterior mean and sd at the level of key), or pass a model."
+        )
+    lfe = read(lfe_key) if domain_q is not None else None
+    sd = read(sd_key) if domain_q is not None else None
+    return adata, qv, read(pvalue_key), read(signal_key), lfe, sd
+
+
+def _columns(qv, others, groups, level) -> list:
+    """The columns to call (all, or ``groups``), present in every optional input."""
+    columns = list(qv.columns)
+    if groups is not None:
+        wanted = [groups] if isinstance(groups, str) else list(groups)
+        unknown = [g for g in wanted if g not in columns]
+        if unknown:
+            raise ChipviInputError(f"Unknown {level}(s) {unknown}; available: {columns}.")
+        columns = wanted
+    labels = ("pvalue_key", "signal_key", "lfe_key", "sd_key")
+    for other, label in zip(others, labels, strict=True):
+        if other is not None and [c for c in columns if c not in other.columns]:
+            raise ChipviInputError(
+                f"{label} lacks columns {columns}; it has {list(other.columns)}."
+            )
+    return columns
+
+
+def _threshold_and_merge(qcol, pcol, signal, chrom, start, end, *, q, broad_q, merge_gap,
+                         min_bins, bin_size) -> pd.DataFrame:  # fmt: skip
+    """Bins at ``q`` (linked through ``broad_q`` bins in broad mode), merged into regions."""
+    called = np.nan_to_num(qcol, nan=1.0 + q) <= q
+    if broad_q is not None:
+        weak = np.nan_to_num(qcol, nan=2.0) <= broad_q
+        called = link_seeds(called, weak, chrom, start, end, merge_gap)
+    neglog_q = -np.log10(np.clip(qcol, 1e-300, 1.0))
+    rank = signal if signal is not None else neglog_q
+    extra = {"_qmin": qcol}
+    if pcol is not None:
+        extra["_pmin"] = pcol
+    return regions_from_bins(
+        called, chrom, start, end, rank_value=rank, merge_gap=merge_gap,
+        min_bins=min_bins, bin_size=bin_size, extra_min=extra,
+    )  # fmt: skip
+
+
+def _annotate(reg: pd.DataFrame, col, start, end, obs_names) -> pd.DataFrame:
+    """The region table of one column (narrowPeak fields, summit, -log10 p and q)."""
+    s_idx = reg["summit_index"].to_numpy()
+    qvalue = -np.log10(np.clip(reg["_qmin"].to_numpy(), 1e-300, 1.0))
+    return pd.DataFrame(
+        {
+            "chrom": reg["chrom"].astype(str),
+            "start": reg["start"].astype(np.int64),
+            "end": reg["end"].astype(np.int64),
+            "name": [f"{col}_region_{i + 1}" for i in range(len(reg))],
+            "group": str(col),
+            "n_bins": reg["n_bins"].astype(np.int64),
+            "score": np.minimum(1000, np.round(10 * qvalue)).astype(np.int64),
+            "signal": reg["summit_value"].astype(np.float64),
+            "pvalue": -np.log10(np.clip(reg["_pmin"].to_numpy(), 1e-300, 1.0))
+            if "_pmin" in reg else np.nan,
+            "qvalue": qvalue,
+            "summit": ((start[s_idx] + end[s_idx]) // 2 - reg["start"].to_numpy()).astype(np.int64),
+            "summit_bin": obs_names[s_idx].astype(str),
+        }
+    )  # fmt: skip
