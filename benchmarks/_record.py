@@ -73,6 +73,29 @@ def markdown(table, index: bool = True) -> str:
     return "\n".join(lines)
 
 
+def measuring_command(table: Path) -> str:
+    """For a script called with ``--table DIR/file.tsv``: the command that measured it.
+
+    The saved table is the output of the same command run with ``--keep DIR`` and without
+    ``--table`` (the report is the same code either way).
+    """
+    args = sys.argv[1:]
+    kept: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--table":
+            skip = True
+            continue
+        if a.startswith("--table=") or a == "--write-results":
+            continue
+        kept.append(a)
+    script = command_line().split()[1]
+    return shlex.join(["python", script, *kept, "--keep", str(Path(table).parent)])
+
+
 def write_section(name: str, body: str, *, command: str | None = None) -> Path:
     """Replace (or append) the section ``## name`` of ``RESULTS.md``.
 

@@ -124,7 +124,7 @@ class ChipviModule(PyroBaseModuleClass):
     consistency
         Names of registered replicate-consistency terms (factors on the libraries' gains).
     consistency_weight
-        One weight per term (or one for all).
+        One weight per term.
     n_hidden, n_layers
         Size of the technical MLPs.
     low_mapq
@@ -155,7 +155,7 @@ class ChipviModule(PyroBaseModuleClass):
         technical: str = "mu_r",
         covariates: str = "default",
         consistency: tuple[str, ...] = ("mse",),
-        consistency_weight: float | tuple[float, ...] = 1.0,
+        consistency_weight: tuple[float, ...] = (1.0,),
         n_hidden: int = 32,
         n_layers: int = 2,
         low_mapq: float | None = 10.0,
@@ -180,14 +180,9 @@ class ChipviModule(PyroBaseModuleClass):
             self.covariates.n_covariates, log_mean, n_hidden=n_hidden, n_layers=n_layers
         )
         self.consistency_names = tuple(consistency)
-        weights = (
-            [float(consistency_weight)] * len(self.consistency_names)
-            if isinstance(consistency_weight, int | float)
-            else [float(w) for w in consistency_weight]
-        )
-        if len(weights) != len(self.consistency_names):
+        self.consistency_weights = tuple(float(w) for w in consistency_weight)
+        if len(self.consistency_weights) != len(self.consistency_names):
             raise ValueError("consistency_weight needs one weight per consistency term.")
-        self.consistency_weights = tuple(weights)
         self.low_mapq = low_mapq
         self.n_threads = int(n_threads)
         self.outlier = float(outlier)
