@@ -1,7 +1,7 @@
 """Minibatches of consecutive bins for training.
 
-The guide's convolutional encoder and the windowed covariates read neighbouring bins, so a
-minibatch is a run of consecutive bins (genome order) rather than a random set. Each epoch the
+The enrichment chain and the windowed covariates read neighbouring bins, so a minibatch is a
+run of consecutive bins (genome order) rather than a random set. Each epoch the
 run boundaries move by a random offset and the runs are visited in random order.
 """
 

@@ -1,4 +1,4 @@
-"""chipvi.module: the maths of ChIPVI (Pyro model/guide, networks, likelihood); no AnnData."""
+"""chipvi.module: the maths of ChIPVI (Pyro model, the exact chain, networks, likelihood); no AnnData."""
 
 from ._chain import ChainInputs, chain_log_likelihood, chain_posterior
 from ._consistency import mse_consistency

@@ -174,9 +174,11 @@ def region_error_probability(
     """Posterior probability that a region's mean log fold enrichment is at most ``min_lfe``.
 
     Regions span bins ``first..last`` (inclusive indices into genomic-order arrays), gap bins
-    included. Each bin's log fold enrichment is Gaussian (``lfe``, ``sd``) and independent of
-    the others, as in the model's mean-field guide, so the region mean is Gaussian with mean
-    ``mean(lfe)`` and standard deviation ``sqrt(sum(sd**2)) / n``. Bins with a NaN value are
+    included. Each bin's log fold enrichment is taken as Gaussian (``lfe``, ``sd``) and
+    independent of the others, so the region mean is Gaussian with mean ``mean(lfe)`` and
+    standard deviation ``sqrt(sum(sd**2)) / n``. The chain posterior's neighbouring bins are
+    positively correlated, so this understates the region mean's uncertainty (an
+    approximation: it favours long regions). Bins with a NaN value are
     left out of the mean; a region without any finite bin gets 1.
     """
     from scipy.stats import norm
