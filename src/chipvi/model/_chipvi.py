@@ -558,7 +558,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         def level(columns, per_library):
             # Library columns see their chain × gain: P(gain·e > τ) = P(e > τ / gain).
             idx = [chains.index(c) for c in columns]
-            scale = gain if per_library else 1.0
+            scale = (gain if per_library else np.ones(len(idx))).astype(np.float32)
             return {
                 "mean": out["mean"][:, idx] * scale,
                 "sd": out["sd"][:, idx] * scale,
@@ -575,6 +575,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             "weight": tech["weight"],
             "counts": tech["counts"],
         }
+        del out  # the levels above are float32 copies; the chains' own arrays can go
         self._posterior_cache = (key, post)
         return post
 
@@ -618,11 +619,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 values = np.exp(post["log_mu"] if kind == "mu" else post["log_r"])
             else:
                 values = post[level][_STAT[kind]]
+            values = np.asarray(values, dtype=np.float32)  # no copy when already float32
             if slot == "layers":
-                adata.layers[name] = values.astype(np.float32)
+                adata.layers[name] = values
             else:
                 adata.obsm[name] = pd.DataFrame(
-                    values.astype(np.float32), index=adata.obs_names, columns=self.group_names
+                    values, index=adata.obs_names, columns=self.group_names, copy=False
                 )
             written[f"{level}/{kind}"] = f"{slot}/{name}"
         adata.uns[f"{prefix}_posterior"] = {

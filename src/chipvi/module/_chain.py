@@ -63,6 +63,16 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A CPU numpy view (dtype kept: per-chain pieces are converted to float64 one at a time,
+    never the whole genome at once)."""
+    return t.detach().cpu().numpy()
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
 _EMPTY2 = np.zeros((0, 0))
 _EMPTY1 = np.zeros(0)
 
@@ -70,8 +80,8 @@ _EMPTY1 = np.zeros(0)
 def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_threads=1):
     """Run every (run, group) chain; returns log_z and, on request, gradients / summaries."""
     log_in, log_out = _log_mix(outlier)
-    y, lmu, lr = _np(inputs.y), _np(inputs.log_mu), _np(inputs.log_r)
-    w, gain = _np(inputs.w), _np(inputs.gain)
+    y, lmu, lr, w = _host(inputs.y), _host(inputs.log_mu), _host(inputs.log_r), _host(inputs.w)
+    gain = _np(inputs.gain)
     grid, stay, pi, rho = _np(grid), _np(stay), _np(pi), _np(rho)
     n, n_lib = y.shape
     n_class, n_grid = pi.shape
@@ -88,19 +98,29 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             "log_rho": np.zeros((n_class, n_grid)),
         }
     q, thresholds, uniforms = 0.05, _EMPTY1, np.zeros((0, n))
+    summaries = None
     if post is not None:
         q, thresholds, uniforms = post["q"], post["thresholds"], post["uniforms"]
+        # float32 outputs, filled by each chain as it finishes (slices never overlap)
+        n_chains = len(inputs.groups)
+        summaries = {
+            "mean": np.zeros((n, n_chains), np.float32),
+            "sd": np.zeros((n, n_chains), np.float32),
+            "lower": np.zeros((n, n_chains), np.float32),
+            "prob": np.zeros((n, n_chains, thresholds.size), np.float32),
+            "draws": np.zeros((uniforms.shape[0], n, n_chains), np.float32),
+        }
 
     def one(job):
         lo, hi, cols = job
         c = list(cols)
         m = hi - lo
         args = (
-            np.ascontiguousarray(y[lo:hi, c]),
-            np.ascontiguousarray(lmu[lo:hi, c]),
-            np.ascontiguousarray(lr[lo:hi, c]),
-            np.ascontiguousarray(w[lo:hi]),
-            np.ascontiguousarray(gain[c]),
+            _f64(y[lo:hi, c]),
+            _f64(lmu[lo:hi, c]),
+            _f64(lr[lo:hi, c]),
+            _f64(w[lo:hi]),
+            _f64(gain[c]),
         )
         g = (
             (np.zeros((m, len(c))), np.zeros((m, len(c))), np.zeros(len(c)))
@@ -120,7 +140,12 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             BLOCK if post is not None else TRAIN_BLOCK, want_grad, *g,
             post is not None, float(q), thresholds, *s, u, d,
         )  # fmt: skip
-        return log_z, g, s, d
+        if post is not None:
+            k = inputs.groups.index(cols)
+            for key, value in zip(("mean", "sd", "lower", "prob"), s, strict=True):
+                summaries[key][lo:hi, k] = value
+            summaries["draws"][:, lo:hi, k] = d
+        return log_z, g
 
     if n_threads > 1 and len(jobs) > 1:
         with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
@@ -129,17 +154,7 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
         results = [one(job) for job in jobs]
 
     log_z = 0.0
-    summaries = None
-    if post is not None:
-        n_groups = len(inputs.groups)
-        summaries = {
-            "mean": np.zeros((n, n_groups)),
-            "sd": np.zeros((n, n_groups)),
-            "lower": np.zeros((n, n_groups)),
-            "prob": np.zeros((n, n_groups, thresholds.size)),
-            "draws": np.zeros((uniforms.shape[0], n, n_groups)),
-        }
-    for (lo, hi, cols), (lz, g, s, d) in zip(jobs, results, strict=True):
+    for (lo, hi, cols), (lz, g) in zip(jobs, results, strict=True):
         log_z += lz
         if want_grad:
             c = list(cols)
@@ -150,11 +165,6 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
                 ("log_stay", "log_leave", "log_pi", "log_rho"), g[3:], strict=True
             ):
                 grads[key] += value
-        if post is not None:
-            k = inputs.groups.index(cols)
-            for key, value in zip(("mean", "sd", "lower", "prob"), s, strict=True):
-                summaries[key][lo:hi, k] = value
-            summaries["draws"][:, lo:hi, k] = d
     return log_z, grads, summaries
 
 
