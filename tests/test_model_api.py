@@ -130,21 +130,23 @@ def test_outputs_shapes_kinds_and_determinism(data, trained):
         trained.get_denoised(level="sample")
 
 
-def test_add_posterior_writes_one_pass(data, trained):
+def test_add_posterior_writes_one_pass(data, trained, tmp_path):
     adata, _ = data
     target = adata.copy()
     ChIPVI.setup_anndata(target)
     trained.add_posterior(target)
+    target.write_h5ad(tmp_path / "posterior.h5ad")  # every key is a valid h5 name
     info = target.uns["chipvi_posterior"]
     assert info["params"]["log_base"] == "e" and info["params"]["lower_quantile"] == 0.05
-    for where in info["keys"].values():
-        slot, name = where.split("/")
-        assert name in getattr(target, slot)
+    for kinds in info["keys"].values():
+        for where in kinds.values():
+            slot, name = where.split("/")
+            assert name in getattr(target, slot)
     for level in ("library", "library_own", "group"):
         for kind, suffix in (("log_fold_enrichment", "lfe"), ("sd", "lfe_sd"),
                              ("log_fold_enrichment_lower", "lfe_lower"),
                              ("probability_enriched", "prob_enriched")):  # fmt: skip
-            key = info["keys"][f"{level}/{kind}"].split("/")[1]
+            key = info["keys"][level][kind].split("/")[1]
             stored = target.obsm[key].to_numpy() if level == "group" else target.layers[key]
             np.testing.assert_allclose(
                 stored, trained.get_denoised(target, kind=kind, level=level, return_numpy=True),

@@ -594,7 +594,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         * obsm (bins × groups, DataFrames): ``{prefix}_group_lfe``, ``{prefix}_group_lfe_sd``,
           ``{prefix}_group_lfe_lower``, ``{prefix}_group_prob_enriched``;
         * ``uns[f"{prefix}_posterior"]``: ``params`` (quantile, threshold, log base, grid,
-          learned stay probabilities and gains) and ``keys`` (what was written where).
+          learned stay probabilities and gains) and ``keys`` (``keys[level][kind]`` =
+          ``"layers/NAME"`` or ``"obsm/NAME"``).
 
         :meth:`get_denoised` reads the same pass.
 
@@ -626,7 +627,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 adata.obsm[name] = pd.DataFrame(
                     values, index=adata.obs_names, columns=self.group_names, copy=False
                 )
-            written[f"{level}/{kind}"] = f"{slot}/{name}"
+            written.setdefault(level, {})[kind] = f"{slot}/{name}"
         adata.uns[f"{prefix}_posterior"] = {
             "params": {
                 "lower_quantile": LOWER_QUANTILE,
