@@ -527,11 +527,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def _chain_posterior(
         self, adata: AnnData, tech: dict, groups: tuple, thresholds, n_draws=0, seed=None
     ) -> dict[str, np.ndarray]:
-        device = next(self.module.parameters()).device
+        # The posterior pass runs on CPU (numba, chromosomes and chains over threads) even
+        # for a model trained on a GPU: the torch engine's per-bin loop is written for
+        # training minibatches, not for whole genomes.
         self.module.n_threads = _n_threads()
 
         def t(x):
-            return torch.as_tensor(x, device=device)
+            return torch.as_tensor(x, device="cpu")
 
         starts = tuple(int(i) for i in np.flatnonzero(run_starts(adata.obs)))
         return self.module.posterior(

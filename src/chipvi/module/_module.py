@@ -322,9 +322,15 @@ class ChipviModule(PyroBaseModuleClass):
         seed: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Exact posterior summaries of the enrichment of ``groups`` (library index tuples:
-        the model's groups, or single libraries for each library's own evidence)."""
-        inputs = ChainInputs(counts, log_mu, log_r, weight, self.gain(), groups, starts)
+        the model's groups, or single libraries for each library's own evidence).
+
+        The pass runs where ``counts`` lives: the numba engine for CPU tensors (whole
+        chromosomes, bounded memory), the torch engine for CUDA tensors.
+        """
+        device = counts.device
+        inputs = ChainInputs(counts, log_mu, log_r, weight, self.gain().to(device), groups, starts)
+        transition = {k: v.to(device) for k, v in self.transition().items()}
         return chain_posterior(
             inputs, q=q, thresholds=thresholds, outlier=self.outlier, n_draws=n_draws,
-            seed=seed, n_threads=self.n_threads, **self.transition(),
+            seed=seed, n_threads=self.n_threads, **transition,
         )  # fmt: skip
