@@ -191,7 +191,7 @@ def bedgraph_to_bins(path: Path, bins: pd.DataFrame, fill: float) -> np.ndarray:
         cum_val = np.r_[0.0, np.cumsum(v * (e - s))]
         cum_cov = np.r_[0.0, np.cumsum((e - s).astype(float))]
 
-        def integral(x, cum, weight):
+        def integral(x, cum, weight, s=s, e=e):
             # Intervals ending at or before x count whole; the next one counts up to x.
             k = np.searchsorted(e, x, side="right")
             partial = np.zeros(x.size)

@@ -253,8 +253,8 @@ def child_naive(bam: str, n_reads: int) -> dict:
 
 def child_count(bam: str, threads: int) -> dict:
     """The counting part of read_bam_bins alone: every chromosome into preallocated columns."""
-    from chipvi.io._bam import open_bam
     from chipvi._bins import bin_count
+    from chipvi.io._bam import open_bam
     from chipvi.io._binning import _check_params, _count_files
 
     t0, c0 = time.perf_counter(), _cpu()

@@ -63,7 +63,6 @@ from _scoring import (  # noqa: E402
     roc_auc,
     spearman,
 )
-
 from chipvi._utils import parse_max_per_position  # noqa: E402
 from chipvi.datasets import SCENARIOS as _SCENARIOS  # noqa: E402
 
@@ -370,7 +369,11 @@ def main(argv=None) -> int:
     if args.table is not None:
         body = report(pd.read_csv(args.table, sep="\t"), args)
         if args.write_results:
-            write_section("Quality on simulations (bench_quality.py)", body, command=measuring_command(args.table))
+            write_section(
+                "Quality on simulations (bench_quality.py)",
+                body,
+                command=measuring_command(args.table),
+            )
         return 0
     if missing_tools():
         print(f"missing peers {missing_tools()}: bash benchmarks/install_peers.sh", file=sys.stderr)

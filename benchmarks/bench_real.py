@@ -56,7 +56,6 @@ from _peers import (  # noqa: E402
 )
 from _record import markdown, measuring_command, write_section  # noqa: E402
 from _scoring import average_precision, pearson, spearman, top_fraction  # noqa: E402
-
 from chipvi._utils import parse_max_per_position  # noqa: E402
 
 quiet()
@@ -115,9 +114,10 @@ def _read_region(data: dict, adata) -> str:
     """The data set's region, or the span of bins with ChIP or control reads."""
     if data["region"]:
         return data["region"]
-    x = np.asarray(adata.X.sum(axis=1)).ravel() + np.asarray(
-        adata.layers["control"].sum(axis=1)
-    ).ravel()
+    x = (
+        np.asarray(adata.X.sum(axis=1)).ravel()
+        + np.asarray(adata.layers["control"].sum(axis=1)).ravel()
+    )
     rows = np.flatnonzero(x > 0)
     chrom = adata.obs["chrom"].astype(str).to_numpy()[rows]
     if len(set(chrom)) != 1:
@@ -306,7 +306,11 @@ def main(argv=None) -> int:
     if args.table is not None:
         body = report(pd.read_csv(args.table, sep="\t"), args)
         if args.write_results:
-            write_section("Real data, thinned library (bench_real.py)", body, command=measuring_command(args.table))
+            write_section(
+                "Real data, thinned library (bench_real.py)",
+                body,
+                command=measuring_command(args.table),
+            )
         return 0
     if missing_tools():
         print(f"missing peers {missing_tools()}: bash benchmarks/install_peers.sh", file=sys.stderr)

@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -133,7 +132,6 @@ def speed(reads: int, work: Path) -> None:
 
 def difficulty(work: Path, **kwargs) -> None:
     import chipvi
-
     from _peers import PeerCache, peer_scores, versions_line
     from _scoring import average_precision
 

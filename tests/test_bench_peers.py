@@ -49,9 +49,7 @@ def test_bedgraph_to_bins_matches_a_per_base_mean(tmp_path):
 def test_moving_average_stays_inside_each_chromosome():
     x = np.arange(8.0)
     chrom = np.array(["a"] * 5 + ["b"] * 3)
-    np.testing.assert_allclose(
-        moving_average(x, chrom, 3), [0.5, 1, 2, 3, 3.5, 5.5, 6, 6.5]
-    )
+    np.testing.assert_allclose(moving_average(x, chrom, 3), [0.5, 1, 2, 3, 3.5, 5.5, 6, 6.5])
 
 
 def test_pooled_smoothed_ratio_counts_a_shared_control_once():

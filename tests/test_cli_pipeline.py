@@ -92,7 +92,9 @@ def test_simulate_and_bin(sim, capsys):
     status, _, err = run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--bin-size", "0")
     assert status == 2 and not (sim / "x.h5ad").exists()
     # read_bams itself checks the values of its flags
-    status, _, err = run_main(capsys, "bin", sheet, "-o", sim / "x.h5ad", "--max-per-position", "lots")
+    status, _, err = run_main(
+        capsys, "bin", sheet, "-o", sim / "x.h5ad", "--max-per-position", "lots"
+    )
     assert status == 2 and not (sim / "x.h5ad").exists()
     assert "'auto' or None, got 'lots'" in err
 
@@ -110,8 +112,16 @@ def test_bin_region_and_chroms_on_the_bundled_sheet(tmp_path, capsys):
     assert adata.n_obs == 870 and adata.obs_names[0] == "chr19:1236000-1236200"
     assert adata.uns["chipvi"]["region"] == "chr19:1236000-1410000"
     status, _, err = run_main(
-        capsys, "bin", sheet, "-o", tmp_path / "chr19.h5ad", "--chroms", "chr19", "--bin-size",
-        "5000", "-q",
+        capsys,
+        "bin",
+        sheet,
+        "-o",
+        tmp_path / "chr19.h5ad",
+        "--chroms",
+        "chr19",
+        "--bin-size",
+        "5000",
+        "-q",
     )
     assert status == 0, err
     assert ad.read_h5ad(tmp_path / "chr19.h5ad").n_obs == -(-59_128_983 // 5000)
@@ -120,7 +130,9 @@ def test_bin_region_and_chroms_on_the_bundled_sheet(tmp_path, capsys):
         ("chr19:1-", "does not parse"),
         ("chr19:0-60,000,000", "lies outside chr19 (length 59,128,983)"),
     ]:
-        status, _, err = run_main(capsys, "bin", sheet, "-o", tmp_path / "x.h5ad", "--region", region)
+        status, _, err = run_main(
+            capsys, "bin", sheet, "-o", tmp_path / "x.h5ad", "--region", region
+        )
         assert status == 2 and message in err, err
         assert not (tmp_path / "x.h5ad").exists()
 
@@ -179,7 +191,9 @@ def test_denoise_and_call(trained, capsys):
     )
     import pyBigWig
 
-    bw = pyBigWig.open(str(trained / "denoised" / "tracks" / f"{groups[0]}.log2_fold_enrichment.bw"))
+    bw = pyBigWig.open(
+        str(trained / "denoised" / "tracks" / f"{groups[0]}.log2_fold_enrichment.bw")
+    )
     chrom = str(den.obs["chrom"].iloc[0])
     got = np.array(bw.stats(chrom, 0, int(den.obs["end"].iloc[9]), nBins=10), dtype=float)
     np.testing.assert_allclose(got, den.obsm["chipvi_group_lfe"][groups[0]].to_numpy()[:10] / np.log(2),
@@ -231,9 +245,7 @@ def test_denoise_and_call(trained, capsys):
             start, end = map(int, line.split("\t")[1:3])
             assert end - start >= 600
     # broad domains: seeds linked through weaker bins, so no more regions than narrow
-    status, stdout, err = run_main(
-        capsys, "call", trained, "--broad", "-o", broad_out
-    )
+    status, stdout, err = run_main(capsys, "call", trained, "--broad", "-o", broad_out)
     assert status == 0, err
     assert sorted(p.name for p in broad_out.iterdir()) == sorted(f"{g}.broadPeak" for g in groups)
     n_broad = int(stdout.split("chipvi call: ")[1].split()[0])

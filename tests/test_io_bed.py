@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from chipvi import ChipviInputError
-from chipvi.io import read_bed
 from chipvi._bins import overlapping_bins
+from chipvi.io import read_bed
 
 
 def test_read_bed_skips_headers_and_keeps_order(tmp_path):
@@ -128,7 +128,7 @@ def test_read_bed_matches_the_line_by_line_definition(tmp_path):
     path = tmp_path / "mixed.bed"
     path.write_bytes(
         b"browser hide all\r\n"
-        b"chr1\t10\t20\t\"quoted name\t5\t+\r\n"
+        b'chr1\t10\t20\t"quoted name\t5\t+\r\n'
         b"  \t \r\n"
         b"chr2 30   40\r\n"
         b"chr3\t0\t1\tn#1\t\t-\tx\ty\r\n"
@@ -153,7 +153,9 @@ def test_read_bed_large_random_file_equals_definition(tmp_path):
     width = rng.integers(3, 8, n)
     lines = []
     for i in range(n):
-        fields = [f"chr{i % 7}", str(start[i]), str(end[i])] + [f"f{j}" for j in range(width[i] - 3)]
+        fields = [f"chr{i % 7}", str(start[i]), str(end[i])] + [
+            f"f{j}" for j in range(width[i] - 3)
+        ]
         lines.append("\t".join(fields))
         if i % 997 == 0:
             lines.append("# a comment")
@@ -169,8 +171,14 @@ def test_read_bed_large_random_file_equals_definition(tmp_path):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        (b"chr1 0 10\nchr1 5\n", r"line 2: expected at least 3 fields \(chrom, start, end\), got 2"),
-        (b"chr1\t0\t10\r\nchr1\t5\t1e3\r\n", r"line 2: start and end must be integers, got '5' and '1e3'"),
+        (
+            b"chr1 0 10\nchr1 5\n",
+            r"line 2: expected at least 3 fields \(chrom, start, end\), got 2",
+        ),
+        (
+            b"chr1\t0\t10\r\nchr1\t5\t1e3\r\n",
+            r"line 2: start and end must be integers, got '5' and '1e3'",
+        ),
         (b"track x\n\nchr1\t9\t8\n", r"line 3: need 0 <= start <= end, got start=9, end=8"),
     ],
 )

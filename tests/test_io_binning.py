@@ -208,7 +208,7 @@ def test_max_per_position_auto_needs_index_counts(bams):
     from dataclasses import replace
 
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import check_read_params, _resolve_for_file
+    from chipvi.io._binning import _resolve_for_file, check_read_params
 
     info = open_bam(bams["se"])
     no_counts = replace(info, n_mapped=np.full_like(info.n_mapped, -1))
@@ -715,7 +715,7 @@ def test_split_at_record_starts_equals_unsplit(long_bams, kind):
     """Two pieces cut at a record start count exactly what one piece counts: at every record
     start the index lists, at records starting a BGZF block and at records inside one."""
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import check_read_params, _Piece, _split_reference
+    from chipvi.io._binning import _Piece, _split_reference, check_read_params
 
     info = open_bam(long_bams[kind])
     params = check_read_params(200, 200, 0, True)
@@ -808,7 +808,7 @@ def test_split_planner_cuts_large_chromosomes_only(long_bams, monkeypatch):
 
 def test_stop_inside_a_record_is_reported(long_bams):
     from chipvi.io._bam import open_bam
-    from chipvi.io._binning import check_read_params, _Piece
+    from chipvi.io._binning import _Piece, check_read_params
 
     info = open_bam(long_bams["se"])
     params = check_read_params(200, 200, 0, True)

@@ -15,8 +15,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 import chipvi  # noqa: E402
 from _analysis_data import make_adata, truth_mask  # noqa: E402
-from chipvi._errors import ChipviInputError  # noqa: E402
 from chipvi._bins import parse_region  # noqa: E402
+from chipvi._errors import ChipviInputError  # noqa: E402
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 
 import chipvi
 from _analysis_data import make_adata
-from chipvi._errors import ChipviInputError
 from chipvi._bins import log_cpm
+from chipvi._errors import ChipviInputError
 
 N_GENES = 20
 

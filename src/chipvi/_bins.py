@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 # --- bin table and names ---------------------------------------------------
 
+
 def bin_count(contigs: Sequence[tuple[str, int]], bin_size: int) -> int:
     """Number of ``bin_size`` bins tiling the ``(name, length)`` contigs."""
     return sum(-(-length // bin_size) for _, length in contigs)
@@ -188,8 +189,8 @@ def _write_decimal(out, pos, value):
     return pos + n
 
 
-
 # --- coordinates, order, regions, overlaps ----------------------------------
+
 
 def chrom_sizes(adata: AnnData) -> dict[str, int]:
     """Chromosome sizes recorded by ``read_bams`` (``uns['chipvi']['chrom_sizes']``)."""
@@ -414,9 +415,7 @@ def blacklist_mask(obs: pd.DataFrame, intervals: pd.DataFrame, source: str) -> n
     return hit
 
 
-def blacklist_record(
-    info: Mapping, removed: pd.DataFrame, n_intervals: int, source: str
-) -> dict:
+def blacklist_record(info: Mapping, removed: pd.DataFrame, n_intervals: int, source: str) -> dict:
     """``uns["chipvi"]`` with ``removed`` bins added to its ``"filter_blacklist"`` record.
 
     The record sums over repeated calls: ``bed`` (sources, ``;``-separated), ``n_intervals``,
@@ -464,7 +463,9 @@ def chrom_codes(obs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     import pandas as pd
 
     chrom = obs["chrom"]
-    cat = chrom.cat if isinstance(chrom.dtype, pd.CategoricalDtype) else chrom.astype("category").cat
+    cat = (
+        chrom.cat if isinstance(chrom.dtype, pd.CategoricalDtype) else chrom.astype("category").cat
+    )
     return cat.codes.to_numpy(np.int64), [str(c) for c in cat.categories]
 
 
@@ -497,7 +498,10 @@ def tiled_windows(
     contiguous[breaks - 1] = True  # a new chromosome starts anywhere on its grid
     if not (on_grid.all() and contiguous.all()):
         return None
-    return [(c, int(start[f]), int(end[l])) for c, f, l in zip(names, firsts, lasts, strict=True)]
+    return [
+        (c, int(start[first]), int(end[last]))
+        for c, first, last in zip(names, firsts, lasts, strict=True)
+    ]
 
 
 def windows_obs(windows: Sequence[tuple[str, int, int]], bin_size: int, chroms) -> pd.DataFrame:
@@ -523,6 +527,7 @@ def windows_obs(windows: Sequence[tuple[str, int, int]], bin_size: int, chroms) 
 
 
 # --- signal access -----------------------------------------------------------
+
 
 def signal_frame(
     adata: AnnData,
@@ -625,5 +630,3 @@ def library_signal(adata: AnnData, source: Any, batch_size: int | None) -> pd.Da
     raise ChipviInputError(
         f"denoised must be a layer name, a DataFrame or a ChIPVI model, not {type(source).__name__}."
     )
-
-

@@ -54,8 +54,6 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
             tmp_path.unlink()
 
 
-
-
 def _umask_mode(mode: int) -> int:
     """``mode`` under the process umask (mkstemp/mkdtemp create outputs private)."""
     umask = os.umask(0)

@@ -93,6 +93,7 @@ def run(args) -> int:
     import chipvi
 
     from .._utils import atomic_dir, atomic_path
+    from ..io import RunDir
     from ._config import ExperimentConfig, to_yaml, validate
     from ._outputs import (
         add_denoised,
@@ -102,7 +103,6 @@ def run(args) -> int:
         replicate_concordance,
         write_group_bigwigs,
     )
-    from ..io import RunDir
     from ._train import train_run
 
     quiet = args.quiet

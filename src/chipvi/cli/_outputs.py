@@ -21,9 +21,7 @@ def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
     model.add_posterior(adata, batch_size=batch_size)
 
 
-def write_group_bigwigs(
-    adata, folder: Path, *, key: str = "chipvi_group_lfe"
-) -> dict[str, Path]:
+def write_group_bigwigs(adata, folder: Path, *, key: str = "chipvi_group_lfe") -> dict[str, Path]:
     """One bigWig per group of ``adata.obsm[key]``."""
     from .. import io
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..io import RunDir as RunDir  # noqa: F401  (the cli's run folder type, defined in io)
 from ..io import timestamped_name as timestamped_name  # noqa: F401
 
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
 from .._errors import ChipviInputError
 from .._utils import atomic_path
-from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
 
 NanPolicy = Literal["skip", "zero", "error"]
 _BIGWIG_SUFFIXES = (".bw", ".bigwig")

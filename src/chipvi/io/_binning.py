@@ -14,13 +14,12 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
 from .._bins import bin_count, bin_obs, blacklist_mask, blacklist_record, parse_region, region_mask
@@ -597,7 +596,9 @@ def read_bam_bins(
     ``layers["mapq"]`` mean MAPQ of counted reads (float32), ``var["depth"]`` reads counted, and
     ``obs`` / ``uns["chipvi"]`` as in :func:`chipvi.read_bams`.
     """
-    params = check_read_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
+    params = check_read_params(
+        bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position
+    )
     n_threads = _resolve_threads(threads)
     info = open_bam(bam, index=index)
     contigs = _kept_contigs([info], chroms)
@@ -748,7 +749,9 @@ def read_bams(
     from ._bed import read_bed
     from ._samplesheet import read_samplesheet
 
-    params = check_read_params(bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position)
+    params = check_read_params(
+        bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position
+    )
     n_threads = _resolve_threads(threads)
     if isinstance(samplesheet, pd.DataFrame):
         sheet, sheet_path = samplesheet, ""

@@ -166,7 +166,10 @@ class RunDir:
             self._write_scalars(keep, header)
 
     def _write_scalars(self, rows: list[dict], columns: list[str]) -> None:
-        with atomic_path(self.scalars_path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+        with (
+            atomic_path(self.scalars_path, overwrite=True) as tmp,
+            open(tmp, "w", newline="") as fh,
+        ):
             writer = csv.DictWriter(fh, columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
@@ -196,7 +199,11 @@ def _find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if RunDir(p).is_run():
             runs.append(p)
             continue
-        found = sorted(c for c in p.iterdir() if c.is_dir() and RunDir(c).is_run()) if p.is_dir() else []
+        found = (
+            sorted(c for c in p.iterdir() if c.is_dir() and RunDir(c).is_run())
+            if p.is_dir()
+            else []
+        )
         if not found:
             raise ChipviInputError(
                 f"{p} is neither a run directory (config.yaml + facts/) nor a folder of them."

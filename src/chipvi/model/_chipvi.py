@@ -213,7 +213,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 f"enrichment inside the grid), got {enrichment_threshold!r}."
             )
         if low_mapq is not None and not 0 <= float(low_mapq) <= 255:
-            raise ChipviInputError(f"low_mapq must be a MAPQ in [0, 255] or None, got {low_mapq!r}.")
+            raise ChipviInputError(
+                f"low_mapq must be a MAPQ in [0, 255] or None, got {low_mapq!r}."
+            )
         super().__init__(adata)
 
         keys = self._setup_keys
@@ -422,7 +424,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         n_obs = self.adata.n_obs
         batch_size = default_batch_size(n_obs) if batch_size is None else int(batch_size)
         if batch_size < 1:
-            raise ChipviInputError(f"batch_size must be a positive number of bins, got {batch_size}.")
+            raise ChipviInputError(
+                f"batch_size must be a positive number of bins, got {batch_size}."
+            )
         n_train = max(1, int(round(n_obs * train_size)))
         if max_epochs is None:
             max_epochs = default_max_epochs(n_train, batch_size)
@@ -557,7 +561,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         gi = self.module.group_index.cpu().numpy()
         libs = np.arange(len(gain))
 
-        def level(columns, per_library):
+        def level(out, columns, per_library):
             # Library columns see their chain × gain: P(gain·e > τ) = P(e > τ / gain).
             idx = [chains.index(c) for c in columns]
             scale = (gain if per_library else np.ones(len(idx))).astype(np.float32)
@@ -569,9 +573,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             }
 
         post = {
-            "group": level(model_groups, False),
-            "library": level(tuple(model_groups[g] for g in gi), True),
-            "library_own": level(own, True),
+            "group": level(out, model_groups, False),
+            "library": level(out, tuple(model_groups[g] for g in gi), True),
+            "library_own": level(out, own, True),
             "log_mu": tech["log_mu"],
             "log_r": tech["log_r"],
             "weight": tech["weight"],
@@ -648,9 +652,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             return self.library_names
         if level == "group":
             return list(self.group_names)
-        raise ChipviInputError(
-            f"level must be 'library', 'group' or 'library_own', got {level!r}."
-        )
+        raise ChipviInputError(f"level must be 'library', 'group' or 'library_own', got {level!r}.")
 
     def _indices(self, adata: AnnData, indices) -> np.ndarray:
         n = adata.n_obs
@@ -916,9 +918,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 shutil.rmtree(tmp)
 
     @classmethod
-    def load(
-        cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs
-    ) -> ChIPVI:
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs) -> ChIPVI:
         """Load a model saved with :meth:`save` for the same bins and libraries.
 
         Parameters
@@ -955,7 +955,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                     f"{dir_path} was trained on libraries {info['library_names']}, this "
                     f"AnnData has {list(adata.var_names)}."
                 )
-            if adata.n_obs != info["n_bins"] or _obs_hash(adata.obs_names) != info["obs_names_sha1"]:
+            if (
+                adata.n_obs != info["n_bins"]
+                or _obs_hash(adata.obs_names) != info["obs_names_sha1"]
+            ):
                 raise ChipviInputError(
                     f"{dir_path} was trained on other bins ({info['n_bins']} bins) than this "
                     f"AnnData ({adata.n_obs} bins)."
@@ -1005,7 +1008,5 @@ def _check_stay(stay) -> tuple[float, ...]:
     except (TypeError, ValueError):
         raise ChipviInputError(f"stay must be probabilities, got {stay!r}.") from None
     if not 1 <= len(values) <= 4 or not all(0 < s < 1 for s in values):
-        raise ChipviInputError(
-            f"stay must be 1 to 4 probabilities, each in (0, 1), got {stay!r}."
-        )
+        raise ChipviInputError(f"stay must be 1 to 4 probabilities, each in (0, 1), got {stay!r}.")
     return values

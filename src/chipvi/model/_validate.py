@@ -107,4 +107,3 @@ def read_library_table(adata: AnnData, keys: dict[str, str]) -> dict[str, np.nda
             f"adata.var[{keys['control_depth_key']!r}] must be >= 0, got {control_depth.tolist()}."
         )
     return {"group": groups.astype(str).to_numpy(), "depth": depth, "control_depth": control_depth}
-

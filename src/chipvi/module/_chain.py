@@ -174,9 +174,7 @@ class _ChainLogLik(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_mu, log_r, gain, log_stay, log_leave, log_pi, log_rho, meta):
         inputs, grid, outlier, n_threads = meta
-        inputs = ChainInputs(
-            inputs.y, log_mu, log_r, inputs.w, gain, inputs.groups, inputs.starts
-        )
+        inputs = ChainInputs(inputs.y, log_mu, log_r, inputs.w, gain, inputs.groups, inputs.starts)
         want = any(ctx.needs_input_grad[:7])
         log_z, grads, _ = _run_numba(
             inputs, grid, log_stay.exp(), log_pi.exp(), log_rho.exp(), outlier, want,
@@ -186,7 +184,10 @@ class _ChainLogLik(torch.autograd.Function):
             order = ("log_mu", "log_r", "gain", "log_stay", "log_leave", "log_pi", "log_rho")
             refs = (log_mu, log_r, gain, log_stay, log_leave, log_pi, log_rho)
             ctx.save_for_backward(
-                *(torch.as_tensor(grads[k], dtype=r.dtype, device=r.device) for k, r in zip(order, refs, strict=True))
+                *(
+                    torch.as_tensor(grads[k], dtype=r.dtype, device=r.device)
+                    for k, r in zip(order, refs, strict=True)
+                )
             )
         return log_mu.new_tensor(log_z)
 

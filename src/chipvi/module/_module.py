@@ -100,7 +100,7 @@ class ChainMarginal(TorchDistribution):
         )
         return technical + chain
 
-    def sample(self, sample_shape=torch.Size()):  # pragma: no cover - never sampled
+    def sample(self, sample_shape=None):  # pragma: no cover - never sampled
         raise NotImplementedError("ChainMarginal is only observed.")
 
 
@@ -242,9 +242,7 @@ class ChipviModule(PyroBaseModuleClass):
         """
         log_stay = F.logsigmoid(self.stay_logit)
         log_leave = F.logsigmoid(-self.stay_logit)
-        log_pi = torch.log_softmax(self.prior_logits.flatten(), 0).reshape(
-            self.prior_logits.shape
-        )
+        log_pi = torch.log_softmax(self.prior_logits.flatten(), 0).reshape(self.prior_logits.shape)
         log_rho = log_pi - log_leave.unsqueeze(-1)
         log_rho = log_rho - torch.logsumexp(log_rho.flatten(), 0)
         return {

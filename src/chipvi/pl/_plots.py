@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._errors import ChipviInputError
 from .._bins import library_signal, log_cpm, signal_frame
+from .._errors import ChipviInputError
 from ..tl import fingerprint as _fingerprint
 from ._utils import check_save, finish
 

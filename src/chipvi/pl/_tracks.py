@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._errors import ChipviInputError
 from .._bins import bin_coordinates, chrom_sizes, parse_region, signal_frame
+from .._errors import ChipviInputError
 from ..io import read_regions
 from ._utils import check_save, finish
 

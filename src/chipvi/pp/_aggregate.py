@@ -9,9 +9,9 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from .._bins import bin_obs, chrom_codes, tiled_windows, windows_obs
 from .._errors import ChipviInputError
 from .._utils import check_int
-from .._bins import bin_obs, chrom_codes, tiled_windows, windows_obs
 from ._anndata import chipvi_uns, replace_contents
 
 # (count layer, mean-MAPQ layer) pairs; None is X.

@@ -9,8 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._errors import ChipviInputError
 from .._bins import blacklist_mask, blacklist_record, parse_region, region_mask
+from .._errors import ChipviInputError
 from ..io import read_bed
 from ._anndata import chipvi_uns, subset_obs
 

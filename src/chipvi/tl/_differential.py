@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._errors import ChipviInputError
 from .._bins import bin_coordinates, genomic_order
+from .._errors import ChipviInputError
 from ._regions import bayesian_qvalues, empty_region_table, regions_from_bins
 
 

@@ -13,8 +13,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._errors import ChipviInputError
 from .._bins import interval_bin_ranges, log_cpm, signal_frame
+from .._errors import ChipviInputError
 
 _VERSION = re.compile(r"\.\d+$")
 

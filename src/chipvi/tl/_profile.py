@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._bins import bin_coordinates, genomic_order, signal_frame
 from .._errors import ChipviInputError
 from ..io import read_regions
-from .._bins import bin_coordinates, genomic_order, signal_frame
 
 Reference = Literal["center", "tss", "tes"]
 

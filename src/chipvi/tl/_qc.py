@@ -11,8 +11,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._errors import ChipviInputError
 from .._bins import library_signal, log_cpm, overlap_mask, signal_frame
+from .._errors import ChipviInputError
 from ..io import read_regions
 
 

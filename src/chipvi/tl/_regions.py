@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._errors import ChipviInputError
 from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
+from .._errors import ChipviInputError
 
 REGION_TABLE_COLUMNS = [
     "chrom", "start", "end", "name", "group", "n_bins", "score",
