@@ -30,6 +30,9 @@ from ._nb import nb_log_prob
 BLOCK = 4096
 #: The same for training runs (one block for runs up to this length: nothing recomputed).
 TRAIN_BLOCK = 16384
+#: Largest chain (bins × grid points × 4 bytes) whose emissions the posterior pass keeps for
+#: its backward sweep instead of recomputing them (per thread).
+EMISSION_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,12 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             u = np.ascontiguousarray(uniforms[:, lo:hi])
         else:
             s, d, u = (_EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2), _EMPTY2, _EMPTY2
+        cache = post is not None and m * n_grid * 4 <= EMISSION_CACHE_BYTES
+        e_all = np.empty((m if cache else 0, n_grid), np.float32)
         log_z = chain_pass(
             *args, grid, stay, pi, rho, log_in, log_out,
             BLOCK if post is not None else TRAIN_BLOCK, want_grad, *g,
-            post is not None, float(q), thresholds, *s, u, d,
+            post is not None, float(q), thresholds, *s, u, d, e_all,
         )  # fmt: skip
         if post is not None:
             k = inputs.groups.index(cols)

@@ -207,6 +207,7 @@ def chain_pass(
     prob,
     uniforms,
     draws,
+    e_all,
 ):
     """Forward-backward over one chain; see the module docstring.
 
@@ -215,7 +216,10 @@ def chain_pass(
     outlier (``log_out = -inf``: no outliers). Gradient outputs (added to, not overwritten): ``g_lmu, g_lr`` (n, J),
     ``g_gain`` (J,), ``n_stay, n_redraw`` (K,), ``n_into, n_init`` (K, G). Posterior outputs
     (overwritten): ``mean, sd, lower`` (n,), ``prob`` (n, T) for ``thresholds`` (T,),
-    ``draws`` (S, n) from ``uniforms`` (S, n). Returns the log marginal likelihood ratio.
+    ``draws`` (S, n) from ``uniforms`` (S, n). ``e_all``: ``(n, G)`` float32 scratch that keeps
+    every bin's emissions when no gradient is asked for (recomputed blocks then cost no
+    transcendental functions), or ``(0, G)`` to recompute them. Returns the log marginal
+    likelihood ratio.
     """
     n, n_lib = y.shape
     n_grid = grid.size
@@ -237,6 +241,9 @@ def chain_pass(
     le = np.empty(n_grid)
     cur = np.empty((n_class, n_grid))
     prev = np.zeros((n_class, n_grid))
+    # Without gradients, emissions may be kept for every bin (e_all of n rows, float32) so
+    # that recomputing a block's forward messages costs no exp/log.
+    cached = e_all.shape[0] == n and not want_grad
     log_z = 0.0
     # Forward: normalised messages; checkpoints at block borders; last block kept whole.
     for i in range(n):
@@ -246,6 +253,9 @@ def chain_pass(
         )
         for g in range(n_grid):
             le[g] = np.exp(le[g] - top)
+        if cached:
+            for g in range(n_grid):
+                e_all[i, g] = le[g]
         total = _step_forward(i, prev, le, stay, pi, rho, cur)
         log_z += top + np.log(total)
         if i >= last_lo:
@@ -278,12 +288,16 @@ def chain_pass(
             if lo > 0:
                 alpha[0] = ckpt[b]
             for i in range(lo, hi):
-                top = _log_emission(
-                    i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le,
-                    keep[i - lo], resp[i - lo], resp0[i - lo],
-                )  # fmt: skip
-                for g in range(n_grid):
-                    e_blk[i - lo, g] = np.exp(le[g] - top)
+                if cached:
+                    for g in range(n_grid):
+                        e_blk[i - lo, g] = e_all[i, g]
+                else:
+                    top = _log_emission(
+                        i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le,
+                        keep[i - lo], resp[i - lo], resp0[i - lo],
+                    )  # fmt: skip
+                    for g in range(n_grid):
+                        e_blk[i - lo, g] = np.exp(le[g] - top)
                 _step_forward(i, alpha[i - lo], e_blk[i - lo], stay, pi, rho, alpha[i - lo + 1])
         for i in range(hi - 1, lo - 1, -1):
             al = alpha[i - lo + 1]
