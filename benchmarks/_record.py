@@ -96,6 +96,31 @@ def measuring_command(table: Path) -> str:
     return shlex.join(["python", script, *kept, "--keep", str(Path(table).parent)])
 
 
+def add_table_argument(parser, saved: str) -> None:
+    """``--table``: report a saved run (``saved``, written by ``--keep``) instead of running."""
+    parser.add_argument(
+        "--table",
+        type=Path,
+        help=f"report the {saved} a --keep run saved instead of running (give the same "
+        "arguments as that run)",
+    )
+
+
+def report_saved(args, report, name: str) -> bool:
+    """With ``--table``: print the saved run's report (and record it with ``--write-results``).
+
+    ``report(frame, args)`` builds the Markdown; returns whether a saved table was reported.
+    """
+    if args.table is None:
+        return False
+    import pandas as pd
+
+    body = report(pd.read_csv(args.table, sep="\t"), args)
+    if args.write_results:
+        write_section(name, body, command=measuring_command(args.table))
+    return True
+
+
 def write_section(name: str, body: str, *, command: str | None = None) -> Path:
     """Replace (or append) the section ``## name`` of ``RESULTS.md``.
 

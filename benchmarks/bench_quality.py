@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _chipvi_run import quiet, train_default  # noqa: E402
 from _peers import PeerCache, count_peers, missing_tools, peer_scores, versions_line  # noqa: E402
-from _record import markdown, measuring_command, write_section  # noqa: E402
+from _record import add_table_argument, markdown, report_saved, write_section  # noqa: E402
 from _scoring import (  # noqa: E402
     artefact_rank,
     average_precision,
@@ -359,21 +359,10 @@ def main(argv=None) -> int:
         "--keep", help="keep simulations, peer outputs and the peer cache in this folder"
     )
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
-    parser.add_argument(
-        "--table", type=Path,
-        help="report the bench_quality.tsv a --keep run saved instead of running (give the "
-        "same --chrom-length)",
-    )  # fmt: skip
+    add_table_argument(parser, "bench_quality.tsv")
     args = parser.parse_args(argv)
     args.scenario = args.scenario or ["standard"]
-    if args.table is not None:
-        body = report(pd.read_csv(args.table, sep="\t"), args)
-        if args.write_results:
-            write_section(
-                "Quality on simulations (bench_quality.py)",
-                body,
-                command=measuring_command(args.table),
-            )
+    if report_saved(args, report, "Quality on simulations (bench_quality.py)"):
         return 0
     if missing_tools():
         print(f"missing peers {missing_tools()}: bash benchmarks/install_peers.sh", file=sys.stderr)

@@ -54,7 +54,7 @@ from _peers import (  # noqa: E402
     single_chrom_bam,
     versions_line,
 )
-from _record import markdown, measuring_command, write_section  # noqa: E402
+from _record import add_table_argument, markdown, report_saved, write_section  # noqa: E402
 from _scoring import average_precision, pearson, spearman, top_fraction  # noqa: E402
 from chipvi._utils import parse_max_per_position  # noqa: E402
 
@@ -297,20 +297,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", help="keep BAMs, peer outputs and the peer cache here")
     parser.add_argument("--write-results", action="store_true")
-    parser.add_argument(
-        "--table", type=Path,
-        help="report the bench_real.tsv a --keep run saved instead of running (give the same "
-        "--seeds and --dup-rule)",
-    )  # fmt: skip
+    add_table_argument(parser, "bench_real.tsv")
     args = parser.parse_args(argv)
-    if args.table is not None:
-        body = report(pd.read_csv(args.table, sep="\t"), args)
-        if args.write_results:
-            write_section(
-                "Real data, thinned library (bench_real.py)",
-                body,
-                command=measuring_command(args.table),
-            )
+    if report_saved(args, report, "Real data, thinned library (bench_real.py)"):
         return 0
     if missing_tools():
         print(f"missing peers {missing_tools()}: bash benchmarks/install_peers.sh", file=sys.stderr)
