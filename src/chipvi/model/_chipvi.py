@@ -9,6 +9,7 @@ import os
 import shutil
 import uuid
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -547,8 +548,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     def _posterior(self, adata: AnnData, batch_size: int | None = None) -> dict:
         """The one posterior pass: every level and summary for every bin (cached)."""
-        key = (id(adata), adata.n_obs, _obs_hash(adata.obs_names))
-        if self._posterior_cache is not None and self._posterior_cache[0] == key:
+        # Keyed on the AnnData object itself (a weak reference: an id can be reused once the
+        # object is gone); _check_adata has already matched its bins and libraries.
+        if self._posterior_cache is not None and self._posterior_cache[0]() is adata:
             return self._posterior_cache[1]
         tech = self._technical_all(adata, batch_size)
         model_groups = self.module.groups
@@ -582,7 +584,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             "counts": tech["counts"],
         }
         del out  # the levels above are float32 copies; the chains' own arrays can go
-        self._posterior_cache = (key, post)
+        self._posterior_cache = (weakref.ref(adata), post)
         return post
 
     def add_posterior(
