@@ -19,7 +19,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submodules=["datasets", "io", "pl", "pp", "tl"],
     submod_attrs={
-        "_errors": ["ChipviInputError"],
+        "_errors": ["ChipviInputError", "ChipviTrainingError"],
         "_settings": ["settings"],
         "io": ["read_bams", "read_samplesheet"],
         "model": ["ChIPVI"],

@@ -37,6 +37,7 @@ from ..module import (
     list_technical,
 )
 from ._dataloader import ContiguousDataSplitter
+from ._guards import NonFiniteGuard
 from ._validate import read_arrays, read_library_table
 
 _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
@@ -445,7 +446,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             scale_elbo=1.0 / n_train,
         )
         trainer_kwargs.setdefault("gradient_clip_val", 10.0)
-        trainer_kwargs["callbacks"] = list(callbacks or [])
+        trainer_kwargs["callbacks"] = [NonFiniteGuard(self.library_names), *(callbacks or [])]
         trainer_kwargs.setdefault("strategy", strategy)
         # The Pyro training plan logs only the training objective (no validation step).
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
