@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import shutil
@@ -48,10 +49,47 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         # mkstemp creates the file private (0600); give the output the usual umask permissions.
         if tmp_path.exists():
             os.chmod(tmp_path, _umask_mode(0o666))
-        os.replace(tmp_path, path)
+        if overwrite:
+            os.replace(tmp_path, path)
+        else:
+            _publish_new(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` onto ``path`` only if ``path`` does not exist (atomic test-and-set).
+
+    Another process may create ``path`` while we write (two runs started in the same second):
+    a file is published by a hard link, which fails on an existing name, and a folder by a
+    rename, which fails on an existing non-empty folder, so neither replaces the other's work.
+    """
+    taken = OutputExistsError(f"{path} appeared while it was being written; nothing was replaced.")
+    try:
+        if tmp.is_dir():
+            if path.exists() or path.is_symlink():
+                raise taken
+            os.rename(tmp, path)
+            return
+        os.link(tmp, path)
+    except FileExistsError as err:
+        raise taken from err
+    except OSError as err:
+        if err.errno == errno.ENOTEMPTY:
+            raise taken from err
+        if tmp.is_dir() or err.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # A file system without hard links: the check and the rename are then two steps.
+        if path.exists():
+            raise taken from err
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+class OutputExistsError(ChipviInputError):
+    """An output path that did not exist when writing began exists when the write ends."""
 
 
 def _umask_mode(mode: int) -> int:
@@ -81,11 +119,12 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     try:
         yield tmp
         os.chmod(tmp, _umask_mode(0o777))
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        os.replace(tmp, path)
+        if overwrite:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        _publish_new(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

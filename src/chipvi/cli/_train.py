@@ -195,7 +195,9 @@ def run(args) -> int:
         planned.append((cfg, path))
 
     for cfg, path in planned:
-        run_dir = RunDir.create(path, to_yaml(cfg), overwrite=args.overwrite)
+        run_dir = RunDir.create(
+            path, to_yaml(cfg), overwrite=args.overwrite, unique=args.run_dir is None
+        )
         if not args.quiet:
             print(f"chipvi train: run directory {run_dir.path}")
         train_run(cfg, run_dir, quiet=args.quiet, resume=False)

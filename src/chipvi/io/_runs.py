@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from .._errors import ChipviInputError
-from .._utils import atomic_dir, atomic_path
+from .._utils import OutputExistsError, atomic_dir, atomic_path
 
 FACTS = "facts"
 EVENTS = "events.jsonl"
@@ -90,23 +90,40 @@ class RunDir:
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, config_yaml: str, *, overwrite: bool = False) -> RunDir:
-        """Make the folder tree and write ``config.yaml`` (refuses an existing run)."""
+    def create(
+        cls, path: Path, config_yaml: str, *, overwrite: bool = False, unique: bool = False
+    ) -> RunDir:
+        """Make the folder tree and write ``config.yaml`` (refuses an existing run).
+
+        The folder appears complete or not at all. With ``unique`` (automatically named runs)
+        a name taken by another process, even one that takes it while this folder is being
+        written, moves this run to ``<name>_2``, ``<name>_3``, ...: two processes started in
+        the same second never share or replace a run folder.
+        """
         path = Path(path)
-        if path.exists():
-            if not overwrite:
+        for i in range(1, 1000 if unique and not overwrite else 2):
+            candidate = path if i == 1 else path.with_name(f"{path.name}_{i}")
+            if candidate.exists() and not overwrite:
+                if unique:
+                    continue
                 raise ChipviInputError(
-                    f"Run directory {path} already exists; pass --overwrite to replace it or "
-                    f"--resume {path} to continue it."
+                    f"Run directory {candidate} already exists; pass --overwrite to replace it "
+                    f"or --resume {candidate} to continue it."
                 )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(path, overwrite=True) as tmp:
-            (tmp / FACTS).mkdir()
-            (tmp / "figures").mkdir()
-            (tmp / "checkpoints").mkdir()
-            (tmp / "config.yaml").write_text(config_yaml)
-            (tmp / FACTS / EVENTS).touch()
-        return cls(path)
+            candidate.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with atomic_dir(candidate, overwrite=overwrite) as tmp:
+                    (tmp / FACTS).mkdir()
+                    (tmp / "figures").mkdir()
+                    (tmp / "checkpoints").mkdir()
+                    (tmp / "config.yaml").write_text(config_yaml)
+                    (tmp / FACTS / EVENTS).touch()
+            except OutputExistsError:
+                if not unique:
+                    raise
+                continue
+            return cls(candidate)
+        raise ChipviInputError(f"No free run directory name next to {path}; choose --run-dir.")
 
     def is_run(self) -> bool:
         """Whether the folder holds a run (``config.yaml`` and ``facts/``)."""
