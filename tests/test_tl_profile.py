@@ -98,7 +98,7 @@ def test_profile_plots_and_cli(tmp_path, capsys):
     line = ax.get_lines()[0]
     np.testing.assert_allclose(line.get_ydata(), [0, 0, 1, 2, 3, 4, 3, 2, 1, 0, 0])
     assert "kb" in ax.get_xlabel() and "counts per million" in ax.get_ylabel()
-    fig = chipvi.pl.heatmap(adata, show=False, save=tmp_path / "h.png")
+    fig = chipvi.pl.heatmap(adata, return_fig=True, save=tmp_path / "h.png")
     shown = [a for a in fig.axes if a.axison]
     assert len(shown) == 5  # 2 profiles + 2 heatmaps + colour bar
     assert shown[-1].get_ylabel() == "counts per million (X)"

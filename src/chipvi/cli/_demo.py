@@ -96,12 +96,11 @@ def run(args) -> int:
     from ..io import RunDir
     from ._config import ExperimentConfig, to_yaml, validate
     from ._outputs import (
-        add_denoised,
         busiest_window,
         call_peaks,
         plot_tracks,
         replicate_concordance,
-        write_group_bigwigs,
+        write_tracks,
     )
     from ._train import train_run
 
@@ -149,10 +148,10 @@ def run(args) -> int:
         shutil.copyfile(tmp / "bins.h5ad", run_dir.data_path)
         model = train_run(cfg, run_dir, quiet=quiet, resume=False, announce=False)
 
-        add_denoised(model, adata)
-        written = {"bigwig": write_group_bigwigs(adata, tmp / "bigwig")}
+        model.add_posterior(adata)  # the one posterior pass; the rest reads its keys
+        write_tracks(adata, tmp / "bigwig")
         (tmp / "peaks").mkdir()
-        regions, written["peaks"] = call_peaks(model, adata, tmp / "peaks")
+        regions, _ = call_peaks(adata, tmp / "peaks")
         region = busiest_window(adata)
         plot_tracks(adata, tmp / "tracks.png", region)
         with atomic_path(tmp / "denoised.h5ad") as p:

@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._bins import bin_coordinates, genomic_order, signal_frame
 from .._errors import ChipviInputError
+from .._store import store
 from ..io import read_regions
 
 Reference = Literal["center", "tss", "tes"]
@@ -96,7 +97,7 @@ def profile(
         Window around the reference point in bp (rounded down to whole bins).
     layer, key
         Signal: library-level ``adata.layers[layer]``, or group-level ``adata.obsm[key]`` (e.g.
-        ``"chipvi_lfe"`` after ``chipvi denoise``). Neither: ChIP counts per million
+        ``"chipvi_group_lfe"`` after ``model.add_posterior(adata)`` or ``chipvi denoise``). Neither: ChIP counts per million
         (``X / var['depth'] * 1e6``).
     columns
         Libraries or groups to keep (default all).
@@ -153,22 +154,15 @@ def profile(
         got[~inside] = np.nan
         matrix[rows] = np.transpose(got, (0, 2, 1))
     table["reference"] = points
+    params = {
+        "reference": reference, "upstream": int(upstream), "downstream": int(downstream),
+        "bin_size": int(size), "layer": layer, "key": key,
+    }  # fmt: skip
     result = {
         "matrix": matrix,
         "positions": offsets * size,
         "columns": [str(c) for c in frame.columns],
         "regions": table,
         "signal": signal,
-        "params": {
-            "reference": reference,
-            "upstream": int(upstream),
-            "downstream": int(downstream),
-            "bin_size": int(size),
-            # h5ad cannot store None: an unset source is left out
-            **({"layer": layer} if layer is not None else {}),
-            **({"key": key} if key is not None else {}),
-        },
     }
-    if key_added is not None:
-        adata.uns[key_added] = result
-    return result
+    return store(adata, key_added, params, **result)
