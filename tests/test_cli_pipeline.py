@@ -170,6 +170,10 @@ def trained(sim):
 
 
 def test_denoise_and_call(trained, capsys):
+    # call before denoise: one posterior pass of the model; after: denoised.h5ad's keys
+    status, stdout, err = run_main(capsys, "call", trained, "-o", trained.parent / "pre")
+    assert status == 0, err
+    n_pre = int(stdout.split("chipvi call: ")[1].split()[0])
     status, stdout, err = run_main(capsys, "denoise", trained)
     assert status == 0, err
     den = ad.read_h5ad(trained / "denoised" / "denoised.h5ad")
@@ -221,6 +225,7 @@ def test_denoise_and_call(trained, capsys):
     assert [p.name for p in peaks] == sorted(f"{g}.narrowPeak" for g in groups)
     n_regions = int(stdout.split("chipvi call: ")[1].split()[0])
     assert n_regions > 0  # the simulation has peaks at ~60 per Mb
+    assert n_regions == n_pre  # the same posterior, read back from denoised.h5ad
     assert n_regions == sum(len(p.read_text().splitlines()) for p in peaks)
     status, _, err = run_main(capsys, "call", trained, "-q", "2")
     assert status == 2 and "-q/--qvalue must be in (0, 1]" in err
@@ -306,8 +311,8 @@ def test_demo_end_to_end(tmp_path):
         "run/config.yaml",
         "run/facts/events.jsonl",
         "run/model/model.pt",
-        "bigwig/HESC.bw",
-        "bigwig/HSMM.bw",
+        "bigwig/HESC.log2_fold_enrichment.bw",
+        "bigwig/HSMM.log2_fold_enrichment.bw",
         "peaks/HESC.narrowPeak",
         "peaks/HSMM.narrowPeak",
         ".chipvi_demo",

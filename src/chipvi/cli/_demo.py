@@ -9,7 +9,9 @@ denoised signal and prints a summary. Everything lands in one folder (default ``
     denoised.h5ad            bins.h5ad + the model's posterior (ChIPVI.add_posterior: layers
                              chipvi_lfe, chipvi_lfe_sd, chipvi_lfe_lower, chipvi_prob_enriched,
                              chipvi_own_* (each library's own reads); obsm chipvi_group_*)
-    bigwig/<group>.bw        denoised log fold enrichment per group
+    bigwig/<group>.log2_fold_enrichment.bw
+                             posterior mean log2 fold enrichment per group (as `chipvi
+                             denoise` names its tracks)
     peaks/<group>.narrowPeak enriched regions per group
     tracks.png               raw counts and denoised signal over the busiest 50 kb
     summary.txt              what the command printed
@@ -172,7 +174,7 @@ def run(args) -> int:
         ctrl = np.asarray(adata.layers["control"].sum(0)).ravel()
         for name, n, c in zip(adata.var_names, counts, ctrl, strict=True):
             report(f"    {name:<10} ChIP reads {int(n):>7,}   control reads {int(c):>7,}")
-        table = replicate_concordance(adata)
+        table = replicate_concordance(adata, denoised="chipvi_lfe")
         own = replicate_concordance(adata, denoised="chipvi_own_lfe")
         report(
             "  replicate concordance (Pearson between replicates: raw log1p CPM, denoised, "

@@ -156,8 +156,12 @@ def busiest_window(adata, width_bp: int = 50_000) -> str:
     return f"{c}:{start}-{end}"
 
 
-def replicate_concordance(adata, *, denoised: str = "chipvi_lfe"):
-    """Replicate agreement raw vs denoised (a table), via :func:`chipvi.tl.replicate_concordance`."""
+def replicate_concordance(adata, *, denoised: str = "chipvi_own_lfe"):
+    """Replicate agreement raw vs denoised (a table), via :func:`chipvi.tl.replicate_concordance`.
+
+    Default: each library's own-evidence posterior (its reads alone); the library-level layer
+    shares the group's signal, so replicates agree with it by construction.
+    """
     from .. import tl
 
     return tl.replicate_concordance(adata, denoised=denoised, key_added=None)

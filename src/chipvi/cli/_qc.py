@@ -30,7 +30,8 @@ def register(subparsers) -> None:
             "`chipvi train`, or an .h5ad from `chipvi bin`): fingerprint metrics (AUC, elbow, "
             "JS distance to the control, CHANCE), strand cross-correlation NSC/RSC and fragment "
             "length from the BAMs, FRiP in --peaks (or the run's peaks/ from `chipvi call`) and "
-            "replicate concordance (raw, and denoised after `chipvi denoise`). Writes OUT/qc.tsv, "
+            "replicate concordance (raw, and after `chipvi denoise` each library's own-evidence "
+            "posterior: its reads alone, so the replicates stay independent). Writes OUT/qc.tsv, "
             "OUT/concordance.tsv and figures; prints the table."
         ),
     )
@@ -73,12 +74,16 @@ def _regions(files: list[Path]):
 
 
 def _denoised_layer(adata) -> str | None:
-    """The library-level posterior mean layer of a denoised AnnData (None before denoising)."""
+    """The own-evidence posterior mean layer of a denoised AnnData (None before denoising).
+
+    Each library's chain from its own reads only: the library-level layer is the group's
+    shared signal times a gain, so replicates would agree by construction.
+    """
     from .._posterior import POSTERIOR_KEY, posterior_location
 
     if POSTERIOR_KEY not in adata.uns:
         return None
-    return posterior_location(adata, "log_fold_enrichment", "library")[1]
+    return posterior_location(adata, "log_fold_enrichment", "library_own")[1]
 
 
 def qc_table(adata, *, regions=None, strand: bool = True, chroms=None):
