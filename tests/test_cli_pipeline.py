@@ -213,9 +213,10 @@ def test_denoise_and_call(trained, capsys):
                      sep="\t", header=None)  # fmt: skip
     np.testing.assert_allclose(bg[3].to_numpy()[:10], den.layers["chipvi_lfe_lower"][:10, 0],
                                rtol=1e-4, atol=1e-5)  # fmt: skip
-    status, _, err = run_main(capsys, "denoise", trained, "-o", trained.parent / "den_bad",
-                              "--kind", "loudness")  # fmt: skip
-    assert status == 2 and not (trained.parent / "den_bad").exists()
+    with pytest.raises(SystemExit) as usage:  # --kind lists its choices (argparse)
+        run_main(capsys, "denoise", trained, "-o", trained.parent / "den_bad", "--kind", "loud")
+    assert usage.value.code == 2 and not (trained.parent / "den_bad").exists()
+    assert "invalid choice: 'loud'" in capsys.readouterr().err
     status, _, err = run_main(capsys, "denoise", trained)
     assert status == 2 and "already exists" in err
 
