@@ -164,3 +164,32 @@ def test_differential_ma_plot(adata, tmp_path):
     np.testing.assert_allclose(offsets[1][0], [0.5, 1.0])
     with pytest.raises(ChipviInputError, match="differential_enrichment first"):
         chipvi.pl.differential(adata)
+
+
+def test_every_plot_takes_show_save_return_fig(adata, tmp_path):
+    import inspect
+
+    write_posterior(adata, adata.obsm["group_lfe"])
+    chipvi.tl.differential_enrichment(adata, "A", "B")
+    chipvi.tl.profile(adata, adata.uns["chipvi_regions"]["regions"])
+    calls = {
+        "concordance": lambda **kw: chipvi.pl.concordance(adata, **kw),
+        "differential": lambda **kw: chipvi.pl.differential(adata, **kw),
+        "fingerprint": lambda **kw: chipvi.pl.fingerprint(adata, **kw),
+        "heatmap": lambda **kw: chipvi.pl.heatmap(adata, **kw),
+        "profile": lambda **kw: chipvi.pl.profile(adata, **kw),
+        "technical_fit": lambda **kw: chipvi.pl.technical_fit(adata, samples=["A_1"], **kw),
+        "tracks": lambda **kw: chipvi.pl.tracks(adata, "chr1", **kw),
+        "training_history": lambda **kw: chipvi.pl.training_history(HistoryModel(), **kw),
+    }
+    assert sorted(calls) == sorted(dir(chipvi.pl))
+    for name, draw in calls.items():
+        params = inspect.signature(getattr(chipvi.pl, name)).parameters
+        assert {"show", "save", "return_fig"} <= set(params) and "overwrite" not in params
+        path = tmp_path / f"{name}.png"
+        path.write_text("an older figure")
+        fig = draw(show=False, save=path, return_fig=True)
+        assert isinstance(fig, matplotlib.figure.Figure), name
+        assert path.read_bytes()[:4] == b"\x89PNG", name  # replaced, as scanpy does
+        assert draw(show=False) is not None and draw(show=True) is None, name
+        plt.close("all")
