@@ -51,6 +51,10 @@ def test_chipvi_bin_has_a_flag_per_read_bams_argument():
     dests = {a.dest for a in bin_parser._actions}
     for name in _names(chipvi.read_bams, {"samplesheet", "progress"}):
         assert name in dests, f"read_bams({name}=...) has no `chipvi bin` flag"
+    # the help is the docstring's first sentence, not cut at "e.g."
+    region = next(a for a in bin_parser._actions if a.dest == "region")
+    assert region.help.endswith("a bare chromosome name, e.g. for BAMs holding the reads of a "
+                                "slice only.")  # fmt: skip
 
 
 def test_a_new_model_argument_reaches_the_config_without_an_edit(monkeypatch):
