@@ -76,6 +76,11 @@ def test_profile_recovers_known_shapes():
     g = chipvi.tl.profile(adata, REGIONS.iloc[:1], key="lfe", upstream=0, downstream=0,
                           key_added=None)  # fmt: skip
     assert g["columns"] == ["g"] and g["matrix"][0, 0, 0] == 4.0 + 5.0  # triangle top + ramp end
+    assert g["signal"] == "adata.obsm['lfe']"
+    # a posterior key says what it holds (the axis label of pl.profile / pl.heatmap)
+    adata.uns["chipvi_posterior"] = {"keys": {"group": {"log_fold_enrichment": "obsm/lfe"}}}
+    g = chipvi.tl.profile(adata, REGIONS.iloc[:1], key="lfe", key_added=None)
+    assert g["signal"] == "posterior mean ln fold enrichment (group, lfe)"
 
 
 def test_profile_rejects_bad_input(tmp_path):

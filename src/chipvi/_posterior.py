@@ -94,3 +94,26 @@ def posterior_frame(
 def enrichment_threshold(adata: AnnData, key: str = POSTERIOR_KEY) -> float:
     """The natural-log fold enrichment behind the stored ``probability_enriched``."""
     return float(posterior_info(adata, key)["params"]["enrichment_threshold"])
+
+
+#: How each stored kind reads on an axis (values in natural log, as ``add_posterior`` writes).
+KIND_LABELS = {
+    "log_fold_enrichment": "posterior mean ln fold enrichment",
+    "sd": "posterior sd of ln fold enrichment",
+    "log_fold_enrichment_lower": "5 % posterior quantile of ln fold enrichment",
+    "probability_enriched": "P(enriched)",
+    "mu": "technical mean (reads)",
+    "r": "technical dispersion",
+}
+
+
+def describe(adata: AnnData, slot: str, name: str, key: str = POSTERIOR_KEY) -> str | None:
+    """What a stored posterior array holds (``None`` for an array ``add_posterior`` did not
+    write), e.g. ``"posterior mean ln fold enrichment (group, chipvi_group_lfe)"``."""
+    info = adata.uns.get(key)
+    keys = info.get("keys", {}) if isinstance(info, dict) else {}
+    for level, kinds in keys.items():
+        for kind, where in kinds.items():
+            if where == f"{slot}/{name}":
+                return f"{KIND_LABELS.get(kind, kind)} ({level}, {name})"
+    return None

@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._bins import bin_coordinates, genomic_order, signal_frame
 from .._errors import ChipviInputError
+from .._posterior import describe
 from .._store import store
 from ..io import read_regions
 
@@ -126,7 +127,8 @@ def profile(
         frame = frame / np.where(depth > 0, depth, 1.0) * 1e6
         signal = "counts per million (X)"
     else:
-        signal = f"adata.layers[{layer!r}]" if layer is not None else f"adata.obsm[{key!r}]"
+        slot, name = ("layers", layer) if layer is not None else ("obsm", key)
+        signal = describe(adata, slot, name) or f"adata.{slot}[{name!r}]"
     size = _bin_size(adata)
     n_up, n_down = upstream // size, downstream // size
     offsets = np.arange(-n_up, n_down + 1)
