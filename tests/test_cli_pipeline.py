@@ -247,9 +247,11 @@ def test_denoise_and_call(trained, capsys):
     n_strict = int(stdout.split("chipvi call: ")[1].split()[0])
     assert n_strict < n_regions
     for p in strict.iterdir():
-        for line in p.read_text().splitlines():
+        group = p.name.removeprefix("sim_").removesuffix("_peaks.narrowPeak")
+        for i, line in enumerate(p.read_text().splitlines()):
             start, end = map(int, line.split("\t")[1:3])
             assert end - start >= 600
+            assert line.split("\t")[3] == f"sim_{group}_peak_{i + 1}"  # MACS3 -n naming
     # broad domains: seeds linked through weaker bins, so no more regions than narrow
     status, stdout, err = run_main(capsys, "call", trained, "--broad", "-o", broad_out)
     assert status == 0, err

@@ -70,7 +70,8 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "-n", "--name", default=None,
-        help="file name prefix: NAME_<group>_peaks.<format> (MACS3 -n); default <group>.<format>",
+        help="name prefix (MACS3 -n): files NAME_<group>_peaks.<format>, regions "
+        "NAME_<group>_peak_<i>; default <group>.<format>, regions <group>_region_<i>",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing peak files")
     p.add_argument(

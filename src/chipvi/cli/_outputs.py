@@ -92,8 +92,8 @@ def call_peaks(
     ``broad`` calls domains as MACS3 ``--broad`` does: seeds at ``q`` extended through bins at
     ``broad_cutoff`` (default :data:`chipvi.tl.BROAD_DOMAINS`), gaps up to
     ``max_gap`` bp bridged. ``broadPeak`` files hold domains, so they need ``broad``: the format
-    never changes the calling method. Files are ``<name>_<group>_peaks<suffix>`` (``name``
-    given, like MACS3 ``-n``) or ``<group><suffix>``.
+    never changes the calling method. Files are ``<name>_<group>_peaks<suffix>`` with regions
+    ``<name>_<group>_peak_<i>`` (``name`` given, like MACS3 ``-n``), or ``<group><suffix>``.
     """
     from .. import io, tl
     from .._posterior import posterior_location
@@ -117,6 +117,8 @@ def call_peaks(
     for group in names:
         target = Path(path) / (f"{name}_{group}_peaks{suffix}" if name else f"{group}{suffix}")
         own = regions[regions["group"].astype(str) == str(group)] if len(regions) else regions
+        if name and len(own):  # MACS3 -n: NAME_peak_1, ... (here per group)
+            own = own.assign(name=[f"{name}_{group}_peak_{i + 1}" for i in range(len(own))])
         if len(own):
             io.write_peaks(own, target, format=fmt, overwrite=overwrite)
         else:  # a group without enriched regions still gets its (empty) file
