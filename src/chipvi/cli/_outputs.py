@@ -134,7 +134,7 @@ def plot_tracks(adata, path: Path, region: str | None = None) -> Path:
 
     if region is None:
         region = busiest_window(adata)
-    keys = ["raw", "chipvi_group_lfe"]
+    keys = {"raw": "X", "denoised": "chipvi_group_lfe"}
     pl.tracks(adata, region, keys=keys, show=False, save=path)
     return path
 
