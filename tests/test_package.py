@@ -40,14 +40,13 @@ def test_import_is_light_and_dir_lists_the_public_api():
     out = json.loads(res.stdout)
     assert out["import"] == [] and out["names"] == []
     listed = out["dir"]
-    assert {"ChIPVI", "read_bams", "settings", "tl", "pl", "pp", "io", "datasets"} <= set(
-        listed["chipvi"]
-    )
+    assert {"ChIPVI", "read_bams", "read_samplesheet", "settings", "ChipviInputError", "tl",
+            "pl", "pp", "io", "datasets"} <= set(listed["chipvi"])  # fmt: skip
     assert listed["tl"] == sorted(chipvi.tl.__all__) and "call_enriched_regions" in listed["tl"]
     assert {"tracks", "heatmap", "profile", "technical_fit"} <= set(listed["pl"])
     assert listed["pp"] == ["aggregate_bins", "filter_blacklist", "filter_chroms", "filter_region"]
     assert {"simulate", "cssq_chr19", "SCENARIOS"} <= set(listed["datasets"])
-    assert {"read_bams", "write_peaks", "write_bigwig"} <= set(listed["io"])
+    assert {"read_bams", "write_peaks", "write_bigwig", "to_mudata", "encode"} <= set(listed["io"])
     for sub in ("tl", "pl", "pp", "datasets"):  # every listed name resolves
         module = getattr(chipvi, sub)
         assert all(getattr(module, name) is not None for name in listed[sub]), sub
