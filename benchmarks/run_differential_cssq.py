@@ -42,28 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"trained on {adata.n_obs} bins x {adata.n_vars} libraries in {time.perf_counter() - t0:.0f} s"
     )
-    regions = chipvi.tl.call_enriched_regions(model, method="posterior")
+    model.add_posterior(adata)  # the keys tl reads
+    regions = chipvi.tl.call_enriched_regions(adata)
     print("enriched regions per group:", regions.groupby("group").size().to_dict())
-    table = chipvi.tl.differential_enrichment(model, "HESC", "HSMM", delta=0.5, fdr=0.05)
-    diff = adata.uns["chipvi_differential"]
+    table = chipvi.tl.differential_enrichment(adata, "HESC", "HSMM", delta=0.5, fdr=0.05)
+    diff = adata.uns["chipvi_differential"]["regions"]
     print(
         f"differential bins: {int((table['direction'] > 0).sum())} higher in HESC, "
         f"{int((table['direction'] < 0).sum())} higher in HSMM; regions: "
         f"{diff['direction'].value_counts().to_dict()}"
     )
     print(diff[["chrom", "start", "end", "n_bins", "signal", "qvalue", "direction"]].to_string())
-    adata.obsm["lfe"] = model.get_denoised(level="group")
-    chipvi.io.write_bigwig(adata, out / "bigwig", key="lfe", overwrite=True)
+    chipvi.io.write_bigwig(adata, out / "bigwig", key="chipvi_group_lfe", overwrite=True)
     chipvi.io.write_peaks(adata, out / "peaks", format="narrowPeak", overwrite=True)
     chipvi.io.write_peaks(
         adata, out / "differential.bed", key="chipvi_differential", overwrite=True
     )
-    chipvi.pl.differential(adata, save=out / "ma.png", overwrite=True)
+    chipvi.pl.differential(adata, save=out / "ma.png")
     chipvi.pl.tracks(
-        adata, "chr19:1,230,000-1,410,000", keys={"raw": "X", "lfe": "lfe"},
-        save=out / "tracks.png", overwrite=True,
+        adata, "chr19:1,230,000-1,410,000", keys={"raw": "X", "lfe": "chipvi_group_lfe"},
+        save=out / "tracks.png",
     )  # fmt: skip
-    conc = chipvi.tl.replicate_concordance(adata, denoised=model, top_k=50)
+    conc = chipvi.tl.replicate_concordance(adata, denoised="chipvi_own_lfe", top_k=50)
     print(conc.round(3).to_string(index=False))
     print(f"outputs in {out}")
     return 0

@@ -153,3 +153,55 @@ def train_on_simulation(out, *, epochs: int = 40, **simulate_kwargs):
     model = chipvi.ChIPVI(adata)
     model.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
     return sim, adata, model
+
+
+def write_posterior(adata, group_lfe, group_sd=0.3, *, threshold: float = 0.5, mu=None):
+    """Write what ``ChIPVI.add_posterior`` writes (its ``POSTERIOR_KEYS``, prefix ``chipvi``)
+    from a known group-level posterior: Gaussian with mean ``group_lfe`` (bins × groups
+    DataFrame) and sd ``group_sd``; each library (own evidence too) sees its group's values;
+    technical ``mu`` (default: the control layer + 0.5) and ``r`` = 10."""
+    from scipy.stats import norm
+
+    from chipvi.model._chipvi import LOWER_QUANTILE, POSTERIOR_KEYS
+
+    lfe = group_lfe.astype(np.float64)
+    sd = pd.DataFrame(np.broadcast_to(group_sd, lfe.shape), index=lfe.index, columns=lfe.columns)
+    group = {
+        "log_fold_enrichment": lfe,
+        "sd": sd,
+        "log_fold_enrichment_lower": lfe + sd * norm.ppf(LOWER_QUANTILE),
+        "probability_enriched": pd.DataFrame(
+            norm.sf(threshold, lfe, sd), index=lfe.index, columns=lfe.columns
+        ),
+    }
+    lib_group = adata.var["group"].astype(str).to_numpy()
+    if mu is None:
+        mu = np.asarray(adata.layers["control"], dtype=np.float32) + 0.5
+    technical = {
+        "mu": np.asarray(mu, dtype=np.float32),
+        "r": np.full(adata.shape, 10.0, np.float32),
+    }
+    keys: dict = {}
+    for (level, kind), template in POSTERIOR_KEYS.items():
+        slot, name = template.format(prefix="chipvi").split("/")
+        if level == "technical":
+            adata.layers[name] = technical[kind]
+        elif level == "group":
+            adata.obsm[name] = group[kind].astype(np.float32)
+        else:
+            adata.layers[name] = group[kind][lib_group].to_numpy(dtype=np.float32)
+        keys.setdefault(level, {})[kind] = f"{slot}/{name}"
+    adata.uns["chipvi_posterior"] = {
+        "params": {"enrichment_threshold": threshold, "log_base": "e"},
+        "keys": keys,
+    }
+    return adata
+
+
+def truth_posterior(adata, lfe: float = 2.0, sd=0.3, threshold: float = 0.5, mu=None):
+    """``write_posterior`` with the groups' true blocks at ``lfe`` and 0 elsewhere."""
+    frame = pd.DataFrame(
+        {g: np.where(truth_mask(adata.obs, g), lfe, 0.0) for g in ("A", "B")},
+        index=adata.obs_names,
+    )
+    return write_posterior(adata, frame, sd, threshold=threshold, mu=mu)

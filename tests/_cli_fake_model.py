@@ -43,9 +43,6 @@ class _TinyPyro(PyroModule):
             loc = self.out(torch.tanh(self.enc(torch.log1p(x)))).squeeze(-1)
             pyro.sample("z", dist.Normal(loc, torch.exp(self.log_scale) + 0 * self.scale_pos))
 
-    def locations(self, x, ctrl):
-        return self.out(torch.tanh(self.enc(torch.log1p(x)))).squeeze(-1)
-
 
 class _TinyModule(PyroBaseModuleClass):
     def __init__(self, n_libraries: int, n_hidden: int):
@@ -125,29 +122,6 @@ class TinyChip(PyroSviTrainMixin, BaseModelClass):
             callbacks=callbacks or [],
             **trainer_kwargs,
         )
-
-    @torch.inference_mode()
-    def get_denoised(
-        self,
-        adata=None,
-        indices=None,
-        kind="log_fold_enrichment",
-        level="library",
-        n_samples=0,
-        return_numpy=False,
-        batch_size=None,
-    ):
-        adata = self._validate_anndata(adata)
-        x = torch.as_tensor(np.asarray(adata.X, dtype=np.float32))
-        ctrl = torch.as_tensor(np.asarray(adata.layers["control"], dtype=np.float32))
-        z = self.module.core.locations(x, ctrl).numpy()
-        lib = np.repeat(z[:, None], adata.n_vars, axis=1) + 0.01 * np.log1p(x.numpy())
-        if kind == "sd":
-            lib = np.full_like(lib, float(torch.exp(self.module.core.log_scale)))
-        frame = pd.DataFrame(lib, index=adata.obs_names, columns=adata.var_names)
-        if level == "group":
-            frame = frame.T.groupby(adata.var["group"].astype(str).to_numpy()).mean().T
-        return frame.to_numpy() if return_numpy else frame
 
 
 def tiny_adata(n_bins: int = 300, seed: int = 0):

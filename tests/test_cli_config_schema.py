@@ -51,6 +51,10 @@ def test_chipvi_bin_has_a_flag_per_read_bams_argument():
     dests = {a.dest for a in bin_parser._actions}
     for name in _names(chipvi.read_bams, {"samplesheet", "progress"}):
         assert name in dests, f"read_bams({name}=...) has no `chipvi bin` flag"
+    # the help is the docstring's first sentence, not cut at "e.g."
+    region = next(a for a in bin_parser._actions if a.dest == "region")
+    assert region.help.endswith("a bare chromosome name, e.g. for BAMs holding the reads of a "
+                                "slice only.")  # fmt: skip
 
 
 def test_a_new_model_argument_reaches_the_config_without_an_edit(monkeypatch):
@@ -143,10 +147,11 @@ def test_train_on_own_data_does_not_inherit_demo_defaults(flag, tmp_path, capsys
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_built_wheel_trains_config_outside_the_checkout(tmp_path):
-    """The wheel carries the configs: `chipvi init` and `chipvi train --show-config` work from an
-    installed copy, run in a folder that is not the source checkout."""
-    pytest.importorskip("hatchling")
+def test_built_wheel_works_outside_the_checkout(tmp_path):
+    """The wheel carries the configs and the bundled data: installed into a venv (system site
+    packages for the dependencies), its console script writes the starter configs with
+    `chipvi init` in a folder that is not the source checkout."""
+    pytest.importorskip("hatchling")  # the `test` extra installs it
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -154,34 +159,37 @@ def test_built_wheel_trains_config_outside_the_checkout(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = wheels.glob("chipvi-*.whl")
-    site = tmp_path / "site"
+    venv = tmp_path / "venv"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
          str(wheel)],
         check=True, capture_output=True,
     )  # fmt: skip
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    env.pop("CHIPVI_CONFIG_DIR", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CHIPVI_CONFIG_DIR")}
 
-    def chipvi_cmd(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "chipvi", *args], cwd=work, env=env, capture_output=True,
-            text=True,
-        )  # fmt: skip
+    def run(*args):
+        return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
 
-    where = subprocess.run(
-        [sys.executable, "-c", "import chipvi; print(chipvi.__file__)"],
-        cwd=work, env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert where.startswith(str(site))
-    shown = chipvi_cmd("train", "--show-config", "experiment=demo")
-    assert shown.returncode == 0, shown.stderr
-    assert yaml.safe_load(shown.stdout)["name"] == "demo"
-    made = chipvi_cmd("init", "my_configs")
+    code = (
+        "import chipvi; print(chipvi.__file__); "
+        "print(chipvi.datasets.cssq_chr19_samplesheet().is_file())"
+    )
+    where = run(str(python), "-c", code)
+    assert where.returncode == 0, where.stderr
+    path, bundled = where.stdout.split()
+    assert path.startswith(str(venv)) and bundled == "True"
+    made = run(str(venv / "bin" / "chipvi"), "init", "my_configs")
     assert made.returncode == 0, made.stderr
-    assert (work / "my_configs" / "config.yaml").is_file()
+    assert "chipvi train --config-dir my_configs" in made.stdout
+    shipped = yaml.safe_load((work / "my_configs" / "config.yaml").read_text())
+    assert shipped["defaults"] and (work / "my_configs" / "experiment" / "demo.yaml").is_file()
 
 
 def test_chipvi_bin_flags_reach_read_bams_and_errors_name_flags(tmp_path, capsys):

@@ -170,6 +170,10 @@ def trained(sim):
 
 
 def test_denoise_and_call(trained, capsys):
+    # call before denoise: one posterior pass of the model; after: denoised.h5ad's keys
+    status, stdout, err = run_main(capsys, "call", trained, "-o", trained.parent / "pre")
+    assert status == 0, err
+    n_pre = int(stdout.split("chipvi call: ")[1].split()[0])
     status, stdout, err = run_main(capsys, "denoise", trained)
     assert status == 0, err
     den = ad.read_h5ad(trained / "denoised" / "denoised.h5ad")
@@ -209,9 +213,10 @@ def test_denoise_and_call(trained, capsys):
                      sep="\t", header=None)  # fmt: skip
     np.testing.assert_allclose(bg[3].to_numpy()[:10], den.layers["chipvi_lfe_lower"][:10, 0],
                                rtol=1e-4, atol=1e-5)  # fmt: skip
-    status, _, err = run_main(capsys, "denoise", trained, "-o", trained.parent / "den_bad",
-                              "--kind", "loudness")  # fmt: skip
-    assert status == 2 and not (trained.parent / "den_bad").exists()
+    with pytest.raises(SystemExit) as usage:  # --kind lists its choices (argparse)
+        run_main(capsys, "denoise", trained, "-o", trained.parent / "den_bad", "--kind", "loud")
+    assert usage.value.code == 2 and not (trained.parent / "den_bad").exists()
+    assert "invalid choice: 'loud'" in capsys.readouterr().err
     status, _, err = run_main(capsys, "denoise", trained)
     assert status == 2 and "already exists" in err
 
@@ -221,6 +226,7 @@ def test_denoise_and_call(trained, capsys):
     assert [p.name for p in peaks] == sorted(f"{g}.narrowPeak" for g in groups)
     n_regions = int(stdout.split("chipvi call: ")[1].split()[0])
     assert n_regions > 0  # the simulation has peaks at ~60 per Mb
+    assert n_regions == n_pre  # the same posterior, read back from denoised.h5ad
     assert n_regions == sum(len(p.read_text().splitlines()) for p in peaks)
     status, _, err = run_main(capsys, "call", trained, "-q", "2")
     assert status == 2 and "-q/--qvalue must be in (0, 1]" in err
@@ -241,9 +247,11 @@ def test_denoise_and_call(trained, capsys):
     n_strict = int(stdout.split("chipvi call: ")[1].split()[0])
     assert n_strict < n_regions
     for p in strict.iterdir():
-        for line in p.read_text().splitlines():
+        group = p.name.removeprefix("sim_").removesuffix("_peaks.narrowPeak")
+        for i, line in enumerate(p.read_text().splitlines()):
             start, end = map(int, line.split("\t")[1:3])
             assert end - start >= 600
+            assert line.split("\t")[3] == f"sim_{group}_peak_{i + 1}"  # MACS3 -n naming
     # broad domains: seeds linked through weaker bins, so no more regions than narrow
     status, stdout, err = run_main(capsys, "call", trained, "--broad", "-o", broad_out)
     assert status == 0, err
@@ -306,8 +314,8 @@ def test_demo_end_to_end(tmp_path):
         "run/config.yaml",
         "run/facts/events.jsonl",
         "run/model/model.pt",
-        "bigwig/HESC.bw",
-        "bigwig/HSMM.bw",
+        "bigwig/HESC.log2_fold_enrichment.bw",
+        "bigwig/HSMM.log2_fold_enrichment.bw",
         "peaks/HESC.narrowPeak",
         "peaks/HSMM.narrowPeak",
         ".chipvi_demo",

@@ -9,23 +9,47 @@ def test_version_and_public_api():
         assert hasattr(chipvi, name), name
 
 
-def test_io_pp_tl_pl_do_not_import_torch():
-    # DESIGN: io never imports torch; binning must not pay for the model's imports.
+def test_import_is_light_and_dir_lists_the_public_api():
+    """One lazy mechanism (lazy_loader) for the package and its subpackages: ``import chipvi``
+    and reaching any io, pp, tool or plot name import neither torch/scvi nor matplotlib (DESIGN:
+    io never imports torch; binning must not pay for the model's imports), and ``dir()`` of
+    each lists its public API (tab completion)."""
+    import json
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     code = (
-        "import sys, chipvi; chipvi.io; chipvi.pp; chipvi.tl; chipvi.pl; chipvi.datasets;"
-        "print(sorted(m for m in ('torch', 'pyro', 'scvi') if m in sys.modules))"
+        "import json, sys, chipvi\n"
+        "heavy = ('torch', 'pyro', 'scvi', 'lightning', 'matplotlib')\n"
+        "loaded = lambda: sorted(m for m in heavy if m in sys.modules)\n"
+        "out = {'import': loaded(), 'dir': {'chipvi': dir(chipvi)}}\n"
+        "for sub in ('io', 'pp', 'tl', 'pl', 'datasets'):\n"
+        "    out['dir'][sub] = dir(getattr(chipvi, sub))\n"
+        "chipvi.io.read_bams, chipvi.tl.call_enriched_regions, chipvi.pp.aggregate_bins\n"
+        "chipvi.pl.tracks, chipvi.datasets.simulate\n"
+        "out['names'] = loaded()\n"
+        "print(json.dumps(out))"
     )
     src = str(Path(chipvi.__file__).resolve().parents[1])  # the chipvi under test
     env = {**os.environ, "PYTHONPATH": src}
-    out = subprocess.run(
+    res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
-    assert out.stdout.strip() == "[]"
+    out = json.loads(res.stdout)
+    assert out["import"] == [] and out["names"] == []
+    listed = out["dir"]
+    assert {"ChIPVI", "read_bams", "read_samplesheet", "settings", "ChipviInputError", "tl",
+            "pl", "pp", "io", "datasets"} <= set(listed["chipvi"])  # fmt: skip
+    assert listed["tl"] == sorted(chipvi.tl.__all__) and "call_enriched_regions" in listed["tl"]
+    assert {"tracks", "heatmap", "profile", "technical_fit"} <= set(listed["pl"])
+    assert listed["pp"] == ["aggregate_bins", "filter_blacklist", "filter_chroms", "filter_region"]
+    assert {"simulate", "cssq_chr19", "SCENARIOS"} <= set(listed["datasets"])
+    assert {"read_bams", "write_peaks", "write_bigwig", "to_mudata", "encode"} <= set(listed["io"])
+    for sub in ("tl", "pl", "pp", "datasets"):  # every listed name resolves
+        module = getattr(chipvi, sub)
+        assert all(getattr(module, name) is not None for name in listed[sub]), sub
 
 
 def test_console_script_freezes_the_collector_before_exit(monkeypatch):

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import chipvi  # noqa: E402
-from _analysis_data import make_adata, truth_mask  # noqa: E402
+from _analysis_data import make_adata, truth_mask, truth_posterior  # noqa: E402
 
 TOL = 1.0  # px
 
@@ -72,12 +72,8 @@ def overlaps(fig) -> list[str]:
 @pytest.fixture
 def adata():
     a = make_adata()
-    a.obsm["chipvi_lfe"] = pd.DataFrame(
-        {g: 2.0 * truth_mask(a.obs, g) for g in ("A", "B")}, index=a.obs_names
-    )
-    a.layers["chipvi_lfe"] = np.column_stack(
-        [2.0 * truth_mask(a.obs, g) for g in a.var["group"]]
-    ) + np.random.default_rng(0).normal(0, 0.1, a.shape)
+    truth_posterior(a, mu=1.1 * a.layers["control"])
+    a.layers["chipvi_lfe"] += np.random.default_rng(0).normal(0, 0.1, a.shape)
     q = pd.DataFrame(
         {g: np.where(truth_mask(a.obs, g), 1e-5, 0.9) for g in ("A", "B")}, index=a.obs_names
     )
@@ -110,7 +106,7 @@ def test_tracks_default_show_denoised_in_mb_with_units(adata, tmp_path):
 
 
 def _with_profile(adata) -> bool:
-    chipvi.tl.profile(adata, adata.uns["chipvi_regions"], upstream=1000, downstream=1000)
+    chipvi.tl.profile(adata, adata.uns["chipvi_regions"]["regions"], upstream=1000, downstream=1000)
     return True
 
 
@@ -120,7 +116,7 @@ def _with_profile(adata) -> bool:
         lambda a: chipvi.pl.tracks(a, "chr1:0-10,000", show=False)[0].figure,
         lambda a: chipvi.pl.concordance(a, group="A", denoised="chipvi_lfe", show=False)[0].figure,
         lambda a: chipvi.pl.fingerprint(a, show=False).figure,
-        lambda a: _with_profile(a) and chipvi.pl.heatmap(a, show=False),
+        lambda a: _with_profile(a) and chipvi.pl.heatmap(a, return_fig=True),
         lambda a: _with_profile(a) and chipvi.pl.profile(a, show=False).figure,
     ],
     ids=["tracks", "concordance", "fingerprint", "heatmap", "profile"],
@@ -139,16 +135,7 @@ def test_concordance_has_colour_bar_and_fingerprint_explains_controls(adata):
 
 
 def test_technical_fit_has_a_point_per_control_level(adata):
-    class Model:
-        def __init__(self, adata):
-            self.adata = adata
-
-        def get_technical(self, adata=None, **kwargs):
-            ctrl = adata.layers["control"].astype(float)
-            return {"mu": pd.DataFrame(ctrl * 1.1, index=adata.obs_names,
-                                       columns=adata.var_names)}  # fmt: skip
-
-    axes = chipvi.pl.technical_fit(Model(adata), samples=["A_1", "B_1"], show=False)
+    axes = chipvi.pl.technical_fit(adata, samples=["A_1", "B_1"], show=False)
     n_levels = len(np.unique(adata.layers["control"][:, 0]))
     observed, _ = axes[0].get_lines()
     # equal steps in log(1 + control): every distinct low count is its own point

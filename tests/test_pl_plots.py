@@ -1,4 +1,5 @@
-"""Plots: the figures have the expected axes and artists; bad regions and paths are refused."""
+"""Plots: the figures have the expected axes and artists; bad regions are refused; save, show
+and return_fig follow scanpy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 import chipvi  # noqa: E402
-from _analysis_data import make_adata, truth_mask  # noqa: E402
+from _analysis_data import make_adata, truth_mask, write_posterior  # noqa: E402
 from chipvi._bins import parse_region  # noqa: E402
 from chipvi._errors import ChipviInputError  # noqa: E402
 
@@ -72,28 +73,42 @@ def test_tracks_panels_and_region_boxes(adata, tmp_path):
     assert sorted((b.get_x(), b.get_width()) for b in boxes) == [(1000, 1000), (6000, 400)]
     assert axes[-1].get_xlim() == (0, 8000)
     assert "group\nA" in [a.get_ylabel() for a in axes]
-    with pytest.raises(ChipviInputError, match="already exists"):
-        chipvi.pl.tracks(adata, "chr1:0-8,000", save=out)
+    before = out.stat().st_size
+    chipvi.pl.tracks(adata, "chr1:0-8,000", keys=["X"], save=out)  # replaces it, as scanpy does
+    assert 0 < out.stat().st_size != before
     with pytest.raises(ChipviInputError, match="outside chr2"):
         chipvi.pl.tracks(adata, "chr2:0-9,000")
     with pytest.raises(ChipviInputError, match="not 'X', a layer"):
         chipvi.pl.tracks(adata, "chr1", keys=["nope"])
     with pytest.raises(ChipviInputError, match="Unknown sample"):
         chipvi.pl.tracks(adata, "chr1", samples=["Z"])
-    chipvi.pl.tracks(adata, "chr1:0-10,050", save="/tmp/chipvi_tracks.png", overwrite=True)
 
 
-def test_concordance_and_fingerprint(adata):
-    axes = chipvi.pl.concordance(
-        adata, group="B", denoised="denoised", save="/tmp/chipvi_conc.png", overwrite=True
-    )
+def test_save_show_and_return_fig(adata, tmp_path):
+    # show=False: the Axes; the figure of a saved plot is closed (loops do not pile them up).
+    axes = chipvi.pl.tracks(adata, "chr1", keys=["X"], show=False, save=tmp_path / "t.pdf")
+    assert len(axes) == 5 and not plt.fignum_exists(axes[0].figure.number)
+    assert (tmp_path / "t.pdf").read_bytes()[:4] == b"%PDF"  # format from the suffix
+    fig = chipvi.pl.fingerprint(adata, return_fig=True, save=tmp_path / "f.png")
+    assert isinstance(fig, matplotlib.figure.Figure) and plt.fignum_exists(fig.number)
+    assert chipvi.pl.fingerprint(adata, show=True) is None  # shown: nothing returned
+    # show=None shows only an interactive session's figure that is not saved.
+    assert chipvi.pl.fingerprint(adata) is not None
+    # A plot drawn into the caller's Axes leaves their figure open after saving.
+    _, own = plt.subplots()
+    assert chipvi.pl.fingerprint(adata, ax=own, save=tmp_path / "g.png") is own
+    assert plt.fignum_exists(own.figure.number)
+
+
+def test_concordance_and_fingerprint(adata, tmp_path):
+    axes = chipvi.pl.concordance(adata, group="B", denoised="denoised", save=tmp_path / "c.png")
     assert len(axes) == 2 and all(
         any(isinstance(c, PolyCollection) for c in a.collections) for a in axes
     )
     assert axes[0].get_xlabel() == "B_1" and "Pearson" in axes[1].get_title()
     with pytest.raises(ChipviInputError, match="Unknown group"):
         chipvi.pl.concordance(adata, group="Z")
-    ax = chipvi.pl.fingerprint(adata, save="/tmp/chipvi_fp.png", overwrite=True)
+    ax = chipvi.pl.fingerprint(adata, save=tmp_path / "fp.png")
     assert len(ax.get_lines()) == 4 + 4 + 1 + 1  # libraries, controls, diagonal, control legend
     assert "chipvi_fingerprint" in adata.uns
     with pytest.raises(ChipviInputError, match="No fingerprint"):
@@ -101,8 +116,9 @@ def test_concordance_and_fingerprint(adata):
 
 
 class HistoryModel:
-    def __init__(self, adata):
-        self.adata = adata
+    """A trained model's ``history`` (scvi-tools: dict of per-epoch DataFrames)."""
+
+    def __init__(self):
         epochs = pd.Index(np.arange(20), name="epoch")
         self.history = {
             "elbo_train": pd.DataFrame(
@@ -111,30 +127,28 @@ class HistoryModel:
             "elbo_validation": pd.DataFrame({"elbo_validation": []}),
         }
 
-    def get_technical(self, adata=None, **kwargs):
-        ctrl = adata.layers["control"].astype(float)
-        return {"mu": pd.DataFrame(ctrl * 1.1, index=adata.obs_names, columns=adata.var_names)}
 
-
-def test_training_history_and_technical_fit(adata):
-    model = HistoryModel(adata)
-    ax = chipvi.pl.training_history(model, save="/tmp/chipvi_hist.png", overwrite=True)
+def test_training_history_and_technical_fit(adata, tmp_path):
+    model = HistoryModel()
+    ax = chipvi.pl.training_history(model, save=tmp_path / "h.png")
     assert [line.get_label() for line in ax.get_lines()] == ["elbo_train"]
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata()[:2], [1000, 500])
     with pytest.raises(ChipviInputError, match="No history entries"):
         chipvi.pl.training_history(model, keys=["nope"])
-    axes = chipvi.pl.technical_fit(
-        model, samples=["A_1", "B_2"], n_bins=5, save="/tmp/chipvi_tech.png", overwrite=True
-    )
+    with pytest.raises(ChipviInputError, match=r"run model.add_posterior\(adata\) first"):
+        chipvi.pl.technical_fit(adata)
+    # mu from the posterior keys: the technical mean is 1.1 x the control count.
+    write_posterior(adata, adata.obsm["group_lfe"], mu=1.1 * adata.layers["control"])
+    axes = chipvi.pl.technical_fit(adata, samples=["A_1", "B_2"], n_bins=5, save=tmp_path / "t.png")
     assert len(axes) == 2 and [a.get_title() for a in axes] == ["A_1", "B_2"]
     observed, expected = axes[0].get_lines()
     assert len(expected.get_xdata()) >= 3
-    np.testing.assert_allclose(expected.get_ydata(), 1.1 * np.asarray(expected.get_xdata()))
-    with pytest.raises(ChipviInputError, match="needs mu"):
-        chipvi.pl.technical_fit(adata)
+    np.testing.assert_allclose(
+        expected.get_ydata(), 1.1 * np.asarray(expected.get_xdata()), rtol=1e-6
+    )
 
 
-def test_differential_ma_plot(adata):
+def test_differential_ma_plot(adata, tmp_path):
     table = pd.DataFrame(
         {
             "lfe1": [1.0, 0.0, 2.0],
@@ -144,9 +158,38 @@ def test_differential_ma_plot(adata):
         },
         index=adata.obs_names[:3],
     )
-    ax = chipvi.pl.differential(table, save="/tmp/chipvi_ma.png", overwrite=True)
+    ax = chipvi.pl.differential(table, save=tmp_path / "ma.png")
     offsets = [c.get_offsets() for c in ax.collections]
     assert [len(o) for o in offsets] == [1, 1, 1]
     np.testing.assert_allclose(offsets[1][0], [0.5, 1.0])
     with pytest.raises(ChipviInputError, match="differential_enrichment first"):
         chipvi.pl.differential(adata)
+
+
+def test_every_plot_takes_show_save_return_fig(adata, tmp_path):
+    import inspect
+
+    write_posterior(adata, adata.obsm["group_lfe"])
+    chipvi.tl.differential_enrichment(adata, "A", "B")
+    chipvi.tl.profile(adata, adata.uns["chipvi_regions"]["regions"])
+    calls = {
+        "concordance": lambda **kw: chipvi.pl.concordance(adata, **kw),
+        "differential": lambda **kw: chipvi.pl.differential(adata, **kw),
+        "fingerprint": lambda **kw: chipvi.pl.fingerprint(adata, **kw),
+        "heatmap": lambda **kw: chipvi.pl.heatmap(adata, **kw),
+        "profile": lambda **kw: chipvi.pl.profile(adata, **kw),
+        "technical_fit": lambda **kw: chipvi.pl.technical_fit(adata, samples=["A_1"], **kw),
+        "tracks": lambda **kw: chipvi.pl.tracks(adata, "chr1", **kw),
+        "training_history": lambda **kw: chipvi.pl.training_history(HistoryModel(), **kw),
+    }
+    assert sorted(calls) == sorted(dir(chipvi.pl))
+    for name, draw in calls.items():
+        params = inspect.signature(getattr(chipvi.pl, name)).parameters
+        assert {"show", "save", "return_fig"} <= set(params) and "overwrite" not in params
+        path = tmp_path / f"{name}.png"
+        path.write_text("an older figure")
+        fig = draw(show=False, save=path, return_fig=True)
+        assert isinstance(fig, matplotlib.figure.Figure), name
+        assert path.read_bytes()[:4] == b"\x89PNG", name  # replaced, as scanpy does
+        assert draw(show=False) is not None and draw(show=True) is None, name
+        plt.close("all")

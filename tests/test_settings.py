@@ -25,12 +25,8 @@ def _run(code: str) -> str:
     ).stdout.strip()
 
 
-def test_dir_lists_public_api_and_import_stays_light():
-    names = set(dir(chipvi))
-    for name in ("ChIPVI", "read_bams", "read_samplesheet", "settings", "ChipviInputError",
-                 "pp", "tl", "pl", "io", "datasets"):  # fmt: skip
-        assert name in names, name
-    assert {"read_bams", "write_bigwig", "to_mudata", "encode"} <= set(dir(chipvi.io))
+def test_settings_import_stays_light():
+    # (dir() of the package and its subpackages: tests/test_package.py)
     # Importing chipvi and reading its settings pulls in neither torch nor numba nor anndata.
     out = _run(
         "import sys, chipvi; dir(chipvi); chipvi.settings.num_threads;"

@@ -1,50 +1,32 @@
-"""Differential enrichment from posterior draws (contract fake model with known differences)."""
+"""Differential enrichment from the group posterior that ``model.add_posterior`` stores."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 import chipvi
-from _analysis_data import make_adata, truth_mask
+from _analysis_data import make_adata, truth_mask, truth_posterior
 from chipvi._errors import ChipviInputError
 
 
-class DrawModel:
-    """Posterior draws = true group log fold enrichment + Gaussian noise (the contract's shape)."""
-
-    group_names = ["A", "B"]
-
-    def __init__(self, adata, sd=0.2, seed=0):
-        self.adata = adata
-        self.truth = np.column_stack([2.0 * truth_mask(adata.obs, g) for g in self.group_names])
-        self.sd = sd
-        self.rng = np.random.default_rng(seed)
-        self.calls = []
-
-    def sample_log_fold_enrichment(
-        self, adata=None, indices=None, level="group", n_samples=100, batch_size=None
-    ):
-        assert level == "group"
-        self.calls.append(len(indices))
-        loc = self.truth[indices]
-        return loc[None] + self.sd * self.rng.standard_normal((n_samples, *loc.shape))
-
-
-def test_differential_recovers_known_changes():
-    adata = make_adata()
-    model = DrawModel(adata)
-    table = chipvi.tl.differential_enrichment(model, "A", "B", n_samples=200, chunk_size=30)
-    assert model.calls[:2] == [30, 30] and sum(model.calls) == adata.n_obs
+def test_differential_recovers_known_changes(tmp_path):
+    # Group posteriors N(2, 0.2) in each group's true blocks, N(0, 0.2) elsewhere.
+    adata = truth_posterior(make_adata(), sd=0.2)
+    table = chipvi.tl.differential_enrichment(adata, "A", "B")
     up = truth_mask(adata.obs, "A") & ~truth_mask(adata.obs, "B")
     down = truth_mask(adata.obs, "B") & ~truth_mask(adata.obs, "A")
     np.testing.assert_array_equal(table["direction"].to_numpy(), up.astype(int) - down.astype(int))
-    np.testing.assert_allclose(table.loc[up, "lfc_mean"], 2.0, atol=0.1)
-    assert (table.loc[up, "prob_up"] == 1).all() and (
-        table.loc[~up & ~down, "prob_change"] < 0.5
-    ).all()
+    np.testing.assert_allclose(table.loc[up, "lfc_mean"], 2.0, rtol=1e-6)
+    # Independent groups: sds add in quadrature; P(lfc > 0.5) with lfc ~ N(2, 0.283).
+    np.testing.assert_allclose(table["lfc_sd"], np.sqrt(0.08), rtol=1e-6)
+    np.testing.assert_allclose(table.loc[up, "prob_up"], norm.sf(0.5, 2.0, np.sqrt(0.08)))
+    same = ~up & ~down  # lfc 0: P(|lfc| > 0.5) = 2 Phi(-0.5 / 0.283) = 0.077
+    np.testing.assert_allclose(table.loc[same, "prob_change"], 2 * norm.sf(0.5 / np.sqrt(0.08)))
     assert table["qvalue"].between(0, 1).all()
-    regions = adata.uns["chipvi_differential"]
+    stored = adata.uns["chipvi_differential"]
+    regions = stored["regions"]
     assert list(
         zip(regions["chrom"], regions["start"], regions["end"], regions["direction"], strict=True)
     ) == [
@@ -53,31 +35,35 @@ def test_differential_recovers_known_changes():
         ("chr2", 4000, 5600, -1),
     ]
     assert regions["name"].iloc[2] == "A_vs_B_down_3"
-    # All draws agree in these bins: q is reported as below 1/n_samples, not as 1e-300.
-    np.testing.assert_allclose(regions["qvalue"], np.log10(200))
+    assert (regions["qvalue"] > 5).all()  # -log10 q of bins with P(change) ~ 1 - 1e-7
+    assert stored["params"] == {
+        "group1": "A", "group2": "B", "delta": 0.5, "fdr": 0.05, "merge_gap": 0,
+        "min_bins": 1, "source": "uns['chipvi_posterior']",
+    }  # fmt: skip
     assert adata.obsm["chipvi_differential"] is table
-    # Regions table is writable as peaks.
-    assert set(regions.columns) >= {"chrom", "start", "end", "name", "score", "signal", "qvalue"}
+    adata.write_h5ad(tmp_path / "a.h5ad")  # the result and its params survive h5ad
+    paths = chipvi.io.write_peaks(adata, tmp_path / "d.bed", key="chipvi_differential")
+    assert paths["all"].read_text().count("\n") == 3
 
 
 def test_differential_rest_and_thresholds():
-    adata = make_adata()
-    rest = chipvi.tl.differential_enrichment(DrawModel(adata), "B", key_added=None)
+    adata = truth_posterior(make_adata(), sd=0.2)
+    rest = chipvi.tl.differential_enrichment(adata, "B", key_added=None)
     assert "chipvi_differential" not in adata.uns
     assert rest["is_differential"].sum() == 7 + 8  # A-only bins (down) and B-only bins (up)
-    strict = chipvi.tl.differential_enrichment(
-        DrawModel(adata), "A", "B", delta=3.0, key_added=None
-    )
+    strict = chipvi.tl.differential_enrichment(adata, "A", "B", delta=3.0, key_added=None)
     assert not strict["is_differential"].any()
 
 
 def test_differential_errors():
     adata = make_adata()
-    model = DrawModel(adata)
+    with pytest.raises(ChipviInputError, match=r"run model.add_posterior\(adata\) first"):
+        chipvi.tl.differential_enrichment(adata, "A", "B")
+    truth_posterior(adata)
     with pytest.raises(ChipviInputError, match="Unknown group 'C'"):
-        chipvi.tl.differential_enrichment(model, "C", "A")
+        chipvi.tl.differential_enrichment(adata, "C", "A")
     with pytest.raises(ChipviInputError, match="must differ"):
-        chipvi.tl.differential_enrichment(model, "A", "A")
+        chipvi.tl.differential_enrichment(adata, "A", "A")
     with pytest.raises(ChipviInputError, match="fdr"):
-        chipvi.tl.differential_enrichment(model, "A", "B", fdr=1.5)
-    assert model.calls == []
+        chipvi.tl.differential_enrichment(adata, "A", "B", fdr=1.5)
+    assert "chipvi_differential" not in adata.uns

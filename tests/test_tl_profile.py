@@ -76,6 +76,11 @@ def test_profile_recovers_known_shapes():
     g = chipvi.tl.profile(adata, REGIONS.iloc[:1], key="lfe", upstream=0, downstream=0,
                           key_added=None)  # fmt: skip
     assert g["columns"] == ["g"] and g["matrix"][0, 0, 0] == 4.0 + 5.0  # triangle top + ramp end
+    assert g["signal"] == "adata.obsm['lfe']"
+    # a posterior key says what it holds (the axis label of pl.profile / pl.heatmap)
+    adata.uns["chipvi_posterior"] = {"keys": {"group": {"log_fold_enrichment": "obsm/lfe"}}}
+    g = chipvi.tl.profile(adata, REGIONS.iloc[:1], key="lfe", key_added=None)
+    assert g["signal"] == "posterior mean ln fold enrichment (group, lfe)"
 
 
 def test_profile_rejects_bad_input(tmp_path):
@@ -98,7 +103,7 @@ def test_profile_plots_and_cli(tmp_path, capsys):
     line = ax.get_lines()[0]
     np.testing.assert_allclose(line.get_ydata(), [0, 0, 1, 2, 3, 4, 3, 2, 1, 0, 0])
     assert "kb" in ax.get_xlabel() and "counts per million" in ax.get_ylabel()
-    fig = chipvi.pl.heatmap(adata, show=False, save=tmp_path / "h.png")
+    fig = chipvi.pl.heatmap(adata, return_fig=True, save=tmp_path / "h.png")
     shown = [a for a in fig.axes if a.axison]
     assert len(shown) == 5  # 2 profiles + 2 heatmaps + colour bar
     assert shown[-1].get_ylabel() == "counts per million (X)"

@@ -27,7 +27,9 @@ def test_replicate_concordance_raw_and_denoised():
     # Denoised: the 12 enriched bins of group A are the top 12 in both replicates.
     assert a["jaccard_denoised"] == 1.0
     assert a["pearson_denoised"] > 0.99 > a["pearson_raw"]
-    assert adata.uns["chipvi_concordance"] is table
+    stored = adata.uns["chipvi_concordance"]
+    assert stored["table"] is table
+    assert stored["params"] == {"denoised": "den", "groups": ["A", "B"], "top_k": 12}
 
 
 def test_replicate_concordance_jaccard_by_hand_and_errors():
@@ -103,7 +105,8 @@ def test_frip_own_group_regions(tmp_path):
     for j, lib in enumerate(adata.var_names):
         mask = truth_mask(adata.obs, adata.var["group"].iloc[j])
         assert got[lib] == pytest.approx(adata.X[mask, j].sum() / adata.X[:, j].sum())
-    assert np.allclose(adata.var["frip"], got.to_numpy())
+    assert np.allclose(adata.var["chipvi_frip"], got.to_numpy())
+    assert adata.uns["chipvi_frip"]["params"] == {"n_regions": 5, "per_group": True}
     bed = tmp_path / "r.bed"
     bed.write_text("track name=x\nchr1\t1000\t1200\nchr9\t0\t100\n")
     pooled = chipvi.tl.frip(adata, bed, key_added=None)
@@ -128,8 +131,14 @@ def test_strand_cross_correlation_finds_fragment_length(tmp_path):
     adata = make_adata()
     adata.var["bam"] = str(bam)
     chipvi.tl.strand_cross_correlation(adata, max_shift=400)
-    assert abs(adata.var["fragment_length"].iloc[0] - 179) <= 10
-    assert adata.uns["chipvi_strand_cc"]["curve"].shape == (401, 5)
+    assert abs(adata.var["chipvi_fragment_length"].iloc[0] - 179) <= 10
+    stored = adata.uns["chipvi_strand_cc"]
+    assert stored["curve"].shape == (401, 5) and stored["params"]["max_shift"] == 400
+    # An unindexed copy (QC after `chipvi bin --index`) is read in one pass: same numbers.
+    unindexed = tmp_path / "copy.bam"
+    unindexed.write_bytes(bam.read_bytes())
+    again = chipvi.tl.strand_cross_correlation(unindexed, max_shift=600)
+    pd.testing.assert_series_equal(again.loc["copy"], chip, check_names=False)
     with pytest.raises(ChipviInputError, match="does not exist"):
         chipvi.tl.strand_cross_correlation(tmp_path / "missing.bam")
     with pytest.raises(ChipviInputError, match="no chromosome"):

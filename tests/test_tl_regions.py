@@ -1,4 +1,5 @@
-"""call_enriched_regions on q-values / probabilities stored in AnnData, and on a model."""
+"""call_enriched_regions on q-values / probabilities stored in AnnData and on the posterior keys
+of ``model.add_posterior``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 import chipvi
-from _analysis_data import make_adata, train_on_simulation, truth_mask
+from _analysis_data import make_adata, train_on_simulation, truth_mask, truth_posterior
 from chipvi._errors import ChipviInputError
 from chipvi.tl._regions import bayesian_qvalues, bh_qvalues, region_error_probability
 
@@ -24,7 +25,7 @@ def test_calls_truth_blocks_with_summit_and_score():
     sig.iloc[7, 1] = 9.0  # summit of B's chr1 block at bin 7 (1400-1600)
     adata.obsm["fe"] = sig
     regions = chipvi.tl.call_enriched_regions(adata, key="q", signal_key="fe")
-    assert adata.uns["chipvi_regions"] is regions
+    assert adata.uns["chipvi_regions"]["regions"] is regions
     a = regions[regions["group"] == "A"]
     assert list(zip(a["chrom"], a["start"], a["end"], strict=True)) == [
         ("chr1", 1000, 2000),
@@ -40,7 +41,8 @@ def test_calls_truth_blocks_with_summit_and_score():
     assert b["summit_bin"].iloc[0] == "chr1:1400-1600" and b["signal"].iloc[0] == 9.0
     assert b["summit"].iloc[0] == 1500 - 1000
     assert regions["pvalue"].isna().all()
-    assert adata.uns["chipvi_regions_params"]["q"] == 0.05
+    params = adata.uns["chipvi_regions"]["params"]
+    assert params["q"] == 0.05 and params["source"] == "q" and params["kind"] == "qvalue"
 
 
 def test_merge_gap_min_bins_and_threshold():
@@ -89,7 +91,11 @@ def test_fdr_helpers():
 def test_region_errors():
     adata = make_adata()
     adata.obsm["q"] = _qframe(adata)
-    with pytest.raises(ChipviInputError, match="Pass key="):
+    with pytest.raises(
+        ChipviInputError,
+        match=r"no posterior record 'chipvi_posterior': run "
+        r"model.add_posterior\(adata\)",
+    ):
         chipvi.tl.call_enriched_regions(adata)
     with pytest.raises(ChipviInputError, match="no key 'nope'"):
         chipvi.tl.call_enriched_regions(adata, key="nope")
@@ -99,52 +105,40 @@ def test_region_errors():
         chipvi.tl.call_enriched_regions(adata, key="q", q=0)
     with pytest.raises(ChipviInputError, match="no layer"):
         chipvi.tl.call_enriched_regions(adata, key="q", level="library")
-    with pytest.raises(ChipviInputError, match="AnnData or a ChIPVI model"):
+    with pytest.raises(ChipviInputError, match="takes an AnnData, got ndarray"):
         chipvi.tl.call_enriched_regions(np.zeros(3), key="q")
     assert "chipvi_regions" not in adata.uns
 
 
-class FakeModel:
-    """Implements the parts of the ChIPVI contract that region calling uses."""
-
-    #: A threshold other than the calls' min_lfe: probabilities from the mean and sd.
-    enrichment_threshold = 99.0
-
-    def __init__(self, adata):
-        self.adata = adata
-
-    def get_enrichment_pvalues(self, adata=None, indices=None, level="group", batch_size=None):
-        q = _qframe(adata)
-        return {"pvalue": q / 10, "qvalue": q}
-
-    def get_denoised(self, adata=None, kind="log_fold_enrichment", level="library", **kwargs):
-        assert level == "group"
-        truth = np.column_stack([truth_mask(adata.obs, g) for g in ("A", "B")])
-        values = {
-            "fold_enrichment": np.array([[2.0, 3.0]]) * np.ones_like(truth),
-            "log_fold_enrichment": np.where(truth, 2.0, 0.0),
-            "sd": np.full(truth.shape, 0.3),
-        }[kind]
-        return pd.DataFrame(values, index=adata.obs_names, columns=["A", "B"])
-
-
-def test_model_entry_point():
-    adata = make_adata()
-    regions = chipvi.tl.call_enriched_regions(FakeModel(adata), method="pvalue", q=0.01)
-    assert len(regions) == 5 and "chipvi_regions" in adata.uns
-    np.testing.assert_allclose(regions["pvalue"], 5.0)
-    assert set(regions.loc[regions["group"] == "B", "signal"]) == {3.0}
-
-
-def test_model_posterior_method():
-    adata = make_adata()
-    regions = chipvi.tl.call_enriched_regions(FakeModel(adata), method="posterior", min_lfe=1.0)
-    # P(lfe > 1) is 0.9996 in truth bins (loc 2, sd 0.3) and ~0.0004 elsewhere.
+def test_posterior_keys_at_and_off_the_model_threshold():
+    # Group posterior N(2, 0.3) in the true blocks, N(0, 0.3) elsewhere; P(lfe > 0.5) stored.
+    adata = truth_posterior(make_adata())
+    regions = chipvi.tl.call_enriched_regions(adata)
     assert list(regions["n_bins"]) == [5, 2, 5, 5, 8]
+    np.testing.assert_allclose(regions["signal"], np.exp(2.0), rtol=1e-6)  # fold enrichment
     assert regions["pvalue"].isna().all()
-    assert adata.uns["chipvi_regions_params"]["source"] == "model:posterior"
-    with pytest.raises(ChipviInputError, match="method must be"):
-        chipvi.tl.call_enriched_regions(FakeModel(adata), method="magic")
+    assert adata.uns["chipvi_regions"]["params"]["source"] == "uns['chipvi_posterior']"
+    # At the model's threshold the stored probability is what counts: zero it for group A.
+    adata.obsm["chipvi_group_prob_enriched"]["A"] = 0.0
+    with_b = chipvi.tl.call_enriched_regions(adata, key_added="at")
+    assert set(with_b["group"]) == {"B"}
+    # Off the threshold, P(lfe > 1) comes from the posterior mean and sd: A is back.
+    off = chipvi.tl.call_enriched_regions(adata, min_lfe=1.0, key_added="off")
+    assert list(off["n_bins"]) == [5, 2, 5, 5, 8]
+    lib = chipvi.tl.call_enriched_regions(adata, level="library_own", groups="B_2", key_added="l")
+    assert set(lib["group"]) == {"B_2"} and list(lib["n_bins"]) == [5, 8]
+
+
+def test_posterior_key_missing_names_it():
+    adata = truth_posterior(make_adata())
+    del adata.obsm["chipvi_group_prob_enriched"]
+    with pytest.raises(
+        ChipviInputError,
+        match=r"adata.obsm has no 'chipvi_group_prob_enriched'"
+        r".*run model.add_posterior\(adata\) again",
+    ):
+        chipvi.tl.call_enriched_regions(adata)
+    assert "chipvi_regions" not in adata.uns
 
 
 def test_no_regions_gives_empty_typed_table(tmp_path):
@@ -198,7 +192,7 @@ def test_broad_mode_links_seeds_through_weak_bins():
     # A weak cutoff stricter than the weak bins' q gives the narrow calls back.
     same = chipvi.tl.call_enriched_regions(adata, key="q", broad_q=0.1, key_added="s")
     assert _spans(same) == _spans(narrow)
-    assert adata.uns["l_params"]["broad_q"] == 0.2 and adata.uns["n_params"]["broad_q"] is None
+    assert adata.uns["l"]["params"]["broad_q"] == 0.2 and "broad_q" not in adata.uns["n"]["params"]
 
 
 def test_broad_regions_write_broadpeak(tmp_path):
@@ -243,22 +237,23 @@ def test_domain_q_tests_the_region_mean():
         adata, domain_q=0.1, merge_gap=200, key_added="m", **kw
     )
     assert _spans(merged) == [("chr1", 6000, 6400, 2)]
-    assert adata.uns["m_params"]["domain_q"] == 0.1
+    assert adata.uns["m"]["params"]["domain_q"] == 0.1
 
 
-def test_domain_q_from_a_model():
-    adata = make_adata()
-    # The p-value method's calls, tested as regions against the posterior (loc 2, sd 0.3).
-    kept = chipvi.tl.call_enriched_regions(
-        FakeModel(adata), method="pvalue", domain_q=0.05, min_lfe=1.0, key_added="k"
-    )
+def test_domain_q_from_the_posterior():
+    adata = truth_posterior(make_adata())
+    kept = chipvi.tl.call_enriched_regions(adata, domain_q=0.05, min_lfe=1.0, key_added="k")
     assert len(kept) == 5
-    dropped = chipvi.tl.call_enriched_regions(
-        FakeModel(adata), method="pvalue", domain_q=0.05, min_lfe=2.5, key_added="d"
-    )
+    # The same calls tested as regions against a threshold above the blocks' mean (2.0).
+    adata.obsm["q"] = _qframe(adata)
+    with pytest.warns(UserWarning, match="found no region"):
+        dropped = chipvi.tl.call_enriched_regions(
+            adata, key="q", lfe_key="chipvi_group_lfe", sd_key="chipvi_group_lfe_sd",
+            domain_q=0.05, min_lfe=2.5, key_added="d",
+        )  # fmt: skip
     assert dropped.empty
     broad = chipvi.tl.call_enriched_regions(
-        FakeModel(adata), broad_q=0.2, merge_gap=1000, domain_q=0.05, min_lfe=1.0
+        adata, broad_q=0.2, merge_gap=1000, domain_q=0.05, min_lfe=1.0
     )
     # Background bins (tied, P ~ 4e-4) never pass the weak cutoff; the 4 kb gap to A's chr1
     # bins 30-31 is not bridged.
@@ -294,12 +289,13 @@ def test_broad_mode_end_to_end_on_simulated_domains(tmp_path):
     )  # fmt: skip
     truth = sim.truth["enriched_G1"].to_numpy()
     hits = {}
+    model.add_posterior(adata)
     for label, kw in {"narrow": {}, "broad": {"broad_q": 0.2, "domain_q": 0.05}}.items():
-        regions = chipvi.tl.call_enriched_regions(model, merge_gap=1000, key_added=label, **kw)
+        regions = chipvi.tl.call_enriched_regions(adata, merge_gap=1000, key_added=label, **kw)
         called = overlap_mask(adata, regions["chrom"], regions["start"], regions["end"])
         assert (called & truth).sum() >= 0.95 * called.sum()  # precision
         hits[label] = (called & truth).sum()
     # The chain's posterior already spans the domains, so narrow calls recover them too.
     assert min(hits.values()) > 0.8 * truth.sum(), (hits, truth.sum())
     paths = chipvi.io.write_peaks(adata, tmp_path / "peaks", key="broad", format="broadPeak")
-    assert paths["G1"].read_text().count("\n") == len(adata.uns["broad"])
+    assert paths["G1"].read_text().count("\n") == len(adata.uns["broad"]["regions"])

@@ -611,8 +611,8 @@ def log_cpm(adata: AnnData, layer: str | None = None) -> pd.DataFrame:
     return np.log1p(counts * (1e6 / depth))
 
 
-def library_signal(adata: AnnData, source: Any, batch_size: int | None) -> pd.DataFrame:
-    """Library-level values from a layer name, a bins × libraries DataFrame or a model."""
+def library_signal(adata: AnnData, source: Any) -> pd.DataFrame:
+    """Library-level values from a layer name or a bins × libraries DataFrame."""
     import pandas as pd
 
     if isinstance(source, str):
@@ -623,10 +623,7 @@ def library_signal(adata: AnnData, source: Any, batch_size: int | None) -> pd.Da
                 "A denoised DataFrame must be bins × libraries with adata's obs and var names."
             )
         return source.astype(np.float64)
-    if hasattr(source, "get_denoised"):
-        return source.get_denoised(
-            adata=adata, kind="log_fold_enrichment", level="library", batch_size=batch_size
-        ).astype(np.float64)
     raise ChipviInputError(
-        f"denoised must be a layer name, a DataFrame or a ChIPVI model, not {type(source).__name__}."
+        f"denoised must be a layer name (e.g. 'chipvi_lfe' after model.add_posterior(adata)) or "
+        f"a DataFrame, not {type(source).__name__}."
     )

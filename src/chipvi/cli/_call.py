@@ -25,7 +25,8 @@ def register(subparsers) -> None:
         "call",
         help="call enriched regions of a trained run",
         description=textwrap.fill(
-            "Call enriched regions from the trained model of RUN_DIR: bins whose q-value "
+            "Call enriched regions from the posterior of RUN_DIR (its denoised/denoised.h5ad "
+            "after `chipvi denoise`, else one posterior pass of its model): bins whose q-value "
             "(Bayesian FDR of the posterior enrichment) is <= -q, merged, with a summit bin; "
             "with --broad, domains: those bins extended through bins at --broad-cutoff (MACS3 "
             "--broad). One file per group (or library) under OUT (default RUN_DIR/peaks/)."
@@ -69,7 +70,8 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "-n", "--name", default=None,
-        help="file name prefix: NAME_<group>_peaks.<format> (MACS3 -n); default <group>.<format>",
+        help="name prefix (MACS3 -n): files NAME_<group>_peaks.<format>, regions "
+        "NAME_<group>_peak_<i>; default <group>.<format>, regions <group>_region_<i>",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing peak files")
     p.add_argument(
@@ -96,7 +98,7 @@ def _check(args) -> None:
 
 def run(args) -> int:
     from ._outputs import call_peaks, check_call_options
-    from ._runargs import load_trained_run
+    from ._runargs import load_posterior
 
     _check(args)
     fmt = args.format or ("broadPeak" if args.broad else "narrowPeak")
@@ -104,10 +106,10 @@ def run(args) -> int:
     out = args.out or (args.run_dir / "peaks")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace its files.")
-    run_dir, cfg, adata, model = load_trained_run(args.run_dir, quiet=args.quiet)
+    run_dir, adata = load_posterior(args.run_dir, quiet=args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     regions, written = call_peaks(
-        model, adata, out, q=args.q, fmt=fmt, level=args.level, broad=args.broad,
+        adata, out, q=args.q, fmt=fmt, level=args.level, broad=args.broad,
         broad_cutoff=args.broad_cutoff, max_gap=args.max_gap, min_length=args.min_length,
         name=args.name, overwrite=args.overwrite,
     )  # fmt: skip

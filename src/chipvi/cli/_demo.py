@@ -9,7 +9,9 @@ denoised signal and prints a summary. Everything lands in one folder (default ``
     denoised.h5ad            bins.h5ad + the model's posterior (ChIPVI.add_posterior: layers
                              chipvi_lfe, chipvi_lfe_sd, chipvi_lfe_lower, chipvi_prob_enriched,
                              chipvi_own_* (each library's own reads); obsm chipvi_group_*)
-    bigwig/<group>.bw        denoised log fold enrichment per group
+    bigwig/<group>.log2_fold_enrichment.bw
+                             posterior mean log2 fold enrichment per group (as `chipvi
+                             denoise` names its tracks)
     peaks/<group>.narrowPeak enriched regions per group
     tracks.png               raw counts and denoised signal over the busiest 50 kb
     summary.txt              what the command printed
@@ -96,12 +98,11 @@ def run(args) -> int:
     from ..io import RunDir
     from ._config import ExperimentConfig, to_yaml, validate
     from ._outputs import (
-        add_denoised,
         busiest_window,
         call_peaks,
         plot_tracks,
         replicate_concordance,
-        write_group_bigwigs,
+        write_tracks,
     )
     from ._train import train_run
 
@@ -149,10 +150,10 @@ def run(args) -> int:
         shutil.copyfile(tmp / "bins.h5ad", run_dir.data_path)
         model = train_run(cfg, run_dir, quiet=quiet, resume=False, announce=False)
 
-        add_denoised(model, adata)
-        written = {"bigwig": write_group_bigwigs(adata, tmp / "bigwig")}
+        model.add_posterior(adata)  # the one posterior pass; the rest reads its keys
+        write_tracks(adata, tmp / "bigwig")
         (tmp / "peaks").mkdir()
-        regions, written["peaks"] = call_peaks(model, adata, tmp / "peaks")
+        regions, _ = call_peaks(adata, tmp / "peaks")
         region = busiest_window(adata)
         plot_tracks(adata, tmp / "tracks.png", region)
         with atomic_path(tmp / "denoised.h5ad") as p:
@@ -173,7 +174,7 @@ def run(args) -> int:
         ctrl = np.asarray(adata.layers["control"].sum(0)).ravel()
         for name, n, c in zip(adata.var_names, counts, ctrl, strict=True):
             report(f"    {name:<10} ChIP reads {int(n):>7,}   control reads {int(c):>7,}")
-        table = replicate_concordance(adata)
+        table = replicate_concordance(adata, denoised="chipvi_lfe")
         own = replicate_concordance(adata, denoised="chipvi_own_lfe")
         report(
             "  replicate concordance (Pearson between replicates: raw log1p CPM, denoised, "

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import textwrap
 from pathlib import Path
 
 from .._errors import ChipviInputError
 from .._utils import atomic_dir
+from ._outputs import TRACK_KINDS, TRACK_SUFFIX
 
 EXAMPLES = """\
 examples:
@@ -16,9 +16,6 @@ examples:
   chipvi denoise RUN --level library --format bedgraph
   chipvi denoise RUN --kind log_fold_enrichment_lower --log-base e
 """
-
-#: Track file suffix per --format.
-TRACK_SUFFIX = {"bigwig": ".bw", "bedgraph": ".bedGraph"}
 
 
 def register(subparsers) -> None:
@@ -43,14 +40,14 @@ def register(subparsers) -> None:
         "-o", "--out", type=Path, default=None, help="output folder (default RUN_DIR/denoised)"
     )
     p.add_argument(
-        "--kind", default="log_fold_enrichment",
-        help="what the tracks hold: a kind of model.get_denoised (log_fold_enrichment, "
-        "log_fold_enrichment_lower, fold_enrichment, sd, ...; default log_fold_enrichment)",
+        "--kind", choices=TRACK_KINDS, default="log_fold_enrichment",
+        help="what the tracks hold: posterior mean log fold enrichment (default), its 5th "
+        "percentile (_lower), fold enrichment, sd of the log, or P(enriched)",
     )  # fmt: skip
     p.add_argument(
-        "--level", default="group",
-        help="tracks per group (replicates pooled), library, or library_own (each library's "
-        "own reads); a level of model.get_denoised (default group)",
+        "--level", choices=("group", "library", "library_own"), default="group",
+        help="tracks per group (replicates as joint evidence; default), per library, or "
+        "library_own (each library's own reads)",
     )  # fmt: skip
     p.add_argument("--format", choices=sorted(TRACK_SUFFIX), default="bigwig", help="track format")
     p.add_argument(
@@ -67,43 +64,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def track_name(kind: str, log_base: str) -> tuple[str, float]:
-    """``(name, divisor)``: the kind named with its log base, and what turns ln into it."""
-    divisor = math.log(2.0) if log_base == "2" else 1.0
-    base = "log2" if log_base == "2" else "ln"
-    if kind.startswith("log_"):
-        return f"{base}_{kind[len('log_') :]}", divisor
-    if kind == "sd":  # sd of the log fold enrichment
-        return f"sd_{base}_fold_enrichment", divisor
-    return kind, 1.0
-
-
-def write_tracks(model, adata, folder: Path, *, kind: str, level: str, fmt: str, log_base: str,
-                 batch_size: int | None = None) -> dict[str, Path]:  # fmt: skip
-    """One track per group/library of ``model.get_denoised(kind=, level=)``, in ``log_base``."""
-    import pandas as pd
-
-    from ..io import write_bedgraph, write_bigwig
-
-    values = model.get_denoised(adata, kind=kind, level=level, batch_size=batch_size)
-    name, divisor = track_name(kind, log_base)
-    frame = pd.DataFrame(values).astype("float64") / divisor
-    frame.index = adata.obs_names
-    frame.columns = [f"{c}.{name}" for c in frame.columns]
-    key = "_chipvi_tracks"
-    adata.obsm[key] = frame
-    try:
-        writer = write_bigwig if fmt == "bigwig" else write_bedgraph
-        written = writer(adata, folder, key=key, overwrite=True)
-    finally:
-        del adata.obsm[key]
-    adata.uns["chipvi_tracks"] = {"kind": kind, "level": level, "log_base": log_base,
-                                  "values": name, "format": fmt}  # fmt: skip
-    return written
-
-
 def run(args) -> int:
-    from ._outputs import add_denoised
+    from ._outputs import write_tracks
     from ._runargs import load_trained_run
 
     out = args.out or (args.run_dir / "denoised")
@@ -112,12 +74,12 @@ def run(args) -> int:
     run_dir, cfg, adata, model = load_trained_run(args.run_dir, quiet=args.quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out, overwrite=True) as tmp:
-        add_denoised(model, adata, batch_size=args.batch_size)
+        model.add_posterior(adata, batch_size=args.batch_size)  # the one posterior pass
         written = {}
-        if not args.no_tracks:  # get_denoised checks --kind and --level
+        if not args.no_tracks:
             written = write_tracks(
-                model, adata, tmp / "tracks", kind=args.kind, level=args.level, fmt=args.format,
-                log_base=args.log_base, batch_size=args.batch_size,
+                adata, tmp / "tracks", kind=args.kind, level=args.level, fmt=args.format,
+                log_base=args.log_base,
             )  # fmt: skip
         adata.write_h5ad(tmp / "denoised.h5ad")
     run_dir.event("denoise", out=str(out), tracks=sorted(written), track_kind=args.kind,

@@ -1,4 +1,5 @@
-"""Results of a trained model written to files: denoised layers, bigWigs, peaks, track plots.
+"""A trained model's posterior (the keys of ``model.add_posterior``) written to files: bigWigs,
+peaks, track plots.
 
 Shared by ``chipvi denoise``, ``chipvi call`` and ``chipvi demo``. The file writers and the
 region caller belong to :mod:`chipvi.io`, :mod:`chipvi.tl` and :mod:`chipvi.pl`; this module
@@ -7,6 +8,7 @@ only decides names and folders.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +16,49 @@ import numpy as np
 from .._errors import ChipviInputError
 from .._utils import atomic_path
 
+#: What ``chipvi denoise`` / ``chipvi demo`` tracks can hold (kinds of the posterior keys).
+TRACK_KINDS = (
+    "log_fold_enrichment", "log_fold_enrichment_lower", "fold_enrichment", "sd",
+    "probability_enriched",
+)  # fmt: skip
+#: Track file suffix per format.
+TRACK_SUFFIX = {"bigwig": ".bw", "bedgraph": ".bedGraph"}
 
-def add_denoised(model, adata, *, batch_size: int | None = None) -> None:
-    """Store the model's posterior in ``adata`` (:meth:`chipvi.ChIPVI.add_posterior`: layers
-    per library and own evidence, obsm DataFrames per group)."""
-    model.add_posterior(adata, batch_size=batch_size)
+
+def track_name(kind: str, log_base: str) -> tuple[str, float]:
+    """``(name, divisor)``: the kind named with its log base, and what turns ln into it."""
+    divisor = math.log(2.0) if log_base == "2" else 1.0
+    base = "log2" if log_base == "2" else "ln"
+    if kind.startswith("log_"):
+        return f"{base}_{kind[len('log_') :]}", divisor
+    if kind == "sd":  # sd of the log fold enrichment
+        return f"sd_{base}_fold_enrichment", divisor
+    return kind, 1.0
 
 
-def write_group_bigwigs(adata, folder: Path, *, key: str = "chipvi_group_lfe") -> dict[str, Path]:
-    """One bigWig per group of ``adata.obsm[key]``."""
+def write_tracks(adata, folder: Path, *, kind: str = "log_fold_enrichment", level: str = "group",
+                 fmt: str = "bigwig", log_base: str = "2") -> dict[str, Path]:  # fmt: skip
+    """One track per group/library of a posterior key of ``adata``, logs in ``log_base``.
+
+    Files are ``<column>.<kind named with its base>.<bw|bedGraph>`` (e.g.
+    ``HESC.log2_fold_enrichment.bw``: what deepTools bamCompare writes).
+    """
     from .. import io
+    from .._posterior import posterior_frame
 
-    return io.write_bigwig(adata, folder, key=key, overwrite=True)
+    name, divisor = track_name(kind, log_base)
+    frame = posterior_frame(adata, kind, level) / divisor
+    frame.columns = [f"{c}.{name}" for c in frame.columns]
+    key = "_chipvi_tracks"
+    adata.obsm[key] = frame
+    try:
+        writer = io.write_bigwig if fmt == "bigwig" else io.write_bedgraph
+        written = writer(adata, folder, key=key, overwrite=True)
+    finally:
+        del adata.obsm[key]
+    adata.uns["chipvi_tracks"] = {"kind": kind, "level": level, "log_base": log_base,
+                                  "values": name, "format": fmt}  # fmt: skip
+    return written
 
 
 def check_call_options(fmt: str, broad: bool, broad_cutoff: float | None) -> None:
@@ -40,7 +73,6 @@ def check_call_options(fmt: str, broad: bool, broad_cutoff: float | None) -> Non
 
 
 def call_peaks(
-    model,
     adata,
     path: Path,
     *,
@@ -54,15 +86,17 @@ def call_peaks(
     name: str | None = None,
     overwrite: bool = False,
 ):
-    """Enriched regions from the model, one BED/narrowPeak/broadPeak file per group (library).
+    """Enriched regions from the posterior keys of ``adata``, one BED/narrowPeak/broadPeak file
+    per group (library).
 
     ``broad`` calls domains as MACS3 ``--broad`` does: seeds at ``q`` extended through bins at
     ``broad_cutoff`` (default :data:`chipvi.tl.BROAD_DOMAINS`), gaps up to
     ``max_gap`` bp bridged. ``broadPeak`` files hold domains, so they need ``broad``: the format
-    never changes the calling method. Files are ``<name>_<group>_peaks<suffix>`` (``name``
-    given, like MACS3 ``-n``) or ``<group><suffix>``.
+    never changes the calling method. Files are ``<name>_<group>_peaks<suffix>`` with regions
+    ``<name>_<group>_peak_<i>`` (``name`` given, like MACS3 ``-n``), or ``<group><suffix>``.
     """
     from .. import io, tl
+    from .._posterior import posterior_location
 
     check_call_options(fmt, broad, broad_cutoff)
     options: dict = {}
@@ -75,13 +109,16 @@ def call_peaks(
     if min_length:
         bin_size = int(np.median(adata.obs["end"].to_numpy() - adata.obs["start"].to_numpy()))
         options["min_bins"] = max(1, -(-int(min_length) // bin_size))  # ceil: whole bins
-    regions = tl.call_enriched_regions(model, adata=adata, q=q, level=level, **options)
+    regions = tl.call_enriched_regions(adata, q=q, level=level, **options)
+    slot, key = posterior_location(adata, "probability_enriched", level)
+    names = list(adata.obsm[key].columns) if slot == "obsm" else list(adata.var_names)
     suffix = {"narrowPeak": ".narrowPeak", "broadPeak": ".broadPeak", "bed": ".bed"}[fmt]
-    names = model.group_names if level == "group" else model.library_names
     written = {}
     for group in names:
         target = Path(path) / (f"{name}_{group}_peaks{suffix}" if name else f"{group}{suffix}")
         own = regions[regions["group"].astype(str) == str(group)] if len(regions) else regions
+        if name and len(own):  # MACS3 -n: NAME_peak_1, ... (here per group)
+            own = own.assign(name=[f"{name}_{group}_peak_{i + 1}" for i in range(len(own))])
         if len(own):
             io.write_peaks(own, target, format=fmt, overwrite=overwrite)
         else:  # a group without enriched regions still gets its (empty) file
@@ -97,8 +134,8 @@ def plot_tracks(adata, path: Path, region: str | None = None) -> Path:
 
     if region is None:
         region = busiest_window(adata)
-    keys = ["raw", "chipvi_group_lfe"]
-    pl.tracks(adata, region, keys=keys, show=False, save=path, overwrite=True)
+    keys = {"raw": "X", "denoised": "chipvi_group_lfe"}
+    pl.tracks(adata, region, keys=keys, show=False, save=path)
     return path
 
 
@@ -121,8 +158,12 @@ def busiest_window(adata, width_bp: int = 50_000) -> str:
     return f"{c}:{start}-{end}"
 
 
-def replicate_concordance(adata, *, denoised: str = "chipvi_lfe"):
-    """Replicate agreement raw vs denoised (a table), via :func:`chipvi.tl.replicate_concordance`."""
+def replicate_concordance(adata, *, denoised: str = "chipvi_own_lfe"):
+    """Replicate agreement raw vs denoised (a table), via :func:`chipvi.tl.replicate_concordance`.
+
+    Default: each library's own-evidence posterior (its reads alone); the library-level layer
+    shares the group's signal, so replicates agree with it by construction.
+    """
     from .. import tl
 
     return tl.replicate_concordance(adata, denoised=denoised, key_added=None)

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._posterior import POSTERIOR_KEY, posterior_location
 from .._utils import atomic_dir
 
 
@@ -35,7 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("-a", "--downstream", type=int, default=2000, help="bp after (default 2000)")
     signal = p.add_mutually_exclusive_group()
     signal.add_argument("--layer", default=None, help="library-level layer of the .h5ad")
-    signal.add_argument("--key", default=None, help="group-level obsm key (e.g. chipvi_lfe)")
+    signal.add_argument(
+        "--key",
+        default=None,
+        help="group-level obsm key (default on a denoised run: chipvi_group_lfe)",
+    )
     p.add_argument(
         "-o", "--out", type=Path, default=None,
         help="output folder (default RUN/profile or <h5ad stem>_profile)",
@@ -62,8 +67,8 @@ def run(args) -> int:
     if out.exists() and not args.overwrite:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     key = args.key
-    if key is None and args.layer is None and denoised and "chipvi_lfe" in adata.obsm:
-        key = "chipvi_lfe"
+    if key is None and args.layer is None and POSTERIOR_KEY in adata.uns:
+        _, key = posterior_location(adata, "log_fold_enrichment", "group")
     result = tl.profile(
         adata, args.regions, reference=args.reference, upstream=args.upstream,
         downstream=args.downstream, layer=args.layer, key=key,

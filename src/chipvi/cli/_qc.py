@@ -30,7 +30,8 @@ def register(subparsers) -> None:
             "`chipvi train`, or an .h5ad from `chipvi bin`): fingerprint metrics (AUC, elbow, "
             "JS distance to the control, CHANCE), strand cross-correlation NSC/RSC and fragment "
             "length from the BAMs, FRiP in --peaks (or the run's peaks/ from `chipvi call`) and "
-            "replicate concordance (raw, and denoised after `chipvi denoise`). Writes OUT/qc.tsv, "
+            "replicate concordance (raw, and after `chipvi denoise` each library's own-evidence "
+            "posterior: its reads alone, so the replicates stay independent). Writes OUT/qc.tsv, "
             "OUT/concordance.tsv and figures; prints the table."
         ),
     )
@@ -72,6 +73,19 @@ def _regions(files: list[Path]):
     return pd.concat(tables, ignore_index=True) if tables else None
 
 
+def _denoised_layer(adata) -> str | None:
+    """The own-evidence posterior mean layer of a denoised AnnData (None before denoising).
+
+    Each library's chain from its own reads only: the library-level layer is the group's
+    shared signal times a gain, so replicates would agree by construction.
+    """
+    from .._posterior import POSTERIOR_KEY, posterior_location
+
+    if POSTERIOR_KEY not in adata.uns:
+        return None
+    return posterior_location(adata, "log_fold_enrichment", "library_own")[1]
+
+
 def qc_table(adata, *, regions=None, strand: bool = True, chroms=None):
     """``(per-library table, concordance table or None, notes)`` from the :mod:`chipvi.tl` QC."""
     import pandas as pd
@@ -91,6 +105,7 @@ def qc_table(adata, *, regions=None, strand: bool = True, chroms=None):
         notes.append("FRiP: no regions (pass --peaks, or run `chipvi call` first)")
     bams = adata.var["bam"].astype(str) if "bam" in adata.var else None
     if strand and bams is not None and all(bams) and all(Path(b).is_file() for b in bams):
+        # indexed or not: strand_cross_correlation reads an unindexed BAM in one pass
         cc = tl.strand_cross_correlation(adata, chroms=chroms, key_added=None)
         parts.append(cc[["nsc", "rsc", "quality_tag", "fragment_length"]])
     elif strand:
@@ -98,7 +113,7 @@ def qc_table(adata, *, regions=None, strand: bool = True, chroms=None):
     table = pd.concat(parts, axis=1)
     table.index.name = "library"
     table = table[[c for c in COLUMNS if c in table.columns]]
-    denoised = "chipvi_lfe" if "chipvi_lfe" in adata.layers else None
+    denoised = _denoised_layer(adata)
     try:
         conc = tl.replicate_concordance(adata, denoised=denoised, key_added=None)
     except ChipviInputError as e:  # no group with replicates
@@ -131,7 +146,7 @@ def run(args) -> int:
         pl.fingerprint(adata, show=False, save=tmp / "fingerprint.png")
         if conc is not None:
             conc.to_csv(tmp / "concordance.tsv", sep="\t", index=False, float_format="%.4g")
-            denoised = "chipvi_lfe" if "chipvi_lfe" in adata.layers else None
+            denoised = _denoised_layer(adata)
             for group in dict.fromkeys(conc["group"]):
                 pl.concordance(
                     adata, group=group, denoised=denoised, show=False,

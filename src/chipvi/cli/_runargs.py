@@ -35,6 +35,26 @@ def load_trained_run(path: Path, *, quiet: bool):
     return run_dir, cfg, adata, model
 
 
+def load_posterior(path: Path, *, quiet: bool, batch_size: int | None = None):
+    """``(run_dir, adata)`` with the trained model's posterior keys (``model.add_posterior``).
+
+    The run's ``denoised/denoised.h5ad`` when ``chipvi denoise`` wrote it (no second posterior
+    pass), else the run's bins with one pass of the trained model.
+    """
+    import anndata as ad
+
+    from .._posterior import POSTERIOR_KEY
+
+    denoised = Path(path) / "denoised" / "denoised.h5ad"
+    if denoised.is_file():
+        adata = ad.read_h5ad(denoised)
+        if POSTERIOR_KEY in adata.uns:
+            return RunDir(path).require_existing(), adata
+    run_dir, _, adata, model = load_trained_run(path, quiet=quiet)
+    model.add_posterior(adata, batch_size=batch_size)
+    return run_dir, adata
+
+
 def load_run_or_h5ad(source: Path, *, need_denoised: bool = False):
     """``(adata, is_run)`` of a run directory (its denoised bins, else its counted bins) or of
     an ``.h5ad`` file; for the commands that read results rather than the model."""

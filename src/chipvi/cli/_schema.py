@@ -231,7 +231,9 @@ def parameter_docs(func) -> dict[str, str]:
             for n in names:
                 out[n] = (out.get(n, "") + " " + line.strip()).strip()
     # First sentence, reStructuredText roles and literals as plain text.
-    out = {k: re.split(r"(?<=\.)\s", v, maxsplit=1)[0] for k, v in out.items()}
+    # ("e.g." and "i.e." do not end a sentence)
+    out = {k: re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=\.)\s", v, maxsplit=1)[0]
+           for k, v in out.items()}  # fmt: skip
     return {k: re.sub(r":\w+:`~?([^`]+)`|``([^`]+)``", lambda m: m[1] or m[2], v)
             for k, v in out.items()}  # fmt: skip
 

@@ -1,14 +1,17 @@
-"""chipvi.datasets: simulated data with known truth and the bundled real data set."""
+"""chipvi.datasets: simulated data with known truth and the bundled real data set.
 
-from ._cssq import cssq_chr19, cssq_chr19_samplesheet
-from ._simulate import Simulation, simulate
-from ._spec import SCENARIOS, SimulationSpec
+Names are imported from their module on first use (lazy_loader, as the root package).
+"""
 
-__all__ = [
-    "SCENARIOS",
-    "Simulation",
-    "SimulationSpec",
-    "cssq_chr19",
-    "cssq_chr19_samplesheet",
-    "simulate",
-]
+from __future__ import annotations
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_cssq": ["cssq_chr19", "cssq_chr19_samplesheet"],
+        "_simulate": ["Simulation", "simulate"],
+        "_spec": ["SCENARIOS", "SimulationSpec"],
+    },
+)

@@ -28,6 +28,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import ChipviInputError
+from .._store import stored
 from .._utils import atomic_path
 from ._bed import read_bed
 
@@ -44,7 +45,7 @@ def _regions_table(regions: pd.DataFrame | AnnData, key: str) -> pd.DataFrame:
                 f"adata.uns has no regions under {key!r}; run chipvi.tl.call_enriched_regions "
                 f"first (available keys: {sorted(regions.uns.keys())})."
             )
-        regions = regions.uns[key]
+        regions = stored(regions, key, "regions", "call_enriched_regions")
     if not isinstance(regions, pd.DataFrame):
         raise ChipviInputError(f"Regions must be a pandas DataFrame, got {type(regions).__name__}.")
     missing = [c for c in REGION_COLUMNS if c not in regions.columns]

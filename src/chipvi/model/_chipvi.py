@@ -842,15 +842,14 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         adata: AnnData | None = None,
         delta: float = 0.5,
         fdr: float = 0.05,
-        n_samples: int = 100,
         **kwargs,
     ) -> pd.DataFrame:
         """Differential enrichment between two groups (scvi-tools ``differential_expression`` analogue).
 
-        Per bin: posterior log fold change of the group enrichments, probability of a change
-        larger than ``delta``, Bayesian FDR, and merged differential regions stored in
-        ``adata.uns``. See :func:`chipvi.tl.differential_enrichment` for every option and the
-        returned columns.
+        Runs :meth:`add_posterior` on ``adata`` unless it holds the posterior already, then
+        :func:`chipvi.tl.differential_enrichment` (see there for every option and the returned
+        columns): per bin the posterior log fold change of the group enrichments, probability
+        of a change larger than ``delta``, Bayesian FDR, and merged differential regions.
 
         Parameters
         ----------
@@ -862,17 +861,16 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             Smallest absolute log fold change that counts as a change.
         fdr
             Target Bayesian false discovery rate.
-        n_samples
-            Posterior draws per bin.
         **kwargs
             Passed to :func:`chipvi.tl.differential_enrichment` (``merge_gap``, ``min_bins``,
-            ``batch_size``, ``key_added``, ...).
+            ``key_added``, ...).
         """
         from ..tl import differential_enrichment
 
-        return differential_enrichment(
-            self, group1, group2, adata=adata, delta=delta, fdr=fdr, n_samples=n_samples, **kwargs
-        )
+        adata = self._check_adata(adata)
+        if "chipvi_posterior" not in adata.uns:
+            self.add_posterior(adata)
+        return differential_enrichment(adata, group1, group2, delta=delta, fdr=fdr, **kwargs)
 
     # ----------------------------------------------------------------------------------------
     def save(

@@ -1,21 +1,19 @@
-"""chipvi.pl."""
+"""chipvi.pl: matplotlib figures (scanpy conventions: ``show``, ``save``, ``return_fig``).
 
-from ._plots import concordance as concordance
-from ._plots import differential as differential
-from ._plots import fingerprint as fingerprint
-from ._plots import technical_fit as technical_fit
-from ._plots import training_history as training_history
-from ._profile import heatmap as heatmap
-from ._profile import profile as profile
-from ._tracks import tracks as tracks
+Names are imported from their module on first use (lazy_loader, as the root package), so
+matplotlib loads only when a plot is drawn.
+"""
 
-__all__ = [
-    "concordance",
-    "differential",
-    "fingerprint",
-    "heatmap",
-    "profile",
-    "technical_fit",
-    "tracks",
-    "training_history",
-]
+from __future__ import annotations
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_plots": ["concordance", "differential", "fingerprint", "technical_fit",
+                   "training_history"],
+        "_profile": ["heatmap", "profile"],
+        "_tracks": ["tracks"],
+    },
+)  # fmt: skip

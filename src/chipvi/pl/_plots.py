@@ -12,8 +12,10 @@ from anndata import AnnData
 
 from .._bins import library_signal, log_cpm, signal_frame
 from .._errors import ChipviInputError
+from .._posterior import POSTERIOR_KEY, posterior_frame
+from .._store import stored
 from ..tl import fingerprint as _fingerprint
-from ._utils import check_save, finish
+from ._utils import finish
 
 
 def _axes(ax, n: int, size=(4.0, 3.6)):
@@ -34,13 +36,13 @@ def concordance(
     library_2: str | None = None,
     *,
     group: str | None = None,
-    denoised: str | pd.DataFrame | Any | None = None,
+    denoised: str | pd.DataFrame | None = None,
     layer: str | None = None,
     gridsize: int = 60,
     ax: Any = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    return_fig: bool = False,
 ) -> list[Any]:
     """Hexbin of one replicate against another: raw (log1p CPM) and, optionally, denoised.
 
@@ -54,21 +56,22 @@ def concordance(
     group
         Group whose first two replicates are compared when libraries are not given.
     denoised
-        Library-level denoised values (layer name, DataFrame or trained model) for a second panel.
+        Library-level denoised values for a second panel: a layer name (``"chipvi_lfe"``
+        after ``model.add_posterior(adata)``) or a DataFrame.
     layer
         Raw counts (``None``: ``X``).
     gridsize
         Hexagons across.
     ax
         One Axes (raw only) or two (raw, denoised) to draw into.
-    show, save, overwrite
+    show, save, return_fig
         See :func:`chipvi.pl.tracks`.
 
     Returns
     -------
     list of matplotlib.axes.Axes
+        ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
-    check_save(save, overwrite)
     if library_1 is None or library_2 is None:
         groups = adata.var["group"].astype(str)
         candidates = [group] if group is not None else list(pd.unique(groups))
@@ -84,7 +87,7 @@ def concordance(
             raise ChipviInputError(f"Unknown library {lib!r}; libraries: {list(adata.var_names)}.")
     sources = {"raw log1p CPM": log_cpm(adata, layer)}
     if denoised is not None:
-        sources["denoised"] = library_signal(adata, denoised, None)
+        sources["denoised"] = library_signal(adata, denoised)
     fig, axes = _axes(ax, len(sources), size=(4.4, 3.8))
     for a, (name, frame) in zip(axes, sources.items(), strict=True):
         x, y = frame[library_1].to_numpy(), frame[library_2].to_numpy()
@@ -100,8 +103,7 @@ def concordance(
         bar.ax.tick_params(which="both", labelsize=6)
     if ax is None:
         fig.tight_layout()
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return axes
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, own_figure=ax is None)
 
 
 def fingerprint(
@@ -113,7 +115,7 @@ def fingerprint(
     ax: Any = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    return_fig: bool = False,
 ) -> Any:
     """deepTools-style fingerprint: cumulative share of reads against rank of bins.
 
@@ -123,11 +125,11 @@ def fingerprint(
     Returns
     -------
     matplotlib.axes.Axes
+        ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
-    check_save(save, overwrite)
     if key not in adata.uns:
         _fingerprint(adata, key_added=key)
-    curve = adata.uns[key]["curve"]
+    curve = stored(adata, key, "curve", "fingerprint")
     libs = [c for c in curve.columns if c != "rank" and ":control" not in c]
     if samples is not None:
         unknown = [s for s in samples if s not in libs]
@@ -148,8 +150,7 @@ def fingerprint(
     a.set_xlabel("rank of bins (fraction)")
     a.set_ylabel("fraction of reads")
     a.legend(fontsize=7, loc="upper left", frameon=False)
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return a
+    return finish(fig, a, show=show, save=save, return_fig=return_fig, own_figure=ax is None)
 
 
 def training_history(
@@ -159,7 +160,7 @@ def training_history(
     ax: Any = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    return_fig: bool = False,
 ) -> Any:
     """Training curves from ``model.history`` (dict of per-epoch DataFrames, scvi-tools style).
 
@@ -173,8 +174,8 @@ def training_history(
     Returns
     -------
     matplotlib.axes.Axes
+        ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
-    check_save(save, overwrite)
     history = getattr(model, "history", None)
     if not history:
         raise ChipviInputError("The model has no training history; train it first.")
@@ -190,23 +191,22 @@ def training_history(
     a.set_xlabel("epoch")
     a.set_ylabel("loss")
     a.legend(fontsize=8)
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return a
+    return finish(fig, a, show=show, save=save, return_fig=return_fig, own_figure=ax is None)
 
 
 def technical_fit(
-    data: Any,
+    adata: AnnData,
     *,
-    adata: AnnData | None = None,
-    mu: pd.DataFrame | None = None,
+    mu: str | pd.DataFrame | None = None,
     samples: Sequence[str] | None = None,
     n_bins: int = 30,
     control_layer: str = "control",
+    posterior_key: str = POSTERIOR_KEY,
     ax: Any = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
-) -> list[Any]:
+    return_fig: bool = False,
+) -> list[Any] | None:
     """Observed vs model-expected counts, in bins of the matched control's count.
 
     For each library, bins are grouped by control count (quantile groups); the panel shows the
@@ -215,32 +215,31 @@ def technical_fit(
 
     Parameters
     ----------
-    data
-        A trained ChIPVI model (``mu`` from ``get_technical()``) or an AnnData together with
-        ``mu``.
     adata
-        With a model: the AnnData (default the model's).
+        AnnData in the chipvi layout.
     mu
-        With an AnnData: bins × libraries technical means.
+        Technical means, bins × libraries: a layer name or a DataFrame. Default: the layer
+        ``model.add_posterior(adata)`` wrote (``chipvi_mu``).
     samples
         Libraries to plot (default all; one panel each).
     n_bins
         Control-count groups.
+    control_layer
+        Matched control counts.
+    posterior_key
+        ``uns`` key of the posterior record (for the default ``mu``).
+    ax, show, save, return_fig
+        See :func:`chipvi.pl.tracks` (``ax``: one Axes per library).
 
     Returns
     -------
     list of matplotlib.axes.Axes
+        ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
-    check_save(save, overwrite)
-    if isinstance(data, AnnData):
-        adata = data
-        if mu is None:
-            raise ChipviInputError("technical_fit on an AnnData needs mu= (bins × libraries).")
-    else:
-        if not hasattr(data, "get_technical"):
-            raise ChipviInputError("technical_fit needs a ChIPVI model or an AnnData with mu=.")
-        adata = adata if adata is not None else data.adata
-        mu = data.get_technical(adata=adata)["mu"]
+    if mu is None:
+        mu = posterior_frame(adata, "mu", "technical", key=posterior_key)
+    elif isinstance(mu, str):
+        mu = signal_frame(adata, layer=mu)
     libs = list(adata.var_names) if samples is None else list(samples)
     unknown = [s for s in libs if s not in adata.var_names or s not in mu.columns]
     if unknown:
@@ -269,8 +268,7 @@ def technical_fit(
         a.legend(fontsize=7, frameon=False)
     if ax is None:
         fig.tight_layout()
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return axes
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, own_figure=ax is None)
 
 
 def differential(
@@ -280,7 +278,7 @@ def differential(
     ax: Any = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    return_fig: bool = False,
 ) -> Any:
     """MA plot of :func:`chipvi.tl.differential_enrichment`: mean log enrichment vs lfc.
 
@@ -295,8 +293,8 @@ def differential(
     Returns
     -------
     matplotlib.axes.Axes
+        ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
-    check_save(save, overwrite)
     if isinstance(data, AnnData):
         if key not in data.obsm:
             raise ChipviInputError(
@@ -317,5 +315,4 @@ def differential(
     a.set_xlabel("mean log fold enrichment (A)")
     a.set_ylabel("log fold change (M)")
     a.legend(fontsize=7, markerscale=2)
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return a
+    return finish(fig, a, show=show, save=save, return_fig=return_fig, own_figure=ax is None)

@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._errors import ChipviInputError
-from ._utils import check_save, finish
+from ._utils import finish
 
 
 def _stored(adata: AnnData, key: str, columns: Sequence[str] | None):
@@ -47,7 +47,7 @@ def profile(
     ax: Any = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    return_fig: bool = False,
 ) -> Any:
     """Mean signal around the regions' reference point, one line per library or group.
 
@@ -57,13 +57,14 @@ def profile(
     Returns
     -------
     matplotlib.axes.Axes
+        ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
     import matplotlib.pyplot as plt
 
-    check_save(save, overwrite)
     result, names, matrix = _stored(adata, key, columns)
     x = _kb(result["positions"])
-    if ax is None:
+    own_figure = ax is None
+    if own_figure:
         fig, ax = plt.subplots(figsize=(4.8, 3.6))
     fig = ax.figure
     for j, name in enumerate(names):
@@ -78,8 +79,7 @@ def profile(
     ax.set_xlabel(_axis_label(result))
     ax.set_ylabel(f"mean {result['signal']}")
     ax.legend(fontsize=7, frameon=False)
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return ax
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig, own_figure=own_figure)
 
 
 def heatmap(
@@ -93,7 +93,7 @@ def heatmap(
     cmap: str = "viridis",
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    return_fig: bool = False,
 ) -> Any:
     """One heatmap panel per library or group: regions (rows) × positions, with the mean
     profile above it (deepTools ``plotHeatmap``).
@@ -113,11 +113,12 @@ def heatmap(
 
     Returns
     -------
-    matplotlib.figure.Figure
+    numpy.ndarray of matplotlib.axes.Axes
+        Mean-profile row above the heatmap row, colour bar last (see :func:`chipvi.pl.tracks`
+        for ``show`` / ``return_fig``).
     """
     import matplotlib.pyplot as plt
 
-    check_save(save, overwrite)
     result, names, matrix = _stored(adata, key, columns)
     if sort:
         with np.errstate(invalid="ignore"):
@@ -158,5 +159,4 @@ def heatmap(
     bar.set_label(result["signal"], fontsize=8)
     bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return fig
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig)

@@ -12,8 +12,10 @@ from anndata import AnnData
 
 from .._bins import bin_coordinates, chrom_sizes, parse_region, signal_frame
 from .._errors import ChipviInputError
+from .._posterior import POSTERIOR_KEY, posterior_location
+from .._store import stored
 from ..io import read_regions
-from ._utils import check_save, finish
+from ._utils import finish
 
 TrackSpec = str | pd.DataFrame
 
@@ -71,7 +73,7 @@ def tracks(
     log_base: str = "2",
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-    overwrite: bool = False,
+    return_fig: bool = False,
 ) -> list[Any]:
     """Stacked signal tracks over a genomic region, one panel per track and library/group.
 
@@ -87,7 +89,8 @@ def tracks(
         drawn per group); also bins × columns
         DataFrames (e.g. ``model.get_technical()["mu"]``). A mapping gives them display names.
         Default: raw counts and the control layer (as counts per million, CPM), and the
-        denoised log fold enrichment (``chipvi_lfe``, per group) when present.
+        group-level posterior log fold enrichment (``chipvi_group_lfe``) after
+        ``model.add_posterior(adata)``.
     samples
         Libraries to show (group-level tracks show these libraries' groups). Default all.
     regions
@@ -99,27 +102,29 @@ def tracks(
     log_base
         ``"2"`` (default, as deepTools) or ``"e"``: base of ChIPVI's log fold enrichments
         (``chipvi_*lfe*`` keys, stored in natural log); the y label says which.
-    show, save, overwrite
-        Show the figure; save it to this path (refusing an existing file unless ``overwrite``).
+    show, save, return_fig
+        As in scanpy: ``save`` writes the figure to this path (format from the suffix,
+        replacing an existing file); ``show=None`` shows it when nothing is saved and
+        matplotlib is interactive (a notebook); ``return_fig`` returns the Figure.
 
     Returns
     -------
     list of matplotlib.axes.Axes
-        Top to bottom; the region panel, if any, is last.
+        Top to bottom; the region panel, if any, is last. ``None`` when shown; the Figure with
+        ``return_fig``.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import FuncFormatter
 
-    check_save(save, overwrite)
     sizes = chrom_sizes(adata)
     chrom, lo, hi = parse_region(region, sizes)
     if log_base not in ("2", "e"):
         raise ChipviInputError(f"log_base must be '2' or 'e', got {log_base!r}.")
     if keys is None:
         keys = {"raw": "X"} | ({"control": "control"} if "control" in adata.layers else {})
-        if "chipvi_lfe" in adata.obsm or "chipvi_lfe" in adata.layers:
-            keys["denoised"] = "chipvi_lfe"
+        if POSTERIOR_KEY in adata.uns:
+            keys["denoised"] = posterior_location(adata, "log_fold_enrichment", "group")[1]
     named = dict(keys) if isinstance(keys, Mapping) else {
         (k if isinstance(k, str) else f"track {i + 1}"): k for i, k in enumerate(keys)
     }  # fmt: skip
@@ -137,7 +142,8 @@ def tracks(
     region_table = None
     if regions is not None:
         if isinstance(regions, str) and not os.path.exists(regions):
-            region_table = adata.uns.get(regions)
+            if regions in adata.uns:  # a region-calling result; absent: no region panel
+                region_table = stored(adata, regions, "regions", "call_enriched_regions")
         else:
             region_table = read_regions(regions)
     bchrom, bstart, bend = bin_coordinates(adata)
@@ -202,5 +208,4 @@ def tracks(
     axes[-1].set_xlabel(f"{chrom} position (Mb), {chrom}:{lo:,}-{hi:,}", fontsize=8)
     fig.subplots_adjust(hspace=0.45)
     fig.align_ylabels(axes)
-    finish(fig, show=show, save=save, overwrite=overwrite)
-    return axes
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig)

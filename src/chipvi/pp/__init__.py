@@ -1,8 +1,16 @@
-"""chipvi.pp: AnnData -> AnnData preprocessing (scanpy conventions: adata first, ``copy=False``)."""
+"""chipvi.pp: AnnData -> AnnData preprocessing (scanpy conventions: adata first, ``copy=False``).
 
-from ._aggregate import aggregate_bins as aggregate_bins
-from ._filter import filter_blacklist as filter_blacklist
-from ._filter import filter_chroms as filter_chroms
-from ._filter import filter_region as filter_region
+Names are imported from their module on first use (lazy_loader, as the root package).
+"""
 
-__all__ = ["aggregate_bins", "filter_blacklist", "filter_chroms", "filter_region"]
+from __future__ import annotations
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_aggregate": ["aggregate_bins"],
+        "_filter": ["filter_blacklist", "filter_chroms", "filter_region"],
+    },
+)

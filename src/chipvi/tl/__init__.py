@@ -1,23 +1,23 @@
-"""chipvi.tl."""
+"""chipvi.tl: analysis tools on the AnnData (scanpy conventions).
 
-from ._differential import differential_enrichment as differential_enrichment
-from ._genes import gene_expression_association as gene_expression_association
-from ._profile import profile as profile
-from ._qc import fingerprint as fingerprint
-from ._qc import frip as frip
-from ._qc import replicate_concordance as replicate_concordance
-from ._regions import BROAD_DOMAINS as BROAD_DOMAINS
-from ._regions import call_enriched_regions as call_enriched_regions
-from ._strand import strand_cross_correlation as strand_cross_correlation
+Each tool takes the AnnData first, reads model outputs from the keys ``model.add_posterior``
+wrote, and stores its result under ``key_added`` with its parameters in
+``adata.uns[key_added]["params"]``. Names are imported from their module on first use
+(lazy_loader, as the root package), so ``import chipvi.tl`` stays cheap.
+"""
 
-__all__ = [
-    "BROAD_DOMAINS",
-    "call_enriched_regions",
-    "differential_enrichment",
-    "fingerprint",
-    "frip",
-    "gene_expression_association",
-    "profile",
-    "replicate_concordance",
-    "strand_cross_correlation",
-]
+from __future__ import annotations
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_differential": ["differential_enrichment"],
+        "_genes": ["gene_expression_association"],
+        "_profile": ["profile"],
+        "_qc": ["fingerprint", "frip", "replicate_concordance"],
+        "_regions": ["BROAD_DOMAINS", "call_enriched_regions"],
+        "_strand": ["strand_cross_correlation"],
+    },
+)

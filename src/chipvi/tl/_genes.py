@@ -15,6 +15,7 @@ from scipy import stats
 
 from .._bins import interval_bin_ranges, log_cpm, signal_frame
 from .._errors import ChipviInputError
+from .._store import store
 
 _VERSION = re.compile(r"\.\d+$")
 
@@ -145,7 +146,7 @@ def gene_expression_association(
     genes: pd.DataFrame | str | os.PathLike,
     expression: Any,
     *,
-    denoised: str | pd.DataFrame | Any | None = None,
+    denoised: str | pd.DataFrame | None = None,
     layer: str | None = None,
     region: Literal["promoter", "gene_body"] = "promoter",
     window: int = 1000,
@@ -154,7 +155,6 @@ def gene_expression_association(
     groups: Sequence[str] | str | None = None,
     min_genes: int = 10,
     key_added: str | None = "chipvi_gene_association",
-    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Spearman correlation between ChIP signal at genes and their expression, per group.
 
@@ -174,8 +174,8 @@ def gene_expression_association(
         (samples × genes, ``obs['group']``; samples of a group are averaged) or a MuData whose
         ``rna`` modality is such an AnnData (see :func:`chipvi.io.to_mudata`).
     denoised
-        Group-level denoised values: an ``adata.obsm`` key (DataFrame with group columns), a
-        bins × groups DataFrame, or a trained ChIPVI model (``get_denoised(level="group")``).
+        Group-level denoised values: an ``adata.obsm`` key (DataFrame with group columns; after
+        ``model.add_posterior(adata)``: ``"chipvi_group_lfe"``) or a bins × groups DataFrame.
         ``None`` reports raw only.
     layer
         Raw counts (``None``: ``X``).
@@ -191,9 +191,8 @@ def gene_expression_association(
     min_genes
         Fewer matched genes than this is an error (ids probably do not match).
     key_added
-        Store ``{'summary': ..., 'genes': ...}`` in ``adata.uns[key_added]``.
-    batch_size
-        Minibatch size when ``denoised`` is a model.
+        Store ``{'params': ..., 'summary': ..., 'genes': ...}`` in ``adata.uns[key_added]``
+        (``None``: do not store).
 
     Returns
     -------
@@ -249,13 +248,10 @@ def gene_expression_association(
             sources["denoised"] = signal_frame(adata, key=denoised, columns=wanted)
         elif isinstance(denoised, pd.DataFrame):
             sources["denoised"] = denoised.loc[:, wanted].astype(np.float64)
-        elif hasattr(denoised, "get_denoised"):
-            sources["denoised"] = denoised.get_denoised(
-                adata=adata, kind="log_fold_enrichment", level="group", batch_size=batch_size
-            ).loc[:, wanted]
         else:
             raise ChipviInputError(
-                f"denoised must be an obsm key, a DataFrame or a ChIPVI model, not {type(denoised).__name__}."
+                "denoised must be an obsm key (e.g. 'chipvi_group_lfe' after "
+                f"model.add_posterior(adata)) or a DataFrame, not {type(denoised).__name__}."
             )
     per_gene = pd.DataFrame(index=matched["gene"].to_numpy())
     for name, frame in sources.items():
@@ -275,6 +271,11 @@ def gene_expression_association(
             row[f"spearman_{name}"], row[f"pvalue_{name}"] = float(rho), float(p)
         rows.append(row)
     summary = pd.DataFrame(rows).set_index("group")
-    if key_added is not None:
-        adata.uns[key_added] = {"summary": summary, "genes": per_gene}
+    params = {
+        "genes": None if isinstance(genes, pd.DataFrame) else str(genes),
+        "denoised": denoised if isinstance(denoised, str) else None, "layer": layer,
+        "region": region, "window": int(window), "gene_key": gene_key,
+        "strip_version": bool(strip_version), "groups": wanted,
+    }  # fmt: skip
+    store(adata, key_added, params, summary=summary, genes=per_gene)
     return summary

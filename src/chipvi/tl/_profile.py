@@ -12,6 +12,8 @@ from anndata import AnnData
 
 from .._bins import bin_coordinates, genomic_order, signal_frame
 from .._errors import ChipviInputError
+from .._posterior import describe
+from .._store import store
 from ..io import read_regions
 
 Reference = Literal["center", "tss", "tes"]
@@ -96,7 +98,7 @@ def profile(
         Window around the reference point in bp (rounded down to whole bins).
     layer, key
         Signal: library-level ``adata.layers[layer]``, or group-level ``adata.obsm[key]`` (e.g.
-        ``"chipvi_lfe"`` after ``chipvi denoise``). Neither: ChIP counts per million
+        ``"chipvi_group_lfe"`` after ``model.add_posterior(adata)`` or ``chipvi denoise``). Neither: ChIP counts per million
         (``X / var['depth'] * 1e6``).
     columns
         Libraries or groups to keep (default all).
@@ -125,7 +127,8 @@ def profile(
         frame = frame / np.where(depth > 0, depth, 1.0) * 1e6
         signal = "counts per million (X)"
     else:
-        signal = f"adata.layers[{layer!r}]" if layer is not None else f"adata.obsm[{key!r}]"
+        slot, name = ("layers", layer) if layer is not None else ("obsm", key)
+        signal = describe(adata, slot, name) or f"adata.{slot}[{name!r}]"
     size = _bin_size(adata)
     n_up, n_down = upstream // size, downstream // size
     offsets = np.arange(-n_up, n_down + 1)
@@ -153,22 +156,15 @@ def profile(
         got[~inside] = np.nan
         matrix[rows] = np.transpose(got, (0, 2, 1))
     table["reference"] = points
+    params = {
+        "reference": reference, "upstream": int(upstream), "downstream": int(downstream),
+        "bin_size": int(size), "layer": layer, "key": key,
+    }  # fmt: skip
     result = {
         "matrix": matrix,
         "positions": offsets * size,
         "columns": [str(c) for c in frame.columns],
         "regions": table,
         "signal": signal,
-        "params": {
-            "reference": reference,
-            "upstream": int(upstream),
-            "downstream": int(downstream),
-            "bin_size": int(size),
-            # h5ad cannot store None: an unset source is left out
-            **({"layer": layer} if layer is not None else {}),
-            **({"key": key} if key is not None else {}),
-        },
     }
-    if key_added is not None:
-        adata.uns[key_added] = result
-    return result
+    return store(adata, key_added, params, **result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from scipy import stats
 
 from .._bins import library_signal, log_cpm, overlap_mask, signal_frame
 from .._errors import ChipviInputError
+from .._store import store, stored
 from ..io import read_regions
 
 
@@ -61,11 +63,10 @@ def replicate_concordance(
     adata: AnnData,
     *,
     layer: str | None = None,
-    denoised: str | pd.DataFrame | Any | None = None,
+    denoised: str | pd.DataFrame | None = None,
     groups: Sequence[str] | str | None = None,
     top_k: int | float = 0.05,
     key_added: str | None = "chipvi_concordance",
-    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Agreement between replicates of each group, raw and denoised side by side.
 
@@ -79,17 +80,16 @@ def replicate_concordance(
     layer
         Raw counts (``None``: ``X``); compared as log1p counts per million (``var['depth']``).
     denoised
-        Library-level denoised values: a layer name, a bins × libraries DataFrame, or a trained
-        ChIPVI model (its ``get_denoised(kind="log_fold_enrichment", level="library")``).
-        ``None`` reports raw only.
+        Library-level denoised values: a layer name (after ``model.add_posterior(adata)``:
+        ``"chipvi_lfe"``, or ``"chipvi_own_lfe"`` for each library's own evidence) or a bins ×
+        libraries DataFrame. ``None`` reports raw only.
     groups
         Groups to report (default all with at least two libraries).
     top_k
         Bins per library for the Jaccard index: a count, or a fraction of bins if in (0, 1).
     key_added
-        Store the table in ``adata.uns[key_added]`` (``None``: do not store).
-    batch_size
-        Minibatch size when ``denoised`` is a model.
+        Store ``{"params": ..., "table": table}`` in ``adata.uns[key_added]`` (``None``: do
+        not store).
 
     Returns
     -------
@@ -102,7 +102,7 @@ def replicate_concordance(
     k = _top_k(adata.n_obs, top_k)
     sources = {"raw": log_cpm(adata, layer)}
     if denoised is not None:
-        sources["denoised"] = library_signal(adata, denoised, batch_size)
+        sources["denoised"] = library_signal(adata, denoised)
     rows = []
     for group, libs in by_group.items():
         for a, b in itertools.combinations(libs, 2):
@@ -116,8 +116,11 @@ def replicate_concordance(
             "No group has two or more libraries; replicate concordance needs replicates."
         )
     table = pd.DataFrame(rows)
-    if key_added is not None:
-        adata.uns[key_added] = table
+    params = {
+        "layer": layer, "denoised": denoised if isinstance(denoised, str) else None,
+        "groups": list(by_group), "top_k": top_k,
+    }  # fmt: skip
+    store(adata, key_added, params, table=table)
     return table
 
 
@@ -280,9 +283,10 @@ def fingerprint(
     n_points
         Points kept per curve (evenly spaced ranks) in ``uns[key_added]['curve']``.
     key_added
-        Store ``{'metrics': DataFrame, 'curve': DataFrame}`` in ``adata.uns[key_added]``
-        (``None``: do not store). The curve has a ``rank`` column (share of bins) and, per
-        library, the share of reads (control curves as ``<library>:control``).
+        Store ``{'params': ..., 'metrics': DataFrame, 'curve': DataFrame}`` in
+        ``adata.uns[key_added]`` (``None``: do not store). The curve has a ``rank`` column
+        (share of bins) and, per library, the share of reads (control curves as
+        ``<library>:control``).
 
     Returns
     -------
@@ -310,8 +314,8 @@ def fingerprint(
             curves[f"{lib}:control"] = fingerprint_curve(ctrl)[pick]
     metrics = pd.DataFrame.from_dict(rows, orient="index")
     metrics.index.name = "library"
-    if key_added is not None:
-        adata.uns[key_added] = {"metrics": metrics, "curve": pd.DataFrame(curves)}
+    params = {"layer": layer, "control_layer": control_layer, "n_points": int(n_points)}
+    store(adata, key_added, params, metrics=metrics, curve=pd.DataFrame(curves))
     return metrics
 
 
@@ -320,11 +324,11 @@ def fingerprint(
 
 def frip(
     adata: AnnData,
-    regions: pd.DataFrame | str | Any,
+    regions: pd.DataFrame | str | os.PathLike,
     *,
     layer: str | None = None,
     per_group: bool | None = None,
-    key_added: str | None = "frip",
+    key_added: str | None = "chipvi_frip",
 ) -> pd.Series:
     """Fraction of reads in regions (FRiP) per library, at bin resolution.
 
@@ -338,7 +342,8 @@ def frip(
         AnnData in the chipvi layout.
     regions
         A regions table (``chrom, start, end``; e.g. from :func:`call_enriched_regions`), the
-        ``uns`` key of one, or a BED/narrowPeak/broadPeak path.
+        ``uns`` key of such a result (e.g. ``"chipvi_regions"``), or a BED/narrowPeak/broadPeak
+        path.
     layer
         Counts (``None``: ``X``).
     per_group
@@ -346,15 +351,17 @@ def frip(
         ``var['group']``). Default: when the table has a ``group`` column that names groups of
         ``adata``.
     key_added
-        Also store the result as ``adata.var[key_added]`` (``None``: do not store).
+        Also store the result as ``adata.var[key_added]`` and the parameters in
+        ``adata.uns[key_added]["params"]`` (``None``: do not store).
 
     Returns
     -------
     pandas.Series
         FRiP per library.
     """
+    source = None if isinstance(regions, pd.DataFrame) else str(regions)
     if isinstance(regions, str) and regions in adata.uns:
-        regions = adata.uns[regions]
+        regions = stored(adata, regions, "regions", "call_enriched_regions")
     table = read_regions(regions)
     counts = signal_frame(adata, layer=layer)
     groups = adata.var["group"].astype(str) if "group" in adata.var else None
@@ -386,4 +393,7 @@ def frip(
     series = pd.Series(result, name="frip")
     if key_added is not None:
         adata.var[key_added] = series.reindex(adata.var_names).to_numpy()
+        params = {"regions": source, "n_regions": len(table), "layer": layer,
+                  "per_group": bool(per_group)}  # fmt: skip
+        store(adata, key_added, params)
     return series

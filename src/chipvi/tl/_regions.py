@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,8 @@ from anndata import AnnData
 
 from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
 from .._errors import ChipviInputError
+from .._posterior import POSTERIOR_KEY, enrichment_threshold, posterior_frame
+from .._store import store
 
 REGION_TABLE_COLUMNS = [
     "chrom", "start", "end", "name", "group", "n_bins", "score",
@@ -195,31 +197,36 @@ def region_error_probability(
     return np.where(n > 0, err, 1.0)
 
 
-def _is_model(obj: Any) -> bool:
-    return not isinstance(obj, AnnData) and hasattr(obj, "get_enrichment_pvalues")
-
-
-def _model_inputs(model, adata, level, batch_size, method, min_lfe, need_posterior):
+def _posterior_inputs(adata, level, min_lfe, posterior_key, need_posterior):
+    """``(qvalues, signal, lfe, sd)`` frames from the keys ``model.add_posterior`` wrote."""
     from scipy.stats import norm
 
-    adata = adata if adata is not None else model.adata
-    kw = {"adata": adata, "level": level, "batch_size": batch_size}
-    fe = model.get_denoised(kind="fold_enrichment", **kw)
-    loc = sd = None
-    if method == "posterior" or need_posterior:
-        loc = model.get_denoised(kind="log_fold_enrichment", **kw)
-        sd = model.get_denoised(kind="sd", **kw)
-    if method == "pvalue":
-        pv = model.get_enrichment_pvalues(**kw)
-        return adata, pv["qvalue"], pv["pvalue"], fe, loc, sd
-    # Posterior probability that the log fold enrichment exceeds min_lfe: exact from the
-    # model's posterior at its own threshold, else from the posterior mean and sd.
-    if np.isclose(min_lfe, model.enrichment_threshold):
-        prob = model.get_denoised(kind="probability_enriched", **kw).to_numpy()
+    def get(kind):
+        return posterior_frame(adata, kind, level, key=posterior_key)
+
+    lfe = sd = None
+    # Posterior probability that the log fold enrichment exceeds min_lfe: as stored at the
+    # model's own threshold, else from the posterior mean and sd.
+    if np.isclose(min_lfe, enrichment_threshold(adata, posterior_key)):
+        prob = get("probability_enriched")
     else:
-        prob = norm.sf(min_lfe, loc=loc.to_numpy(), scale=np.maximum(sd.to_numpy(), 1e-12))
-    q = np.column_stack([bayesian_qvalues(prob[:, j]) for j in range(prob.shape[1])])
-    return adata, pd.DataFrame(q, index=loc.index, columns=loc.columns), None, fe, loc, sd
+        lfe, sd = get("log_fold_enrichment"), get("sd")
+        prob = pd.DataFrame(
+            norm.sf(min_lfe, loc=lfe.to_numpy(), scale=np.maximum(sd.to_numpy(), 1e-12)),
+            index=lfe.index, columns=lfe.columns,
+        )  # fmt: skip
+    if need_posterior and lfe is None:
+        lfe, sd = get("log_fold_enrichment"), get("sd")
+    return _bayesian_q(prob), get("fold_enrichment"), lfe, sd
+
+
+def _bayesian_q(prob: pd.DataFrame) -> pd.DataFrame:
+    values = (
+        np.column_stack([bayesian_qvalues(prob[c].to_numpy()) for c in prob.columns])
+        if prob.shape[1]
+        else np.zeros((len(prob), 0))
+    )
+    return pd.DataFrame(values, index=prob.index, columns=prob.columns)
 
 
 #: Broad-domain calling (the MACS3 ``--broad`` analogue): the setting chosen on the tuning seed
@@ -228,28 +235,31 @@ BROAD_DOMAINS: dict[str, float] = {"broad_q": 0.2, "merge_gap": 1000, "domain_q"
 
 
 def call_enriched_regions(
-    data: AnnData | Any,
+    adata: AnnData,
     *,
-    adata: AnnData | None = None,
+    level: Literal["group", "library", "library_own"] = "group",
+    min_lfe: float = 0.5,
+    posterior_key: str = POSTERIOR_KEY,
     key: str | None = None,
     kind: Literal["qvalue", "probability"] = "qvalue",
-    method: Literal["pvalue", "posterior"] = "posterior",
-    min_lfe: float = 0.5,
     signal_key: str | None = None,
     pvalue_key: str | None = None,
     lfe_key: str | None = None,
     sd_key: str | None = None,
-    level: Literal["group", "library"] = "group",
     groups: Sequence[str] | str | None = None,
     q: float = 0.05,
     min_bins: int = 1,
     merge_gap: int = 0,
     broad_q: float | None = None,
     domain_q: float | None = None,
-    key_added: str = "chipvi_regions",
-    batch_size: int | None = None,
+    key_added: str | None = "chipvi_regions",
 ) -> pd.DataFrame:
     """Call enriched regions: bins with q ≤ ``q``, merged, scored, with a summit bin.
+
+    By default the per-bin values are the posterior that ``model.add_posterior(adata)`` wrote:
+    the probability that the group's (or library's) natural-log fold enrichment exceeds
+    ``min_lfe``, turned into Bayesian-FDR q-values; the signal is the posterior fold
+    enrichment. ``key=`` calls on any other per-bin values instead.
 
     Narrow mode (default) calls the bins with q ≤ ``q`` and merges them across gaps of at most
     ``merge_gap``. Broad mode (``broad_q``), the analogue of MACS3 ``callpeak --broad``, uses
@@ -259,39 +269,34 @@ def call_enriched_regions(
 
     Parameters
     ----------
-    data
-        A trained :class:`chipvi.ChIPVI` model (see ``method``; signal = denoised fold
-        enrichment), or an AnnData holding per-bin values under ``key``.
     adata
-        With a model: the AnnData to call on (default the model's). Results are stored there.
+        AnnData in the chipvi layout. Results are stored there.
+    level
+        ``"group"`` (one set of regions per group, its replicates as joint evidence),
+        ``"library"`` or ``"library_own"`` (each library's own reads); with ``key``, only
+        whether the values are in ``obsm`` (group) or ``layers``.
+    min_lfe
+        Natural-log fold enrichment a bin must exceed (posterior values; with ``key`` only
+        for ``domain_q``). At the model's ``enrichment_threshold`` the stored
+        ``probability_enriched`` is used, else the posterior mean and sd.
+    posterior_key
+        ``uns`` key of the posterior record (``add_posterior``'s ``f"{prefix}_posterior"``).
     key
-        With an AnnData: per-bin q-values (``kind="qvalue"``) or posterior probabilities of
-        enrichment (``kind="probability"``, turned into Bayesian-FDR q-values) in
-        ``adata.obsm[key]`` (``level="group"``, columns = groups) or ``adata.layers[key]``
-        (``level="library"``).
+        Call on these values instead: per-bin q-values (``kind="qvalue"``) or posterior
+        probabilities of enrichment (``kind="probability"``, turned into Bayesian-FDR
+        q-values) in ``adata.obsm[key]`` (``level="group"``, columns = groups) or
+        ``adata.layers[key]`` (library levels).
     kind
         What ``key`` holds.
-    method
-        With a model: ``"posterior"`` (default) uses the posterior probability that the group's
-        (or library's) log fold enrichment exceeds ``min_lfe`` and calls bins by Bayesian FDR;
-        ``"pvalue"`` tests each bin's counts against the learned technical Negative Binomial
-        (``get_enrichment_pvalues``, Benjamini–Hochberg q-values). On the simulator the
-        posterior is the more precise of the two (``benchmarks/bench_peaks.py``): counts
-        spilling from a peak into neighbouring bins pass the count test but not the posterior.
-    min_lfe
-        Natural-log fold enrichment a bin must exceed for ``method="posterior"``.
     signal_key
-        Optional signal (e.g. fold enrichment) at the same level as ``key``: it picks the summit
-        (largest value) and gives ``signal`` (value at the summit). Without it the summit is the
-        bin with the smallest q-value and ``signal`` is -log10 q there.
+        With ``key``: optional signal (e.g. fold enrichment) at the same level; it picks the
+        summit (largest value) and gives ``signal`` (value at the summit). Without it the
+        summit is the bin with the smallest q-value and ``signal`` is -log10 q there.
     pvalue_key
-        Optional per-bin p-values at the same level (reported as -log10 of the region minimum).
+        With ``key``: optional per-bin p-values (reported as -log10 of the region minimum).
     lfe_key, sd_key
-        With an AnnData and ``domain_q``: posterior mean and standard deviation of the per-bin
-        natural-log fold enrichment at the same level as ``key`` (with a model they come from
-        ``get_denoised``).
-    level
-        ``"group"`` (one set of regions per group) or ``"library"``.
+        With ``key`` and ``domain_q``: posterior mean and standard deviation of the per-bin
+        natural-log fold enrichment at the same level.
     groups
         Restrict to these groups (or libraries).
     q
@@ -307,14 +312,11 @@ def call_enriched_regions(
     domain_q
         Keep only regions whose posterior probability that the mean log fold enrichment over
         the whole region (gap bins included) is at most ``min_lfe`` is ≤ ``domain_q``. Bins are
-        taken as independent Gaussians (the model's mean-field posterior), so a long domain of
-        moderate enrichment passes while a short background cluster must be strongly enriched
-        to pass. Needs the posterior: a model, or ``lfe_key`` and ``sd_key``.
+        taken as independent Gaussians, so a long domain of moderate enrichment passes while a
+        short background cluster must be strongly enriched to pass.
     key_added
-        Regions are stored in ``adata.uns[key_added]`` and the call's parameters in
-        ``adata.uns[key_added + "_params"]``.
-    batch_size
-        Minibatch size for the model's posterior computations.
+        Store ``{"params": ..., "regions": table}`` in ``adata.uns[key_added]`` (``None``:
+        store nothing).
 
     Returns
     -------
@@ -328,17 +330,23 @@ def call_enriched_regions(
 
     Examples
     --------
-    Broad domains (H3K27me3, H3K36me3), with the setting chosen on the simulator::
+    After ``model.add_posterior(adata)``; broad domains (H3K27me3, H3K36me3), with the
+    setting chosen on the simulator::
 
-        chipvi.tl.call_enriched_regions(model, broad_q=0.2, merge_gap=1000, domain_q=0.05)
+        chipvi.tl.call_enriched_regions(adata, broad_q=0.2, merge_gap=1000, domain_q=0.05)
         chipvi.io.write_peaks(adata, "domains/", format="broadPeak")
     """
+    if not isinstance(adata, AnnData):
+        raise ChipviInputError(
+            f"call_enriched_regions takes an AnnData, got {type(adata).__name__}: run "
+            "model.add_posterior(adata) and pass adata."
+        )
     if not 0 < q <= 1:
         raise ChipviInputError(f"q must be in (0, 1], got {q}.")
     if int(min_bins) < 1 or int(merge_gap) < 0:
         raise ChipviInputError("min_bins must be >= 1 and merge_gap >= 0.")
-    if level not in ("group", "library"):
-        raise ChipviInputError(f"level must be 'group' or 'library', not {level!r}.")
+    if level not in ("group", "library", "library_own"):
+        raise ChipviInputError(f"level must be 'group', 'library' or 'library_own', not {level!r}.")
     if kind not in ("qvalue", "probability"):
         raise ChipviInputError(f"kind must be 'qvalue' or 'probability', not {kind!r}.")
     if broad_q is not None and not q <= broad_q <= 1:
@@ -349,10 +357,15 @@ def call_enriched_regions(
         raise ChipviInputError(f"domain_q must be in (0, 1], got {domain_q}.")
 
     # score -> threshold -> merge -> annotate
-    adata, qv, pv, sig, lfe, sd = _scores(
-        data, adata, key, kind, method, min_lfe, signal_key, pvalue_key, lfe_key, sd_key,
-        level, domain_q, batch_size,
-    )  # fmt: skip
+    if key is None:
+        pv = None
+        qv, sig, lfe, sd = _posterior_inputs(
+            adata, level, float(min_lfe), posterior_key, domain_q is not None
+        )
+    else:
+        qv, pv, sig, lfe, sd = _key_inputs(
+            adata, key, kind, signal_key, pvalue_key, lfe_key, sd_key, level, domain_q
+        )
     columns = _columns(qv, (pv, sig, lfe, sd), groups, level)
     sizes = chrom_sizes(adata)
     order = genomic_order(adata, sizes)
@@ -384,30 +397,24 @@ def call_enriched_regions(
     if not len(result):
         warnings.warn(
             f"call_enriched_regions found no region with q <= {q}"
-            + (f" and posterior log fold enrichment above {min_lfe}" if _is_model(data) else "")
+            + (f" and posterior log fold enrichment above {min_lfe}" if key is None else "")
             + ": relax q or min_lfe, check that the model was trained long enough (its ELBO "
-            "history levelled off), or use method='pvalue'.",
+            "history levelled off).",
             UserWarning,
             stacklevel=2,
         )
-    adata.uns[key_added] = result
-    adata.uns[f"{key_added}_params"] = {
-        "source": f"model:{method}" if _is_model(data) else str(key),
-        "kind": "qvalue" if _is_model(data) else kind,
-        "level": level,
-        "q": float(q),
-        "min_bins": int(min_bins),
-        "merge_gap": int(merge_gap),
-        "broad_q": None if broad_q is None else float(broad_q),
-        "domain_q": None if domain_q is None else float(domain_q),
-        "min_lfe": float(min_lfe),
-    }
+    params = {
+        "source": f"uns[{posterior_key!r}]" if key is None else key,
+        "kind": "probability" if key is None else kind,
+        "level": level, "q": float(q), "min_bins": int(min_bins), "merge_gap": int(merge_gap),
+        "broad_q": broad_q, "domain_q": domain_q, "min_lfe": float(min_lfe),
+    }  # fmt: skip
+    store(adata, key_added, params, regions=result)
     return result
 
 
-def _scores(data, adata, key, kind, method, min_lfe, signal_key, pvalue_key, lfe_key, sd_key,
-            level, domain_q, batch_size):  # fmt: skip
-    """Per-bin inputs of a call: ``(adata, qvalues, pvalues, signal, lfe, sd)`` frames."""
+def _key_inputs(adata, key, kind, signal_key, pvalue_key, lfe_key, sd_key, level, domain_q):
+    """Per-bin inputs of a call on stored values: ``(qvalues, pvalues, signal, lfe, sd)``."""
 
     def read(name: str | None) -> pd.DataFrame | None:
         if name is None:
@@ -416,37 +423,18 @@ def _scores(data, adata, key, kind, method, min_lfe, signal_key, pvalue_key, lfe
             return signal_frame(adata, key=name)
         return signal_frame(adata, layer=name)
 
-    if _is_model(data):
-        if method not in ("pvalue", "posterior"):
-            raise ChipviInputError(f"method must be 'pvalue' or 'posterior', not {method!r}.")
-        return _model_inputs(
-            data, adata, level, batch_size, method, float(min_lfe), domain_q is not None
-        )
-    if not isinstance(data, AnnData):
-        raise ChipviInputError(
-            f"call_enriched_regions needs an AnnData or a ChIPVI model, got {type(data).__name__}."
-        )
-    adata = data
-    if key is None:
-        raise ChipviInputError(
-            "Pass key= naming per-bin q-values (or probabilities with kind='probability') in "
-            "adata.obsm (level='group') or adata.layers (level='library'), or pass a model."
-        )
     qv = read(key)
     if kind == "probability":
-        qv = pd.DataFrame(
-            np.column_stack([bayesian_qvalues(qv[c].to_numpy()) for c in qv.columns])
-            if qv.shape[1] else np.zeros((len(qv), 0)),
-            index=qv.index, columns=qv.columns,
-        )  # fmt: skip
+        qv = _bayesian_q(qv)
     if domain_q is not None and (lfe_key is None or sd_key is None):
         raise ChipviInputError(
-            "domain_q needs the posterior of the log fold enrichment: pass lfe_key= and "
-            "sd_key= (posterior mean and sd at the level of key), or pass a model."
+            "domain_q with key= needs the posterior of the log fold enrichment: pass lfe_key= "
+            "and sd_key= (posterior mean and sd at the level of key), or call on the posterior "
+            "that model.add_posterior(adata) wrote (no key=)."
         )
     lfe = read(lfe_key) if domain_q is not None else None
     sd = read(sd_key) if domain_q is not None else None
-    return adata, qv, read(pvalue_key), read(signal_key), lfe, sd
+    return qv, read(pvalue_key), read(signal_key), lfe, sd
 
 
 def _columns(qv, others, groups, level) -> list:

@@ -9,6 +9,7 @@ covariance, so it is computed from sorted position arrays, never from genome-len
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import ChipviInputError
+from .._store import store
 
 _CHUNK = 200_000
 
@@ -38,31 +40,36 @@ def _five_prime_ends(
         unknown = [c for c in wanted if c not in sizes]
         if unknown:
             raise ChipviInputError(f"{bam_path} has no chromosome(s) {unknown}.")
-        if not bam.has_index():
-            raise ChipviInputError(f"{bam_path} has no index; run `samtools index {bam_path}`.")
+        plus: dict[str, list[int]] = {c: [] for c in wanted}
+        minus: dict[str, list[int]] = {c: [] for c in wanted}
+        # An indexed BAM is read per chromosome; an unindexed one (QC straight after
+        # `chipvi bin --index`, whose indexes were temporary) in one pass over the file.
+        if bam.has_index():
+            reads = itertools.chain.from_iterable(bam.fetch(c) for c in wanted)
+        else:
+            reads = bam.fetch(until_eof=True)
+        for read in reads:
+            if (
+                read.is_unmapped
+                or read.reference_name not in plus
+                or read.is_secondary
+                or read.is_supplementary
+                or read.is_qcfail
+                or (read.is_duplicate and not keep_duplicates)
+                or read.mapping_quality < min_mapq
+                or (read.is_paired and not read.is_read1)
+            ):
+                continue
+            if read.is_reverse:
+                minus[read.reference_name].append(read.reference_end - 1)
+            else:
+                plus[read.reference_name].append(read.reference_start)
+            if len(lengths) < 100_000:
+                lengths.append(read.query_length or read.infer_query_length() or 0)
         for chrom in wanted:
-            plus: list[int] = []
-            minus: list[int] = []
-            for read in bam.fetch(chrom):
-                if (
-                    read.is_unmapped
-                    or read.is_secondary
-                    or read.is_supplementary
-                    or read.is_qcfail
-                    or (read.is_duplicate and not keep_duplicates)
-                    or read.mapping_quality < min_mapq
-                    or (read.is_paired and not read.is_read1)
-                ):
-                    continue
-                if read.is_reverse:
-                    minus.append(read.reference_end - 1)
-                else:
-                    plus.append(read.reference_start)
-                if len(lengths) < 100_000:
-                    lengths.append(read.query_length or read.infer_query_length() or 0)
             ends[chrom] = (
-                np.sort(np.asarray(plus, np.int64)),
-                np.sort(np.asarray(minus, np.int64)),
+                np.sort(np.asarray(plus[chrom], np.int64)),
+                np.sort(np.asarray(minus[chrom], np.int64)),
             )
     read_length = int(np.median(lengths)) if lengths else 0
     return ends, {c: sizes[c] for c in wanted}, read_length
@@ -145,7 +152,8 @@ def strand_cross_correlation(
     ----------
     data
         An AnnData from ``read_bams`` (its ``var['bam']`` files; results also go to ``var``
-        columns ``fragment_length``, ``nsc``, ``rsc``) or BAM path(s) (sorted and indexed).
+        columns ``chipvi_fragment_length``, ``chipvi_nsc``, ``chipvi_rsc``) or BAM path(s)
+        (coordinate-sorted; an index speeds up ``chroms``).
     chroms
         Chromosomes to use (default all in the header; one or two large ones suffice).
     max_shift
@@ -160,8 +168,8 @@ def strand_cross_correlation(
         ``(10, read length + 10)`` around the phantom peak. Shifts below the range's start are
         also skipped.
     key_added
-        With an AnnData, store ``{'metrics': DataFrame, 'curve': DataFrame}`` in
-        ``adata.uns[key_added]``.
+        With an AnnData, store ``{'params': ..., 'metrics': DataFrame, 'curve': DataFrame}`` in
+        ``adata.uns[key_added]`` and the ``var`` columns (``None``: store nothing).
 
     Returns
     -------
@@ -213,9 +221,10 @@ def strand_cross_correlation(
         curves[name] = cc
     metrics = pd.DataFrame.from_dict(rows, orient="index")
     metrics.index.name = "library"
-    if isinstance(data, AnnData):
+    if isinstance(data, AnnData) and key_added is not None:
         for col in ("fragment_length", "nsc", "rsc"):
-            data.var[col] = metrics[col].reindex(data.var_names).to_numpy()
-        if key_added is not None:
-            data.uns[key_added] = {"metrics": metrics, "curve": pd.DataFrame(curves)}
+            data.var[f"chipvi_{col}"] = metrics[col].reindex(data.var_names).to_numpy()
+        params = {"chroms": chroms, "max_shift": max_shift, "min_mapq": int(min_mapq),
+                  "keep_duplicates": bool(keep_duplicates), "exclude": exclude}  # fmt: skip
+        store(data, key_added, params, metrics=metrics, curve=pd.DataFrame(curves))
     return metrics
