@@ -60,7 +60,7 @@ def differential_enrichment(
     adata
         AnnData to evaluate (default the model's). Results are stored there.
     delta
-        Smallest |lfc| (natural log) that counts as a change; 0.5 ≈ 1.65-fold.
+        Smallest absolute lfc (natural log) that counts as a change; 0.5 ≈ 1.65-fold.
     fdr
         Target Bayesian false discovery rate for calling bins.
     n_samples
@@ -161,7 +161,7 @@ def differential_regions(
     """Merge called bins of a differential table into regions, separately per direction.
 
     Returns the region table of :func:`chipvi.tl.call_enriched_regions` (``group`` = ``label``,
-    ``signal`` = posterior mean lfc at the summit, the bin with the largest |lfc|) plus a
+    ``signal`` = posterior mean lfc at the summit, the bin with the largest absolute lfc) plus a
     ``direction`` column. Reported q-values are at least ``q_floor`` (with S posterior draws a
     Monte-Carlo q-value of 0 only means "below 1/S").
     """
