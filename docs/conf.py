@@ -39,6 +39,9 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 master_doc = "index"
+# A Markdown link MyST cannot resolve is reported once (myst.xref_missing); without this each
+# domain that cannot resolve "any" references (sphinx-argparse's) adds a second warning.
+suppress_warnings = ["myst.domains"]
 
 # -- API reference ------------------------------------------------------------------------------
 autosummary_generate = True
