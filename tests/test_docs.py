@@ -33,10 +33,14 @@ def public_modules(name: str = "chipvi") -> list[str]:
     return found
 
 
+#: Documented besides the public modules: the model's maths, for those who extend it.
+INTERNALS = ("chipvi.module",)
+
+
 def public_objects() -> dict[str, object]:
     """``"module.name" -> object`` for every public name of every public module."""
     out = {}
-    for modname in public_modules():
+    for modname in [*public_modules(), *INTERNALS]:
         module = importlib.import_module(modname)
         for attr in module.__all__:
             value = getattr(module, attr)
