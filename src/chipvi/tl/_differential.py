@@ -60,7 +60,7 @@ def differential_enrichment(
         Groups to compare (``lfc = group1 − group2``). ``group2=None`` compares with the mean of
         all other groups ("rest").
     delta
-        Smallest |lfc| (natural log) that counts as a change; 0.5 ≈ 1.65-fold.
+        Smallest absolute lfc (natural log) that counts as a change; 0.5 ≈ 1.65-fold.
     fdr
         Target Bayesian false discovery rate for calling bins.
     merge_gap, min_bins
@@ -141,7 +141,7 @@ def differential_regions(
     """Merge called bins of a differential table into regions, separately per direction.
 
     Returns the region table of :func:`chipvi.tl.call_enriched_regions` (``group`` = ``label``,
-    ``signal`` = posterior mean lfc at the summit, the bin with the largest |lfc|) plus a
+    ``signal`` = posterior mean lfc at the summit, the bin with the largest absolute lfc) plus a
     ``direction`` column.
     """
     order = genomic_order(adata)
