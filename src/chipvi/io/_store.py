@@ -56,6 +56,7 @@ class StoreWriter:
         self._chunk = chunk
         self._arrays: list[tuple[str, str | None]] = []  # (array path, obs column or None)
         self._categories: dict[str, list[str]] = {}
+        self._used: dict[str, np.ndarray] = {}  # categories that bins use, per column
         self._layers: list[str] | None = None
         self.n_obs = 0
         self.finished = False
@@ -81,6 +82,8 @@ class StoreWriter:
                 if hasattr(obs[column], "cat"):
                     self._arrays.append((f"obs/{column}/codes", column))
                     self._categories[column] = list(obs[column].cat.categories)
+                    self._used[column] = np.zeros(len(self._categories[column]), bool)
+                    self._codes(obs, column)
                 else:
                     self._arrays.append((f"obs/{column}", column))
             self._arrays += [(f"layers/{key}", None) for key in layers]
@@ -95,13 +98,41 @@ class StoreWriter:
                 elif column is None:
                     value = layers[path.removeprefix("layers/")]
                 elif column in self._categories:
-                    if list(obs[column].cat.categories) != self._categories[column]:
-                        raise ValueError(f"obs['{column}'] categories differ between blocks")
-                    value = obs[column].cat.codes.to_numpy()
+                    value = self._codes(obs, column)
                 else:
                     value = obs[column].to_numpy()
                 self._group[path].append(value, axis=0)
         self.n_obs += len(obs)
+
+    def _codes(self, obs: pd.DataFrame, column: str) -> np.ndarray:
+        """Codes of ``obs[column]`` in the store's categories (a subset keeps fewer)."""
+        import pandas as pd
+
+        categories = self._categories[column]
+        values = obs[column]
+        if list(values.cat.categories) != categories:
+            values = pd.Categorical(values, categories=categories)
+            if (values.codes < 0).any():
+                raise ValueError(f"obs['{column}'] has categories not in the first block's")
+        codes = np.asarray(values.codes if hasattr(values, "codes") else values.cat.codes)
+        self._used[column][np.unique(codes)] = True
+        return codes
+
+    def _drop_unused_categories(self) -> None:
+        """Remove categories no bin uses (as an AnnData subset does), recoding the bins."""
+        from anndata.io import write_elem
+
+        for column, used in self._used.items():
+            if used.all():
+                continue
+            new_code = np.cumsum(used) - 1
+            codes = self._group[f"obs/{column}/codes"]
+            for a in range(0, codes.shape[0], self._chunk):
+                codes[a : a + self._chunk] = new_code[np.asarray(codes[a : a + self._chunk])]
+            kept = np.asarray(self._categories[column], dtype=object)[used]
+            group = self._group[f"obs/{column}"]
+            del group["categories"]
+            write_elem(group, "categories", kept, dataset_kwargs=_kwargs())
 
     def finish(self, var: pd.DataFrame, uns: dict) -> None:
         """Write ``var``, ``uns`` and the root attributes, the completion marker last."""
@@ -110,6 +141,7 @@ class StoreWriter:
         if self._layers is None:
             raise ChipviInputError("no bins to write: every bin was removed.")
         g = self._group
+        self._drop_unused_categories()
         write_elem(g, "var", var, dataset_kwargs=_kwargs())
         write_elem(g, "uns", uns, dataset_kwargs=_kwargs())
         for key in ("obsm", "varm", "obsp", "varp"):
@@ -220,8 +252,8 @@ class BinStore:
         self.layers = list(group["layers"].keys()) if "layers" in group else []
         self.require_layers(layers)
         self.var = read_elem(group["var"])
-        self.uns = read_elem(group["uns"])
         self._columns = list(group["obs"].attrs["column-order"])
+        self.uns = _chrom_order(read_elem(group["uns"]), self._chroms())
 
     @property
     def n_vars(self) -> int:
@@ -304,11 +336,34 @@ class BinStore:
             ranges += [(s, min(s + size, b)) for s in range(a, b, size)]
         return ranges
 
+    def _chroms(self) -> list[str]:
+        """The chromosome categories of ``obs`` (genome order)."""
+        return [str(c) for c in np.asarray(self._group["obs"]["chrom"]["categories"][:])]
+
     def to_memory(self) -> ad.AnnData:
-        """The whole store as an in-memory AnnData (``anndata.read_zarr``)."""
+        """The whole store as an in-memory AnnData (``anndata.read_zarr``, chromosome order
+        of ``uns`` restored)."""
         import anndata as ad
 
-        return ad.read_zarr(self.path)
+        adata = ad.read_zarr(self.path)
+        adata.uns = _chrom_order(dict(adata.uns), self._chroms())
+        return adata
+
+
+def _chrom_order(uns: dict, chroms: list[str]) -> dict:
+    """``uns`` with ``["chipvi"]["chrom_sizes"]`` in genome order again.
+
+    A zarr group lists its members in no set order, so the dict read back has lost the
+    order it was written in (the BAM header's, which bins follow); ``obs["chrom"]``'s
+    categories keep it.
+    """
+    info = uns.get("chipvi")
+    if not isinstance(info, dict) or "chrom_sizes" not in info:
+        return uns
+    sizes = {str(c): int(n) for c, n in info["chrom_sizes"].items()}
+    rank = {c: i for i, c in enumerate(chroms)}
+    order = sorted(sizes, key=lambda c: (rank.get(c, len(rank)), c))
+    return {**uns, "chipvi": {**info, "chrom_sizes": {c: sizes[c] for c in order}}}
 
 
 def open_store(
