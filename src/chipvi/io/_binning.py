@@ -959,7 +959,13 @@ def _write_store(
     removed = []
     n_kept = 0
     show = settings.progress(progress)
-    with store_writer(out, chunk=chunk_size, overwrite=overwrite) as writer:
+    # One thread writes a pass (encoding, compressing) while the next is counted: at most two
+    # passes in memory.
+    with (
+        store_writer(out, chunk=chunk_size, overwrite=overwrite) as writer,
+        ThreadPoolExecutor(max_workers=1) as background,
+    ):
+        written = None
         for contigs in passes:
             arrays = _new_arrays(bin_count(contigs, params.bin_size), len(plan.sheet))
             counted, obs = _count_files(
@@ -986,7 +992,12 @@ def _write_store(
             n_kept += int(keep.sum())
             if not keep.all():
                 obs, arrays = obs.loc[keep], tuple(a[keep] for a in arrays)
-            writer.append(obs, arrays[0], dict(zip(_LAYERS, arrays[1:], strict=True)))
+            if written is not None:
+                written.result()
+            layers = dict(zip(_LAYERS, arrays[1:], strict=True))
+            written = background.submit(writer.append, obs, arrays[0], layers)
+        if written is not None:
+            written.result()
         _check_reads(totals, plan.file_infos, params, plan.contigs)
         uns = dict(plan.uns)
         if plan.blacklist is not None:

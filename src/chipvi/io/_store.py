@@ -58,51 +58,85 @@ class StoreWriter:
         self._categories: dict[str, list[str]] = {}
         self._used: dict[str, np.ndarray] = {}  # categories that bins use, per column
         self._layers: list[str] | None = None
+        self._pending: dict[str, list[np.ndarray]] = {}  # rows not yet written, per array
+        self._pending_rows = 0
         self.n_obs = 0
         self.finished = False
 
     def append(self, obs: pd.DataFrame, x: np.ndarray, layers: dict[str, np.ndarray]) -> None:
-        """Append bins: their ``obs`` rows, ``X`` rows and the rows of each layer."""
-        from anndata.io import write_elem
+        """Append bins: their ``obs`` rows, ``X`` rows and the rows of each layer.
 
+        Rows are buffered and written in whole chunks (a partial chunk would be read,
+        decompressed and written again by every later append), the rest by ``finish``.
+        """
         if not len(obs):
             return
         if self._layers is None:
-            g = self._group
-            write_elem(g, "obs", obs, dataset_kwargs=_kwargs((self._chunk,)))
-            write_elem(g, "X", x, dataset_kwargs=_kwargs((self._chunk, x.shape[1])))
-            layer_group = g.create_group("layers")
-            layer_group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-            for key, value in layers.items():
-                chunks = (self._chunk, *value.shape[1:])
-                write_elem(layer_group, key, value, dataset_kwargs=_kwargs(chunks))
-            self._layers = list(layers)
-            self._arrays = [("obs/_index", None), ("X", None)]
-            for column in obs.columns:
-                if hasattr(obs[column], "cat"):
-                    self._arrays.append((f"obs/{column}/codes", column))
-                    self._categories[column] = list(obs[column].cat.categories)
-                    self._used[column] = np.zeros(len(self._categories[column]), bool)
-                    self._codes(obs, column)
-                else:
-                    self._arrays.append((f"obs/{column}", column))
-            self._arrays += [(f"layers/{key}", None) for key in layers]
-        else:
-            if list(layers) != self._layers:
-                raise ValueError(f"layers {list(layers)} differ from {self._layers}")
-            for path, column in self._arrays:
-                if path == "obs/_index":
-                    value = obs.index.to_numpy(dtype=object)
-                elif path == "X":
-                    value = x
-                elif column is None:
-                    value = layers[path.removeprefix("layers/")]
-                elif column in self._categories:
-                    value = self._codes(obs, column)
-                else:
-                    value = obs[column].to_numpy()
-                self._group[path].append(value, axis=0)
-        self.n_obs += len(obs)
+            self._create(obs, x, layers)
+        if list(layers) != self._layers:
+            raise ValueError(f"layers {list(layers)} differ from {self._layers}")
+        values = {}
+        for path, column in self._arrays:
+            if path == "obs/_index":
+                values[path] = obs.index.to_numpy(dtype=object)
+            elif path == "X":
+                values[path] = np.asarray(x)
+            elif column is None:
+                values[path] = np.asarray(layers[path.removeprefix("layers/")])
+            elif column in self._categories:
+                values[path] = self._codes(obs, column)
+            else:
+                values[path] = obs[column].to_numpy()
+        n, held = len(obs), self._pending_rows
+        self.n_obs += n
+        if held + n < self._chunk:
+            for path, value in values.items():
+                self._pending[path].append(value)
+            self._pending_rows += n
+            return
+        # Complete the held partial chunk, write whole chunks straight from the block, hold
+        # a copy of the rest (not a view that would keep the whole block alive).
+        head = self._chunk - held if held else 0
+        whole = head + (n - head) // self._chunk * self._chunk
+        for path, value in values.items():
+            array = self._group[path]
+            if held:
+                array.append(np.concatenate([*self._pending[path], value[:head]]), axis=0)
+            if whole > head:
+                array.append(value[head:whole], axis=0)
+            self._pending[path] = [value[whole:].copy()]
+        self._pending_rows = n - whole
+
+    def _create(self, obs: pd.DataFrame, x: np.ndarray, layers: dict[str, np.ndarray]) -> None:
+        """Create every array empty (anndata's encodings), chunked along the bins."""
+        from anndata.io import write_elem
+
+        g = self._group
+        write_elem(g, "obs", obs.iloc[:0], dataset_kwargs=_kwargs((self._chunk,)))
+        write_elem(g, "X", x[:0], dataset_kwargs=_kwargs((self._chunk, *x.shape[1:])))
+        layer_group = g.create_group("layers")
+        layer_group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+        for key, value in layers.items():
+            chunks = (self._chunk, *value.shape[1:])
+            write_elem(layer_group, key, value[:0], dataset_kwargs=_kwargs(chunks))
+        self._layers = list(layers)
+        self._arrays = [("obs/_index", None), ("X", None)]
+        for column in obs.columns:
+            if hasattr(obs[column], "cat"):
+                self._arrays.append((f"obs/{column}/codes", column))
+                self._categories[column] = list(obs[column].cat.categories)
+                self._used[column] = np.zeros(len(self._categories[column]), bool)
+            else:
+                self._arrays.append((f"obs/{column}", column))
+        self._arrays += [(f"layers/{key}", None) for key in layers]
+        self._pending = {path: [] for path, _ in self._arrays}
+
+    def _flush(self) -> None:
+        """Write the rows still held (the last, partial chunk)."""
+        for path, parts in self._pending.items():
+            self._group[path].append(np.concatenate(parts), axis=0)
+            self._pending[path] = []
+        self._pending_rows = 0
 
     def _codes(self, obs: pd.DataFrame, column: str) -> np.ndarray:
         """Codes of ``obs[column]`` in the store's categories (a subset keeps fewer)."""
@@ -141,6 +175,8 @@ class StoreWriter:
         if self._layers is None:
             raise ChipviInputError("no bins to write: every bin was removed.")
         g = self._group
+        if self._pending_rows:
+            self._flush()
         self._drop_unused_categories()
         write_elem(g, "var", var, dataset_kwargs=_kwargs())
         write_elem(g, "uns", uns, dataset_kwargs=_kwargs())
@@ -274,12 +310,16 @@ class BinStore:
                 "sheet again with controls, or pass a store that has them."
             )
 
-    def obs(self, start: int, stop: int) -> pd.DataFrame:
-        """The ``obs`` rows of bins ``[start, stop)``."""
+    def obs(self, start: int, stop: int, names: bool = True) -> pd.DataFrame:
+        """The ``obs`` rows of bins ``[start, stop)``; without ``names`` the index is the
+        row numbers as str (reading the names costs more than the rest together)."""
         import pandas as pd
 
         g = self._group["obs"]
-        names = np.asarray(g["_index"][start:stop]).astype(object)
+        if names:
+            index = np.asarray(g["_index"][start:stop]).astype(object)
+        else:
+            index = pd.RangeIndex(start, stop).astype(str)
         columns = {}
         for column in self._columns:
             node = g[column]
@@ -289,7 +329,7 @@ class BinStore:
                 columns[column] = pd.Categorical.from_codes(codes, categories=categories)
             else:
                 columns[column] = np.asarray(node[start:stop])
-        return pd.DataFrame(columns, index=pd.Index(names, dtype=object))
+        return pd.DataFrame(columns, index=pd.Index(index, dtype=object))
 
     def array(self, key: str | None, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of ``X`` (``key=None``) or of a layer."""
@@ -297,14 +337,17 @@ class BinStore:
         path = "X" if key is None else f"layers/{key}"
         return np.asarray(self._group[path][start:stop])
 
-    def block(self, start: int, stop: int, layers: Sequence[str] | None = None) -> ad.AnnData:
-        """Bins ``[start, stop)`` as an in-memory AnnData (``var`` and ``uns`` of the store)."""
+    def block(
+        self, start: int, stop: int, layers: Sequence[str] | None = None, names: bool = True
+    ) -> ad.AnnData:
+        """Bins ``[start, stop)`` as an in-memory AnnData (``var`` and ``uns`` of the store);
+        ``names=False``: row numbers as ``obs_names`` (see :meth:`obs`)."""
         import anndata as ad
 
         keys = self.layers if layers is None else list(layers)
         return ad.AnnData(
             X=self.array(None, start, stop),
-            obs=self.obs(start, stop),
+            obs=self.obs(start, stop, names),
             var=self.var.copy(),
             layers={k: self.array(k, start, stop) for k in keys},
             uns={"chipvi": dict(self.uns.get("chipvi", {}))},

@@ -171,4 +171,7 @@ def _aggregate_store(store, bin_size, out, chunk_size: int | None, overwrite: bo
         last["uns"] = new.uns["chipvi"]
         return new
 
-    map_store(store, out, block, lambda: last["uns"], size=chunk_size, overwrite=overwrite)
+    # The old bins' names are not needed: the new bins get their own.
+    map_store(
+        store, out, block, lambda: last["uns"], size=chunk_size, names=False, overwrite=overwrite
+    )

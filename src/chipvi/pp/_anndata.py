@@ -76,17 +76,19 @@ def map_store(
     uns: Callable[[], dict],
     *,
     size: int | None = None,
+    names: bool = True,
     overwrite: bool = False,
 ) -> None:
     """Write ``block(bins)`` of each block of ``source`` to a new store at ``out``.
 
     Blocks are :meth:`~chipvi.io.BinStore.block_ranges` of ``size`` bins, read and written
-    one at a time; ``uns()`` gives the new store's ``uns["chipvi"]`` once every block is
-    written. The new store keeps ``source``'s ``var`` and chunk size.
+    one at a time (``names=False``: without their names, for a ``block`` that makes new
+    bins); ``uns()`` gives the new store's ``uns["chipvi"]`` once every block is written. The
+    new store keeps ``source``'s ``var`` and chunk size.
     """
     with store_writer(out, chunk=source.chunk, overwrite=overwrite) as writer:
         for start, stop in source.block_ranges(size):
-            new = block(source.block(start, stop))
+            new = block(source.block(start, stop, names=names))
             layers = {k: np.asarray(v) for k, v in new.layers.items()}
             writer.append(new.obs, np.asarray(new.X), layers)
         writer.finish(source.var, {"chipvi": uns()})
