@@ -5,28 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _bam_factory import random_reads, write_bam
 from chipvi import ChipviInputError, pp
 from chipvi.io import _binning, open_store, read_bams
-from test_io_store import assert_same_anndata
-
-CONTIGS = [("chrA", 5003), ("chrB", 2000), ("chrM", 777)]
+from test_io_store import assert_same_anndata, write_sheet
 
 
 @pytest.fixture(scope="module")
 def binned(tmp_path_factory):
     """A 50 bp store (chunks of 6 bins, one chromosome per counting pass) and its AnnData."""
     d = tmp_path_factory.mktemp("pp_store")
-    rng = np.random.default_rng(5)
-    write_bam(d / "a.bam", random_reads(rng, CONTIGS, 1500), CONTIGS)
-    write_bam(d / "input.bam", random_reads(rng, CONTIGS, 600), CONTIGS)
-    sheet = d / "sheet.csv"
-    sheet.write_text(
-        "sample,bam,control,target,group,replicate\n"
-        "s1,a.bam,input.bam,H3K27ac,g1,1\n"
-        "s2,a.bam,,H3K27ac,g1,2\n"
-    )
-    store = d / "bins.zarr"
+    sheet, store = write_sheet(d), d / "bins.zarr"
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_binning, "_STORE_PASS_BINS", 50)
         read_bams(sheet, bin_size=50, out=store, chunk_size=6, progress=False)
