@@ -17,7 +17,6 @@ import chipvi
 from chipvi.cli import build_parser, main
 from chipvi.cli._config import compose, default_config_dir, shipped_config_dir
 from chipvi.cli._model import model_kwargs, train_kwargs
-from chipvi.io._binning import STORE_ARGUMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +36,9 @@ def test_every_parameter_is_reachable_from_the_config():
     for name in _names(chipvi.ChIPVI.train, {"self", "callbacks"}):
         assert name in cfg.train, f"ChIPVI.train({name}=...) is not a config key"
     # The store arguments (out=, chunk_size=, overwrite=) are `chipvi bin -o x.zarr`'s.
-    for name in _names(chipvi.read_bams, {"samplesheet", "progress", *STORE_ARGUMENTS}):
+    for name in _names(
+        chipvi.read_bams, {"samplesheet", "progress", "out", "chunk_size", "overwrite"}
+    ):
         assert name in cfg.data, f"read_bams({name}=...) is not a config key"
     # ... and each can be set from the command line, with its own type checked.
     cfg = compose(shipped_config_dir(), ["model.low_mapq=5", "train.warmup_fraction=0.5"])

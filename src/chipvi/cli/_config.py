@@ -45,12 +45,12 @@ DEFAULT_MODEL_CLASS = "chipvi.model:ChIPVI"
 
 def _data_config() -> type:
     from ..io import read_bams
-    from ..io._binning import STORE_ARGUMENTS
 
     return dataclass_from(
         "DataConfig",
         read_bams,
-        skip={"samplesheet", "progress", *STORE_ARGUMENTS},
+        # out=, chunk_size=, overwrite= write a bins store: `chipvi bin -o x.zarr`'s job.
+        skip={"samplesheet", "progress", "out", "chunk_size", "overwrite"},
         extra=[
             ("samplesheet", str | None, None),
             ("h5ad", str | None, None),

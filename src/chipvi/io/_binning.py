@@ -809,9 +809,6 @@ def read_bams(
 
 #: Layers of ``read_bams`` after ``X``, in the order of :func:`_new_arrays`.
 _LAYERS = ("mapq", "control", "control_mapq")
-#: ``read_bams`` arguments for writing a store (not counting parameters: the CLI and the
-#: config schema leave them out).
-STORE_ARGUMENTS = ("out", "chunk_size", "overwrite")
 #: Bins counted per pass when writing a store: chromosomes are grouped up to this many bins
 #: (a larger chromosome is one pass), so memory is bounded by the largest chromosome.
 _STORE_PASS_BINS = 1 << 22
@@ -959,13 +956,9 @@ def _write_store(
     removed = []
     n_kept = 0
     show = settings.progress(progress)
-    # One thread writes a pass (encoding, compressing) while the next is counted: at most two
-    # passes in memory.
-    with (
-        store_writer(out, chunk=chunk_size, overwrite=overwrite) as writer,
-        ThreadPoolExecutor(max_workers=1) as background,
-    ):
-        written = None
+    # A pass is written before the next is counted, so memory holds one pass (writing it
+    # while the next is counted would hold two).
+    with store_writer(out, chunk=chunk_size, overwrite=overwrite) as writer:
         for contigs in passes:
             arrays = _new_arrays(bin_count(contigs, params.bin_size), len(plan.sheet))
             counted, obs = _count_files(
@@ -992,12 +985,8 @@ def _write_store(
             n_kept += int(keep.sum())
             if not keep.all():
                 obs, arrays = obs.loc[keep], tuple(a[keep] for a in arrays)
-            if written is not None:
-                written.result()
-            layers = dict(zip(_LAYERS, arrays[1:], strict=True))
-            written = background.submit(writer.append, obs, arrays[0], layers)
-        if written is not None:
-            written.result()
+            writer.append(obs, arrays[0], dict(zip(_LAYERS, arrays[1:], strict=True)))
+            del arrays, obs  # before the next pass allocates its own
         _check_reads(totals, plan.file_infos, params, plan.contigs)
         uns = dict(plan.uns)
         if plan.blacklist is not None:

@@ -198,11 +198,32 @@ class StoreWriter:
 def store_writer(
     path: str | os.PathLike, *, chunk: int = DEFAULT_CHUNK, overwrite: bool = False
 ) -> Iterator[StoreWriter]:
-    """Write a store at ``path`` block by block: ``append`` blocks, then ``finish``.
+    """Write a bins store at ``path`` block by block.
 
     The store is built in a temporary folder next to ``path`` and moved onto it only after
     ``finish``; if the body raises (a bad input, a full disk), the folder is removed and
     ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path
+        The ``.zarr`` folder to write.
+    chunk
+        Bins per chunk of every array.
+    overwrite
+        Replace an existing ``path``.
+
+    Yields
+    ------
+    StoreWriter
+        ``append(obs, X, layers)`` blocks of bins in genome order, then ``finish(var, uns)``
+        (``uns["chipvi"]["bin_size"]`` is recorded in the completion marker).
+
+    Examples
+    --------
+    >>> with chipvi.io.store_writer("bins.zarr") as writer:  # doctest: +SKIP
+    ...     writer.append(block.obs, block.X, dict(block.layers))
+    ...     writer.finish(block.var, dict(block.uns))
     """
     import zarr
 
