@@ -34,6 +34,8 @@ MARKER = "chipvi_store"
 FORMAT = 1
 #: Bins per chunk of every array along the bins axis (2^17: 4 MiB of int32 per 8 libraries).
 DEFAULT_CHUNK = 1 << 17
+#: Chunks written per zarr call (bounds the encoded copies held at once).
+_CHUNKS_PER_WRITE = 8
 
 
 def _version() -> str:
@@ -102,8 +104,10 @@ class StoreWriter:
             array = self._group[path]
             if held:
                 array.append(np.concatenate([*self._pending[path], value[:head]]), axis=0)
-            if whole > head:
-                array.append(value[head:whole], axis=0)
+            # A few chunks per call: zarr encodes every chunk of a call at once, so one call
+            # for a whole chromosome would hold all of it encoded as well.
+            for a in range(head, whole, _CHUNKS_PER_WRITE * self._chunk):
+                array.append(value[a : min(whole, a + _CHUNKS_PER_WRITE * self._chunk)], axis=0)
             self._pending[path] = [value[whole:].copy()]
         self._pending_rows = n - whole
 
