@@ -15,12 +15,17 @@ def test_ddp_on_two_cpu_processes_matches_single_process(tmp_path):
     script = Path(__file__).parent / "_ddp_fit.py"
     # Lightning's ddp launcher starts rank 1 by running the script again: a subprocess keeps
     # that away from pytest's own command line.
+    # Run in tmp_path (Lightning writes its logs to the working folder), with this run's
+    # PYTHONPATH made absolute.
+    given = os.environ.get("PYTHONPATH", "")
+    path = os.pathsep.join(os.path.abspath(p) for p in given.split(os.pathsep) if p)
     run = subprocess.run(
         [sys.executable, str(script), str(out)],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path},
     )
     assert run.returncode == 0, run.stderr[-3000:]
     fit = np.load(out)
