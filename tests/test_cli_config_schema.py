@@ -35,7 +35,10 @@ def test_every_parameter_is_reachable_from_the_config():
         assert name in cfg.model, f"ChIPVI({name}=...) is not a config key"
     for name in _names(chipvi.ChIPVI.train, {"self", "callbacks"}):
         assert name in cfg.train, f"ChIPVI.train({name}=...) is not a config key"
-    for name in _names(chipvi.read_bams, {"samplesheet", "progress"}):
+    # The store arguments (out=, chunk_size=, overwrite=) are `chipvi bin -o x.zarr`'s.
+    for name in _names(
+        chipvi.read_bams, {"samplesheet", "progress", "out", "chunk_size", "overwrite"}
+    ):
         assert name in cfg.data, f"read_bams({name}=...) is not a config key"
     # ... and each can be set from the command line, with its own type checked.
     cfg = compose(shipped_config_dir(), ["model.low_mapq=5", "train.warmup_fraction=0.5"])
@@ -49,7 +52,7 @@ def test_chipvi_bin_has_a_flag_per_read_bams_argument():
     bin_parser = build_parser()._subparsers._group_actions[0].choices["bin"]
     bin_parser.format_help()  # the flags are derived when the command is used
     dests = {a.dest for a in bin_parser._actions}
-    for name in _names(chipvi.read_bams, {"samplesheet", "progress"}):
+    for name in _names(chipvi.read_bams, {"samplesheet", "progress", "out"}):  # out: -o
         assert name in dests, f"read_bams({name}=...) has no `chipvi bin` flag"
     # the help is the docstring's first sentence, not cut at "e.g."
     region = next(a for a in bin_parser._actions if a.dest == "region")

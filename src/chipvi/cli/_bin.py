@@ -1,4 +1,4 @@
-"""``chipvi bin``: sample sheet → ``.h5ad`` of read counts per bin."""
+"""``chipvi bin``: sample sheet → read counts per bin (``.h5ad``, or a ``.zarr`` store)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from pathlib import Path
 from .._errors import ChipviInputError
 from ._schema import add_flags, lazy_flags
 
-#: read_bams arguments that are not flags: the positional sheet; progress follows -q.
-READ_BAMS_NOT_FLAGS = {"samplesheet", "progress"}
+#: read_bams arguments that are not flags: the positional sheet; progress follows -q; the
+#: store is -o and --overwrite.
+READ_BAMS_NOT_FLAGS = {"samplesheet", "progress", "out", "overwrite"}
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bin",
-        help="count reads per genomic bin: sample sheet → .h5ad",
+        help="count reads per genomic bin: sample sheet → .h5ad or .zarr",
         description=(
             "Count ChIP and control reads per bin for every row of a sample sheet "
             "(CSV: sample,bam,control,target,group,replicate) and write the AnnData "
-            "(obs = bins, var = ChIP libraries) as .h5ad."
+            "(obs = bins, var = ChIP libraries) as .h5ad, or, for genomes too large for "
+            "memory (e.g. 25 bp bins), stream it chromosome by chromosome into a .zarr store."
         ),
     )
     p.add_argument(
@@ -27,7 +29,13 @@ def register(subparsers) -> None:
         type=Path,
         help="sample sheet CSV (relative BAM paths resolve against its folder)",
     )
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .h5ad file")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output .h5ad file, or .zarr store (written out of core)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument(
         "-q",
@@ -60,8 +68,8 @@ def run(args) -> int:
     from .._utils import atomic_path
 
     out = args.output
-    if out.suffix != ".h5ad":
-        raise ChipviInputError(f"--output {out} must end in .h5ad.")
+    if out.suffix not in (".h5ad", ".zarr"):
+        raise ChipviInputError(f"--output {out} must end in .h5ad or .zarr.")
     if out.exists() and not args.overwrite:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     if not args.samplesheet.is_file():
@@ -69,19 +77,25 @@ def run(args) -> int:
     from ._schema import as_flags, parameters
 
     names = [q.name for q in parameters(chipvi.read_bams, READ_BAMS_NOT_FLAGS)]
+    store = out.suffix == ".zarr"
     try:
         adata = chipvi.read_bams(
             args.samplesheet,
             progress=not args.quiet,
             **{name: getattr(args, name) for name in names},
+            **({"out": out, "overwrite": args.overwrite} if store else {}),
         )
     except ChipviInputError as e:  # "pass index=True" → "pass --index"
         raise ChipviInputError(as_flags(str(e), names)) from None
-    with atomic_path(out, overwrite=args.overwrite) as tmp:
-        adata.write_h5ad(tmp)
+    if store:
+        opened = chipvi.io.open_store(out)
+        n_obs, var = opened.n_obs, opened.var
+    else:
+        with atomic_path(out, overwrite=args.overwrite) as tmp:
+            adata.write_h5ad(tmp)
+        n_obs, var = adata.n_obs, adata.var
     if not args.quiet:
-        counts = adata.X.sum(0)
-        print(f"chipvi bin: {adata.n_obs} bins x {adata.n_vars} libraries -> {out}")
-        for name, n in zip(adata.var_names, counts, strict=True):
+        print(f"chipvi bin: {n_obs} bins x {len(var)} libraries -> {out}")
+        for name, n in zip(var.index, var["depth"], strict=True):
             print(f"  {name}: {int(n)} reads counted")
     return 0

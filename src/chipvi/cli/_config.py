@@ -49,7 +49,8 @@ def _data_config() -> type:
     return dataclass_from(
         "DataConfig",
         read_bams,
-        skip={"samplesheet", "progress"},
+        # out=, chunk_size=, overwrite= write a bins store: `chipvi bin -o x.zarr`'s job.
+        skip={"samplesheet", "progress", "out", "chunk_size", "overwrite"},
         extra=[
             ("samplesheet", str | None, None),
             ("h5ad", str | None, None),

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._bins import bin_count, bin_obs, blacklist_mask, blacklist_record, parse_region, region_mask
+from .._bins import (
+    bin_count,
+    bin_obs,
+    blacklist_mask,
+    blacklist_record,
+    overlapping_bins,
+    parse_region,
+    region_mask,
+)
 from .._errors import ChipviInputError
 from .._utils import check_int, gc_paused
 from ._bam import BamInfo, open_bam
@@ -42,6 +50,7 @@ from ._count import (
     new_state,
     store_column,
 )
+from ._store import DEFAULT_CHUNK
 
 if TYPE_CHECKING:
     # pandas and anndata are imported where they are used: counting needs neither, so a
@@ -645,7 +654,10 @@ def read_bams(
     threads: int | None = None,
     progress: bool | None = None,
     index: bool = False,
-) -> ad.AnnData:
+    out: str | os.PathLike | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    overwrite: bool = False,
+) -> ad.AnnData | None:
     """Count ChIP and control reads in fixed-width bins for every library of a sample sheet.
 
     Counting rule (each BAM is counted once, even when one control serves several ChIP rows):
@@ -712,10 +724,20 @@ def read_bams(
         Show a progress bar (default: ``chipvi.settings.progress_bar``).
     index
         Build missing BAM indexes in a temporary directory instead of raising.
+    out
+        Write the bins to this ``.zarr`` store instead of returning them (out of core, for
+        genomes too large for memory at a small bin size): chromosomes are counted a few at a
+        time and appended to a chunked, compressed AnnData on disk, which
+        :func:`chipvi.io.open_store` reads in blocks and :func:`anndata.read_zarr` whole. The
+        store appears at ``out`` only once complete (see :func:`chipvi.io.open_store`).
+    chunk_size
+        With ``out``: bins per chunk of the store's arrays.
+    overwrite
+        With ``out``: replace an existing store.
 
     Returns
     -------
-    AnnData with bins as observations and ChIP libraries as variables:
+    None with ``out``; else an AnnData with bins as observations and ChIP libraries as variables:
 
     * ``obs``: index ``"chrom:start-end"``; ``chrom`` (categorical, header order), ``start``,
       ``end`` (int64);
@@ -743,23 +765,86 @@ def read_bams(
     --------
     >>> adata = chipvi.read_bams("samples.csv", bin_size=200, chroms=["chr19"])  # doctest: +SKIP
     >>> adata = chipvi.read_bams("samples.csv", region="chr19:1,000,000-2,000,000")  # doctest: +SKIP
+    >>> chipvi.read_bams("samples.csv", bin_size=25, out="bins.zarr")  # doctest: +SKIP
     """
+    params = check_read_params(
+        bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position
+    )
+    n_threads = _resolve_threads(threads)
+    plan = _plan_sheet(samplesheet, params, blacklist, chroms, region, index)
+    if out is not None:
+        _write_store(plan, params, n_threads, out, chunk_size, overwrite, progress)
+        return None
+    arrays = _new_arrays(bin_count(plan.contigs, params.bin_size), len(plan.sheet))
+    totals, adata = _count_files(
+        plan.file_infos,
+        plan.contigs,
+        plan.file_params,
+        _file_outputs(plan, arrays),
+        n_threads,
+        progress,
+        meanwhile=lambda: _new_anndata(
+            plan.contigs,
+            params,
+            arrays[0],
+            dict(zip(_LAYERS, arrays[1:], strict=True)),
+            plan.var,
+            plan.var_names,
+            plan.uns,
+        ),
+    )
+    _check_reads(totals, plan.file_infos, params, plan.contigs)
+    _copy_shared(plan, arrays)
+    _set_depths(plan, adata.var, totals)
+    if plan.window is not None:
+        adata._inplace_subset_obs(region_mask(adata.obs, *plan.window))
+    if plan.blacklist is not None:
+        bad_regions, source = plan.blacklist
+        hit = blacklist_mask(adata.obs, bad_regions, source)
+        info = blacklist_record(adata.uns["chipvi"], adata.obs.loc[hit], len(bad_regions), source)
+        adata._inplace_subset_obs(~hit)
+        adata.uns["chipvi"] = info
+    return adata
+
+
+#: Layers of ``read_bams`` after ``X``, in the order of :func:`_new_arrays`.
+_LAYERS = ("mapq", "control", "control_mapq")
+#: Bins counted per pass when writing a store: chromosomes are grouped up to this many bins
+#: (a larger chromosome is one pass), so memory is bounded by the largest chromosome.
+_STORE_PASS_BINS = 1 << 22
+
+
+@dataclass
+class _Plan:
+    """What ``read_bams`` counts, checked before any counting."""
+
+    sheet: pd.DataFrame
+    contigs: list[tuple[str, int]]
+    window: tuple[str, int, int] | None
+    blacklist: tuple[pd.DataFrame, str] | None  # (intervals, absolute path)
+    files: list[str]  # each BAM once, in the order its first column appears
+    file_infos: list[BamInfo]
+    file_params: list[_Params]
+    var: dict
+    var_names: list[str]
+    uns: dict
+
+
+def _plan_sheet(samplesheet, params: _Params, blacklist, chroms, region, index) -> _Plan:
+    """Read the sheet and the blacklist, open every BAM (building indexes) and check them."""
     import pandas as pd
 
     from ._bed import read_bed
     from ._samplesheet import read_samplesheet
 
-    params = check_read_params(
-        bin_size, fragment_length, min_mapq, keep_duplicates, max_per_position
-    )
-    n_threads = _resolve_threads(threads)
     if isinstance(samplesheet, pd.DataFrame):
         sheet, sheet_path = samplesheet, ""
     else:
         sheet, sheet_path = read_samplesheet(samplesheet), str(Path(samplesheet).absolute())
+    bad = None
     if blacklist is not None:
         # Parse it now, so a bad BED fails before any counting.
-        bad_regions = read_bed(blacklist)
+        bad = (read_bed(blacklist), str(Path(blacklist).absolute()))
 
     # Check every file (and build indexes) before counting anything.
     chip_paths = list(sheet["bam"])
@@ -771,25 +856,12 @@ def read_bams(
         window = _region_window(region, infos[unique[0]], chroms)
         chroms = [window[0]]
     contigs = _kept_contigs([infos[p] for p in unique], chroms)
-    n_bins, n_lib = bin_count(contigs, params.bin_size), len(sheet)
-    x = np.zeros((n_bins, n_lib), np.int32)
-    mapq = np.zeros((n_bins, n_lib), np.float32)
-    control = np.zeros((n_bins, n_lib), np.int32)
-    control_mapq = np.zeros((n_bins, n_lib), np.float32)
-    # Each file is counted once, into the first column that uses it; shared files are copied.
-    first_column: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    copies: list[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = []
-    for j, (chip, ctrl) in enumerate(zip(sheet["bam"], sheet["control"], strict=True)):
-        for path, (xs, ms) in ((chip, (x, mapq)), (ctrl, (control, control_mapq))):
-            if not path:
-                continue
-            target = (xs[:, j], ms[:, j])
-            if path in first_column:
-                copies.append((first_column[path], target))
-            else:
-                first_column[path] = target
-    files = list(first_column)
-    no_depth = np.zeros(n_lib, np.int64)  # filled in once counted
+    # Each file is counted once, into the first column that uses it (chip before control).
+    pairs = zip(sheet["bam"], sheet["control"], strict=True)
+    files = list(dict.fromkeys(p for pair in pairs for p in pair if p))
+    file_infos = [infos[p] for p in files]
+    file_params = [_resolve_for_file(params, info, contigs) for info in file_infos]
+    no_depth = np.zeros(len(sheet), np.int64)  # filled in once counted
     var = {
         "sample": sheet["sample"].astype(str).to_numpy(),
         "target": sheet["target"].astype(str).to_numpy(),
@@ -801,47 +873,130 @@ def read_bams(
         "bam": sheet["bam"].astype(str).to_numpy(),
         "control_bam": sheet["control"].astype(str).to_numpy(),
     }
-    file_infos = [infos[p] for p in files]
-    file_params = [_resolve_for_file(params, info, contigs) for info in file_infos]
-    totals, adata = _count_files(
-        file_infos,
+    uns = _uns(
+        params,
         contigs,
-        file_params,
-        [first_column[p] for p in files],
-        n_threads,
-        progress,
-        meanwhile=lambda: _new_anndata(
-            contigs,
-            params,
-            x,
-            {"mapq": mapq, "control": control, "control_mapq": control_mapq},
-            var,
-            sheet["sample"].astype(str).tolist(),
-            _uns(
-                params,
-                contigs,
-                samplesheet=sheet_path,
-                **({} if window is None else {"region": "{}:{}-{}".format(*window)}),
-                **_caps_used(params, file_infos, file_params),
-            ),
-        ),
+        samplesheet=sheet_path,
+        **({} if window is None else {"region": "{}:{}-{}".format(*window)}),
+        **_caps_used(params, file_infos, file_params),
     )
-    _check_reads(totals, file_infos, params, contigs)
-    for (src_x, src_m), (dst_x, dst_m) in copies:
-        dst_x[:] = src_x
-        dst_m[:] = src_m
-    counted = dict(zip(files, totals.tolist(), strict=True))
-    adata.var["depth"] = _depth(sheet, "depth", "bam", counted)
-    adata.var["control_depth"] = _depth(sheet, "control_depth", "control", counted)
-    if window is not None:
-        adata._inplace_subset_obs(region_mask(adata.obs, *window))
-    if blacklist is not None:
-        source = str(Path(blacklist).absolute())
-        hit = blacklist_mask(adata.obs, bad_regions, source)
-        info = blacklist_record(adata.uns["chipvi"], adata.obs.loc[hit], len(bad_regions), source)
-        adata._inplace_subset_obs(~hit)
-        adata.uns["chipvi"] = info
-    return adata
+    return _Plan(
+        sheet,
+        contigs,
+        window,
+        bad,
+        files,
+        file_infos,
+        file_params,
+        var,
+        sheet["sample"].astype(str).tolist(),
+        uns,
+    )
+
+
+def _new_arrays(n_bins: int, n_lib: int) -> tuple[np.ndarray, ...]:
+    """Zeroed ``X``, ``mapq``, ``control``, ``control_mapq`` of ``n_bins`` bins."""
+    return (
+        np.zeros((n_bins, n_lib), np.int32),
+        np.zeros((n_bins, n_lib), np.float32),
+        np.zeros((n_bins, n_lib), np.int32),
+        np.zeros((n_bins, n_lib), np.float32),
+    )
+
+
+def _file_outputs(plan: _Plan, arrays) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(counts, MAPQ)`` columns each file of ``plan.files`` is counted into: its first."""
+    x, mapq, control, control_mapq = arrays
+    first: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for j, (chip, ctrl) in enumerate(zip(plan.sheet["bam"], plan.sheet["control"], strict=True)):
+        for path, (xs, ms) in ((chip, (x, mapq)), (ctrl, (control, control_mapq))):
+            if path and path not in first:
+                first[path] = (xs[:, j], ms[:, j])
+    return [first[p] for p in plan.files]
+
+
+def _copy_shared(plan: _Plan, arrays) -> None:
+    """Copy each file counted once into the other columns that use it (a shared control)."""
+    x, mapq, control, control_mapq = arrays
+    first = dict(zip(plan.files, _file_outputs(plan, arrays), strict=True))
+    for j, (chip, ctrl) in enumerate(zip(plan.sheet["bam"], plan.sheet["control"], strict=True)):
+        for path, (xs, ms) in ((chip, (x, mapq)), (ctrl, (control, control_mapq))):
+            if path and not np.shares_memory(first[path][0], xs[:, j]):
+                xs[:, j] = first[path][0]
+                ms[:, j] = first[path][1]
+
+
+def _set_depths(plan: _Plan, var: pd.DataFrame, totals: np.ndarray) -> None:
+    """``var["depth"]`` / ``["control_depth"]``: the sheet's overrides, else the reads counted."""
+    counted = dict(zip(plan.files, totals.tolist(), strict=True))
+    var["depth"] = _depth(plan.sheet, "depth", "bam", counted)
+    var["control_depth"] = _depth(plan.sheet, "control_depth", "control", counted)
+
+
+def _write_store(
+    plan: _Plan, params: _Params, threads: int, out, chunk_size: int, overwrite: bool, progress
+) -> None:
+    """``read_bams(out=...)``: count a few chromosomes at a time and append them to a store.
+
+    Memory holds one pass of chromosomes (up to ``_STORE_PASS_BINS`` bins, or the largest
+    chromosome), never the genome; the region crop and the blacklist are applied per pass.
+    """
+    import pandas as pd
+
+    from .._settings import settings
+    from ._store import store_writer
+
+    passes: list[list[tuple[str, int]]] = [[]]
+    for contig in plan.contigs:
+        if passes[-1] and bin_count(passes[-1] + [contig], params.bin_size) > _STORE_PASS_BINS:
+            passes.append([])
+        passes[-1].append(contig)
+    names = [name for name, _ in plan.contigs]
+    totals = np.zeros(len(plan.files), np.int64)
+    removed = []
+    n_kept = 0
+    show = settings.progress(progress)
+    # A pass is written before the next is counted, so memory holds one pass (writing it
+    # while the next is counted would hold two).
+    with store_writer(out, chunk=chunk_size, overwrite=overwrite) as writer:
+        for contigs in passes:
+            arrays = _new_arrays(bin_count(contigs, params.bin_size), len(plan.sheet))
+            counted, obs = _count_files(
+                plan.file_infos,
+                contigs,
+                plan.file_params,
+                _file_outputs(plan, arrays),
+                threads,
+                show,
+                meanwhile=lambda contigs=contigs: bin_obs(contigs, params.bin_size),
+            )
+            totals += counted
+            _copy_shared(plan, arrays)
+            # Categories: every chromosome of the store, as in the in-memory AnnData.
+            codes = obs["chrom"].cat.codes.to_numpy(np.int64) + names.index(contigs[0][0])
+            obs["chrom"] = pd.Categorical.from_codes(codes, categories=names)
+            keep = np.ones(len(obs), bool)
+            if plan.window is not None:
+                keep &= region_mask(obs, *plan.window)
+            if plan.blacklist is not None:
+                hit = overlapping_bins(obs, plan.blacklist[0]) & keep
+                removed.append(obs.loc[hit, ["chrom", "start", "end"]])
+                keep &= ~hit
+            n_kept += int(keep.sum())
+            if not keep.all():
+                obs, arrays = obs.loc[keep], tuple(a[keep] for a in arrays)
+            writer.append(obs, arrays[0], dict(zip(_LAYERS, arrays[1:], strict=True)))
+            del arrays, obs  # before the next pass allocates its own
+        _check_reads(totals, plan.file_infos, params, plan.contigs)
+        uns = dict(plan.uns)
+        if plan.blacklist is not None:
+            bad_regions, source = plan.blacklist
+            if n_kept == 0:  # the blacklist covers every bin: its own message
+                blacklist_mask(pd.concat(removed), bad_regions, source)
+            uns = blacklist_record(uns, pd.concat(removed), len(bad_regions), source)
+        var = pd.DataFrame(plan.var, index=pd.Index(plan.var_names, dtype=object))
+        _set_depths(plan, var, totals)
+        writer.finish(var, {"chipvi": uns})
 
 
 def _region_window(region, info: BamInfo, chroms) -> tuple[str, int, int]:

@@ -394,6 +394,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             Passes over the bins; default gives about 400 optimiser steps (2–1000 epochs).
         accelerator, devices, strategy
             As in :class:`lightning.pytorch.Trainer` (``"gpu"`` needs a CUDA device).
+            Several devices or processes: ``devices=N, strategy="ddp"`` (Lightning's DDP; on
+            CPU too, ``accelerator="cpu", devices=2``). Lightning starts ranks 1.. by running
+            the script again, so call it from a script (not a notebook); the ranks end with
+            the same parameters.
         batch_size
             Consecutive bins per minibatch, each a chain started from its stationary law;
             default ``min(n_bins, 16384)``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as copy_module
+import os
 import warnings
 
 import anndata as ad
@@ -12,7 +13,7 @@ import scipy.sparse as sp
 from .._bins import bin_obs, chrom_codes, tiled_windows, windows_obs
 from .._errors import ChipviInputError
 from .._utils import check_int
-from ._anndata import chipvi_uns, replace_contents
+from ._anndata import chipvi_uns, map_store, replace_contents, source_store
 
 # (count layer, mean-MAPQ layer) pairs; None is X.
 _COUNT_PAIRS = ((None, "mapq"), ("control", "control_mapq"))
@@ -22,7 +23,15 @@ def _dense(matrix) -> np.ndarray:
     return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
 
 
-def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> ad.AnnData | None:
+def aggregate_bins(
+    adata: ad.AnnData | str | os.PathLike,
+    bin_size: int,
+    *,
+    copy: bool = False,
+    out: str | os.PathLike | None = None,
+    chunk_size: int | None = None,
+    overwrite: bool = False,
+) -> ad.AnnData | None:
     """Merge adjacent bins into bins of ``bin_size`` bp (e.g. 25 bp -> 200 bp).
 
     Counts (``X`` and ``layers["control"]``) are summed; mean MAPQ layers (``"mapq"``,
@@ -40,11 +49,20 @@ def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> a
     adata
         Bins x libraries from :func:`chipvi.read_bams`: per chromosome, a gap-free run of its
         bins in order (whole chromosomes or one region each; aggregate before
-        :func:`filter_blacklist`, which leaves gaps).
+        :func:`filter_blacklist`, which leaves gaps). Or the path of a bins store
+        (``read_bams(out=...)``), aggregated a block at a time into ``out``.
     bin_size
         New bin width in bp: a positive multiple of the current one.
     copy
         Return a new AnnData instead of replacing the contents of ``adata``.
+    out
+        For a store: the new ``.zarr`` store to write.
+    chunk_size
+        For a store: old bins read per block, a multiple of the aggregation factor
+        (``bin_size`` / current bin size); default: the multiple nearest below the store's
+        chunk size.
+    overwrite
+        For a store: replace an existing ``out``.
 
     Returns
     -------
@@ -55,7 +73,12 @@ def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> a
     --------
     >>> adata = chipvi.read_bams("samples.csv", bin_size=25)  # doctest: +SKIP
     >>> chipvi.pp.aggregate_bins(adata, 200)  # doctest: +SKIP
+    >>> chipvi.pp.aggregate_bins("bins25.zarr", 200, out="bins200.zarr")  # doctest: +SKIP
     """
+    store = source_store(adata, out, "aggregate_bins")
+    if store is not None:
+        _aggregate_store(store, bin_size, out, chunk_size, overwrite)
+        return None
     info = chipvi_uns(adata, "aggregate_bins")
     current = int(info["bin_size"])
     bin_size = check_int("bin_size", bin_size, 1)
@@ -127,3 +150,28 @@ def aggregate_bins(adata: ad.AnnData, bin_size: int, *, copy: bool = False) -> a
         varm={k: np.array(v, copy=True) for k, v in adata.varm.items()},
     )
     return replace_contents(adata, new, copy)
+
+
+def _aggregate_store(store, bin_size, out, chunk_size: int | None, overwrite: bool) -> None:
+    """:func:`aggregate_bins` of a store: blocks of whole new bins, one at a time."""
+    bin_size = check_int("bin_size", bin_size, 1)
+    factor = max(1, bin_size // store.bin_size)
+    if chunk_size is None:
+        chunk_size = factor * max(1, store.chunk // factor)
+    elif check_int("chunk_size", chunk_size, 1) % factor:
+        raise ChipviInputError(
+            f"chunk_size {chunk_size} is not a multiple of the aggregation factor {factor} "
+            f"({bin_size} / {store.bin_size} bp), so a block would cut a new bin; pass "
+            f"chunk_size={factor * max(1, round(chunk_size / factor))}."
+        )
+    last = {}
+
+    def block(bins: ad.AnnData) -> ad.AnnData:
+        new = aggregate_bins(bins, bin_size, copy=True)
+        last["uns"] = new.uns["chipvi"]
+        return new
+
+    # The old bins' names are not needed: the new bins get their own.
+    map_store(
+        store, out, block, lambda: last["uns"], size=chunk_size, names=False, overwrite=overwrite
+    )

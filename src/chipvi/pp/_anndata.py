@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import anndata as ad
 import numpy as np
 
 from .._errors import ChipviInputError
+from ..io import BinStore, is_store, open_store, store_writer
 
 
 def chipvi_uns(adata: ad.AnnData, function: str) -> dict:
@@ -42,3 +46,49 @@ def replace_contents(adata: ad.AnnData, new: ad.AnnData, copy: bool) -> ad.AnnDa
         return new
     adata._init_as_actual(new)
     return None
+
+
+def source_store(adata, out, function: str) -> BinStore | None:
+    """The bins store a function reads (``adata`` a ``.zarr`` path or a
+    :class:`~chipvi.io.BinStore`), or None for an AnnData.
+
+    A store is never changed in place: ``out=`` names the new one.
+    """
+    if not is_store(adata):
+        if out is not None:
+            raise ChipviInputError(
+                f"{function}(out=...) is for bins stores (.zarr); pass an in-memory AnnData "
+                "without out=, or the store's path."
+            )
+        return None
+    if out is None:
+        raise ChipviInputError(
+            f"{function} on the store {getattr(adata, 'path', adata)} needs out= (a new .zarr "
+            "store): stores are not changed in place."
+        )
+    return open_store(adata)
+
+
+def map_store(
+    source: BinStore,
+    out: str | os.PathLike,
+    block: Callable[[ad.AnnData], ad.AnnData],
+    uns: Callable[[], dict],
+    *,
+    size: int | None = None,
+    names: bool = True,
+    overwrite: bool = False,
+) -> None:
+    """Write ``block(bins)`` of each block of ``source`` to a new store at ``out``.
+
+    Blocks are :meth:`~chipvi.io.BinStore.block_ranges` of ``size`` bins, read and written
+    one at a time (``names=False``: without their names, for a ``block`` that makes new
+    bins); ``uns()`` gives the new store's ``uns["chipvi"]`` once every block is written. The
+    new store keeps ``source``'s ``var`` and chunk size.
+    """
+    with store_writer(out, chunk=source.chunk, overwrite=overwrite) as writer:
+        for start, stop in source.block_ranges(size):
+            new = block(source.block(start, stop, names=names))
+            layers = {k: np.asarray(v) for k, v in new.layers.items()}
+            writer.append(new.obs, np.asarray(new.X), layers)
+        writer.finish(source.var, {"chipvi": uns()})
