@@ -60,6 +60,38 @@ def _digamma(x):
     return res + np.log(x) - 0.5 / x - tail
 
 
+#: Counts below this take the exact finite sums below instead of lgamma / digamma.
+_SMALL = 16
+_LOG_FACTORIAL = np.array([math.lgamma(k + 1.0) for k in range(_SMALL)])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _log_comb(yy, r):
+    """``lgamma(y + r) − lgamma(r) − lgamma(y + 1)``; for a small whole count
+    ``log(r (r + 1) ⋯ (r + y − 1)) − log(y!)`` (one log instead of three lgamma, and no
+    cancellation between large lgamma values)."""
+    if yy < _SMALL and yy == np.floor(yy):
+        k = int(yy)
+        if k == 0:
+            return 0.0
+        p = r
+        for t in range(1, k):
+            p *= r + t
+        return np.log(p) - _LOG_FACTORIAL[k]
+    return math.lgamma(yy + r) - math.lgamma(r) - math.lgamma(yy + 1.0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _digamma_diff(yy, r):
+    """``ψ(y + r) − ψ(r)``; for a small whole count the finite sum ``Σ_{t<y} 1 / (r + t)``."""
+    if yy < _SMALL and yy == np.floor(yy):
+        acc = 0.0
+        for t in range(int(yy)):
+            acc += 1.0 / (r + t)
+        return acc
+    return _digamma(yy + r) - _digamma(r)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _log_nb(yy, lmu_e, lr, r, log_r_plus_m, lc):
     """log NB(y | mean exp(lmu_e), dispersion r); ``log_r_plus_m = log(r + mean)``."""
@@ -159,7 +191,7 @@ def _log_emission(i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep, res
             lmuj = lmu[i, j]
             r = np.exp(lrj)
             mu = np.exp(lmuj)
-            lc = math.lgamma(yy + r) - math.lgamma(r) - math.lgamma(yy + 1.0)
+            lc = _log_comb(yy, r)
             lq = log_out - np.log((yy + 1.0) * (yy + 2.0))
             l0 = log_in + _log_nb(yy, lmuj, lrj, r, np.log(r + mu), lc)
             m0 = _logaddexp(l0, lq)
@@ -446,7 +478,7 @@ def chain_pass(
                     mu = np.exp(lmu[i, j])
                     yr = yy + r
                     # d log NB / d log r without the log(r + m) and 1/(r + m) parts
-                    dpsi = _digamma(yy + r) - _digamma(r) + lrj + 1.0
+                    dpsi = _digamma_diff(yy, r) + lrj + 1.0
                     lg = keep[i - lo, j]
                     rg = resp[i - lo, j]
                     s_mu = 0.0
