@@ -169,7 +169,15 @@ def _vlog(x, out, k, m):
         out[g] = s * (hfsq + t2 + t1) + dk * _LN2_LO - hfsq + f + dk * _LN2_HI
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _exp_shift(le, top, out, k):
+    """``out = exp(le − top)`` (strict order: called from the reassociating pass)."""
+    for g in range(le.size):
+        out[g] = le[g] - top
+    _vexp(out, out, k)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _log_emission(i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep, resp, resp0, sc, ik):
     """``le[g] = Σ_j log E_j(grid[g])`` for bin ``i``; returns the maximum.
 
@@ -300,7 +308,10 @@ def cell_edges(grid: np.ndarray) -> np.ndarray:
     return np.r_[grid[0] - (grid[1] - grid[0]) / 2, mid, grid[-1] + (grid[-1] - grid[-2]) / 2]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+# The recursion and the gradient are sums over the grid: reassociation lets LLVM vectorise
+# them (sums in another order, equal to float rounding). The emission maths above are
+# compiled apart (not inlined at numba level) and keep strict IEEE order.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def chain_pass(
     y,
     lmu,
@@ -382,9 +393,7 @@ def chain_pass(
             i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep[r_i], resp[r_i], resp0[r_i],
             sc, ik,
         )  # fmt: skip
-        for g in range(n_grid):
-            le[g] -= top
-        _vexp(le, le, ik)
+        _exp_shift(le, top, le, ik)
         if cached:
             for g in range(n_grid):
                 e_all[i, g] = le[g]
@@ -429,9 +438,7 @@ def chain_pass(
                         i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le,
                         keep[r_i], resp[r_i], resp0[r_i], sc, ik,
                     )  # fmt: skip
-                    for g in range(n_grid):
-                        le[g] -= top
-                    _vexp(le, e_blk[i - lo], ik)
+                    _exp_shift(le, top, e_blk[i - lo], ik)
                 _step_forward(i, alpha[i - lo], e_blk[i - lo], stay, pi, rho, alpha[i - lo + 1])
         for i in range(hi - 1, lo - 1, -1):
             al = alpha[i - lo + 1]
