@@ -171,24 +171,30 @@ def _vlog(x, out, k, m):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _exp_shift(le, top, out, k):
-    """``out = exp(le − top)`` (strict order: called from the reassociating pass)."""
-    for g in range(le.size):
+    """``out = exp(le − top)`` over ``out``'s size (strict order: called from the
+    reassociating pass)."""
+    for g in range(out.size):
         out[g] = le[g] - top
     _vexp(out, out, k)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _log_emission(i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep, resp, resp0, sc, ik):
+def _log_emission(
+    i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep, resp, resp0, sc, ik, n_grid
+):
     """``le[g] = Σ_j log E_j(grid[g])`` for bin ``i``; returns the maximum.
 
     Each library's count is NB with probability ``exp(log_in)`` and an outlier (a PCR
     jackpot, say: heavy-tailed ``q(y) = 1/((y+1)(y+2))``, blind to the enrichment) with
     ``exp(log_out)``. Kept for the gradient: ``keep[j, g] = log(r + μ·exp(a·e))`` and the
     NB component's responsibilities ``resp[j, g]`` and ``resp0[j]`` (at e = 0). ``ag[j, g]
-    = a_j·grid[g]``, ``eg = exp(ag)``; ``sc`` (5, G) float64 and ``ik`` (G,) int64 scratch.
+    = a_j·grid[g]``, ``eg = exp(ag)``; ``sc`` (5, P) float64 and ``ik`` (P,) int64 scratch.
+    Every array over the grid has ``P`` = :func:`padded` ``(G)`` entries (the last grid point
+    repeated): the vector loops then have no scalar remainder; only the first ``n_grid`` of
+    ``le`` are emissions.
     """
-    n_grid = le.size
-    for g in range(n_grid):
+    n_pad = le.size
+    for g in range(n_pad):
         le[g] = 0.0
     wi = w[i]
     if wi > 0.0:
@@ -207,22 +213,22 @@ def _log_emission(i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep, res
             base = log_in + lc + yy * lmuj + r * lrj
             yr = yy + r
             kj, rj, egj, agj = keep[j], resp[j], eg[j], ag[j]
-            for g in range(n_grid):
+            for g in range(n_pad):
                 arg[g] = r + mu * egj[g]
             _vlog(arg, kj, ik, ms)
             # log(e^lgk + e^lq) = max + log(1 + e^-|lgk - lq|), and the NB share from the
             # same exp; rj holds lgk - lq until the share is known
-            for g in range(n_grid):
+            for g in range(n_pad):
                 lgk = base + yy * agj[g] - yr * kj[g]
                 d = lgk - lq
                 rj[g] = d
                 top[g] = max(lgk, lq)
                 t[g] = -abs(d)
             _vexp(t, t, ik)
-            for g in range(n_grid):
+            for g in range(n_pad):
                 arg[g] = 1.0 + t[g]
             _vlog(arg, lt, ik, ms)
-            for g in range(n_grid):
+            for g in range(n_pad):
                 le[g] += wi * (top[g] + lt[g] - m0)
                 rj[g] = (1.0 if rj[g] >= 0.0 else t[g]) / arg[g]
     top_ = le[0]
@@ -288,15 +294,21 @@ def _tail(cdf, edges, t):
     return 0.0
 
 
+def padded(n_grid: int) -> int:
+    """Grid length rounded up to whole vectors (8 doubles: one AVX-512 register)."""
+    return -(-int(n_grid) // 8) * 8
+
+
 def workspace(block: int, n_class: int, n_grid: int, n_lib: int, want_grad: bool) -> tuple:
     """Scratch arrays of :func:`chain_pass` for chains of up to ``block`` bins per block
     (reused across calls: a fresh ~40 MB per minibatch costs as much as the emissions)."""
     rows = block if want_grad else 1
+    n_pad = padded(n_grid)
     return (
         np.empty((block + 1, n_class, n_grid)),
         np.empty((block, n_grid)),
-        np.empty((rows, n_lib, n_grid)),
-        np.empty((rows, n_lib, n_grid)),
+        np.empty((rows, n_lib, n_pad)),
+        np.empty((rows, n_lib, n_pad)),
         np.empty((rows, n_lib)),
     )
 
@@ -359,7 +371,8 @@ def chain_pass(
     every bin's emissions when no gradient is asked for (recomputed blocks then cost no
     transcendental functions), or ``(0, G)`` to recompute them. Workspace (overwritten; see
     :func:`workspace`): ``alpha`` (block + 1, K, G) and ``e_blk`` (block, G) set the block;
-    ``keep, resp`` (block, J, G) and ``resp0`` (block, J), one row each without gradients.
+    ``keep, resp`` (block, J, :func:`padded` (G)) and ``resp0`` (block, J), one row each
+    without gradients.
     Returns the log marginal likelihood ratio.
     """
     n, n_lib = y.shape
@@ -367,19 +380,20 @@ def chain_pass(
     n_class = stay.size
     if n == 0:
         return 0.0
-    ag = np.empty((n_lib, n_grid))
-    eg = np.empty((n_lib, n_grid))
+    n_pad = keep.shape[2]
+    ag = np.empty((n_lib, n_pad))
+    eg = np.empty((n_lib, n_pad))
     for j in range(n_lib):
-        for g in range(n_grid):
-            ag[j, g] = gain[j] * grid[g]
+        for g in range(n_pad):
+            ag[j, g] = gain[j] * grid[min(g, n_grid - 1)]
             eg[j, g] = np.exp(ag[j, g])
-    sc = np.empty((5, n_grid))
-    ik = np.empty(n_grid, np.int64)
+    sc = np.empty((5, n_pad))
+    ik = np.empty(n_pad, np.int64)
     block = alpha.shape[0] - 1  # alpha's row 0: the bin before the block
     n_block = (n + block - 1) // block
     last_lo = (n_block - 1) * block
     ckpt = np.empty((n_block, n_class, n_grid))
-    le = np.empty(n_grid)
+    le = np.empty(n_pad)
     cur = np.empty((n_class, n_grid))
     prev = np.zeros((n_class, n_grid))
     # Without gradients, emissions may be kept for every bin (e_all of n rows, float32) so
@@ -391,7 +405,7 @@ def chain_pass(
         r_i = max(i - last_lo, 0) if want_grad else 0
         top = _log_emission(
             i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep[r_i], resp[r_i], resp0[r_i],
-            sc, ik,
+            sc, ik, n_grid,
         )  # fmt: skip
         _exp_shift(le, top, le, ik)
         if cached:
@@ -403,7 +417,7 @@ def chain_pass(
             if i == last_lo and i > 0:
                 alpha[0] = prev
             alpha[i - last_lo + 1] = cur
-            e_blk[i - last_lo] = le
+            e_blk[i - last_lo] = le[:n_grid]
         prev, cur = cur, prev
         if (i + 1) % block == 0 and i + 1 < n:
             ckpt[(i + 1) // block] = prev
@@ -436,7 +450,7 @@ def chain_pass(
                     r_i = i - lo if want_grad else 0
                     top = _log_emission(
                         i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le,
-                        keep[r_i], resp[r_i], resp0[r_i], sc, ik,
+                        keep[r_i], resp[r_i], resp0[r_i], sc, ik, n_grid,
                     )  # fmt: skip
                     _exp_shift(le, top, e_blk[i - lo], ik)
                 _step_forward(i, alpha[i - lo], e_blk[i - lo], stay, pi, rho, alpha[i - lo + 1])
