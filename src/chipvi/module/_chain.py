@@ -85,28 +85,32 @@ _EMPTY1 = np.zeros(0)
 class _Workspaces:
     """Scratch arrays of the numba pass, kept from one call to the next (one per running
     chain): training calls the pass once per minibatch, and fresh arrays (page faults on
-    tens of MB) cost as much as the emissions. Only workspaces of the latest shape are kept,
-    so a posterior pass releases the training ones."""
+    tens of MB) cost as much as the emissions. Kept per shape (groups of different sizes);
+    a call of another kind (posterior after training: other block, no gradient) releases
+    the others."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._key: tuple | None = None
-        self._free: list[tuple] = []
+        self._kind: tuple | None = None
+        self._free: dict[tuple, list[tuple]] = {}
 
     @contextmanager
-    def get(self, *key):
+    def get(self, block: int, n_class: int, n_grid: int, n_lib: int, want_grad: bool):
+        key = (block, n_class, n_grid, n_lib, want_grad)
+        kind = (block, n_class, n_grid, want_grad)
         with self._lock:
-            if key != self._key:
-                self._key, self._free = key, []
-            work = self._free.pop() if self._free else None
+            if kind != self._kind:
+                self._kind, self._free = kind, {}
+            free = self._free.setdefault(key, [])
+            work = free.pop() if free else None
         if work is None:
             work = workspace(*key)
         try:
             yield work
         finally:
             with self._lock:
-                if key == self._key:
-                    self._free.append(work)
+                if kind == self._kind:
+                    self._free.setdefault(key, []).append(work)
 
 
 _WORKSPACES = _Workspaces()
