@@ -17,13 +17,15 @@ Two engines compute the same quantities:
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ._chain_numba import cell_edges, chain_pass
+from ._chain_numba import cell_edges, chain_pass, workspace
 from ._nb import nb_log_prob
 
 #: Bins whose forward messages are kept at once in the CPU backward pass of the posterior.
@@ -78,6 +80,40 @@ def _f64(a: np.ndarray) -> np.ndarray:
 
 _EMPTY2 = np.zeros((0, 0))
 _EMPTY1 = np.zeros(0)
+
+
+class _Workspaces:
+    """Scratch arrays of the numba pass, kept from one call to the next (one per running
+    chain): training calls the pass once per minibatch, and fresh arrays (page faults on
+    tens of MB) cost as much as the emissions. Kept per shape (groups of different sizes);
+    a call of another kind (posterior after training: other block, no gradient) releases
+    the others."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kind: tuple | None = None
+        self._free: dict[tuple, list[tuple]] = {}
+
+    @contextmanager
+    def get(self, block: int, n_class: int, n_grid: int, n_lib: int, want_grad: bool):
+        key = (block, n_class, n_grid, n_lib, want_grad)
+        kind = (block, n_class, n_grid, want_grad)
+        with self._lock:
+            if kind != self._kind:
+                self._kind, self._free = kind, {}
+            free = self._free.setdefault(key, [])
+            work = free.pop() if free else None
+        if work is None:
+            work = workspace(*key)
+        try:
+            yield work
+        finally:
+            with self._lock:
+                if kind == self._kind:
+                    self._free.setdefault(key, []).append(work)
+
+
+_WORKSPACES = _Workspaces()
 
 
 def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_threads=1):
@@ -140,11 +176,12 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             s, d, u = (_EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2), _EMPTY2, _EMPTY2
         cache = post is not None and m * n_grid * 4 <= EMISSION_CACHE_BYTES
         e_all = np.empty((m if cache else 0, n_grid), np.float32)
-        log_z = chain_pass(
-            *args, grid, stay, pi, rho, log_in, log_out,
-            BLOCK if post is not None else TRAIN_BLOCK, want_grad, *g,
-            post is not None, float(q), thresholds, *s, u, d, e_all,
-        )  # fmt: skip
+        block = BLOCK if post is not None else TRAIN_BLOCK
+        with _WORKSPACES.get(block, n_class, n_grid, len(c), want_grad) as work:
+            log_z = chain_pass(
+                *args, grid, stay, pi, rho, log_in, log_out, want_grad, *g,
+                post is not None, float(q), thresholds, *s, u, d, e_all, *work,
+            )  # fmt: skip
         if post is not None:
             k = inputs.groups.index(cols)
             for key, value in zip(("mean", "sd", "lower", "prob"), s, strict=True):

@@ -40,7 +40,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _logaddexp(a, b):
     top = max(a, b)
     if top == -np.inf:
@@ -48,7 +48,7 @@ def _logaddexp(a, b):
     return top + np.log(np.exp(a - top) + np.exp(b - top))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _digamma(x):
     """ψ(x) for x > 0: recurrence up to 6, then the asymptotic series."""
     res = 0.0
@@ -60,59 +60,186 @@ def _digamma(x):
     return res + np.log(x) - 0.5 / x - tail
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+#: Counts below this take the exact finite sums below instead of lgamma / digamma.
+_SMALL = 16
+_LOG_FACTORIAL = np.array([math.lgamma(k + 1.0) for k in range(_SMALL)])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _log_comb(yy, r):
+    """``lgamma(y + r) − lgamma(r) − lgamma(y + 1)``; for a small whole count
+    ``log(r (r + 1) ⋯ (r + y − 1)) − log(y!)`` (one log instead of three lgamma, and no
+    cancellation between large lgamma values)."""
+    if yy < _SMALL and yy == np.floor(yy):
+        k = int(yy)
+        if k == 0:
+            return 0.0
+        p = r
+        for t in range(1, k):
+            p *= r + t
+        return np.log(p) - _LOG_FACTORIAL[k]
+    return math.lgamma(yy + r) - math.lgamma(r) - math.lgamma(yy + 1.0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _digamma_diff(yy, r):
+    """``ψ(y + r) − ψ(r)``; for a small whole count the finite sum ``Σ_{t<y} 1 / (r + t)``."""
+    if yy < _SMALL and yy == np.floor(yy):
+        acc = 0.0
+        for t in range(int(yy)):
+            acc += 1.0 / (r + t)
+        return acc
+    return _digamma(yy + r) - _digamma(r)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _log_nb(yy, lmu_e, lr, r, log_r_plus_m, lc):
     """log NB(y | mean exp(lmu_e), dispersion r); ``log_r_plus_m = log(r + mean)``."""
     return lc + yy * lmu_e - (yy + r) * log_r_plus_m + r * lr
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _log_emission(i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le, keep, resp, resp0):
+# Vector maths. The emission's transcendental functions run over the whole grid at once, in
+# loops LLVM vectorises (numba's libm calls do not vectorise without Intel SVML, which the
+# llvmlite wheels do not support): fdlibm's exp and log, accurate to 1 ulp, written as
+# straight-line arithmetic plus integer work on the bits. ``error_model="numpy"`` everywhere:
+# Python's model checks every float division for zero, which blocks vectorisation.
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+#: Lower clamp of :func:`_vexp`'s argument: exp(-700) ≈ 1e-304 stands for an underflow to 0
+#: (relative to the values it is compared with, 1e-304 and 0 are the same).
+_EXP_MIN = -700.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _vexp(x, out, k):
+    """``out = exp(max(x, -700))`` for ``x ≤ 709`` (fdlibm ``__ieee754_exp``); ``k``: int64
+    scratch of the same size. ``out`` may be ``x``."""
+    n = x.size
+    for g in range(n):
+        v = max(x[g], _EXP_MIN)
+        kf = np.floor(v * 1.44269504088896338700e00 + 0.5)
+        hi = v - kf * _LN2_HI
+        lo = kf * _LN2_LO
+        r = hi - lo
+        rr = r * r
+        c = r - rr * (
+            1.66666666666666019037e-01
+            + rr
+            * (
+                -2.77777777770155933842e-03
+                + rr
+                * (
+                    6.61375632143793436117e-05
+                    + rr * (-1.65339022054652515390e-06 + rr * 4.13813679705723846039e-08)
+                )
+            )
+        )
+        out[g] = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+        k[g] = np.int64(kf)
+    bits = out.view(np.int64)
+    for g in range(n):
+        bits[g] += k[g] << 52
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _vlog(x, out, k, m):
+    """``out = log(x)`` for positive normal ``x`` (fdlibm ``__ieee754_log``, musl's reduction);
+    ``k`` (int64), ``m`` (float64): scratch of the same size. ``out`` must not be ``x``."""
+    n = x.size
+    xb = x.view(np.int64)
+    mb = m.view(np.int64)
+    for g in range(n):
+        b = xb[g]
+        # mantissa into [sqrt(2)/2, sqrt(2)), exponent into k
+        hx = (b >> 32) + (0x3FF00000 - 0x3FE6A09E)
+        k[g] = (hx >> 20) - 0x3FF
+        mb[g] = (((hx & 0x000FFFFF) + 0x3FE6A09E) << 32) | (b & 0xFFFFFFFF)
+    for g in range(n):
+        f = m[g] - 1.0
+        hfsq = 0.5 * f * f
+        s = f / (2.0 + f)
+        z = s * s
+        w = z * z
+        t1 = w * (
+            3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01)
+        )
+        t2 = z * (
+            6.666666666666735130e-01
+            + w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01))
+        )  # fmt: skip
+        dk = np.float64(k[g])
+        out[g] = s * (hfsq + (t2 + t1)) + dk * _LN2_LO - hfsq + f + dk * _LN2_HI
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _exp_shift(le, top, out, k):
+    """``out = exp(le − top)`` over ``out``'s size (strict order: called from the
+    reassociating pass)."""
+    for g in range(out.size):
+        out[g] = le[g] - top
+    _vexp(out, out, k)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _log_emission(
+    i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep, resp, resp0, sc, ik, n_grid
+):
     """``le[g] = Σ_j log E_j(grid[g])`` for bin ``i``; returns the maximum.
 
     Each library's count is NB with probability ``exp(log_in)`` and an outlier (a PCR
     jackpot, say: heavy-tailed ``q(y) = 1/((y+1)(y+2))``, blind to the enrichment) with
     ``exp(log_out)``. Kept for the gradient: ``keep[j, g] = log(r + μ·exp(a·e))`` and the
-    NB component's responsibilities ``resp[j, g]`` and ``resp0[j]`` (at e = 0).
+    NB component's responsibilities ``resp[j, g]`` and ``resp0[j]`` (at e = 0). ``ag[j, g]
+    = a_j·grid[g]``, ``eg = exp(ag)``; ``sc`` (5, P) float64 and ``ik`` (P,) int64 scratch.
+    Every array over the grid has ``P`` = :func:`padded` ``(G)`` entries (the last grid point
+    repeated): the vector loops then have no scalar remainder; only the first ``n_grid`` of
+    ``le`` are emissions.
     """
-    n_grid = grid.size
-    for g in range(n_grid):
+    n_pad = le.size
+    for g in range(n_pad):
         le[g] = 0.0
     wi = w[i]
     if wi > 0.0:
+        arg, top, t, lt, ms = sc[0], sc[1], sc[2], sc[3], sc[4]
         for j in range(y.shape[1]):
             yy = y[i, j]
             lrj = lr[i, j]
             lmuj = lmu[i, j]
             r = np.exp(lrj)
             mu = np.exp(lmuj)
-            lc = math.lgamma(yy + r) - math.lgamma(r) - math.lgamma(yy + 1.0)
+            lc = _log_comb(yy, r)
             lq = log_out - np.log((yy + 1.0) * (yy + 2.0))
             l0 = log_in + _log_nb(yy, lmuj, lrj, r, np.log(r + mu), lc)
             m0 = _logaddexp(l0, lq)
             resp0[j] = np.exp(l0 - m0)
-            a = gain[j]
-            for g in range(n_grid):
-                lg = np.log(r + mu * eg[j, g])
-                keep[j, g] = lg
-                lgk = log_in + _log_nb(yy, lmuj + a * grid[g], lrj, r, lg, lc)
-                # log(e^lgk + e^lq) and the NB share e^lgk / (e^lgk + e^lq), from one exp
-                if lgk >= lq:
-                    t = np.exp(lq - lgk)
-                    mg = lgk + np.log1p(t)
-                    resp[j, g] = 1.0 / (1.0 + t)
-                else:
-                    t = np.exp(lgk - lq)
-                    mg = lq + np.log1p(t)
-                    resp[j, g] = t / (1.0 + t)
-                le[g] += wi * (mg - m0)
-    top = le[0]
+            base = log_in + lc + yy * lmuj + r * lrj
+            yr = yy + r
+            kj, rj, egj, agj = keep[j], resp[j], eg[j], ag[j]
+            for g in range(n_pad):
+                arg[g] = r + mu * egj[g]
+            _vlog(arg, kj, ik, ms)
+            # log(e^lgk + e^lq) = max + log(1 + e^-|lgk - lq|), and the NB share from the
+            # same exp; rj holds lgk - lq until the share is known
+            for g in range(n_pad):
+                lgk = base + yy * agj[g] - yr * kj[g]
+                d = lgk - lq
+                rj[g] = d
+                top[g] = max(lgk, lq)
+                t[g] = -abs(d)
+            _vexp(t, t, ik)
+            for g in range(n_pad):
+                arg[g] = 1.0 + t[g]
+            _vlog(arg, lt, ik, ms)
+            for g in range(n_pad):
+                le[g] += wi * (top[g] + lt[g] - m0)
+                rj[g] = (1.0 if rj[g] >= 0.0 else t[g]) / arg[g]
+    top_ = le[0]
     for g in range(1, n_grid):
-        top = max(top, le[g])
-    return top
+        top_ = max(top_, le[g])
+    return top_
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _step_forward(i, prev, e, stay, pi, rho, out):
     """``out ∝ e · (T' prev)`` (or ``e · rho`` at ``i == 0``), normalised; returns the sum."""
     n_class, n_grid = pi.shape
@@ -140,7 +267,7 @@ def _step_forward(i, prev, e, stay, pi, rho, out):
     return total
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _quantile(cdf, edges, q):
     """Inverse CDF at ``q``: each grid point's mass spread evenly over its cell ``edges``."""
     n_grid = cdf.size
@@ -154,7 +281,7 @@ def _quantile(cdf, edges, q):
     return edges[n_grid]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _tail(cdf, edges, t):
     """``1 − F(t)`` of the same distribution."""
     n_grid = cdf.size
@@ -169,6 +296,25 @@ def _tail(cdf, edges, t):
     return 0.0
 
 
+def padded(n_grid: int) -> int:
+    """Grid length rounded up to whole vectors (8 doubles: one AVX-512 register)."""
+    return -(-int(n_grid) // 8) * 8
+
+
+def workspace(block: int, n_class: int, n_grid: int, n_lib: int, want_grad: bool) -> tuple:
+    """Scratch arrays of :func:`chain_pass` for chains of up to ``block`` bins per block
+    (reused across calls: a fresh ~40 MB per minibatch costs as much as the emissions)."""
+    rows = block if want_grad else 1
+    n_pad = padded(n_grid)
+    return (
+        np.empty((block + 1, n_class, n_grid)),
+        np.empty((block, n_grid)),
+        np.empty((rows, n_lib, n_pad)),
+        np.empty((rows, n_lib, n_pad)),
+        np.empty((rows, n_lib)),
+    )
+
+
 def cell_edges(grid: np.ndarray) -> np.ndarray:
     """Edges of the cells around the grid points (midpoints; half a step past each end)."""
     grid = np.asarray(grid, np.float64)
@@ -176,7 +322,10 @@ def cell_edges(grid: np.ndarray) -> np.ndarray:
     return np.r_[grid[0] - (grid[1] - grid[0]) / 2, mid, grid[-1] + (grid[-1] - grid[-2]) / 2]
 
 
-@numba.njit(cache=True, nogil=True)
+# The recursion and the gradient are sums over the grid: reassociation lets LLVM vectorise
+# them (sums in another order, equal to float rounding). The emission maths above are
+# compiled apart (not inlined at numba level) and keep strict IEEE order.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def chain_pass(
     y,
     lmu,
@@ -189,7 +338,6 @@ def chain_pass(
     rho,
     log_in,
     log_out,
-    block,
     want_grad,
     g_lmu,
     g_lr,
@@ -208,6 +356,11 @@ def chain_pass(
     uniforms,
     draws,
     e_all,
+    alpha,
+    e_blk,
+    keep,
+    resp,
+    resp0,
 ):
     """Forward-backward over one chain; see the module docstring.
 
@@ -218,27 +371,31 @@ def chain_pass(
     (overwritten): ``mean, sd, lower`` (n,), ``prob`` (n, T) for ``thresholds`` (T,),
     ``draws`` (S, n) from ``uniforms`` (S, n). ``e_all``: ``(n, G)`` float32 scratch that keeps
     every bin's emissions when no gradient is asked for (recomputed blocks then cost no
-    transcendental functions), or ``(0, G)`` to recompute them. Returns the log marginal
-    likelihood ratio.
+    transcendental functions), or ``(0, G)`` to recompute them. Workspace (overwritten; see
+    :func:`workspace`): ``alpha`` (block + 1, K, G) and ``e_blk`` (block, G) set the block;
+    ``keep, resp`` (block, J, :func:`padded` (G)) and ``resp0`` (block, J), one row each
+    without gradients.
+    Returns the log marginal likelihood ratio.
     """
     n, n_lib = y.shape
     n_grid = grid.size
     n_class = stay.size
     if n == 0:
         return 0.0
-    eg = np.empty((n_lib, n_grid))
+    n_pad = keep.shape[2]
+    ag = np.empty((n_lib, n_pad))
+    eg = np.empty((n_lib, n_pad))
     for j in range(n_lib):
-        for g in range(n_grid):
-            eg[j, g] = np.exp(gain[j] * grid[g])
+        for g in range(n_pad):
+            ag[j, g] = gain[j] * grid[min(g, n_grid - 1)]
+            eg[j, g] = np.exp(ag[j, g])
+    sc = np.empty((5, n_pad))
+    ik = np.empty(n_pad, np.int64)
+    block = alpha.shape[0] - 1  # alpha's row 0: the bin before the block
     n_block = (n + block - 1) // block
     last_lo = (n_block - 1) * block
     ckpt = np.empty((n_block, n_class, n_grid))
-    alpha = np.empty((block + 1, n_class, n_grid))  # row 0: the bin before the block
-    e_blk = np.empty((block, n_grid))
-    keep = np.empty((block, n_lib, n_grid))
-    resp = np.empty((block, n_lib, n_grid))
-    resp0 = np.empty((block, n_lib))
-    le = np.empty(n_grid)
+    le = np.empty(n_pad)
     cur = np.empty((n_class, n_grid))
     prev = np.zeros((n_class, n_grid))
     # Without gradients, emissions may be kept for every bin (e_all of n rows, float32) so
@@ -247,12 +404,12 @@ def chain_pass(
     log_z = 0.0
     # Forward: normalised messages; checkpoints at block borders; last block kept whole.
     for i in range(n):
-        r_i = max(i - last_lo, 0)
+        r_i = max(i - last_lo, 0) if want_grad else 0
         top = _log_emission(
-            i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le, keep[r_i], resp[r_i], resp0[r_i]
-        )
-        for g in range(n_grid):
-            le[g] = np.exp(le[g] - top)
+            i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep[r_i], resp[r_i], resp0[r_i],
+            sc, ik, n_grid,
+        )  # fmt: skip
+        _exp_shift(le, top, le, ik)
         if cached:
             for g in range(n_grid):
                 e_all[i, g] = le[g]
@@ -262,7 +419,7 @@ def chain_pass(
             if i == last_lo and i > 0:
                 alpha[0] = prev
             alpha[i - last_lo + 1] = cur
-            e_blk[i - last_lo] = le
+            e_blk[i - last_lo] = le[:n_grid]
         prev, cur = cur, prev
         if (i + 1) % block == 0 and i + 1 < n:
             ckpt[(i + 1) // block] = prev
@@ -292,12 +449,12 @@ def chain_pass(
                     for g in range(n_grid):
                         e_blk[i - lo, g] = e_all[i, g]
                 else:
+                    r_i = i - lo if want_grad else 0
                     top = _log_emission(
-                        i, y, lmu, lr, w, gain, grid, eg, log_in, log_out, le,
-                        keep[i - lo], resp[i - lo], resp0[i - lo],
+                        i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le,
+                        keep[r_i], resp[r_i], resp0[r_i], sc, ik, n_grid,
                     )  # fmt: skip
-                    for g in range(n_grid):
-                        e_blk[i - lo, g] = np.exp(le[g] - top)
+                    _exp_shift(le, top, e_blk[i - lo], ik)
                 _step_forward(i, alpha[i - lo], e_blk[i - lo], stay, pi, rho, alpha[i - lo + 1])
         for i in range(hi - 1, lo - 1, -1):
             al = alpha[i - lo + 1]
@@ -344,7 +501,7 @@ def chain_pass(
                     mu = np.exp(lmu[i, j])
                     yr = yy + r
                     # d log NB / d log r without the log(r + m) and 1/(r + m) parts
-                    dpsi = _digamma(yy + r) - _digamma(r) + lrj + 1.0
+                    dpsi = _digamma_diff(yy, r) + lrj + 1.0
                     lg = keep[i - lo, j]
                     rg = resp[i - lo, j]
                     s_mu = 0.0
