@@ -25,6 +25,7 @@ class ContiguousBlockSampler(Sampler):
     shuffle
         Random offset and random block order each epoch; runs shorter than a quarter block at
         the two ends are skipped for that epoch (the offset changes, so every bin is visited).
+        When ``block_size`` covers all positions there is one block, the same every epoch.
     """
 
     def __init__(self, n: int, block_size: int, shuffle: bool) -> None:
@@ -34,6 +35,10 @@ class ContiguousBlockSampler(Sampler):
 
     def _blocks(self) -> list[np.ndarray]:
         b = self.block_size
+        if b >= self.n:
+            # Everything fits in one minibatch: the whole chain, exact, every epoch (a random
+            # cut would only add noise and skip a short end run).
+            return [np.arange(self.n)]
         if not self.shuffle:
             return [np.arange(s, min(s + b, self.n)) for s in range(0, self.n, b)]
         offset = int(torch.randint(0, b, ()).item())
