@@ -65,7 +65,7 @@ def test_guard_leaves_parameters_of_the_last_finite_step(adata, monkeypatch):
 
     monkeypatch.setattr(module, "gain", gain_nan_on_third_call)
     with pytest.raises(
-        ChipviTrainingError, match="epoch 0, step 2: the objective is nan. The model"
+        ChipviTrainingError, match=r"epoch \d+, step 2: the objective is nan. The model"
     ):
         _train(model)
     for name, p in module.named_parameters():

@@ -15,11 +15,16 @@ from pathlib import Path
 from ._errors import ChipviInputError
 
 
+class OutputExistsError(ChipviInputError):
+    """An output path exists that must not be replaced (there before the write, or made by
+    another process while it ran)."""
+
+
 def _output(path: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
     """``(path, its folder)`` for an atomic write, after the checks both writers share."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise ChipviInputError(f"{path} already exists; pass overwrite=True to replace it.")
+        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it.")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ChipviInputError(f"Output folder {parent} does not exist; create it first.")
@@ -86,10 +91,6 @@ def _publish_new(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
         return
     tmp.unlink()
-
-
-class OutputExistsError(ChipviInputError):
-    """An output path that did not exist when writing began exists when the write ends."""
 
 
 def _umask_mode(mode: int) -> int:
