@@ -103,6 +103,11 @@ def _log_nb(yy, lmu_e, lr, r, log_r_plus_m, lc):
 # llvmlite wheels do not support): fdlibm's exp and log, accurate to 1 ulp, written as
 # straight-line arithmetic plus integer work on the bits. ``error_model="numpy"`` everywhere:
 # Python's model checks every float division for zero, which blocks vectorisation.
+# The algorithms and constants below follow fdlibm's e_exp.c and e_log.c, whose notice is:
+#   Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
+#   Developed at SunSoft, a Sun Microsystems, Inc. business.
+#   Permission to use, copy, modify, and distribute this software is freely granted,
+#   provided that this notice is preserved.
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 #: Lower clamp of :func:`_vexp`'s argument: exp(-700) ≈ 1e-304 stands for an underflow to 0
