@@ -376,6 +376,9 @@ def test_real_model_resume_after_ctrl_c_matches(sim, capsys, monkeypatch):
     assert main([*common, "--run-dir", str(sim / "full")]) == 0
     handler = signal.getsignal(signal.SIGINT)
     monkeypatch.setenv("CHIPVI_TEST_KILL_AFTER_EPOCH", "1:INT")
+    # Ctrl-C as in a terminal, even when the suite runs where SIGINT is ignored (a background
+    # job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         status = main([*common, "--run-dir", str(sim / "cut")])
     finally:

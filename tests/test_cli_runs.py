@@ -287,6 +287,9 @@ def test_ctrl_c_keeps_checkpoint_and_says_how_to_resume(work):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background of a non-interactive shell ignores SIGINT, and
+        # children inherit that: give the child Ctrl-C's default behaviour.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     ev_path = run / "facts" / "events.jsonl"
