@@ -257,7 +257,12 @@ def main_disk(args) -> int:
         plot = RESULTS.parent / "scale_from_disk.png"
         disk_plot(rows, plot)
         body = (
-            head + "\n\n" + table + f"\n\n![seconds and peak RSS against bins]({plot.name})\n\n"
+            # ../benchmarks/: the same file from here and from docs/comparison.md, which
+            # includes this section.
+            head
+            + "\n\n"
+            + table
+            + f"\n\n![seconds and peak RSS against bins](../benchmarks/{plot.name})\n\n"
             "Simulated chromosomes are 250 Mb (10 M bins, about GRCh38 chr1 at 25 bp): the "
             "store is written a chromosome (or a few small ones) at a time, so its memory is "
             "set by the largest chromosome and stays flat as the genome grows; the "
