@@ -103,15 +103,8 @@ class RunDir:
         path = Path(path)
         for i in range(1, 1000 if unique and not overwrite else 2):
             candidate = path if i == 1 else path.with_name(f"{path.name}_{i}")
-            if candidate.exists() and not overwrite:
-                if unique:
-                    continue
-                raise ChipviInputError(
-                    f"Run directory {candidate} already exists; pass --overwrite to replace it "
-                    f"or --resume {candidate} to continue it."
-                )
             candidate.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            try:  # atomic_dir refuses a name taken before or while the folder is written
                 with atomic_dir(candidate, overwrite=overwrite) as tmp:
                     (tmp / FACTS).mkdir()
                     (tmp / "figures").mkdir()
@@ -119,9 +112,12 @@ class RunDir:
                     (tmp / "config.yaml").write_text(config_yaml)
                     (tmp / FACTS / EVENTS).touch()
             except OutputExistsError:
-                if not unique:
-                    raise
-                continue
+                if unique:
+                    continue
+                raise ChipviInputError(
+                    f"Run directory {candidate} already exists; pass --overwrite to replace it "
+                    f"or --resume {candidate} to continue it."
+                ) from None
             return cls(candidate)
         raise ChipviInputError(f"No free run directory name next to {path}; choose --run-dir.")
 
