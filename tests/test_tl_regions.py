@@ -283,14 +283,20 @@ def test_broad_mode_end_to_end_on_simulated_domains(tmp_path):
 
     from chipvi._bins import overlap_mask
 
+    # 120 steps: with fewer, the background of this domain-heavy simulation (48 % of bins
+    # enriched) has not yet settled at log fold enrichment 0.
     sim, adata, model = train_on_simulation(
-        tmp_path, seed=3, n_chroms=1, chrom_length=200_000, depths=[100_000, 80_000],
-        control_depths=80_000, peaks_per_mb=0, domains_per_mb=10,
+        tmp_path, epochs=120, seed=3, n_chroms=1, chrom_length=200_000,
+        depths=[100_000, 80_000], control_depths=80_000, peaks_per_mb=0, domains_per_mb=10,
     )  # fmt: skip
     truth = sim.truth["enriched_G1"].to_numpy()
     hits = {}
     model.add_posterior(adata)
-    for label, kw in {"narrow": {}, "broad": {"broad_q": 0.2, "domain_q": 0.05}}.items():
+    # Bayesian FDR at q spends up to a fraction q of the calls on bins of low posterior
+    # probability, so precision >= 0.95 at q = 0.05 would ask for better than the nominal
+    # rate; at q = 0.01 it leaves room for the simulator's GC bias, which the model's
+    # covariates do not include.
+    for label, kw in {"narrow": {"q": 0.01}, "broad": {"broad_q": 0.2, "domain_q": 0.05}}.items():
         regions = chipvi.tl.call_enriched_regions(adata, merge_gap=1000, key_added=label, **kw)
         called = overlap_mask(adata, regions["chrom"], regions["start"], regions["end"])
         assert (called & truth).sum() >= 0.95 * called.sum()  # precision

@@ -6,7 +6,9 @@ Generative story for bin ``i``, library ``j`` of group ``g(j)`` (DESIGN §3)::
     log μ_ij, log r_ij         = technical network(x_ij)
     (c_ig, e_ig)               chain state of group g: stay class c and log fold enrichment e
                                on a grid; e_(i+1)g = e_ig with probability stay[c], else the
-                               state is redrawn from a learned prior over classes × grid;
+                               state is redrawn from a learned prior over classes × grid:
+                               background (a Normal centred at e = 0, learned width) plus
+                               enrichment (free on e > 0), weights per class;
                                chains break at chromosome ends and gaps
     a_j                        gain of library j (geometric mean 1 within a group)
     w_i                        mappability weight (≈ 0 where the reads are multi-mappers)
@@ -55,13 +57,22 @@ def grid_values(grid: tuple[float, float, int]) -> np.ndarray:
     return np.linspace(float(lo), float(hi), int(size))
 
 
-def _initial_prior_logits(grid: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Redraw prior to start from: most mass near 0, a slab of enrichment; classes equal."""
-    spike = 0.9 * np.exp(-0.5 * (grid / 0.3) ** 2) / 0.3
-    slab = 0.1 * np.exp(-0.5 * ((grid - 1.5) / 1.0) ** 2)
-    density = (spike + slab) / (spike + slab).sum() + 1e-6
-    logits = np.log(np.tile(density / n_classes, (n_classes, 1)))
-    return torch.tensor(logits, dtype=torch.float32)
+#: Width (sd, natural log) the background class of the redraw prior starts at, and its bounds.
+BACKGROUND_SD = (0.15, 0.05, 0.3)
+#: Initial share of the background class in the redraw prior.
+BACKGROUND_SHARE = 0.9
+
+
+def _sd_logit(sd: float) -> float:
+    _, lo, hi = BACKGROUND_SD
+    u = (sd - lo) / (hi - lo)
+    return float(np.log(u / (1 - u)))
+
+
+def _initial_enriched_logits(grid: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Enriched class to start from: a broad slab around 1.5 (ln), the same for every stay class."""
+    logits = -0.5 * ((grid - 1.5) / 1.0) ** 2
+    return torch.tensor(np.tile(logits, (n_classes, 1)), dtype=torch.float32)
 
 
 class ChainMarginal(TorchDistribution):
@@ -189,9 +200,24 @@ class ChipviModule(PyroBaseModuleClass):
 
         values = grid_values(grid)
         self.register_buffer("grid", torch.tensor(values, dtype=torch.float32))
+        if not (values > 0).any() or not (values < 0).any():
+            raise ValueError(f"grid {grid!r} needs points below and above 0.")
         stay = torch.as_tensor(stay, dtype=torch.float32)
+        n_classes = stay.numel()
         self.stay_logit = nn.Parameter(torch.log(stay) - torch.log1p(-stay))
-        self.prior_logits = nn.Parameter(_initial_prior_logits(values, stay.numel()))
+        # Redraw prior = background class (a discretised Normal centred at log FE 0, learned
+        # width) + enriched class (free on the grid points above 0), mixed per stay class.
+        # Centring the background at 0 pins each group's zero: without it a group's chain can
+        # shift by -β while its libraries' technical biases absorb +a·β (a flat direction of
+        # the likelihood), and groups end up on different scales (benchmarks/log/
+        # 2026-12-06-background-offset.md).
+        self.register_buffer("enriched_support", torch.tensor(values > 0))
+        self.background_sd_logit = nn.Parameter(torch.tensor(_sd_logit(BACKGROUND_SD[0])))
+        self.enriched_logits = nn.Parameter(_initial_enriched_logits(values, n_classes))
+        share = np.log([BACKGROUND_SHARE / n_classes, (1 - BACKGROUND_SHARE) / n_classes])
+        self.component_logits = nn.Parameter(
+            torch.tensor(np.tile(share, (n_classes, 1)), dtype=torch.float32)
+        )
         self.log_gain = nn.Parameter(torch.zeros(self.n_libraries))
 
     # ----------------------------------------------------------------------------------------
@@ -242,7 +268,7 @@ class ChipviModule(PyroBaseModuleClass):
         """
         log_stay = F.logsigmoid(self.stay_logit)
         log_leave = F.logsigmoid(-self.stay_logit)
-        log_pi = torch.log_softmax(self.prior_logits.flatten(), 0).reshape(self.prior_logits.shape)
+        log_pi = self.log_prior()
         log_rho = log_pi - log_leave.unsqueeze(-1)
         log_rho = log_rho - torch.logsumexp(log_rho.flatten(), 0)
         return {
@@ -252,6 +278,22 @@ class ChipviModule(PyroBaseModuleClass):
             "log_pi": log_pi,
             "log_rho": log_rho,
         }
+
+    def background_sd(self) -> torch.Tensor:
+        """Width (sd, natural log) of the redraw prior's background class."""
+        _, lo, hi = BACKGROUND_SD
+        return lo + (hi - lo) * torch.sigmoid(self.background_sd_logit)
+
+    def log_prior(self) -> torch.Tensor:
+        """Log redraw prior over stay classes × grid, ``(classes, grid)``, summing to 1."""
+        grid = self.grid
+        log_background = torch.log_softmax(-0.5 * (grid / self.background_sd()) ** 2, 0)
+        masked = self.enriched_logits.masked_fill(~self.enriched_support, float("-inf"))
+        log_enriched = torch.log_softmax(masked, -1)
+        log_share = torch.log_softmax(self.component_logits.flatten(), 0).reshape(-1, 2)
+        return torch.logaddexp(
+            log_share[:, :1] + log_background, log_share[:, 1:] + log_enriched
+        )
 
     def prior_enrichment(self) -> np.ndarray:
         """Marginal (stationary) law of the log fold enrichment on the grid."""
