@@ -93,7 +93,9 @@ def measuring_command(table: Path) -> str:
             continue
         kept.append(a)
     script = command_line().split()[1]
-    return shlex.join(["python", script, *kept, "--keep", str(Path(table).parent)])
+    if "--keep" not in kept and not any(a.startswith("--keep=") for a in kept):
+        kept += ["--keep", str(Path(table).parent)]
+    return shlex.join(["python", script, *kept])
 
 
 def add_table_argument(parser, saved: str) -> None:
