@@ -38,6 +38,7 @@ from ..module import (
 )
 from ._dataloader import ContiguousDataSplitter
 from ._guards import NonFiniteGuard
+from ._runner import TrainRunner
 from ._validate import read_arrays, read_library_table
 
 _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
@@ -169,6 +170,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     _module_cls = ChipviModule
     _data_splitter_cls = ContiguousDataSplitter
     _training_plan_cls = LowLevelPyroTrainingPlan
+    _train_runner_cls = TrainRunner
 
     def __init__(
         self,
