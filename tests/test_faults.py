@@ -109,8 +109,10 @@ def test_sigkill_during_binning_never_leaves_a_partial_output(tmp_path):
             assert ad.read_h5ad(out).n_obs > 0
             out.unlink()
     assert killed >= 2, "binning finished before the kills; the test did not test anything"
+    left = sorted(tmp_path.iterdir())  # what the kills left (never bins.h5ad itself)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert all(f"'{p}'" in done.stderr for p in left)  # the rerun names each, to delete
     adata = ad.read_h5ad(out)
     assert adata.n_vars == 4 and adata.X.sum() > 0
     # What a kill can leave is a hidden temporary file, never a file under the output's name.

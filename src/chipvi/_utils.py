@@ -89,7 +89,7 @@ def _warn_leftovers(path: Path, parent: Path) -> None:
             f"{len(found)} temporary file(s) or folder(s), never read as {path.name}; "
             f"delete them to free the space: rm -r {listing}",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # the caller's `with atomic_...` line
         )
 
 
