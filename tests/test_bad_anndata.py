@@ -68,8 +68,10 @@ def test_unsorted_bins_are_refused_with_the_fix(adata):
     with pytest.raises(ChipviInputError, match=rf"bin '{names[n - 2]}' \(row 1\) starts before"):
         ChIPVI.setup_anndata(_rows(adata, np.arange(n)[::-1]))
     # A bin twice.
+    with pytest.warns(UserWarning, match="not unique"):  # anndata's, on the duplicated name
+        twice = _rows(adata, np.r_[0:6, 5:n])
     with pytest.raises(ChipviInputError, match=rf"bin '{names[5]}' \(row 6\) starts before"):
-        ChIPVI.setup_anndata(_rows(adata, np.r_[0:6, 5:n]))
+        ChIPVI.setup_anndata(twice)
     # The fix the message gives restores the original order, and it is accepted.
     fixed = shuffled[shuffled.obs.sort_values(["chrom", "start"]).index].copy()
     assert list(fixed.obs_names) == list(names)
