@@ -310,3 +310,21 @@ def test_sigkill_during_download_never_publishes_a_partial_file(portal, tmp_path
     assert not list(tmp_path.glob("*.part")) and (tmp_path / "samplesheet.csv").is_file()
     requests = portal.requests("storage", stalled)
     assert len(requests) == 2 and requests[-1]["range"] == (f"bytes={len(part)}-" if part else None)
+
+
+def test_atomic_dir_puts_the_old_folder_back_when_publishing_fails(tmp_path, monkeypatch):
+    import chipvi._utils as utils
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+
+    def refuse(tmp, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(utils, "_publish_new", refuse)
+    with pytest.raises(PermissionError):
+        with atomic_dir(target, overwrite=True) as tmp:
+            (tmp / "a.txt").write_text("new")
+    assert (target / "a.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing else left
