@@ -104,7 +104,7 @@ def _dataset(name: str, folder: Path) -> dict:
     for col in ("bam", "control"):
         sheet[col] = [str((folder / p).resolve()) for p in sheet[col]]
     if name == "cssq":
-        from chipvi.datasets._cssq import CSSQ_REGION
+        from chipvi.datasets import CSSQ_REGION
 
         return {"sheet": sheet, "chroms": ["chr19"], "region": CSSQ_REGION.replace(",", "")}
     return {"sheet": sheet, "chroms": None, "region": None}

@@ -45,7 +45,7 @@ def test_import_is_light_and_dir_lists_the_public_api():
     assert listed["tl"] == sorted(chipvi.tl.__all__) and "call_enriched_regions" in listed["tl"]
     assert {"tracks", "heatmap", "profile", "technical_fit"} <= set(listed["pl"])
     assert listed["pp"] == ["aggregate_bins", "filter_blacklist", "filter_chroms", "filter_region"]
-    assert {"simulate", "cssq_chr19", "SCENARIOS"} <= set(listed["datasets"])
+    assert {"simulate", "cssq_chr19", "SCENARIOS", "CSSQ_REGION"} <= set(listed["datasets"])
     assert {"read_bams", "write_peaks", "write_bigwig", "to_mudata", "encode"} <= set(listed["io"])
     for sub in ("tl", "pl", "pp", "datasets"):  # every listed name resolves
         module = getattr(chipvi, sub)

@@ -6,8 +6,11 @@ import contextlib
 import errno
 import gc
 import os
+import re
 import shutil
 import tempfile
+import uuid
+import warnings
 from collections.abc import Iterator
 from numbers import Integral
 from pathlib import Path
@@ -28,7 +31,66 @@ def _output(path: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ChipviInputError(f"Output folder {parent} does not exist; create it first.")
+    _warn_leftovers(path, parent)
     return path, parent
+
+
+def _temporary_name(path: Path, kind: str) -> tuple[str, str]:
+    """``(prefix, suffix)`` of a temporary next to ``path``: ``.<name>.<random>.<pid>.<kind>``.
+
+    The writer's process id in the name tells a leftover of a killed writer from the
+    temporary of one still running (:func:`leftovers`).
+    """
+    return f".{path.name}.", f".{os.getpid()}.{kind}"
+
+
+def leftovers(path: str | os.PathLike) -> list[Path]:
+    """Temporaries of ``path`` left by writers that were killed (their process is gone).
+
+    A process killed with SIGKILL runs no cleanup: its half-written temporary (``.part``) or
+    the previous output it had moved aside (``.old``) stays next to ``path`` under a hidden
+    name. They are never read as ``path``; this finds them so that the next run can say what
+    to delete. Temporaries of live processes (on this machine) are not listed.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.(\d+)\.(part|old)")
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and not _alive(int(match.group(1))):
+            found.append(parent / name)
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (someone else's counts)."""
+    if pid == os.getpid() or os.name != "posix":
+        return True  # (os.kill(pid, 0) would terminate the process on Windows)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user
+        return True
+    return True
+
+
+def _warn_leftovers(path: Path, parent: Path) -> None:
+    found = leftovers(path)
+    if found:
+        listing = " ".join(f"'{p}'" for p in found)
+        warnings.warn(
+            f"An earlier write of {path} was killed before it finished and left "
+            f"{len(found)} temporary file(s) or folder(s), never read as {path.name}; "
+            f"delete them to free the space: rm -r {listing}",
+            UserWarning,
+            stacklevel=5,  # the caller's `with atomic_...` line
+        )
 
 
 @contextlib.contextmanager
@@ -46,7 +108,8 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         Replace an existing ``path``; otherwise an existing file is an error.
     """
     path, parent = _output(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    prefix, suffix = _temporary_name(path, "part")
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -106,7 +169,9 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
 
     The folder counterpart of :func:`atomic_path`: writers fill the yielded folder; if the body
     raises, it is removed and ``path`` is left untouched. With ``overwrite`` an existing
-    ``path`` is removed just before the rename (a folder cannot be replaced in one step).
+    ``path`` is first renamed aside, the new folder renamed into place, and only then the old
+    one removed (a folder cannot be replaced in one step): a process killed at any moment
+    leaves ``path`` complete, old or new, or absent, never half deleted.
 
     Parameters
     ----------
@@ -116,19 +181,31 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         Replace an existing ``path``; otherwise an existing one is an error.
     """
     path, parent = _output(path, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
+    prefix, suffix = _temporary_name(path, "part")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    old = None
     try:
         yield tmp
         os.chmod(tmp, _umask_mode(0o777))
-        if overwrite:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-        _publish_new(tmp, path)
+        if overwrite and (path.exists() or path.is_symlink()):
+            prefix, suffix = _temporary_name(path, "old")
+            old = parent / f"{prefix}{uuid.uuid4().hex[:12]}{suffix}"
+            os.rename(path, old)
+        try:
+            _publish_new(tmp, path)
+        except BaseException:
+            if old is not None and not (path.exists() or path.is_symlink()):
+                os.rename(old, path)  # nothing replaced it: the previous output goes back
+                old = None
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

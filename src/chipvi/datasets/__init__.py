@@ -10,7 +10,7 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_cssq": ["cssq_chr19", "cssq_chr19_samplesheet"],
+        "_cssq": ["CSSQ_REGION", "cssq_chr19", "cssq_chr19_samplesheet"],
         "_simulate": ["Simulation", "simulate"],
         "_spec": ["SCENARIOS", "SimulationSpec"],
     },

@@ -85,6 +85,12 @@ def open_bam(path: str | os.PathLike, *, index: bool = False) -> BamInfo:
             tail = fh.read()
     except OSError as e:
         raise ChipviInputError(f"BAM file {path} cannot be read: {e.strerror}.") from e
+    if magic[:4] == b"CRAM":
+        raise ChipviInputError(
+            f"{path} is a CRAM file; chipvi reads BAM. Convert it with the reference it was "
+            f"aligned to: `samtools view -b -T reference.fa -o {path.stem}.bam {path.name}`, "
+            "then `samtools index` the BAM."
+        )
     if magic[:4] != b"\x1f\x8b\x08\x04":
         raise ChipviInputError(
             f"{path} is not a BAM file (no BGZF header). Convert SAM/CRAM with `samtools view -b`."

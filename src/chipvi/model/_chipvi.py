@@ -6,8 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -27,6 +25,7 @@ from scvi.train import LowLevelPyroTrainingPlan
 from .._bins import run_starts
 from .._errors import ChipviInputError
 from .._settings import settings
+from .._utils import atomic_dir
 from ..module import (
     CONTEXT,
     GRID,
@@ -38,7 +37,8 @@ from ..module import (
 )
 from ._dataloader import ContiguousDataSplitter
 from ._guards import NonFiniteGuard
-from ._validate import read_arrays, read_library_table
+from ._runner import TrainRunner
+from ._validate import check_bin_order, read_arrays, read_library_table
 
 _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
@@ -169,6 +169,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     _module_cls = ChipviModule
     _data_splitter_cls = ContiguousDataSplitter
     _training_plan_cls = LowLevelPyroTrainingPlan
+    _train_runner_cls = TrainRunner
 
     def __init__(
         self,
@@ -315,6 +316,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(f"setup_anndata needs an AnnData, got {type(adata).__name__}.")
         read_arrays(adata, keys)
         read_library_table(adata, keys)
+        check_bin_order(adata.obs)
         adata.obs[RUN_START_KEY] = run_starts(adata.obs).astype(np.float32)
         fields = [
             LayerField("X", layer, is_count_data=True),
@@ -902,16 +904,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.save`.
         """
-        dir_path = Path(dir_path)
-        if dir_path.exists() and not overwrite:
-            raise ChipviInputError(f"{dir_path} already exists; pass overwrite=True to replace it.")
-        if not dir_path.parent.is_dir():
-            raise ChipviInputError(
-                f"Output folder {dir_path.parent} does not exist; create it first."
-            )
-        tmp = dir_path.parent / f".{dir_path.name}.{uuid.uuid4().hex}.part"
-        try:
-            super().save(str(tmp), overwrite=False, save_anndata=save_anndata, **kwargs)
+        # Written under a temporary name and renamed into place (a replaced folder is moved
+        # aside first): a process killed while saving leaves no half-written model.
+        with atomic_dir(dir_path, overwrite=overwrite) as tmp:
+            super().save(str(tmp), overwrite=True, save_anndata=save_anndata, **kwargs)
             info = {
                 "chipvi_version": _version(),
                 "library_names": self.library_names,
@@ -920,12 +916,6 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 "obs_names_sha1": _obs_hash(self.adata.obs_names),
             }
             (tmp / _SAVE_INFO).write_text(json.dumps(info, indent=1))
-            if dir_path.exists():
-                shutil.rmtree(dir_path)
-            os.replace(tmp, dir_path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs) -> ChIPVI:

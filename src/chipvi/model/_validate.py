@@ -49,6 +49,8 @@ def check_counts(values: np.ndarray, where: str) -> None:
 
 def check_finite(values: np.ndarray, where: str) -> None:
     """Covariates must be finite and non-negative."""
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.bool_):
+        raise ChipviInputError(f"{where} must hold numbers (mean MAPQ), got dtype {values.dtype}.")
     if not np.all(np.isfinite(values)):
         i, j = np.argwhere(~np.isfinite(values))[0]
         raise ChipviInputError(
@@ -56,6 +58,36 @@ def check_finite(values: np.ndarray, where: str) -> None:
         )
     if (values < 0).any():
         raise ChipviInputError(f"{where} contains negative values; MAPQ is between 0 and 255.")
+
+
+def check_bin_order(obs) -> None:
+    """Bins must follow the genome: each chromosome's bins in one block, by increasing start,
+    not overlapping (gaps are fine: they break the chain). Bins in another order would each
+    start a chain of their own and the model would silently lose the neighbours' evidence."""
+    if not {"chrom", "start", "end"} <= set(obs.columns) or len(obs) < 2:
+        return
+    codes = np.asarray(obs["chrom"].astype("category").cat.codes)
+    start, end = obs["start"].to_numpy(), obs["end"].to_numpy()
+    same = codes[1:] == codes[:-1]
+    back = np.flatnonzero(same & (start[1:] < end[:-1]))
+    blocks = 1 + int(np.count_nonzero(~same))
+    if back.size == 0 and blocks == len(np.unique(codes)):
+        return
+    if back.size:
+        i = int(back[0]) + 1
+        what = f"bin {obs.index[i]!r} (row {i}) starts before the end of {obs.index[i - 1]!r}"
+    else:
+        seen, i = set(), 0
+        for i in np.flatnonzero(np.r_[True, ~same]):
+            if codes[i] in seen:
+                break
+            seen.add(codes[i])
+        what = f"the bins of {obs['chrom'].iloc[i]!r} are split (again at row {i})"
+    raise ChipviInputError(
+        f"Bins are not in genomic order: {what}. ChIPVI's chain runs along the genome; sort the "
+        "bins by chromosome and start and drop duplicates, e.g. "
+        "adata = adata[adata.obs.sort_values(['chrom', 'start']).index].copy()."
+    )
 
 
 def check_var_column(adata: AnnData, key: str, what: str) -> None:

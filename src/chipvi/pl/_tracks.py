@@ -87,16 +87,18 @@ def tracks(
         Tracks to draw: ``"X"``/``"raw"`` (counts), layer names (library level, e.g.
         ``"control"`` or a denoised layer) and ``obsm`` keys (group level; a key in both is
         drawn per group); also bins × columns
-        DataFrames (e.g. ``model.get_technical()["mu"]``). A mapping gives them display names.
+        DataFrames (e.g. ``model.get_technical()["mu"]``). A mapping gives them display names
+        (the unit, e.g. ``(CPM)``, is added unless the name already gives it).
         Default: raw counts and the control layer (as counts per million, CPM), and the
         group-level posterior log fold enrichment (``chipvi_group_lfe``) after
         ``model.add_posterior(adata)``.
     samples
         Libraries to show (group-level tracks show these libraries' groups). Default all.
     regions
-        Regions drawn as boxes in a bottom panel, one row per group: an ``uns`` key (default the
-        one :func:`chipvi.tl.call_enriched_regions` writes; skipped silently if absent), a table
-        or a BED path. ``None``: no region panel.
+        Regions drawn as boxes in a bottom panel, one row per group (or per comparison, for
+        the ``"chipvi_differential"`` regions of :func:`chipvi.tl.differential_enrichment`):
+        an ``uns`` key (default the one :func:`chipvi.tl.call_enriched_regions` writes;
+        skipped silently if absent), a table or a BED path. ``None``: no region panel.
     height, width
         Inches per panel and figure width.
     log_base
@@ -160,8 +162,11 @@ def tracks(
         missing = [c for c in cols if c not in frame.columns]
         if missing:
             raise ChipviInputError(f"Track {name!r} has no column(s) {missing}.")
+        # The unit follows the track's name unless the name already gives it (a user's label
+        # such as "ChIP (CPM)").
+        title = f"{name} ({unit})" if unit and unit.lower() not in name.lower() else name
         for col in cols:
-            label = f"{name} ({unit})\n{col}" if unit else f"{name}\n{col}"
+            label = f"{title}\n{col}"
             panels.append((label, frame[col].to_numpy()[inside], f"C{k % 10}"))
     n_panels = len(panels) + (1 if region_table is not None else 0)
     fig, axes = plt.subplots(
@@ -188,7 +193,11 @@ def tracks(
         ax = axes[-1]
         table = region_table
         if "group" in table and lib_groups:
-            table = table[table["group"].astype(str).isin(lib_groups + libs)]
+            # Rows of groups (or libraries) not shown are dropped; rows labelled otherwise
+            # (a differential comparison, "A_vs_B") belong to no one group and stay.
+            label = table["group"].astype(str)
+            known = set(adata.var["group"].astype(str)) | set(adata.var_names)
+            table = table[~label.isin(known) | label.isin(lib_groups + libs)]
         rows = list(pd.unique(table["group"].astype(str))) if "group" in table else ["regions"]
         shown = table[
             (table["chrom"].astype(str) == chrom) & (table["end"] > lo) & (table["start"] < hi)
