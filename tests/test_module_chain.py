@@ -109,7 +109,9 @@ def test_chain_is_exact_against_path_enumeration(eps):
     for a, b in zip(torch.autograd.grad(value, params), g_exact, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
     detached = {k: v.detach() for k, v in _transition(leaf).items()}
-    post = chain_posterior(_inputs(y, w, leaf), q=0.05, thresholds=[0.5], outlier=eps, **detached)
+    post = chain_posterior(
+        _inputs(y, w, leaf), q=0.05, thresholds=[[0.5]], outlier=eps, **detached
+    )
     np.testing.assert_allclose(post["mean"][:, 0], mean, atol=1e-10)
     assert post["log_z"] == pytest.approx(exact.item(), abs=1e-10)
 
@@ -131,7 +133,7 @@ def test_torch_engine_agrees_with_numba():
     inputs = _inputs(y, w, fixed)
     post = {
         "q": 0.05,
-        "thresholds": np.array([0.2, 0.5]),
+        "thresholds": [np.array([0.2, 0.5])],
         "uniforms": np.random.default_rng(0).random((4, N)),
     }
     _, from_torch = chain._torch_pass(inputs, outlier=1e-3, post=post, **detached)
@@ -139,8 +141,10 @@ def test_torch_engine_agrees_with_numba():
         inputs, GRID, detached["log_stay"].exp(), detached["log_pi"].exp(),
         detached["log_rho"].exp(), 1e-3, False, post,
     )  # fmt: skip
-    for key in ("mean", "sd", "lower", "prob", "draws"):
+    for key in ("mean", "sd", "lower", "draws"):
         np.testing.assert_allclose(from_torch[key], from_numba[key], atol=1e-10, err_msg=key)
+    np.testing.assert_allclose(from_torch["prob"][0], from_numba["prob"][0], atol=1e-10)
+    assert from_numba["prob"][0].shape == (N, 2)
 
 
 def test_blocks_and_threads_change_nothing(monkeypatch):
@@ -170,7 +174,7 @@ def test_blocks_and_threads_change_nothing(monkeypatch):
         value = chain_log_likelihood(inputs, outlier=1e-3, n_threads=n_threads, **tr)
         grads = torch.autograd.grad(value, [lmu, lr, gain])
         post = chain_posterior(
-            inputs, q=0.05, thresholds=[0.5], outlier=1e-3, n_draws=2, seed=0,
+            inputs, q=0.05, thresholds=[[0.5], [0.5, 4.5, -3.0]], outlier=1e-3, n_draws=2, seed=0,
             n_threads=n_threads, **tr,
         )  # fmt: skip
         return value.item(), grads, post
@@ -185,12 +189,19 @@ def test_blocks_and_threads_change_nothing(monkeypatch):
         assert other[0] == pytest.approx(base[0], abs=1e-9)
         for a, b in zip(other[1], base[1], strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
-        for key in ("mean", "sd", "lower", "prob", "draws"):
+        for key in ("mean", "sd", "lower", "draws"):
             # summaries are float32 (and kept emissions too): equal to float32 resolution
             np.testing.assert_allclose(other[2][key], base[2][key], atol=2e-6, err_msg=key)
+        for a, b in zip(other[2]["prob"], base[2]["prob"], strict=True):
+            np.testing.assert_allclose(a, b, atol=2e-6)
     # The enriched stretch is found, by each group.
     assert base[2]["mean"][100:160].mean(0).min() > 1.0
     assert np.median(base[2]["mean"][400:], axis=0).max() < 0.3
+    # Thresholds past the grid's last cell edge (4.25) and below its first (-2.25).
+    prob = base[2]["prob"][1]
+    assert prob.shape == (n, 3)
+    assert (prob[:, 1] == 0).all() and (prob[:, 2] == 1).all()
+    assert prob[100:160, 0].mean() > 0.9 > 0.1 > np.median(prob[400:, 0])
 
 
 def test_vector_maths_match_libm():

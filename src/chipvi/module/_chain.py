@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -136,22 +137,23 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             "log_pi": np.zeros((n_class, n_grid)),
             "log_rho": np.zeros((n_class, n_grid)),
         }
-    q, thresholds, uniforms = 0.05, _EMPTY1, np.zeros((0, n))
+    q, uniforms = 0.05, np.zeros((0, n))
     summaries = None
     if post is not None:
-        q, thresholds, uniforms = post["q"], post["thresholds"], post["uniforms"]
+        q, uniforms = post["q"], post["uniforms"]
         # float32 outputs, filled by each chain as it finishes (slices never overlap)
         n_chains = len(inputs.groups)
         summaries = {
             "mean": np.zeros((n, n_chains), np.float32),
             "sd": np.zeros((n, n_chains), np.float32),
             "lower": np.zeros((n, n_chains), np.float32),
-            "prob": np.zeros((n, n_chains, thresholds.size), np.float32),
+            "prob": [np.zeros((n, t.size), np.float32) for t in post["thresholds"]],
             "draws": np.zeros((uniforms.shape[0], n, n_chains), np.float32),
         }
 
     def one(job):
         lo, hi, cols = job
+        k = inputs.groups.index(cols)
         c = list(cols)
         m = hi - lo
         args = (
@@ -168,7 +170,9 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             if want_grad
             else (_EMPTY2, _EMPTY2, _EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2, _EMPTY2)
         )
+        thresholds = _EMPTY1
         if post is not None:
+            thresholds = post["thresholds"][k]
             s = (np.empty(m), np.empty(m), np.empty(m), np.empty((m, thresholds.size)))
             d = np.empty((uniforms.shape[0], m))
             u = np.ascontiguousarray(uniforms[:, lo:hi])
@@ -183,9 +187,9 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
                 post is not None, float(q), thresholds, *s, u, d, e_all, *work,
             )  # fmt: skip
         if post is not None:
-            k = inputs.groups.index(cols)
-            for key, value in zip(("mean", "sd", "lower", "prob"), s, strict=True):
+            for key, value in zip(("mean", "sd", "lower"), s[:3], strict=True):
                 summaries[key][lo:hi, k] = value
+            summaries["prob"][k][lo:hi] = s[3]
             summaries["draws"][:, lo:hi, k] = d
         return log_z, g
 
@@ -273,7 +277,7 @@ def chain_posterior(
     log_pi: torch.Tensor,
     log_rho: torch.Tensor,
     q: float,
-    thresholds: np.ndarray,
+    thresholds: Sequence[Sequence[float]],
     outlier: float = 0.0,
     n_draws: int = 0,
     seed: int | None = None,
@@ -281,14 +285,22 @@ def chain_posterior(
 ) -> dict[str, np.ndarray]:
     """Posterior summaries of each group's enrichment, per bin.
 
-    Returns ``mean``, ``sd``, ``lower`` (the ``q`` quantile) as ``(bins, groups)``, ``prob``
-    ``(bins, groups, thresholds)`` = P(enrichment > threshold), ``draws``
-    ``(n_draws, bins, groups)`` from each bin's marginal posterior, and ``log_z``. Quantiles,
-    tails and draws read the posterior on the grid as a piecewise-linear CDF.
+    ``thresholds`` holds one sequence of thresholds per group (chain) of ``inputs.groups``.
+    Returns ``mean``, ``sd``, ``lower`` (the ``q`` quantile) as ``(bins, groups)`` float32,
+    ``prob``: a list with one ``(bins, len(thresholds[k]))`` float32 array per group =
+    P(enrichment > threshold), ``draws`` ``(n_draws, bins, groups)`` from each bin's marginal
+    posterior, and ``log_z``. Quantiles, tails and draws read the posterior on the grid as a
+    piecewise-linear CDF.
     """
     n = inputs.y.shape[0]
+    if len(thresholds) != len(inputs.groups):
+        raise ValueError("thresholds needs one sequence of thresholds per group.")
     uniforms = np.random.default_rng(seed).random((int(n_draws), n))
-    post = {"q": float(q), "thresholds": np.asarray(thresholds, np.float64), "uniforms": uniforms}
+    post = {
+        "q": float(q),
+        "thresholds": [np.asarray(t, np.float64).reshape(-1) for t in thresholds],
+        "uniforms": uniforms,
+    }
     if inputs.y.device.type == "cpu":
         log_z, _, out = _run_numba(
             inputs, grid, log_stay.exp(), log_pi.exp(), log_rho.exp(), outlier, False, post,
@@ -346,12 +358,11 @@ def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, pos
     le_all = [_torch_log_emissions(inputs, grid, cols, outlier) for cols in inputs.groups]
     out = None
     if post is not None:
-        n_t = len(post["thresholds"])
         out = {
             "mean": np.zeros((n, n_groups)),
             "sd": np.zeros((n, n_groups)),
             "lower": np.zeros((n, n_groups)),
-            "prob": np.zeros((n, n_groups, n_t)),
+            "prob": [np.zeros((n, len(t))) for t in post["thresholds"]],
             "draws": np.zeros((post["uniforms"].shape[0], n, n_groups)),
         }
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -400,8 +411,8 @@ def _summaries(marg, grid, post, out, i):
         out["mean"][i, k] = m
         out["sd"][i, k] = np.sqrt(float((marg[k] * (grid - m) ** 2).sum()))
         out["lower"][i, k] = _np_quantile(knots, edges, post["q"])
-        for t, thr in enumerate(post["thresholds"]):
-            out["prob"][i, k, t] = 1.0 - np.interp(thr, edges, knots)
+        for t, thr in enumerate(post["thresholds"][k]):
+            out["prob"][k][i, t] = 1.0 - np.interp(thr, edges, knots)
         for s in range(post["uniforms"].shape[0]):
             out["draws"][s, i, k] = _np_quantile(knots, edges, post["uniforms"][s, i])
 

@@ -286,19 +286,36 @@ def _quantile(cdf, edges, q):
     return edges[n_grid]
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tail_cells(edges, thresholds, cell, frac):
+    """Where each threshold falls among the cell ``edges``: ``cell[t]`` (``-1`` below the
+    first edge, ``G`` at or past the last) and its fraction ``frac[t]`` of that cell, so that
+    ``1 − F(t)`` costs O(1) per bin (thresholds are the same for every bin of a chain)."""
+    n_grid = edges.size - 1
+    for t in range(thresholds.size):
+        x = thresholds[t]
+        cell[t] = n_grid
+        frac[t] = 0.0
+        if x <= edges[0]:
+            cell[t] = -1
+            continue
+        for g in range(n_grid):
+            if x < edges[g + 1]:
+                cell[t] = g
+                frac[t] = (x - edges[g]) / (edges[g + 1] - edges[g])
+                break
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _tail(cdf, edges, t):
-    """``1 − F(t)`` of the same distribution."""
-    n_grid = cdf.size
-    if t <= edges[0]:
+def _tail(cdf, cell, frac):
+    """``1 − F(t)`` of the distribution of :func:`_quantile` at the threshold of ``cell`` and
+    ``frac`` (see :func:`_tail_cells`)."""
+    if cell < 0:
         return 1.0
-    prev = 0.0
-    for g in range(n_grid):
-        if t < edges[g + 1]:
-            f = (t - edges[g]) / (edges[g + 1] - edges[g])
-            return 1.0 - (prev + f * (cdf[g] - prev))
-        prev = cdf[g]
-    return 0.0
+    if cell >= cdf.size:
+        return 0.0
+    prev = cdf[cell - 1] if cell > 0 else 0.0
+    return 1.0 - (prev + frac * (cdf[cell] - prev))
 
 
 def padded(n_grid: int) -> int:
@@ -442,6 +459,9 @@ def chain_pass(
     for g in range(1, n_grid):
         edges[g] = (grid[g - 1] + grid[g]) / 2
     edges[n_grid] = grid[n_grid - 1] + (grid[n_grid - 1] - grid[n_grid - 2]) / 2
+    t_cell = np.empty(thresholds.size, np.int64)
+    t_frac = np.empty(thresholds.size)
+    _tail_cells(edges, thresholds, t_cell, t_frac)
     for b in range(n_block - 1, -1, -1):
         lo = b * block
         hi = min(n, lo + block)
@@ -494,7 +514,7 @@ def chain_pass(
                 sd[i] = np.sqrt(v)
                 lower[i] = _quantile(cdf, edges, q)
                 for t in range(thresholds.size):
-                    prob[i, t] = _tail(cdf, edges, thresholds[t])
+                    prob[i, t] = _tail(cdf, t_cell[t], t_frac[t])
                 for s in range(n_draw):
                     draws[s, i] = _quantile(cdf, edges, uniforms[s, i])
             if want_grad and w[i] > 0.0:
