@@ -536,7 +536,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             for key, value in out.items():
                 pieces.setdefault(key, []).append(value[start - lo : stop - lo].cpu().numpy())
         result = {k: np.concatenate(v, 0) for k, v in pieces.items()}
-        result["counts"] = arrays["X"].astype(np.float32)
+        result["counts"] = np.asarray(arrays["X"], dtype=np.float32)  # no copy if float32
         return result
 
     def _chain_posterior(
@@ -603,10 +603,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 post[name]["prob"][:, col] = probs[k][:, t]
             probs[k] = None
         del out, probs
-        post.update(
-            log_mu=tech["log_mu"], log_r=tech["log_r"], weight=tech["weight"],
-            counts=tech["counts"],
-        )  # fmt: skip
+        # The technical mean and dispersion layers, made in place (the logs are not kept).
+        post["mu"] = np.exp(tech["log_mu"], out=tech["log_mu"])
+        post["r"] = np.exp(tech["log_r"], out=tech["log_r"])
         self._posterior_cache = (weakref.ref(adata), post)
         return post
 
@@ -648,7 +647,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         for (level, kind), template in POSTERIOR_KEYS.items():
             slot, name = template.format(prefix=prefix).split("/")
             if level == "technical":
-                values = np.exp(post["log_mu"] if kind == "mu" else post["log_r"])
+                values = post[kind]
             else:
                 values = post[level][_STAT[kind]]
             values = np.asarray(values, dtype=np.float32)  # no copy when already float32
@@ -692,7 +691,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     def _baseline(self, post: dict, level: str) -> np.ndarray:
         """Typical technical mean per column: reads a bin would get without bin-specific technique."""
-        per_lib = np.median(np.exp(post["log_mu"]), axis=0)
+        per_lib = np.median(post["mu"], axis=0)
         if level != "group":
             return per_lib
         gi = self.module.group_index.cpu().numpy()
