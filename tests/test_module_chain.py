@@ -204,6 +204,58 @@ def test_blocks_and_threads_change_nothing(monkeypatch):
     assert prob[100:160, 0].mean() > 0.9 > 0.1 > np.median(prob[400:, 0])
 
 
+def test_shared_emissions_change_nothing(monkeypatch):
+    """A group's chain and its libraries' own chains in one posterior call: the own chains
+    read the group's per-library emissions (kept as float32) and agree with own chains run
+    alone; without room to keep them (no sharing) the same again."""
+    rng = np.random.default_rng(5)
+    n = 400
+    y = torch.tensor(rng.poisson(1.0, (n, 2)), dtype=torch.float64)
+    y[50:120, 0] += torch.tensor(rng.poisson(5.0, 70), dtype=torch.float64)
+    y[200:260] += torch.tensor(rng.poisson(3.0, (60, 2)), dtype=torch.float64)
+    lmu = torch.tensor(rng.normal(0, 0.2, (n, 2)))
+    lr = torch.tensor(rng.normal(1, 0.2, (n, 2)))
+    w = torch.tensor(rng.uniform(0, 1, n) > 0.05, dtype=torch.float64)
+    gain = torch.tensor([1.2, 0.8], dtype=torch.float64)
+    grid = torch.linspace(-2, 4, 13, dtype=torch.float64)
+    pi = torch.full((2, 13), -np.log(26.0), dtype=torch.float64)
+    tr = {
+        "grid": grid,
+        "log_stay": torch.log(torch.tensor([0.7, 0.97], dtype=torch.float64)),
+        "log_leave": torch.log(torch.tensor([0.3, 0.03], dtype=torch.float64)),
+        "log_pi": pi,
+        "log_rho": pi,
+    }
+
+    def run(groups):
+        inputs = ChainInputs(y, lmu, lr, w, gain, groups, (0, 150))
+        return chain_posterior(
+            inputs, q=0.05, thresholds=[[0.5, 1.0]] * len(groups), outlier=1e-3, n_draws=2,
+            seed=0, **tr,
+        )  # fmt: skip
+
+    assert [job[2] for job in chain._jobs(_inputs_of(((0, 1), (0,), (1,))), True, 13)] == [
+        ((0, 1), (0,), (1,))
+    ] * 2
+    both, alone = run(((0, 1), (0,), (1,))), run(((0,), (1,)))
+    monkeypatch.setattr(chain, "EMISSION_CACHE_BYTES", 250 * 13 * 4)  # one chain, not three
+    assert len(chain._jobs(_inputs_of(((0, 1), (0,), (1,))), True, 13)) == 6
+    unshared = run(((0, 1), (0,), (1,)))
+    for key in ("mean", "sd", "lower", "draws"):
+        np.testing.assert_allclose(both[key][..., 1:], alone[key], atol=2e-6, err_msg=key)
+        np.testing.assert_allclose(unshared[key], both[key], atol=2e-6, err_msg=key)
+    for k in (1, 2):
+        np.testing.assert_allclose(both["prob"][k], alone["prob"][k - 1], atol=2e-6)
+    assert both["log_z"] == pytest.approx(unshared["log_z"], rel=1e-6)
+    # Each library's own evidence finds its own enriched stretch.
+    assert both["mean"][50:120, 1].mean() > 1.0 > 0.3 > both["mean"][50:120, 2].mean()
+
+
+def _inputs_of(groups, n=400):
+    z = torch.zeros((n, 2))
+    return ChainInputs(z, z, z, z[:, 0], torch.ones(2), groups, (0, 150))
+
+
 def test_vector_maths_match_libm():
     """The vectorised exp/log of the emission are within 1 ulp of numpy's; the finite sums
     for small counts equal lgamma / digamma differences."""

@@ -54,15 +54,26 @@ class ChainInputs:
     starts: tuple[int, ...]
 
 
-def _jobs(inputs: ChainInputs) -> list[tuple[int, int, tuple[int, ...]]]:
+def _jobs(inputs: ChainInputs, share: bool, n_grid: int) -> list[tuple[int, int, tuple]]:
+    """``(lo, hi, chains)`` per run of bins: one chain each, or (``share``, posterior) a
+    group's chain followed by its libraries' own chains, which then read the emissions the
+    group's chain computed (the group's log emission is the sum of its libraries') instead of
+    computing them again; only where every chain's kept emissions fit the cache budget."""
     n = inputs.y.shape[0]
     bounds = list(inputs.starts) + [n]
-    return [
-        (lo, hi, cols)
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-        if hi > lo
-        for cols in inputs.groups
-    ]
+    jobs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
+            continue
+        taken: set[tuple[int, ...]] = set()
+        for cols in inputs.groups:
+            own = [(j,) for j in cols if (j,) in inputs.groups and (j,) != cols]
+            fits = (1 + len(cols)) * (hi - lo) * n_grid * 4 <= EMISSION_CACHE_BYTES
+            if share and own and fits:
+                jobs.append((lo, hi, (cols, *own)))
+                taken.update([cols, *own])
+        jobs += [(lo, hi, (cols,)) for cols in inputs.groups if cols not in taken]
+    return jobs
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -79,6 +90,7 @@ def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
+_EMPTY3 = np.zeros((0, 0, 0), np.float32)
 _EMPTY2 = np.zeros((0, 0))
 _EMPTY1 = np.zeros(0)
 
@@ -125,7 +137,7 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
     grid, stay, pi, rho = _np(grid), _np(stay), _np(pi), _np(rho)
     n, n_lib = y.shape
     n_class, n_grid = pi.shape
-    jobs = _jobs(inputs)
+    jobs = _jobs(inputs, post is not None, n_grid)
     grads = None
     if want_grad:
         grads = {
@@ -151,8 +163,9 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             "draws": np.zeros((uniforms.shape[0], n, n_chains), np.float32),
         }
 
-    def one(job):
-        lo, hi, cols = job
+    def one_chain(lo, hi, cols, shared):
+        """One chain; ``shared``: (e_libs, top_libs) to fill (a group sharing its
+        emissions), (e_all, top) to read (an own chain), or None."""
         k = inputs.groups.index(cols)
         c = list(cols)
         m = hi - lo
@@ -178,13 +191,19 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             u = np.ascontiguousarray(uniforms[:, lo:hi])
         else:
             s, d, u = (_EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2), _EMPTY2, _EMPTY2
-        cache = post is not None and m * n_grid * 4 <= EMISSION_CACHE_BYTES
-        e_all = np.empty((m if cache else 0, n_grid), np.float32)
+        share = (_EMPTY3, _EMPTY2, _EMPTY1)
+        if shared is not None and shared[0].ndim == 2:  # read another chain's emissions
+            e_all, share = shared[0], (_EMPTY3, _EMPTY2, shared[1])
+        else:
+            cache = post is not None and m * n_grid * 4 <= EMISSION_CACHE_BYTES
+            e_all = np.empty((m if cache else 0, n_grid), np.float32)
+            if shared is not None:
+                share = (*shared, _EMPTY1)
         block = BLOCK if post is not None else TRAIN_BLOCK
         with _WORKSPACES.get(block, n_class, n_grid, len(c), want_grad) as work:
             log_z = chain_pass(
                 *args, grid, stay, pi, rho, log_in, log_out, want_grad, *g,
-                post is not None, float(q), thresholds, *s, u, d, e_all, *work,
+                post is not None, float(q), thresholds, *s, u, d, e_all, *share, *work,
             )  # fmt: skip
         if post is not None:
             for key, value in zip(("mean", "sd", "lower"), s[:3], strict=True):
@@ -193,6 +212,19 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             summaries["draws"][:, lo:hi, k] = d
         return log_z, g
 
+    def one(job):
+        lo, hi, chains = job
+        if len(chains) == 1:
+            return [one_chain(lo, hi, chains[0], None)]
+        group = chains[0]
+        e_libs = np.empty((len(group), hi - lo, n_grid), np.float32)
+        top_libs = np.empty((len(group), hi - lo))
+        out = [one_chain(lo, hi, group, (e_libs, top_libs))]
+        for cols in chains[1:]:
+            p = group.index(cols[0])
+            out.append(one_chain(lo, hi, cols, (e_libs[p], top_libs[p])))
+        return out
+
     if n_threads > 1 and len(jobs) > 1:
         with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
             results = list(pool.map(one, jobs))
@@ -200,17 +232,18 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
         results = [one(job) for job in jobs]
 
     log_z = 0.0
-    for (lo, hi, cols), (lz, g) in zip(jobs, results, strict=True):
-        log_z += lz
-        if want_grad:
-            c = list(cols)
-            grads["log_mu"][lo:hi, c] += g[0]
-            grads["log_r"][lo:hi, c] += g[1]
-            grads["gain"][c] += g[2]
-            for key, value in zip(
-                ("log_stay", "log_leave", "log_pi", "log_rho"), g[3:], strict=True
-            ):
-                grads[key] += value
+    for (lo, hi, chains), per_chain in zip(jobs, results, strict=True):
+        for cols, (lz, g) in zip(chains, per_chain, strict=True):
+            log_z += lz
+            if want_grad:
+                c = list(cols)
+                grads["log_mu"][lo:hi, c] += g[0]
+                grads["log_r"][lo:hi, c] += g[1]
+                grads["gain"][c] += g[2]
+                for key, value in zip(
+                    ("log_stay", "log_leave", "log_pi", "log_rho"), g[3:], strict=True
+                ):
+                    grads[key] += value
     return log_z, grads, summaries
 
 
