@@ -109,9 +109,7 @@ def test_chain_is_exact_against_path_enumeration(eps):
     for a, b in zip(torch.autograd.grad(value, params), g_exact, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
     detached = {k: v.detach() for k, v in _transition(leaf).items()}
-    post = chain_posterior(
-        _inputs(y, w, leaf), q=0.05, thresholds=[[0.5]], outlier=eps, **detached
-    )
+    post = chain_posterior(_inputs(y, w, leaf), q=0.05, thresholds=[[0.5]], outlier=eps, **detached)
     np.testing.assert_allclose(post["mean"][:, 0], mean, atol=1e-10)
     assert post["log_z"] == pytest.approx(exact.item(), abs=1e-10)
 

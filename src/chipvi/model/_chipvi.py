@@ -789,8 +789,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         idx = self._indices(adata, indices)
         tech = self._technical_all(adata, batch_size)
         out = self._chain_posterior(
-            adata, tech, self.module.groups, [()] * len(self.module.groups),
-            n_draws=int(n_samples), seed=seed,
+            adata,
+            tech,
+            self.module.groups,
+            [()] * len(self.module.groups),
+            n_draws=int(n_samples),
+            seed=seed,
         )
         draws = out["draws"]
         if level == "library":
