@@ -145,6 +145,18 @@ def test_torch_engine_agrees_with_numba():
     assert from_numba["prob"][0].shape == (N, 2)
 
 
+def _flat_transition():
+    """Two stay classes (0.7, 0.97), 13 grid points on [-2, 4], flat redraw and first-bin law."""
+    pi = torch.full((2, 13), -np.log(26.0), dtype=torch.float64)
+    return {
+        "grid": torch.linspace(-2, 4, 13, dtype=torch.float64),
+        "log_stay": torch.log(torch.tensor([0.7, 0.97], dtype=torch.float64)),
+        "log_leave": torch.log(torch.tensor([0.3, 0.03], dtype=torch.float64)),
+        "log_pi": pi,
+        "log_rho": pi,
+    }
+
+
 def test_blocks_and_threads_change_nothing(monkeypatch):
     """Checkpointed blocks (forward messages recomputed from kept or recomputed emissions) and
     threads give the same result."""
@@ -155,15 +167,7 @@ def test_blocks_and_threads_change_nothing(monkeypatch):
     lmu = torch.zeros((n, 3), dtype=torch.float64, requires_grad=True)
     lr = torch.ones((n, 3), dtype=torch.float64, requires_grad=True)
     gain = torch.ones(3, dtype=torch.float64, requires_grad=True)
-    grid = torch.linspace(-2, 4, 13, dtype=torch.float64)
-    pi = torch.full((2, 13), -np.log(26.0), dtype=torch.float64)
-    tr = {
-        "grid": grid,
-        "log_stay": torch.log(torch.tensor([0.7, 0.97], dtype=torch.float64)),
-        "log_leave": torch.log(torch.tensor([0.3, 0.03], dtype=torch.float64)),
-        "log_pi": pi,
-        "log_rho": pi,
-    }
+    tr = _flat_transition()
     inputs = ChainInputs(
         y, lmu, lr, torch.ones(n, dtype=torch.float64), gain, ((0, 1), (2,)), (0, 350)
     )
@@ -215,15 +219,7 @@ def test_shared_emissions_change_nothing(monkeypatch):
     lr = torch.tensor(rng.normal(1, 0.2, (n, 2)))
     w = torch.tensor(rng.uniform(0, 1, n) > 0.05, dtype=torch.float64)
     gain = torch.tensor([1.2, 0.8], dtype=torch.float64)
-    grid = torch.linspace(-2, 4, 13, dtype=torch.float64)
-    pi = torch.full((2, 13), -np.log(26.0), dtype=torch.float64)
-    tr = {
-        "grid": grid,
-        "log_stay": torch.log(torch.tensor([0.7, 0.97], dtype=torch.float64)),
-        "log_leave": torch.log(torch.tensor([0.3, 0.03], dtype=torch.float64)),
-        "log_pi": pi,
-        "log_rho": pi,
-    }
+    tr = _flat_transition()
 
     def run(groups):
         inputs = ChainInputs(y, lmu, lr, w, gain, groups, (0, 150))
