@@ -109,7 +109,7 @@ def test_chain_is_exact_against_path_enumeration(eps):
     for a, b in zip(torch.autograd.grad(value, params), g_exact, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
     detached = {k: v.detach() for k, v in _transition(leaf).items()}
-    post = chain_posterior(_inputs(y, w, leaf), q=0.05, thresholds=[0.5], outlier=eps, **detached)
+    post = chain_posterior(_inputs(y, w, leaf), q=0.05, thresholds=[[0.5]], outlier=eps, **detached)
     np.testing.assert_allclose(post["mean"][:, 0], mean, atol=1e-10)
     assert post["log_z"] == pytest.approx(exact.item(), abs=1e-10)
 
@@ -131,7 +131,7 @@ def test_torch_engine_agrees_with_numba():
     inputs = _inputs(y, w, fixed)
     post = {
         "q": 0.05,
-        "thresholds": np.array([0.2, 0.5]),
+        "thresholds": [np.array([0.2, 0.5])],
         "uniforms": np.random.default_rng(0).random((4, N)),
     }
     _, from_torch = chain._torch_pass(inputs, outlier=1e-3, post=post, **detached)
@@ -139,8 +139,22 @@ def test_torch_engine_agrees_with_numba():
         inputs, GRID, detached["log_stay"].exp(), detached["log_pi"].exp(),
         detached["log_rho"].exp(), 1e-3, False, post,
     )  # fmt: skip
-    for key in ("mean", "sd", "lower", "prob", "draws"):
+    for key in ("mean", "sd", "lower", "draws"):
         np.testing.assert_allclose(from_torch[key], from_numba[key], atol=1e-10, err_msg=key)
+    np.testing.assert_allclose(from_torch["prob"][0], from_numba["prob"][0], atol=1e-10)
+    assert from_numba["prob"][0].shape == (N, 2)
+
+
+def _flat_transition():
+    """Two stay classes (0.7, 0.97), 13 grid points on [-2, 4], flat redraw and first-bin law."""
+    pi = torch.full((2, 13), -np.log(26.0), dtype=torch.float64)
+    return {
+        "grid": torch.linspace(-2, 4, 13, dtype=torch.float64),
+        "log_stay": torch.log(torch.tensor([0.7, 0.97], dtype=torch.float64)),
+        "log_leave": torch.log(torch.tensor([0.3, 0.03], dtype=torch.float64)),
+        "log_pi": pi,
+        "log_rho": pi,
+    }
 
 
 def test_blocks_and_threads_change_nothing(monkeypatch):
@@ -153,15 +167,7 @@ def test_blocks_and_threads_change_nothing(monkeypatch):
     lmu = torch.zeros((n, 3), dtype=torch.float64, requires_grad=True)
     lr = torch.ones((n, 3), dtype=torch.float64, requires_grad=True)
     gain = torch.ones(3, dtype=torch.float64, requires_grad=True)
-    grid = torch.linspace(-2, 4, 13, dtype=torch.float64)
-    pi = torch.full((2, 13), -np.log(26.0), dtype=torch.float64)
-    tr = {
-        "grid": grid,
-        "log_stay": torch.log(torch.tensor([0.7, 0.97], dtype=torch.float64)),
-        "log_leave": torch.log(torch.tensor([0.3, 0.03], dtype=torch.float64)),
-        "log_pi": pi,
-        "log_rho": pi,
-    }
+    tr = _flat_transition()
     inputs = ChainInputs(
         y, lmu, lr, torch.ones(n, dtype=torch.float64), gain, ((0, 1), (2,)), (0, 350)
     )
@@ -170,7 +176,7 @@ def test_blocks_and_threads_change_nothing(monkeypatch):
         value = chain_log_likelihood(inputs, outlier=1e-3, n_threads=n_threads, **tr)
         grads = torch.autograd.grad(value, [lmu, lr, gain])
         post = chain_posterior(
-            inputs, q=0.05, thresholds=[0.5], outlier=1e-3, n_draws=2, seed=0,
+            inputs, q=0.05, thresholds=[[0.5], [0.5, 4.5, -3.0]], outlier=1e-3, n_draws=2, seed=0,
             n_threads=n_threads, **tr,
         )  # fmt: skip
         return value.item(), grads, post
@@ -185,12 +191,63 @@ def test_blocks_and_threads_change_nothing(monkeypatch):
         assert other[0] == pytest.approx(base[0], abs=1e-9)
         for a, b in zip(other[1], base[1], strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
-        for key in ("mean", "sd", "lower", "prob", "draws"):
+        for key in ("mean", "sd", "lower", "draws"):
             # summaries are float32 (and kept emissions too): equal to float32 resolution
             np.testing.assert_allclose(other[2][key], base[2][key], atol=2e-6, err_msg=key)
+        for a, b in zip(other[2]["prob"], base[2]["prob"], strict=True):
+            np.testing.assert_allclose(a, b, atol=2e-6)
     # The enriched stretch is found, by each group.
     assert base[2]["mean"][100:160].mean(0).min() > 1.0
     assert np.median(base[2]["mean"][400:], axis=0).max() < 0.3
+    # Thresholds past the grid's last cell edge (4.25) and below its first (-2.25).
+    prob = base[2]["prob"][1]
+    assert prob.shape == (n, 3)
+    assert (prob[:, 1] == 0).all() and (prob[:, 2] == 1).all()
+    assert prob[100:160, 0].mean() > 0.9 > 0.1 > np.median(prob[400:, 0])
+
+
+def test_shared_emissions_change_nothing(monkeypatch):
+    """A group's chain and its libraries' own chains in one posterior call: the own chains
+    read the group's per-library emissions (kept as float32) and agree with own chains run
+    alone; without room to keep them (no sharing) the same again."""
+    rng = np.random.default_rng(5)
+    n = 400
+    y = torch.tensor(rng.poisson(1.0, (n, 2)), dtype=torch.float64)
+    y[50:120, 0] += torch.tensor(rng.poisson(5.0, 70), dtype=torch.float64)
+    y[200:260] += torch.tensor(rng.poisson(3.0, (60, 2)), dtype=torch.float64)
+    lmu = torch.tensor(rng.normal(0, 0.2, (n, 2)))
+    lr = torch.tensor(rng.normal(1, 0.2, (n, 2)))
+    w = torch.tensor(rng.uniform(0, 1, n) > 0.05, dtype=torch.float64)
+    gain = torch.tensor([1.2, 0.8], dtype=torch.float64)
+    tr = _flat_transition()
+
+    def run(groups):
+        inputs = ChainInputs(y, lmu, lr, w, gain, groups, (0, 150))
+        return chain_posterior(
+            inputs, q=0.05, thresholds=[[0.5, 1.0]] * len(groups), outlier=1e-3, n_draws=2,
+            seed=0, **tr,
+        )  # fmt: skip
+
+    assert [job[2] for job in chain._jobs(_inputs_of(((0, 1), (0,), (1,))), True, 13)] == [
+        ((0, 1), (0,), (1,))
+    ] * 2
+    both, alone = run(((0, 1), (0,), (1,))), run(((0,), (1,)))
+    monkeypatch.setattr(chain, "EMISSION_CACHE_BYTES", 250 * 13 * 4)  # one chain, not three
+    assert len(chain._jobs(_inputs_of(((0, 1), (0,), (1,))), True, 13)) == 6
+    unshared = run(((0, 1), (0,), (1,)))
+    for key in ("mean", "sd", "lower", "draws"):
+        np.testing.assert_allclose(both[key][..., 1:], alone[key], atol=2e-6, err_msg=key)
+        np.testing.assert_allclose(unshared[key], both[key], atol=2e-6, err_msg=key)
+    for k in (1, 2):
+        np.testing.assert_allclose(both["prob"][k], alone["prob"][k - 1], atol=2e-6)
+    assert both["log_z"] == pytest.approx(unshared["log_z"], rel=1e-6)
+    # Each library's own evidence finds its own enriched stretch.
+    assert both["mean"][50:120, 1].mean() > 1.0 > 0.3 > both["mean"][50:120, 2].mean()
+
+
+def _inputs_of(groups, n=400):
+    z = torch.zeros((n, 2))
+    return ChainInputs(z, z, z, z[:, 0], torch.ones(2), groups, (0, 150))
 
 
 def test_vector_maths_match_libm():

@@ -538,7 +538,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             for key, value in out.items():
                 pieces.setdefault(key, []).append(value[start - lo : stop - lo].cpu().numpy())
         result = {k: np.concatenate(v, 0) for k, v in pieces.items()}
-        result["counts"] = arrays["X"].astype(np.float32)
+        result["counts"] = np.asarray(arrays["X"], dtype=np.float32)  # no copy if float32
         return result
 
     def _chain_posterior(
@@ -566,36 +566,48 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             return self._posterior_cache[1]
         tech = self._technical_all(adata, batch_size)
         model_groups = self.module.groups
-        own = tuple((j,) for j in range(len(self.library_names)))
+        n_lib = len(self.library_names)
+        own = tuple((j,) for j in range(n_lib))
         chains = tuple(dict.fromkeys(model_groups + own))
         gain = self.gains.to_numpy()
-        tau = self.enrichment_threshold
-        thresholds = np.r_[tau, tau / gain]
-        out = self._chain_posterior(adata, tech, chains, thresholds)
         gi = self.module.group_index.cpu().numpy()
-        libs = np.arange(len(gain))
-
-        def level(out, columns, per_library):
-            # Library columns see their chain × gain: P(gain·e > τ) = P(e > τ / gain).
-            idx = [chains.index(c) for c in columns]
-            scale = (gain if per_library else np.ones(len(idx))).astype(np.float32)
-            return {
-                "mean": out["mean"][:, idx] * scale,
-                "sd": out["sd"][:, idx] * scale,
-                "lower": out["lower"][:, idx] * scale,
-                "prob": out["prob"][:, idx, 1 + libs] if per_library else out["prob"][:, idx, 0],
-            }
-
-        post = {
-            "group": level(out, model_groups, False),
-            "library": level(out, tuple(model_groups[g] for g in gi), True),
-            "library_own": level(out, own, True),
-            "log_mu": tech["log_mu"],
-            "log_r": tech["log_r"],
-            "weight": tech["weight"],
-            "counts": tech["counts"],
+        tau = self.enrichment_threshold
+        # Which chain each level's column reads: library columns see their chain × gain.
+        sources = {
+            "group": model_groups,
+            "library": tuple(model_groups[g] for g in gi),
+            "library_own": own,
         }
-        del out  # the levels above are float32 copies; the chains' own arrays can go
+        scales = {"group": np.ones(len(model_groups)), "library": gain, "library_own": gain}
+        # Each chain's tail probabilities only at the thresholds read from it:
+        # P(gain·e > τ) = P(e > τ / gain).
+        reads: dict[tuple, list] = {c: [] for c in chains}
+        for level_name, columns in sources.items():
+            for col, chain in enumerate(columns):
+                reads[chain].append((level_name, col, tau / scales[level_name][col]))
+        thresholds = [[thr for _, _, thr in reads[c]] for c in chains]
+        out = self._chain_posterior(adata, tech, chains, thresholds)
+        post = {name: {} for name in sources}
+        # Level arrays are float32 copies; each summary of the chains is dropped as soon as
+        # its levels exist (peak: the chains' summaries plus one summary's levels).
+        for stat in ("mean", "sd", "lower"):
+            values = out.pop(stat)
+            for name, columns in sources.items():
+                level = values[:, [chains.index(c) for c in columns]]
+                level *= scales[name].astype(np.float32)
+                post[name][stat] = level
+            del values
+        for name, columns in sources.items():
+            post[name]["prob"] = np.empty((adata.n_obs, len(columns)), np.float32)
+        probs = out.pop("prob")
+        for k, chain in enumerate(chains):
+            for t, (name, col, _) in enumerate(reads[chain]):
+                post[name]["prob"][:, col] = probs[k][:, t]
+            probs[k] = None
+        del out, probs
+        # The technical mean and dispersion layers, made in place (the logs are not kept).
+        post["mu"] = np.exp(tech["log_mu"], out=tech["log_mu"])
+        post["r"] = np.exp(tech["log_r"], out=tech["log_r"])
         self._posterior_cache = (weakref.ref(adata), post)
         return post
 
@@ -637,7 +649,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         for (level, kind), template in POSTERIOR_KEYS.items():
             slot, name = template.format(prefix=prefix).split("/")
             if level == "technical":
-                values = np.exp(post["log_mu"] if kind == "mu" else post["log_r"])
+                values = post[kind]
             else:
                 values = post[level][_STAT[kind]]
             values = np.asarray(values, dtype=np.float32)  # no copy when already float32
@@ -681,7 +693,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     def _baseline(self, post: dict, level: str) -> np.ndarray:
         """Typical technical mean per column: reads a bin would get without bin-specific technique."""
-        per_lib = np.median(np.exp(post["log_mu"]), axis=0)
+        per_lib = np.median(post["mu"], axis=0)
         if level != "group":
             return per_lib
         gi = self.module.group_index.cpu().numpy()
@@ -779,7 +791,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         idx = self._indices(adata, indices)
         tech = self._technical_all(adata, batch_size)
         out = self._chain_posterior(
-            adata, tech, self.module.groups, np.zeros(0), n_draws=int(n_samples), seed=seed
+            adata,
+            tech,
+            self.module.groups,
+            [()] * len(self.module.groups),
+            n_draws=int(n_samples),
+            seed=seed,
         )
         draws = out["draws"]
         if level == "library":

@@ -18,6 +18,7 @@ Two engines compute the same quantities:
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,15 +54,26 @@ class ChainInputs:
     starts: tuple[int, ...]
 
 
-def _jobs(inputs: ChainInputs) -> list[tuple[int, int, tuple[int, ...]]]:
+def _jobs(inputs: ChainInputs, share: bool, n_grid: int) -> list[tuple[int, int, tuple]]:
+    """``(lo, hi, chains)`` per run of bins: one chain each, or (``share``, posterior) a
+    group's chain followed by its libraries' own chains, which then read the emissions the
+    group's chain computed (the group's log emission is the sum of its libraries') instead of
+    computing them again; only where every chain's kept emissions fit the cache budget."""
     n = inputs.y.shape[0]
     bounds = list(inputs.starts) + [n]
-    return [
-        (lo, hi, cols)
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-        if hi > lo
-        for cols in inputs.groups
-    ]
+    jobs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
+            continue
+        taken: set[tuple[int, ...]] = set()
+        for cols in inputs.groups:
+            own = [(j,) for j in cols if (j,) in inputs.groups and (j,) != cols]
+            fits = (1 + len(cols)) * (hi - lo) * n_grid * 4 <= EMISSION_CACHE_BYTES
+            if share and own and fits:
+                jobs.append((lo, hi, (cols, *own)))
+                taken.update([cols, *own])
+        jobs += [(lo, hi, (cols,)) for cols in inputs.groups if cols not in taken]
+    return jobs
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -78,6 +90,7 @@ def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
+_EMPTY3 = np.zeros((0, 0, 0), np.float32)
 _EMPTY2 = np.zeros((0, 0))
 _EMPTY1 = np.zeros(0)
 
@@ -124,7 +137,7 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
     grid, stay, pi, rho = _np(grid), _np(stay), _np(pi), _np(rho)
     n, n_lib = y.shape
     n_class, n_grid = pi.shape
-    jobs = _jobs(inputs)
+    jobs = _jobs(inputs, post is not None, n_grid)
     grads = None
     if want_grad:
         grads = {
@@ -136,22 +149,24 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             "log_pi": np.zeros((n_class, n_grid)),
             "log_rho": np.zeros((n_class, n_grid)),
         }
-    q, thresholds, uniforms = 0.05, _EMPTY1, np.zeros((0, n))
+    q, uniforms = 0.05, np.zeros((0, n))
     summaries = None
     if post is not None:
-        q, thresholds, uniforms = post["q"], post["thresholds"], post["uniforms"]
+        q, uniforms = post["q"], post["uniforms"]
         # float32 outputs, filled by each chain as it finishes (slices never overlap)
         n_chains = len(inputs.groups)
         summaries = {
             "mean": np.zeros((n, n_chains), np.float32),
             "sd": np.zeros((n, n_chains), np.float32),
             "lower": np.zeros((n, n_chains), np.float32),
-            "prob": np.zeros((n, n_chains, thresholds.size), np.float32),
+            "prob": [np.zeros((n, t.size), np.float32) for t in post["thresholds"]],
             "draws": np.zeros((uniforms.shape[0], n, n_chains), np.float32),
         }
 
-    def one(job):
-        lo, hi, cols = job
+    def one_chain(lo, hi, cols, shared):
+        """One chain; ``shared``: (e_libs, top_libs) to fill (a group sharing its
+        emissions), (e_all, top) to read (an own chain), or None."""
+        k = inputs.groups.index(cols)
         c = list(cols)
         m = hi - lo
         args = (
@@ -168,26 +183,47 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             if want_grad
             else (_EMPTY2, _EMPTY2, _EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2, _EMPTY2)
         )
+        thresholds = _EMPTY1
         if post is not None:
+            thresholds = post["thresholds"][k]
             s = (np.empty(m), np.empty(m), np.empty(m), np.empty((m, thresholds.size)))
             d = np.empty((uniforms.shape[0], m))
             u = np.ascontiguousarray(uniforms[:, lo:hi])
         else:
             s, d, u = (_EMPTY1, _EMPTY1, _EMPTY1, _EMPTY2), _EMPTY2, _EMPTY2
-        cache = post is not None and m * n_grid * 4 <= EMISSION_CACHE_BYTES
-        e_all = np.empty((m if cache else 0, n_grid), np.float32)
+        share = (_EMPTY3, _EMPTY2, _EMPTY1)
+        if shared is not None and shared[0].ndim == 2:  # read another chain's emissions
+            e_all, share = shared[0], (_EMPTY3, _EMPTY2, shared[1])
+        else:
+            cache = post is not None and m * n_grid * 4 <= EMISSION_CACHE_BYTES
+            e_all = np.empty((m if cache else 0, n_grid), np.float32)
+            if shared is not None:
+                share = (*shared, _EMPTY1)
         block = BLOCK if post is not None else TRAIN_BLOCK
         with _WORKSPACES.get(block, n_class, n_grid, len(c), want_grad) as work:
             log_z = chain_pass(
                 *args, grid, stay, pi, rho, log_in, log_out, want_grad, *g,
-                post is not None, float(q), thresholds, *s, u, d, e_all, *work,
+                post is not None, float(q), thresholds, *s, u, d, e_all, *share, *work,
             )  # fmt: skip
         if post is not None:
-            k = inputs.groups.index(cols)
-            for key, value in zip(("mean", "sd", "lower", "prob"), s, strict=True):
+            for key, value in zip(("mean", "sd", "lower"), s[:3], strict=True):
                 summaries[key][lo:hi, k] = value
+            summaries["prob"][k][lo:hi] = s[3]
             summaries["draws"][:, lo:hi, k] = d
         return log_z, g
+
+    def one(job):
+        lo, hi, chains = job
+        if len(chains) == 1:
+            return [one_chain(lo, hi, chains[0], None)]
+        group = chains[0]
+        e_libs = np.empty((len(group), hi - lo, n_grid), np.float32)
+        top_libs = np.empty((len(group), hi - lo))
+        out = [one_chain(lo, hi, group, (e_libs, top_libs))]
+        for cols in chains[1:]:
+            p = group.index(cols[0])
+            out.append(one_chain(lo, hi, cols, (e_libs[p], top_libs[p])))
+        return out
 
     if n_threads > 1 and len(jobs) > 1:
         with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
@@ -196,17 +232,18 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
         results = [one(job) for job in jobs]
 
     log_z = 0.0
-    for (lo, hi, cols), (lz, g) in zip(jobs, results, strict=True):
-        log_z += lz
-        if want_grad:
-            c = list(cols)
-            grads["log_mu"][lo:hi, c] += g[0]
-            grads["log_r"][lo:hi, c] += g[1]
-            grads["gain"][c] += g[2]
-            for key, value in zip(
-                ("log_stay", "log_leave", "log_pi", "log_rho"), g[3:], strict=True
-            ):
-                grads[key] += value
+    for (lo, hi, chains), per_chain in zip(jobs, results, strict=True):
+        for cols, (lz, g) in zip(chains, per_chain, strict=True):
+            log_z += lz
+            if want_grad:
+                c = list(cols)
+                grads["log_mu"][lo:hi, c] += g[0]
+                grads["log_r"][lo:hi, c] += g[1]
+                grads["gain"][c] += g[2]
+                for key, value in zip(
+                    ("log_stay", "log_leave", "log_pi", "log_rho"), g[3:], strict=True
+                ):
+                    grads[key] += value
     return log_z, grads, summaries
 
 
@@ -273,7 +310,7 @@ def chain_posterior(
     log_pi: torch.Tensor,
     log_rho: torch.Tensor,
     q: float,
-    thresholds: np.ndarray,
+    thresholds: Sequence[Sequence[float]],
     outlier: float = 0.0,
     n_draws: int = 0,
     seed: int | None = None,
@@ -281,14 +318,22 @@ def chain_posterior(
 ) -> dict[str, np.ndarray]:
     """Posterior summaries of each group's enrichment, per bin.
 
-    Returns ``mean``, ``sd``, ``lower`` (the ``q`` quantile) as ``(bins, groups)``, ``prob``
-    ``(bins, groups, thresholds)`` = P(enrichment > threshold), ``draws``
-    ``(n_draws, bins, groups)`` from each bin's marginal posterior, and ``log_z``. Quantiles,
-    tails and draws read the posterior on the grid as a piecewise-linear CDF.
+    ``thresholds`` holds one sequence of thresholds per group (chain) of ``inputs.groups``.
+    Returns ``mean``, ``sd``, ``lower`` (the ``q`` quantile) as ``(bins, groups)`` float32,
+    ``prob``: a list with one ``(bins, len(thresholds[k]))`` float32 array per group =
+    P(enrichment > threshold), ``draws`` ``(n_draws, bins, groups)`` from each bin's marginal
+    posterior, and ``log_z``. Quantiles, tails and draws read the posterior on the grid as a
+    piecewise-linear CDF.
     """
     n = inputs.y.shape[0]
+    if len(thresholds) != len(inputs.groups):
+        raise ValueError("thresholds needs one sequence of thresholds per group.")
     uniforms = np.random.default_rng(seed).random((int(n_draws), n))
-    post = {"q": float(q), "thresholds": np.asarray(thresholds, np.float64), "uniforms": uniforms}
+    post = {
+        "q": float(q),
+        "thresholds": [np.asarray(t, np.float64).reshape(-1) for t in thresholds],
+        "uniforms": uniforms,
+    }
     if inputs.y.device.type == "cpu":
         log_z, _, out = _run_numba(
             inputs, grid, log_stay.exp(), log_pi.exp(), log_rho.exp(), outlier, False, post,
@@ -346,12 +391,11 @@ def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, pos
     le_all = [_torch_log_emissions(inputs, grid, cols, outlier) for cols in inputs.groups]
     out = None
     if post is not None:
-        n_t = len(post["thresholds"])
         out = {
             "mean": np.zeros((n, n_groups)),
             "sd": np.zeros((n, n_groups)),
             "lower": np.zeros((n, n_groups)),
-            "prob": np.zeros((n, n_groups, n_t)),
+            "prob": [np.zeros((n, len(t))) for t in post["thresholds"]],
             "draws": np.zeros((post["uniforms"].shape[0], n, n_groups)),
         }
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -400,8 +444,8 @@ def _summaries(marg, grid, post, out, i):
         out["mean"][i, k] = m
         out["sd"][i, k] = np.sqrt(float((marg[k] * (grid - m) ** 2).sum()))
         out["lower"][i, k] = _np_quantile(knots, edges, post["q"])
-        for t, thr in enumerate(post["thresholds"]):
-            out["prob"][i, k, t] = 1.0 - np.interp(thr, edges, knots)
+        for t, thr in enumerate(post["thresholds"][k]):
+            out["prob"][k][i, t] = 1.0 - np.interp(thr, edges, knots)
         for s in range(post["uniforms"].shape[0]):
             out["draws"][s, i, k] = _np_quantile(knots, edges, post["uniforms"][s, i])
 

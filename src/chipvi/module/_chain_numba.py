@@ -187,9 +187,10 @@ def _exp_shift(le, top, out, k):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _log_emission(
-    i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep, resp, resp0, sc, ik, n_grid
+    i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, le_lib, keep, resp, resp0, sc, ik, n_grid
 ):
-    """``le[g] = Σ_j log E_j(grid[g])`` for bin ``i``; returns the maximum.
+    """``le[g] = Σ_j log E_j(grid[g])`` for bin ``i``; returns the maximum. With ``le_lib``
+    of ``J`` rows (not 0) each library's own term ``log E_j`` is written there too.
 
     Each library's count is NB with probability ``exp(log_in)`` and an outlier (a PCR
     jackpot, say: heavy-tailed ``q(y) = 1/((y+1)(y+2))``, blind to the enrichment) with
@@ -203,6 +204,9 @@ def _log_emission(
     n_pad = le.size
     for g in range(n_pad):
         le[g] = 0.0
+    for j in range(le_lib.shape[0]):
+        for g in range(n_pad):
+            le_lib[j, g] = 0.0
     wi = w[i]
     if wi > 0.0:
         arg, top, t, lt, ms = sc[0], sc[1], sc[2], sc[3], sc[4]
@@ -235,8 +239,15 @@ def _log_emission(
             for g in range(n_pad):
                 arg[g] = 1.0 + t[g]
             _vlog(arg, lt, ik, ms)
+            if le_lib.shape[0] > 0:
+                lj = le_lib[j]
+                for g in range(n_pad):
+                    lj[g] = wi * (top[g] + lt[g] - m0)
+                    le[g] += lj[g]
+            else:
+                for g in range(n_pad):
+                    le[g] += wi * (top[g] + lt[g] - m0)
             for g in range(n_pad):
-                le[g] += wi * (top[g] + lt[g] - m0)
                 rj[g] = (1.0 if rj[g] >= 0.0 else t[g]) / arg[g]
     top_ = le[0]
     for g in range(1, n_grid):
@@ -286,19 +297,36 @@ def _quantile(cdf, edges, q):
     return edges[n_grid]
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tail_cells(edges, thresholds, cell, frac):
+    """Where each threshold falls among the cell ``edges``: ``cell[t]`` (``-1`` below the
+    first edge, ``G`` at or past the last) and its fraction ``frac[t]`` of that cell, so that
+    ``1 − F(t)`` costs O(1) per bin (thresholds are the same for every bin of a chain)."""
+    n_grid = edges.size - 1
+    for t in range(thresholds.size):
+        x = thresholds[t]
+        cell[t] = n_grid
+        frac[t] = 0.0
+        if x <= edges[0]:
+            cell[t] = -1
+            continue
+        for g in range(n_grid):
+            if x < edges[g + 1]:
+                cell[t] = g
+                frac[t] = (x - edges[g]) / (edges[g + 1] - edges[g])
+                break
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _tail(cdf, edges, t):
-    """``1 − F(t)`` of the same distribution."""
-    n_grid = cdf.size
-    if t <= edges[0]:
+def _tail(cdf, cell, frac):
+    """``1 − F(t)`` of the distribution of :func:`_quantile` at the threshold of ``cell`` and
+    ``frac`` (see :func:`_tail_cells`)."""
+    if cell < 0:
         return 1.0
-    prev = 0.0
-    for g in range(n_grid):
-        if t < edges[g + 1]:
-            f = (t - edges[g]) / (edges[g + 1] - edges[g])
-            return 1.0 - (prev + f * (cdf[g] - prev))
-        prev = cdf[g]
-    return 0.0
+    if cell >= cdf.size:
+        return 0.0
+    prev = cdf[cell - 1] if cell > 0 else 0.0
+    return 1.0 - (prev + frac * (cdf[cell] - prev))
 
 
 def padded(n_grid: int) -> int:
@@ -361,6 +389,9 @@ def chain_pass(
     uniforms,
     draws,
     e_all,
+    e_libs,
+    top_libs,
+    top_given,
     alpha,
     e_blk,
     keep,
@@ -376,7 +407,12 @@ def chain_pass(
     (overwritten): ``mean, sd, lower`` (n,), ``prob`` (n, T) for ``thresholds`` (T,),
     ``draws`` (S, n) from ``uniforms`` (S, n). ``e_all``: ``(n, G)`` float32 scratch that keeps
     every bin's emissions when no gradient is asked for (recomputed blocks then cost no
-    transcendental functions), or ``(0, G)`` to recompute them. Workspace (overwritten; see
+    transcendental functions), or ``(0, G)`` to recompute them. Shared emissions (posterior:
+    a group's chain and its libraries' own chains): ``e_libs`` (J, n, G) float32 and
+    ``top_libs`` (J, n) receive each library's emissions as ``e_all`` and their shifts, or
+    have 0 rows; ``top_given`` (n,): the shifts of emissions already in ``e_all`` (this
+    chain's come from another's ``e_libs``: nothing is computed from the counts), else
+    empty. Workspace (overwritten; see
     :func:`workspace`): ``alpha`` (block + 1, K, G) and ``e_blk`` (block, G) set the block;
     ``keep, resp`` (block, J, :func:`padded` (G)) and ``resp0`` (block, J), one row each
     without gradients.
@@ -406,18 +442,36 @@ def chain_pass(
     # Without gradients, emissions may be kept for every bin (e_all of n rows, float32) so
     # that recomputing a block's forward messages costs no exp/log.
     cached = e_all.shape[0] == n and not want_grad
+    given = cached and top_given.size == n
+    n_share = e_libs.shape[0]
+    le_lib = np.empty((n_share, n_pad))
+    no_lib = np.empty((0, n_pad))
     log_z = 0.0
     # Forward: normalised messages; checkpoints at block borders; last block kept whole.
     for i in range(n):
-        r_i = max(i - last_lo, 0) if want_grad else 0
-        top = _log_emission(
-            i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, keep[r_i], resp[r_i], resp0[r_i],
-            sc, ik, n_grid,
-        )  # fmt: skip
-        _exp_shift(le, top, le, ik)
-        if cached:
+        if given:
+            top = top_given[i]
             for g in range(n_grid):
-                e_all[i, g] = le[g]
+                le[g] = e_all[i, g]
+        else:
+            r_i = max(i - last_lo, 0) if want_grad else 0
+            top = _log_emission(
+                i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, le_lib, keep[r_i],
+                resp[r_i], resp0[r_i], sc, ik, n_grid,
+            )  # fmt: skip
+            for j in range(n_share):
+                lj = le_lib[j]
+                top_j = lj[0]
+                for g in range(1, n_grid):
+                    top_j = max(top_j, lj[g])
+                _exp_shift(lj, top_j, lj, ik)
+                top_libs[j, i] = top_j
+                for g in range(n_grid):
+                    e_libs[j, i, g] = lj[g]
+            _exp_shift(le, top, le, ik)
+            if cached:
+                for g in range(n_grid):
+                    e_all[i, g] = le[g]
         total = _step_forward(i, prev, le, stay, pi, rho, cur)
         log_z += top + np.log(total)
         if i >= last_lo:
@@ -442,6 +496,9 @@ def chain_pass(
     for g in range(1, n_grid):
         edges[g] = (grid[g - 1] + grid[g]) / 2
     edges[n_grid] = grid[n_grid - 1] + (grid[n_grid - 1] - grid[n_grid - 2]) / 2
+    t_cell = np.empty(thresholds.size, np.int64)
+    t_frac = np.empty(thresholds.size)
+    _tail_cells(edges, thresholds, t_cell, t_frac)
     for b in range(n_block - 1, -1, -1):
         lo = b * block
         hi = min(n, lo + block)
@@ -456,7 +513,7 @@ def chain_pass(
                 else:
                     r_i = i - lo if want_grad else 0
                     top = _log_emission(
-                        i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le,
+                        i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, no_lib,
                         keep[r_i], resp[r_i], resp0[r_i], sc, ik, n_grid,
                     )  # fmt: skip
                     _exp_shift(le, top, e_blk[i - lo], ik)
@@ -494,7 +551,7 @@ def chain_pass(
                 sd[i] = np.sqrt(v)
                 lower[i] = _quantile(cdf, edges, q)
                 for t in range(thresholds.size):
-                    prob[i, t] = _tail(cdf, edges, thresholds[t])
+                    prob[i, t] = _tail(cdf, t_cell[t], t_frac[t])
                 for s in range(n_draw):
                     draws[s, i] = _quantile(cdf, edges, uniforms[s, i])
             if want_grad and w[i] > 0.0:

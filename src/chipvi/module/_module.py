@@ -357,12 +357,13 @@ class ChipviModule(PyroBaseModuleClass):
         starts: tuple[int, ...],
         groups: tuple[tuple[int, ...], ...],
         q: float,
-        thresholds: np.ndarray,
+        thresholds: list,
         n_draws: int = 0,
         seed: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Exact posterior summaries of the enrichment of ``groups`` (library index tuples:
-        the model's groups, or single libraries for each library's own evidence).
+        the model's groups, or single libraries for each library's own evidence);
+        ``thresholds``: one sequence of tail-probability thresholds per entry of ``groups``.
 
         The pass runs where ``counts`` lives: the numba engine for CPU tensors (whole
         chromosomes, bounded memory), the torch engine for CUDA tensors.
