@@ -149,15 +149,17 @@ def _marginals_from_tails(post, grid: np.ndarray) -> np.ndarray:
     every ``cdf[g]``, the last one (the total mass) included.
     """
     n_grid = grid.size
-    cdf = 1.0 - post["prob"][..., : n_grid - 1].astype(np.float64)  # cdf[0 .. G-2]
-    last = 2.0 * (1.0 - post["prob"][..., n_grid - 1].astype(np.float64)) - cdf[..., -1]
+    prob = np.stack(post["prob"], 1).astype(np.float64)  # one (bins, thresholds) per chain
+    cdf = 1.0 - prob[..., : n_grid - 1]  # cdf[0 .. G-2]
+    last = 2.0 * (1.0 - prob[..., n_grid - 1]) - cdf[..., -1]
     cdf = np.concatenate([cdf, last[..., None]], -1)
     return np.diff(cdf, axis=-1, prepend=0.0)
 
 
-def _thresholds(grid: np.ndarray) -> np.ndarray:
+def _thresholds(grid: np.ndarray, n_chains: int) -> list[np.ndarray]:
+    """The same tail thresholds for each chain: every inner cell edge and mid-last-cell."""
     edges = cell_edges(grid)
-    return np.r_[edges[1:-1], (edges[-2] + edges[-1]) / 2]
+    return [np.r_[edges[1:-1], (edges[-2] + edges[-1]) / 2]] * n_chains
 
 
 def _lower_quantile(marg: np.ndarray, grid: np.ndarray, q: float) -> np.ndarray:
@@ -189,7 +191,7 @@ def test_chain_equals_path_enumeration(p):
     grid = p["grid"].numpy()
     fixed = {k: v.detach() for k, v in p["leaf"].items()}
     post = chain_posterior(
-        _inputs(p, fixed), p["grid"], q=0.1, thresholds=_thresholds(grid), outlier=p["eps"],
+        _inputs(p, fixed), p["grid"], q=0.1, thresholds=_thresholds(grid, len(p["groups"])), outlier=p["eps"],
         **_transition(fixed),
     )  # fmt: skip
     assert post["log_z"] == pytest.approx(exact.item(), rel=1e-10, abs=1e-9)
@@ -228,7 +230,7 @@ def test_numba_and_torch_engines_agree(p, n_draws):
     n = p["y"].shape[0]
     post = {
         "q": 0.1,
-        "thresholds": _thresholds(p["grid"].numpy()),
+        "thresholds": _thresholds(p["grid"].numpy(), len(p["groups"])),
         "uniforms": np.random.default_rng(n).random((n_draws, n)),
     }
     _, a = chain._torch_pass(_inputs(p, fixed), p["grid"], outlier=p["eps"], post=post, **tr)
@@ -237,7 +239,9 @@ def test_numba_and_torch_engines_agree(p, n_draws):
         tr["log_rho"].exp(), p["eps"], False, post,
     )  # fmt: skip
     for key in ("mean", "sd", "prob"):
-        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)  # numba: float32
+        np.testing.assert_allclose(  # numba: float32
+            np.asarray(a[key]), np.asarray(b[key]), atol=1e-5, err_msg=key
+        )
     np.testing.assert_allclose(_marginals_from_tails(a, p["grid"].numpy()).sum(-1), 1.0, atol=1e-9)
     # Quantiles and draws invert the CDF: equal wherever it is not flat at the level asked.
     for key, levels in (("lower", np.full((1, n), 0.1)), ("draws", post["uniforms"])):
