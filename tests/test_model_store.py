@@ -1,0 +1,166 @@
+"""ChIPVI on a bins store: training and the posterior read it in blocks and match the
+in-memory model on the same bins; the posterior is written back into the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+import zarr
+
+from _chipvi_synthetic import make_chip_adata
+from chipvi import ChipviInputError
+from chipvi.io import _store, open_store, store_writer
+from chipvi.model import ChIPVI
+from chipvi.model import _chipvi as chipvi_model
+
+TRAIN = {"max_epochs": 3, "batch_size": 700, "accelerator": "cpu", "enable_progress_bar": False}
+CHUNK = 256
+
+
+def _two_chromosomes(n_bins: int = 2400):
+    """Synthetic bins on chr1 (with a gap: 40 bins removed) and chr2, genome order."""
+    adata, _ = make_chip_adata(n_bins=n_bins, seed=3)
+    n1 = n_bins * 3 // 5
+    chrom = np.where(np.arange(n_bins) < n1, "chr1", "chr2")
+    start = np.where(np.arange(n_bins) < n1, np.arange(n_bins), np.arange(n_bins) - n1) * 200
+    adata.obs = pd.DataFrame(
+        {"chrom": pd.Categorical(chrom), "start": start, "end": start + 200},
+        index=[f"{c}:{s}-{s + 200}" for c, s in zip(chrom, start, strict=True)],
+    )
+    keep = np.ones(n_bins, bool)
+    keep[500:540] = False
+    adata = adata[keep].copy()
+    adata.uns["chipvi"] = {"bin_size": 200, "chrom_sizes": {"chr1": n1 * 200,
+                                                            "chr2": (n_bins - n1) * 200}}  # fmt: skip
+    return adata
+
+
+def _write_store(adata, path, layers=("control", "mapq", "control_mapq")):
+    with store_writer(path, chunk=CHUNK) as writer:
+        for a in range(0, adata.n_obs, 1000):  # blocks that are not chunks
+            block = adata[a : a + 1000]
+            obs = block.obs.copy()  # a view keeps only the chromosomes it holds
+            obs["chrom"] = pd.Categorical(obs["chrom"], adata.obs["chrom"].cat.categories)
+            writer.append(obs, np.asarray(block.X), {k: block.layers[k] for k in layers})
+        writer.finish(adata.var, dict(adata.uns))
+    return open_store(path)
+
+
+@pytest.fixture(scope="module")
+def memory():
+    torch.set_num_threads(1)
+    return _two_chromosomes()
+
+
+@pytest.fixture
+def store(memory, tmp_path):
+    return _write_store(memory, tmp_path / "bins.zarr")
+
+
+def _trained(data):
+    scvi.settings.seed = 0
+    model = ChIPVI(data)
+    model.train(**TRAIN)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained_in_memory(memory):
+    adata = memory.copy()
+    ChIPVI.setup_anndata(adata)
+    return adata, _trained(adata)
+
+
+def test_training_from_store_equals_in_memory(store, trained_in_memory):
+    _, in_memory = trained_in_memory
+    model = _trained(store)
+    assert model.library_names == in_memory.library_names
+    loss, expected = (m.history["elbo_train"].to_numpy(float).ravel() for m in (model, in_memory))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    state, expected = model.module.state_dict(), in_memory.module.state_dict()
+    assert state.keys() == expected.keys()
+    for key in state:
+        np.testing.assert_allclose(state[key].numpy(), expected[key].numpy(), rtol=1e-4,
+                                   atol=1e-6, err_msg=key)  # fmt: skip
+
+
+def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeypatch):
+    adata, model = trained_in_memory
+    model.add_posterior(adata)
+    # Pieces of a few chains each (chr1 is cut by its gap), so several blocks are written.
+    monkeypatch.setattr(chipvi_model, "_POSTERIOR_BINS", 700)
+    assert len(store.run_ranges(700)) == 3
+    model.add_posterior(store)
+    assert "chipvi_lfe" in store.layers and "chipvi_group_lfe" in store.obsm_keys
+    back = open_store(store.path).to_memory()
+    pd.testing.assert_frame_equal(back.obs, adata.obs.drop(columns="_chipvi_run_start"))
+    for key in chipvi_model.POSTERIOR_KEYS.values():
+        slot, name = key.format(prefix="chipvi").split("/")
+        got, want = getattr(back, slot)[name], getattr(adata, slot)[name]
+        if slot == "obsm":
+            pd.testing.assert_index_equal(got.index, want.index)
+            assert list(got.columns) == list(want.columns) == model.group_names
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5,
+                                   err_msg=name)  # fmt: skip
+    record, want = back.uns["chipvi_posterior"], adata.uns["chipvi_posterior"]
+    assert record["keys"] == want["keys"]
+    np.testing.assert_allclose(record["params"]["stay"], want["params"]["stay"])
+
+
+def test_posterior_again_replaces_it(store, trained_in_memory):
+    _, model = trained_in_memory
+    model.add_posterior(store)
+    first = store.array("chipvi_lfe", 0, store.n_obs)
+    model.add_posterior(store)
+    np.testing.assert_array_equal(store.array("chipvi_lfe", 0, store.n_obs), first)
+    # Nothing left next to the store (the temporary folder is gone).
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["bins.zarr"]
+
+
+def test_stopped_posterior_leaves_store_without_record(store, trained_in_memory, monkeypatch):
+    _, model = trained_in_memory
+
+    def full_disk(self, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_store.StoreAdder, "append", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        model.add_posterior(store)
+    reopened = open_store(store.path)
+    assert "chipvi_lfe" not in reopened.layers and "chipvi_posterior" not in reopened.uns
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["bins.zarr"]
+
+
+def test_store_missing_layer(memory, tmp_path):
+    path = tmp_path / "nomapq.zarr"
+    _write_store(memory, path, layers=("control", "control_mapq"))
+    with pytest.raises(ChipviInputError, match=r"no layer \['mapq'\]"):
+        ChIPVI(path)
+
+
+def test_store_other_version_or_incomplete(store):
+    group = zarr.open_group(store.path, mode="r+")
+    marker = dict(group.attrs[_store.MARKER])
+    group.attrs[_store.MARKER] = {**marker, "version": "0.0.1"}
+    with pytest.raises(ChipviInputError, match="written by chipvi 0.0.1"):
+        ChIPVI(store.path)
+    del group.attrs[_store.MARKER]
+    with pytest.raises(ChipviInputError, match="completion marker is missing"):
+        ChIPVI(store.path)
+
+
+def test_store_bad_counts_named_with_bin(memory, tmp_path):
+    bad = memory.copy()
+    bad.X[1500, 1] = -3
+    with pytest.raises(ChipviInputError, match="negative count .* at bin 1500, library 1"):
+        ChIPVI(_write_store(bad, tmp_path / "bad.zarr"))
+
+
+def test_posterior_into_other_bins_refused(memory, trained_in_memory, tmp_path):
+    _, model = trained_in_memory
+    other = _write_store(memory[:1000].copy(), tmp_path / "other.zarr")
+    with pytest.raises(ChipviInputError, match="1000 bins"):
+        model.add_posterior(other)
