@@ -164,3 +164,29 @@ def test_posterior_into_other_bins_refused(memory, trained_in_memory, tmp_path):
     other = _write_store(memory[:1000].copy(), tmp_path / "other.zarr")
     with pytest.raises(ChipviInputError, match="1000 bins"):
         model.add_posterior(other)
+
+
+def test_save_load_on_store(store, memory, trained_in_memory, tmp_path):
+    scvi.settings.seed = 0
+    model = ChIPVI(store)
+    model.train(max_epochs=1, batch_size=700, accelerator="cpu", enable_progress_bar=False)
+    model.save(tmp_path / "model")
+    with pytest.raises(ChipviInputError, match="reads the bins store"):
+        model.get_denoised()
+    # The same bins load from the store or in memory (the saved bin names agree).
+    loaded = ChIPVI.load(tmp_path / "model", adata=store.path)
+    adata = memory.copy()
+    ChIPVI.setup_anndata(adata)
+    in_memory = ChIPVI.load(tmp_path / "model", adata=adata)
+    for other in (loaded, in_memory):
+        np.testing.assert_allclose(other.gains.to_numpy(), model.gains.to_numpy())
+    loaded.add_posterior()
+    in_memory.add_posterior(adata)
+    np.testing.assert_allclose(open_store(store.path).array("chipvi_lfe", 0, store.n_obs),
+                               adata.layers["chipvi_lfe"], rtol=1e-4, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        loaded.get_denoised(adata, return_numpy=True), adata.layers["chipvi_lfe"], rtol=1e-5
+    )
+    other = _write_store(memory[:1000].copy(), tmp_path / "other.zarr")
+    with pytest.raises(ChipviInputError, match="other bins or libraries"):
+        ChIPVI.load(tmp_path / "model", adata=other)

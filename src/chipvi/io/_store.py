@@ -506,6 +506,12 @@ class BinStore:
         path = "X" if key is None else f"layers/{key}"
         return np.asarray(self._group[path][start:stop])
 
+    def obs_names(self) -> Iterator[np.ndarray]:
+        """The bin names, a chunk at a time."""
+        names = self._group["obs"]["_index"]
+        for a in range(0, self.n_obs, self.chunk):
+            yield np.asarray(names[a : a + self.chunk])
+
     def rows(self, key: str | None):
         """``X`` (``key=None``) or a layer as a zarr array: slicing rows reads them."""
         self.require_layers([key] if key is not None else [])

@@ -10,7 +10,7 @@ import shutil
 import uuid
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -98,8 +98,13 @@ def _version() -> str:
     return __version__
 
 
-def _obs_hash(obs_names: pd.Index) -> str:
-    return hashlib.sha1("\n".join(map(str, obs_names)).encode()).hexdigest()
+def _obs_hash(obs_names: pd.Index | Iterator[np.ndarray]) -> str:
+    """SHA-1 of the bin names joined by newlines (``obs_names`` whole, or in blocks)."""
+    blocks = [obs_names] if isinstance(obs_names, pd.Index) else obs_names
+    digest = hashlib.sha1()
+    for i, names in enumerate(blocks):
+        digest.update((("\n" if i else "") + "\n".join(map(str, names))).encode())
+    return digest.hexdigest()
 
 
 def default_batch_size(n_obs: int) -> int:
@@ -358,6 +363,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         """Names of the ChIP libraries (``adata.var_names``)."""
         return list(self._library_names)
 
+    def get_var_names(self, legacy_mudata_format: bool = False) -> np.ndarray:
+        """Library names (what scvi-tools' ``save`` records)."""
+        return np.asarray(self.library_names, dtype=str)
+
     @property
     def gains(self) -> pd.Series:
         """Learned gain of each library (geometric mean 1 within a group)."""
@@ -526,6 +535,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     # ----------------------------------------------------------------------------------------
     def _check_adata(self, adata: AnnData | None) -> AnnData:
         if adata is None:
+            if self._store is not None:
+                raise ChipviInputError(
+                    f"This model reads the bins store {self._store.path}: model.add_posterior() "
+                    "writes its posterior there. Pass an AnnData of the same bins to have "
+                    "results in memory (chipvi.io.open_store(path).to_memory())."
+                )
             return self.adata
         if not isinstance(adata, AnnData):
             raise ChipviInputError(f"Expected an AnnData, got {type(adata).__name__}.")
@@ -534,10 +549,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 f"This AnnData has libraries {list(adata.var_names)}, the model was trained on "
                 f"{self.library_names}; use the same libraries in the same order."
             )
-        if adata.n_obs != self.adata.n_obs or not adata.obs_names.equals(self.adata.obs_names):
+        if adata.n_obs != self._n_obs or (
+            self.adata is not None and not adata.obs_names.equals(self.adata.obs_names)
+        ):
             raise ChipviInputError(
                 f"This AnnData has other bins ({adata.n_obs}) than the model was trained on "
-                f"({self.adata.n_obs}); train a model on it instead."
+                f"({self._n_obs}); train a model on it instead."
             )
         return adata
 
@@ -1007,8 +1024,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 "chipvi_version": _version(),
                 "library_names": self.library_names,
                 "group_names": list(self.group_names),
-                "n_bins": int(self.adata.n_obs),
-                "obs_names_sha1": _obs_hash(self.adata.obs_names),
+                "n_bins": int(self._n_obs),
+                "obs_names_sha1": _obs_hash(self.adata.obs_names if self._store is None
+                                            else self._store.obs_names()),  # fmt: skip
             }
             (tmp / _SAVE_INFO).write_text(json.dumps(info, indent=1))
             if dir_path.exists():
@@ -1048,8 +1066,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                     f"{dir_path} was saved without its AnnData: pass the training AnnData, "
                     "ChIPVI.load(path, adata), or save with save_anndata=True."
                 )
+        elif is_store(adata):
+            return cls._load_on_store(dir_path, open_store(adata, layers=STORE_LAYERS), info)
         elif not isinstance(adata, AnnData):
-            raise ChipviInputError(f"load needs the training AnnData, got {type(adata).__name__}.")
+            raise ChipviInputError(
+                f"load needs the training AnnData or bins store, got {type(adata).__name__}."
+            )
         else:
             if list(adata.var_names) != info["library_names"]:
                 raise ChipviInputError(
@@ -1072,6 +1094,30 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             model = super().load(str(dir_path), adata=adata, **kwargs)
         finally:
             quiet.setLevel(level)
+        model.module.eval()
+        return model
+
+    @classmethod
+    def _load_on_store(cls, dir_path: Path, store: BinStore, info: dict) -> ChIPVI:
+        """:meth:`load` for a bins store (scvi-tools' ``load`` sets up an AnnData)."""
+        from scvi.model.base._save_load import _load_saved_files
+
+        if list(store.var.index) != info["library_names"] or (
+            store.n_obs != info["n_bins"] or _obs_hash(store.obs_names()) != info["obs_names_sha1"]
+        ):
+            raise ChipviInputError(
+                f"{dir_path} was trained on other bins or libraries ({info['n_bins']} bins x "
+                f"{info['library_names']}) than {store.path} ({store.n_obs} bins x "
+                f"{list(store.var.index)})."
+            )
+        attr_dict, _, state, _ = _load_saved_files(str(dir_path), load_adata=False,
+                                                   map_location="cpu")  # fmt: skip
+        init = attr_dict.pop("init_params_")
+        model = cls(store, **init["non_kwargs"], **init["kwargs"].get("kwargs", {}))
+        for attr, value in attr_dict.items():
+            setattr(model, attr, value)
+        state.pop("pyro_param_store", None)
+        model.module.load_state_dict(state)
         model.module.eval()
         return model
 
