@@ -137,7 +137,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     Parameters
     ----------
     adata
-        AnnData (bins × ChIP libraries) registered with :meth:`setup_anndata`.
+        AnnData (bins × ChIP libraries) registered with :meth:`setup_anndata`, or a bins store
+        (a :class:`~chipvi.io.BinStore` or its ``.zarr`` path, from ``read_bams(...,
+        out=...)``; no ``setup_anndata``: it has the ``read_bams`` layout). A store is read a
+        block at a time: training reads the same minibatches from disk and
+        :meth:`add_posterior` writes the posterior back into it.
     technical
         Technical network: ``"mu_r"`` (dispersion from the mean and covariates) or ``"r_p"``.
     covariates
@@ -659,7 +663,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         return post
 
     def add_posterior(
-        self, adata: AnnData | None = None, prefix: str = "chipvi", batch_size: int | None = None
+        self,
+        adata: AnnData | BinStore | str | os.PathLike | None = None,
+        prefix: str = "chipvi", batch_size: int | None = None
     ) -> None:
         """Compute the posterior in one pass and write it into ``adata``.
 
@@ -681,7 +687,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            AnnData with the training bins and libraries (default: the training AnnData).
+            AnnData with the training bins and libraries (default: the training AnnData), or
+            a bins store of those bins (default for a model on a store): computed a whole
+            chain (chromosome, or bins between gaps) at a time and written into the store,
+            its ``uns`` record last.
         prefix
             Prefix of every key written.
         batch_size
