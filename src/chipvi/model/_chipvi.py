@@ -491,7 +491,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
         if self._source is not None:
             trainer_kwargs["datasplitter_kwargs"] = {
-                **trainer_kwargs.get("datasplitter_kwargs", {}), "source": self._source}
+                **trainer_kwargs.get("datasplitter_kwargs", {}),
+                "source": self._source,
+            }
         self._posterior_cache = None
         self.module.train()
         try:
@@ -665,7 +667,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def add_posterior(
         self,
         adata: AnnData | BinStore | str | os.PathLike | None = None,
-        prefix: str = "chipvi", batch_size: int | None = None
+        prefix: str = "chipvi",
+        batch_size: int | None = None,
     ) -> None:
         """Compute the posterior in one pass and write it into ``adata``.
 
@@ -1034,8 +1037,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 "library_names": self.library_names,
                 "group_names": list(self.group_names),
                 "n_bins": int(self._n_obs),
-                "obs_names_sha1": _obs_hash(self.adata.obs_names if self._store is None
-                                            else self._store.obs_names()),  # fmt: skip
+                "obs_names_sha1": _obs_hash(
+                    self.adata.obs_names if self._store is None else self._store.obs_names()
+                ),  # fmt: skip
             }
             (tmp / _SAVE_INFO).write_text(json.dumps(info, indent=1))
             if dir_path.exists():

@@ -88,7 +88,9 @@ class StoreSource:
 
     def batch(self, start: int, stop: int) -> dict[str, torch.Tensor]:
         """A training minibatch: the rows as float32 tensors and ``run_start`` flags."""
-        out = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in self.read(start, stop).items()}
+        out = {
+            k: torch.as_tensor(v, dtype=torch.float32) for k, v in self.read(start, stop).items()
+        }
         flags = self.store.run_starts(start, stop).astype(np.float32)[:, None]
         out["run_start"] = torch.as_tensor(flags)
         return out

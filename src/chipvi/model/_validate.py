@@ -54,8 +54,7 @@ def check_finite(values: np.ndarray, where: str, first_bin: int = 0) -> None:
     if not np.all(np.isfinite(values)):
         i, j = np.argwhere(~np.isfinite(values))[0]
         raise ChipviInputError(
-            f"{where} contains NaN or infinite values (first at bin {first_bin + i}, "
-            f"library {j})."
+            f"{where} contains NaN or infinite values (first at bin {first_bin + i}, library {j})."
         )
     if (values < 0).any():
         raise ChipviInputError(f"{where} contains negative values; MAPQ is between 0 and 255.")
