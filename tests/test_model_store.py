@@ -190,3 +190,25 @@ def test_save_load_on_store(store, memory, trained_in_memory, tmp_path):
     other = _write_store(memory[:1000].copy(), tmp_path / "other.zarr")
     with pytest.raises(ChipviInputError, match="other bins or libraries"):
         ChIPVI.load(tmp_path / "model", adata=other)
+
+
+def test_bigwig_from_store_equals_in_memory(store, trained_in_memory, tmp_path):
+    import pyBigWig
+
+    from chipvi.io import write_bigwig
+
+    adata, model = trained_in_memory
+    model.add_posterior(adata)
+    model.add_posterior(store)
+    for kwargs in ({"layer": "chipvi_lfe"}, {"key": "chipvi_group_lfe", "transform": np.exp}):
+        disk = write_bigwig(store.path, tmp_path / "disk", overwrite=True, **kwargs)
+        mem = write_bigwig(adata, tmp_path / "mem", overwrite=True, **kwargs)
+        assert list(disk) == list(mem) and len(disk) >= 1
+        for name in disk:
+            a, b = pyBigWig.open(str(disk[name])), pyBigWig.open(str(mem[name]))
+            assert a.chroms() == b.chroms() == {"chr1": 1440 * 200, "chr2": 960 * 200}
+            for chrom in ("chr1", "chr2"):
+                got, want = a.intervals(chrom), b.intervals(chrom)
+                assert [i[:2] for i in got] == [i[:2] for i in want]
+                np.testing.assert_allclose([i[2] for i in got], [i[2] for i in want], rtol=1e-4,
+                                           atol=1e-5)  # fmt: skip
