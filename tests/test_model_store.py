@@ -92,7 +92,8 @@ def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeyp
     model.add_posterior(adata)
     # Pieces of a few chains each (chr1 is cut by its gap), so several blocks are written.
     monkeypatch.setattr(chipvi_model, "_POSTERIOR_BINS", 700)
-    assert len(store.run_ranges(700)) == 3
+    assert store.run_ranges(700) == [(0, 500), (500, 1400), (1400, 2360)]
+    assert store.run_ranges(3000) == [(0, 2360)]
     model.add_posterior(store)
     assert "chipvi_lfe" in store.layers and "chipvi_group_lfe" in store.obsm_keys
     back = open_store(store.path).to_memory()
@@ -212,3 +213,11 @@ def test_bigwig_from_store_equals_in_memory(store, trained_in_memory, tmp_path):
                 assert [i[:2] for i in got] == [i[:2] for i in want]
                 np.testing.assert_allclose([i[2] for i in got], [i[2] for i in want], rtol=1e-4,
                                            atol=1e-5)  # fmt: skip
+
+
+def test_run_ranges_of_one_chain(memory, tmp_path):
+    one = memory[memory.obs["chrom"] == "chr2"].copy()
+    store = _write_store(one, tmp_path / "one.zarr")
+    assert store.run_ranges(100) == [(0, 960)]
+    assert np.flatnonzero(store.run_starts(0, 960)).tolist() == [0]
+    assert store.run_starts(300, 310).tolist() == [False] * 10

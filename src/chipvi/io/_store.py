@@ -549,8 +549,9 @@ class BinStore:
             [a + np.flatnonzero(self.run_starts(a, min(a + self.chunk, self.n_obs)))
              for a in range(0, self.n_obs, self.chunk)]
         ).tolist()  # fmt: skip
+        bounds = [*cuts, self.n_obs]
         ranges, a = [], 0
-        for s, e in zip(cuts[1:], [*cuts[2:], self.n_obs], strict=True):
+        for s, e in zip(bounds[1:-1], bounds[2:], strict=True):  # each chain after the first
             if e - a > max_bins:  # the chain [s, e) would overfill [a, s): close it
                 ranges.append((a, s))
                 a = s
