@@ -221,3 +221,30 @@ def test_run_ranges_of_one_chain(memory, tmp_path):
     assert store.run_ranges(100) == [(0, 960)]
     assert np.flatnonzero(store.run_starts(0, 960)).tolist() == [0]
     assert store.run_starts(300, 310).tolist() == [False] * 10
+
+
+def test_cli_train_and_denoise_a_store(store, tmp_path):
+    from pathlib import Path
+
+    import chipvi
+    from chipvi.cli import main
+
+    configs = Path(chipvi.__file__).parent / "configs"
+    run = tmp_path / "run"
+    args = ["train", "--config-dir", configs, "-q", "--run-dir", run, "--h5ad", store.path,
+            "train.max_epochs=2", "model.n_hidden=8", "train.threads=1"]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    assert main(["denoise", str(run), "-q"]) == 0
+    back = open_store(store.path)
+    assert "chipvi_posterior" in back.uns and "chipvi_group_lfe" in back.obsm_keys
+    assert not (run / "denoised" / "denoised.h5ad").exists()  # the posterior is in the store
+    tracks = sorted(p.name for p in (run / "denoised" / "tracks").iterdir())
+    assert tracks == ["A.log2_fold_enrichment.bw"]
+    lfe = back.obsm("chipvi_group_lfe", 0, back.n_obs)["A"].to_numpy()
+    import pyBigWig
+
+    bw = pyBigWig.open(str(run / "denoised" / "tracks" / tracks[0]))
+    got = [bw.values("chr2", s, s + 1)[0] for s in (0, 200, 400)]
+    np.testing.assert_allclose(got, lfe[1400:1403] / np.log(2), rtol=1e-5)
+    # --format bedgraph needs an AnnData: refused before the posterior pass.
+    assert main(["denoise", str(run), "-q", "--overwrite", "--format", "bedgraph"]) == 2

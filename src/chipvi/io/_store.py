@@ -443,6 +443,8 @@ class BinStore:
                 f"bin_size={bin_size} or aggregate it (chipvi.pp.aggregate_bins)."
             )
         self.chunk = int(marker["chunk"])
+        #: The completion marker (format, version, bin size, bins, chunk).
+        self.marker = dict(marker)
         self._group = group
         self.n_obs = int(group["X"].shape[0])
         self._read_members()

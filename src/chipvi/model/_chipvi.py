@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -1099,14 +1100,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                     f"{dir_path} was trained on other bins ({info['n_bins']} bins) than this "
                     f"AnnData ({adata.n_obs} bins)."
                 )
-        # scvi-tools logs "File ... already downloaded" at INFO for every local load.
-        quiet = logging.getLogger("scvi.data._download")
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)
-        try:
+        with _quiet_scvi_load():
             model = super().load(str(dir_path), adata=adata, **kwargs)
-        finally:
-            quiet.setLevel(level)
         model.module.eval()
         return model
 
@@ -1123,8 +1118,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 f"{info['library_names']}) than {store.path} ({store.n_obs} bins x "
                 f"{list(store.var.index)})."
             )
-        attr_dict, _, state, _ = _load_saved_files(str(dir_path), load_adata=False,
-                                                   map_location="cpu")  # fmt: skip
+        with _quiet_scvi_load():
+            attr_dict, _, state, _ = _load_saved_files(str(dir_path), False, map_location="cpu")
         init = attr_dict.pop("init_params_")
         model = cls(store, **init["non_kwargs"], **init["kwargs"].get("kwargs", {}))
         for attr, value in attr_dict.items():
@@ -1133,6 +1128,18 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         model.module.load_state_dict(state)
         model.module.eval()
         return model
+
+
+@contextlib.contextmanager
+def _quiet_scvi_load() -> Iterator[None]:
+    """scvi-tools logs "File ... already downloaded" at INFO for every local load."""
+    quiet = logging.getLogger("scvi.data._download")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
 
 
 def _store_registry() -> dict:
