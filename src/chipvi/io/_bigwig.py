@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
+from .._bins import bin_coordinates, chrom_sizes, genomic_order, select_columns, signal_frame
 from .._errors import ChipviInputError
 from .._utils import atomic_path
 from ._store import BinStore, is_store, open_store
@@ -187,15 +187,10 @@ def _write_store_bigwig(store: BinStore, path, layer, key, samples, nan, overwri
     """:func:`write_bigwig` of a store, a chunk of bins at a time (bins are in genomic order)."""
     if key is None:
         store.require_layers([layer] if layer is not None else [])
-        names = list(store.var.index)
+        names, where = list(store.var.index), f"{store.path} (layer {layer})"
     else:
-        names = list(store.obsm(key, 0, 0).columns)
-    if samples is not None:
-        samples = [samples] if isinstance(samples, str) else list(samples)
-        missing = [s for s in samples if s not in names]
-        if missing:
-            raise ChipviInputError(f"{store.path}: no track {missing}; tracks: {names}.")
-        names = samples
+        names, where = list(store.obsm(key, 0, 0).columns), f"{store.path} (obsm {key})"
+    names = select_columns(names, samples, where)
     targets = _targets(names, path, overwrite, _BIGWIG_SUFFIXES, ".bw")
     sizes = {str(c): int(n) for c, n in store.uns["chipvi"]["chrom_sizes"].items()}
 
