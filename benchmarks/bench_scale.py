@@ -375,8 +375,8 @@ def main_disk(args) -> int:
             "store is written a chromosome (or a few small ones) at a time, so its memory is "
             "set by the largest chromosome and stays flat as the genome grows; the "
             "extrapolated rows are linear in time and memory from the two largest sizes, so "
-            "they overstate it. Training and the posterior still need the bins in memory "
-            "(ChIPVI reads an in-memory AnnData): no from-disk rows for them yet."
+            "they overstate it. Training and the posterior from a store: "
+            "`bench_scale.py --model-bins`."
         )
         print(f"wrote {write_section('Scale from disk (bench_scale.py --disk-bins)', body)}")
     return 0
