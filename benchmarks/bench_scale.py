@@ -19,11 +19,19 @@ cached in ``benchmarks/_work/``) are binned at 25 bp by ``read_bams`` into a zar
 200 bp (``pp.aggregate_bins``, store to store). Each step runs in its own process: wall time
 and that process's peak RSS (``wait4``). A plot of both against bins goes next to RESULTS.md.
 
+With ``--model-bins``, the model from disk beside the model in memory: for each size the
+simulated counts above (chromosomes of up to ``--chrom-bins`` bins, 10 M by default: GRCh38
+chr1 at 25 bp) are written to a zarr store; then one process reads the store whole
+(``to_memory``) and one works on it in place (``ChIPVI(store)``, ``add_posterior(store)``),
+each timing the model set-up, one training epoch and the posterior pass, with its peak RSS
+after each stage (``ru_maxrss``).
+
 Usage::
 
     python benchmarks/bench_scale.py --bins 3000000 --libraries 2 [--defaults]
     python benchmarks/bench_scale.py --genome hg38 --libraries 4 --defaults
     python benchmarks/bench_scale.py --disk-bins 1000000 10000000 30000000 [--write-results]
+    python benchmarks/bench_scale.py --model-bins 1000000 10000000 --libraries 4
 """
 
 from __future__ import annotations
@@ -158,7 +166,12 @@ def child(kind: str, *args: str) -> None:
     import chipvi
 
     threads = int(args[-1])
-    if kind == "bin-store":
+    if kind == "counts-store":
+        n = write_counts_store(int(args[0]), int(args[1]), int(args[2]), args[3])
+    elif kind.startswith("fit-"):
+        print(json.dumps(fit_child(kind.removeprefix("fit-"), args[0], threads)))
+        return
+    elif kind == "bin-store":
         chipvi.read_bams(args[0], DISK_BIN, out=args[1], threads=threads, progress=False)
         n = chipvi.io.open_store(args[1]).n_obs
     elif kind == "bin-memory":
@@ -167,6 +180,101 @@ def child(kind: str, *args: str) -> None:
         chipvi.pp.aggregate_bins(args[0], 200, out=args[1])
         n = chipvi.io.open_store(args[0]).n_obs
     print(json.dumps({"bins": n}))
+
+
+def write_counts_store(n_bins: int, n_libraries: int, chrom_bins: int, path: str) -> int:
+    """Simulated counts (:func:`simulate_counts`) written to a store, a chromosome at a time."""
+    import pandas as pd
+
+    from chipvi.io import store_writer
+
+    sizes = [min(chrom_bins, n_bins - a) for a in range(0, n_bins, chrom_bins)]
+    adata = simulate_counts(sizes, n_libraries)
+    adata.uns["chipvi"] = {"bin_size": BIN, "chrom_sizes": {
+        f"chr{i + 1}": b * BIN for i, b in enumerate(sizes)}}  # fmt: skip
+    categories = adata.obs["chrom"].cat.categories
+    with store_writer(path, overwrite=True) as writer:
+        for a in np.cumsum([0, *sizes[:-1]]):
+            block = adata[a : a + chrom_bins]
+            obs = block.obs.copy()
+            obs["chrom"] = pd.Categorical(obs["chrom"], categories)
+            writer.append(obs, block.X, {k: block.layers[k] for k in block.layers})
+        writer.finish(adata.var, dict(adata.uns))
+    return adata.n_obs
+
+
+def fit_child(mode: str, path: str, threads: int) -> dict:
+    """Set-up, one training epoch and the posterior of the store at ``path``, read whole
+    (``mode="memory"``) or from disk (``"store"``): seconds and peak RSS after each."""
+    import scvi
+    import torch
+
+    import chipvi
+    from chipvi.model import ChIPVI
+
+    torch.set_num_threads(threads)
+    chipvi.settings.num_threads = threads
+    scvi.settings.seed = 0
+    out = {}
+    t0 = time.perf_counter()
+    store = chipvi.io.open_store(path)
+    if mode == "memory":
+        data = store.to_memory()
+        ChIPVI.setup_anndata(data)
+    else:
+        data = store
+    model = ChIPVI(data)
+    out["set-up"] = (time.perf_counter() - t0, _peak_mib())
+    t0 = time.perf_counter()
+    model.train(max_epochs=1, enable_progress_bar=False, accelerator="cpu")
+    out["one training epoch"] = (time.perf_counter() - t0, _peak_mib())
+    t0 = time.perf_counter()
+    model.add_posterior(data)
+    out["add_posterior"] = (time.perf_counter() - t0, _peak_mib())
+    out["bins"], out["libraries"] = store.n_obs, store.n_vars
+    return out
+
+
+def model_rows(args) -> tuple[list, str]:
+    """Rows (bins, stage, seconds in memory, from disk, ratio, peak RSS in memory, from disk)."""
+    import shutil
+
+    from bench_binning import WORK, measure
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n_bins in args.model_bins:
+        path = WORK / "scale_model.zarr"
+        cmd = [sys.executable, __file__, "--child", "counts-store", str(n_bins),
+               str(args.libraries), str(args.chrom_bins), str(path), "0"]  # fmt: skip
+        measure(cmd)
+        stages = {}
+        for mode in ("memory", "store"):
+            cmd = [sys.executable, __file__, "--child", f"fit-{mode}", str(path), str(args.threads)]
+            stages[mode] = json.loads(measure(cmd)[2].strip().splitlines()[-1])
+            print(mode, stages[mode], file=sys.stderr)
+        shutil.rmtree(path, ignore_errors=True)
+        mem, disk = stages["memory"], stages["store"]
+        for stage in ("set-up", "one training epoch", "add_posterior"):
+            (s0, r0), (s1, r1) = mem[stage], disk[stage]
+            rows.append((disk["bins"], stage, s0, s1, disk["bins"] * disk["libraries"], r0, r1))
+    head = (
+        f"{args.libraries} libraries, simulated counts, chromosomes of up to {args.chrom_bins:,} "
+        f"bins, {args.threads} threads; each mode in its own process (peak RSS so far)"
+    )
+    return rows, head
+
+
+def model_table(rows: list) -> str:
+    lines = [
+        "| bins | stage | s in memory | s from disk | disk / memory | bins·libraries/s from disk "
+        "| peak RSS in memory (MiB) | peak RSS from disk (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for bins, stage, s0, s1, cells, r0, r1 in rows:
+        lines.append(f"| {bins:,} | {stage} | {s0:.1f} | {s1:.1f} | {s1 / s0:.2f} | "
+                     f"{cells / s1:,.0f} | {r0:,.0f} | {r1:,.0f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def disk_rows(args) -> tuple[list, str]:
@@ -267,8 +375,8 @@ def main_disk(args) -> int:
             "store is written a chromosome (or a few small ones) at a time, so its memory is "
             "set by the largest chromosome and stays flat as the genome grows; the "
             "extrapolated rows are linear in time and memory from the two largest sizes, so "
-            "they overstate it. Training and the posterior still need the bins in memory "
-            "(ChIPVI reads an in-memory AnnData): no from-disk rows for them yet."
+            "they overstate it. Training and the posterior from a store: "
+            "`bench_scale.py --model-bins`."
         )
         print(f"wrote {write_section('Scale from disk (bench_scale.py --disk-bins)', body)}")
     return 0
@@ -292,7 +400,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--memory-max", type=int, default=10_000_000, help="in-memory binning up to these bins"
     )
+    parser.add_argument(
+        "--model-bins", type=int, nargs="+", help="model from disk and in memory at these bins"
+    )
+    parser.add_argument(
+        "--chrom-bins", type=int, default=10_000_000, help="bins per chromosome (--model-bins)"
+    )
     args = parser.parse_args(argv)
+    if args.model_bins:
+        rows, head = model_rows(args)
+        print(head)
+        print(model_table(rows))
+        return 0
     if args.disk_bins:
         return main_disk(args)
     import scvi

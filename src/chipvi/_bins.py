@@ -589,14 +589,19 @@ def signal_frame(
             np.asarray(matrix, dtype=np.float64), index=adata.obs_names, columns=adata.var_names
         )
     if columns is not None:
-        wanted = [columns] if isinstance(columns, str) else list(columns)
-        missing = [c for c in wanted if c not in frame.columns]
-        if missing:
-            raise ChipviInputError(
-                f"{where} has no column(s) {missing}; available: {list(frame.columns)}."
-            )
-        frame = frame[wanted]
+        frame = frame[select_columns(list(frame.columns), columns, where)]
     return frame
+
+
+def select_columns(available: list, columns: Sequence[str] | str | None, where: str) -> list:
+    """``columns`` (one name or several; ``None``: all ``available``), each checked."""
+    if columns is None:
+        return list(available)
+    wanted = [columns] if isinstance(columns, str) else list(columns)
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ChipviInputError(f"{where} has no column(s) {missing}; available: {available}.")
+    return wanted
 
 
 def log_cpm(adata: AnnData, layer: str | None = None) -> pd.DataFrame:

@@ -58,7 +58,8 @@ def _data_config() -> type:
         ],
         doc="Where the bins come from: the arguments of chipvi.read_bams, plus exactly one of "
         "``samplesheet`` (BAMs binned with read_bams; ``bundled:cssq_chr19`` names the bundled "
-        "data) or ``h5ad`` (an AnnData written by ``chipvi bin``), and an optional ``region`` "
+        "data) or ``h5ad`` (an AnnData written by ``chipvi bin``: ``.h5ad``, or a ``.zarr`` store "
+        "that training and the posterior read in blocks), and an optional ``region`` "
         "crop (``chrom:start-end``) applied after binning.",
     )
 

@@ -37,7 +37,16 @@ def check_data_inputs(data) -> None:
             f"(bins from `chipvi bin`); got samplesheet={data.samplesheet!r}, h5ad={data.h5ad!r}. "
             "Set the other one to null, e.g. `data.samplesheet=null data.h5ad=bins.h5ad`."
         )
-    if data.h5ad is not None and not Path(data.h5ad).expanduser().is_file():
+    if data.h5ad is not None and Path(data.h5ad).suffix == ".zarr":
+        from ..io import open_store
+
+        open_store(Path(data.h5ad).expanduser())  # refuses an incomplete or foreign store
+        if data.region is not None:
+            raise ChipviInputError(
+                "config key 'data.region' crops bins in memory; crop a store with "
+                "chipvi.pp.filter_region(store, region, out=...) and train on that."
+            )
+    elif data.h5ad is not None and not Path(data.h5ad).expanduser().is_file():
         raise ChipviInputError(f"config key 'data.h5ad': file {data.h5ad} does not exist.")
     if data.samplesheet is not None:
         sheet = resolve_samplesheet(data.samplesheet)
@@ -77,6 +86,13 @@ def load_data(data, *, progress: bool = True):
 
     check_data_inputs(data)
     prints: list[dict] = []
+    if data.h5ad is not None and Path(data.h5ad).suffix == ".zarr":
+        from ..io import open_store
+
+        store = open_store(Path(data.h5ad).expanduser().resolve())
+        # A store is read in blocks, never whole; its completion marker identifies it.
+        prints.append({"path": str(store.path), "store": store.marker})
+        return store, prints, False
     if data.h5ad is not None:
         path = Path(data.h5ad).expanduser().resolve()
         prints.append(fingerprint(path))

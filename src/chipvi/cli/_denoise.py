@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._errors import ChipviInputError
 from .._utils import atomic_dir
+from ..io import is_store
 from ._outputs import TRACK_KINDS, TRACK_SUFFIX
 
 EXAMPLES = """\
@@ -65,7 +66,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ._outputs import write_tracks
+    from ._outputs import check_track_format, write_tracks
     from ._runargs import load_trained_run
 
     out = args.out or (args.run_dir / "denoised")
@@ -73,21 +74,25 @@ def run(args) -> int:
         raise ChipviInputError(f"{out} already exists; pass --overwrite to replace it.")
     run_dir, cfg, adata, model = load_trained_run(args.run_dir, quiet=args.quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
+    store = is_store(adata)
+    if not args.no_tracks:
+        check_track_format(adata, args.format)  # before the posterior pass
     with atomic_dir(out, overwrite=True) as tmp:
-        model.add_posterior(adata, batch_size=args.batch_size)  # the one posterior pass
+        # The one posterior pass (into a bins store itself: it is never loaded whole).
+        model.add_posterior(adata, batch_size=args.batch_size)
         written = {}
         if not args.no_tracks:
             written = write_tracks(
                 adata, tmp / "tracks", kind=args.kind, level=args.level, fmt=args.format,
                 log_base=args.log_base,
             )  # fmt: skip
-        adata.write_h5ad(tmp / "denoised.h5ad")
+        if not store:
+            adata.write_h5ad(tmp / "denoised.h5ad")
     run_dir.event("denoise", out=str(out), tracks=sorted(written), track_kind=args.kind,
                   level=args.level, log_base=args.log_base)  # fmt: skip
     if not args.quiet:
-        print(
-            f"chipvi denoise: {out / 'denoised.h5ad'} ({adata.n_obs} bins x {adata.n_vars} libraries)"
-        )
+        where = adata.path if store else out / "denoised.h5ad"
+        print(f"chipvi denoise: {where} ({adata.n_obs} bins x {adata.n_vars} libraries)")
         for path in written.values():
             print(f"  track {out / 'tracks' / Path(path).name}")
     return 0

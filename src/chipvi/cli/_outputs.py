@@ -47,6 +47,8 @@ def write_tracks(adata, folder: Path, *, kind: str = "log_fold_enrichment", leve
     from .._posterior import posterior_frame
 
     name, divisor = track_name(kind, log_base)
+    if io.is_store(adata):
+        return _write_store_tracks(adata, folder, kind, level, fmt, name, divisor)
     frame = posterior_frame(adata, kind, level) / divisor
     frame.columns = [f"{c}.{name}" for c in frame.columns]
     key = "_chipvi_tracks"
@@ -59,6 +61,41 @@ def write_tracks(adata, folder: Path, *, kind: str = "log_fold_enrichment", leve
     adata.uns["chipvi_tracks"] = {"kind": kind, "level": level, "log_base": log_base,
                                   "values": name, "format": fmt}  # fmt: skip
     return written
+
+
+def check_track_format(adata, fmt: str) -> None:
+    """A bins store's tracks are written a chunk at a time: bigWig only."""
+    from .. import io
+
+    if io.is_store(adata) and fmt != "bigwig":
+        raise ChipviInputError(
+            f"--format {fmt} is written from an in-memory AnnData; a bins store writes bigWig."
+        )
+
+
+def _write_store_tracks(store, folder: Path, kind, level, fmt, name, divisor) -> dict[str, Path]:
+    """:func:`write_tracks` of a bins store's posterior, read a chunk at a time (bigWig only)."""
+    import numpy as np
+
+    from .. import io
+    from .._posterior import DERIVED, POSTERIOR_KEY
+
+    check_track_format(store, fmt)
+    keys = store.uns.get(POSTERIOR_KEY, {}).get("keys", {})
+    where = keys.get(level, {}).get(DERIVED.get(kind, kind))
+    if where is None:
+        raise ChipviInputError(f"{store.path} has no posterior {level} {kind}: run add_posterior.")
+    slot, array = str(where).split("/", 1)
+
+    def transform(values):
+        return (np.exp(values) if kind in DERIVED else values) / divisor
+
+    select = {"layer": array} if slot == "layers" else {"key": array}
+    written = io.write_bigwig(store, folder, transform=transform, overwrite=True, **select)
+    named = {}
+    for column, path in written.items():
+        named[f"{column}.{name}"] = path.rename(path.with_name(f"{column}.{name}.bw"))
+    return named
 
 
 def check_call_options(fmt: str, broad: bool, broad_cutoff: float | None) -> None:

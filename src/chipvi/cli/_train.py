@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from ..io import is_store
 from ._config import default_config_dir, expand_sweep, to_yaml, validate_variants
 from ._data import check_data_inputs
 from ._rundir import RunDir, Timer, git_commit, software_versions, timestamped_name
@@ -77,7 +78,8 @@ def register(subparsers) -> None:
     source.add_argument(
         "--h5ad",
         default=None,
-        help="train on these bins (from `chipvi bin`) instead of the configured data file",
+        help="train on these bins (from `chipvi bin`: an .h5ad, or a .zarr store read in "
+        "blocks) instead of the configured data file",
     )
     p.add_argument(
         "--config",
@@ -127,7 +129,7 @@ def _data_overrides(args) -> list[str]:
         return []
     ((key, value),) = chosen.items()
     path = Path(value).expanduser().resolve()
-    if not path.is_file():
+    if not (path.is_dir() if path.suffix == ".zarr" else path.is_file()):
         raise ChipviInputError(f"--{key} {value}: file does not exist.")
     selection = [] if args.config is not None else ["data=null"]
     other = "h5ad" if key == "samplesheet" else "samplesheet"
@@ -314,7 +316,8 @@ def train_run(cfg, run_dir: RunDir, *, quiet: bool, resume: bool, announce: bool
             settings.num_threads = int(cfg.train.threads)  # torch, numba (and binning)
         with settings.lightning_context():  # Lightning logs "Seed set to ..." at INFO
             scvi.settings.seed = int(cfg.seed)  # seeds torch, numpy, random (and Pyro's RNG)
-        cls.setup_anndata(adata)
+        if not is_store(adata):  # a bins store (.zarr) needs no set-up
+            cls.setup_anndata(adata)
         model = cls(adata, **kwargs)
         callback = RunCallback(
             run_dir,

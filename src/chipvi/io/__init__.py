@@ -22,6 +22,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "_peaks": ["read_regions", "write_peaks"],
         "_runs": ["RunDir", "load_runs", "timestamped_name"],
         "_samplesheet": ["read_samplesheet"],
-        "_store": ["BinStore", "is_store", "open_store", "store_writer"],
+        "_store": ["BinStore", "is_store", "open_store", "store_adder", "store_writer"],
     },
 )

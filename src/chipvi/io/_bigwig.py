@@ -7,8 +7,9 @@ group-level ``obsm`` table), one file per library or group, with chromosome size
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -16,9 +17,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
+from .._bins import bin_coordinates, chrom_sizes, genomic_order, select_columns, signal_frame
 from .._errors import ChipviInputError
 from .._utils import atomic_path
+from ._store import BinStore, is_store, open_store
 
 NanPolicy = Literal["skip", "zero", "error"]
 _BIGWIG_SUFFIXES = (".bw", ".bigwig")
@@ -61,18 +63,27 @@ def _prepare(
     frame = signal_frame(adata, layer=layer, key=key, columns=samples)
     order = genomic_order(adata, sizes)
     chrom, start, end = bin_coordinates(adata)
-    values = frame.to_numpy(dtype=np.float64)[order]
+    values = _checked(frame.to_numpy(dtype=np.float64)[order], frame.columns, nan)
+    targets = _targets([str(c) for c in frame.columns], path, overwrite, suffixes, default_suffix)
+    return sizes, chrom[order], start[order], end[order], values, targets
+
+
+def _checked(values: np.ndarray, columns, nan: NanPolicy) -> np.ndarray:
+    """``values`` (bins × tracks) with the NaN policy applied; infinite values refused."""
     if np.isinf(values).any():
-        col = frame.columns[int(np.flatnonzero(np.isinf(values).any(axis=0))[0])]
+        col = columns[int(np.flatnonzero(np.isinf(values).any(axis=0))[0])]
         raise ChipviInputError(f"Track {col!r} has infinite values; clip or mask them first.")
     if nan == "error" and np.isnan(values).any():
-        col = frame.columns[int(np.flatnonzero(np.isnan(values).any(axis=0))[0])]
+        col = columns[int(np.flatnonzero(np.isnan(values).any(axis=0))[0])]
         raise ChipviInputError(
             f"Track {col!r} has NaN values; pass nan='skip' (leave them out) or nan='zero'."
         )
-    if nan == "zero":
-        values = np.nan_to_num(values, nan=0.0)
-    targets = _track_targets([str(c) for c in frame.columns], path, suffixes, default_suffix)
+    return np.nan_to_num(values, nan=0.0) if nan == "zero" else values
+
+
+def _targets(names, path, overwrite: bool, suffixes, default_suffix) -> dict[str, Path]:
+    """Output file of each track, checked (none exists unless ``overwrite``), folders made."""
+    targets = _track_targets(names, path, suffixes, default_suffix)
     folder = Path(path)
     if len(targets) > 1 or folder.suffix.lower() not in suffixes:
         if folder.exists() and not folder.is_dir():
@@ -85,11 +96,11 @@ def _prepare(
         )
     for p in targets.values():
         p.parent.mkdir(parents=True, exist_ok=True)
-    return sizes, chrom[order], start[order], end[order], values, targets
+    return targets
 
 
 def write_bigwig(
-    adata: AnnData,
+    adata: AnnData | BinStore,
     path: str | os.PathLike,
     *,
     layer: str | None = None,
@@ -97,6 +108,7 @@ def write_bigwig(
     samples: Sequence[str] | str | None = None,
     nan: NanPolicy = "skip",
     overwrite: bool = False,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Path]:
     """Write per-bin values as bigWig tracks, one file per library or group.
 
@@ -104,7 +116,8 @@ def write_bigwig(
     ----------
     adata
         AnnData in the chipvi layout (obs = bins with ``chrom``/``start``/``end``;
-        ``uns['chipvi']['chrom_sizes']`` gives the bigWig header).
+        ``uns['chipvi']['chrom_sizes']`` gives the bigWig header), or a bins store
+        (:func:`chipvi.io.open_store`, or its path), read and written a chunk of bins at a time.
     path
         A folder (created if needed; files are named ``<library or group>.bw``), or a file
         ending in ``.bw``/``.bigwig`` when exactly one track is selected.
@@ -120,25 +133,43 @@ def write_bigwig(
     overwrite
         Replace existing files; otherwise an existing output is an error (checked for all files
         before any is written).
+    transform
+        Applied to the values (bins × tracks) before they are written, e.g. ``np.exp``.
 
     Returns
     -------
     dict
         Track name → written path.
     """
-    import pyBigWig
-
+    if is_store(adata):
+        return _write_store_bigwig(open_store(adata), path, layer, key, samples, nan,
+                                   overwrite, transform)  # fmt: skip
     sizes, chrom, start, end, values, targets = _prepare(
         adata, path, layer, key, samples, nan, overwrite, _BIGWIG_SUFFIXES, ".bw"
     )
-    header = list(sizes.items())
-    bounds = _chrom_runs(chrom)
-    for col, target in enumerate(targets.values()):
-        with atomic_path(target, overwrite=overwrite) as tmp:
+    if transform is not None:
+        values = _checked(transform(values), list(targets), nan)
+    _write_bigwig_files(targets, sizes, [(chrom, start, end, values)], overwrite)
+    return dict(targets)
+
+
+def _write_bigwig_files(targets: dict[str, Path], sizes: dict[str, int], blocks,
+                        overwrite: bool) -> None:  # fmt: skip
+    """One bigWig per track of ``targets``, from ``blocks`` ``(chrom, start, end, values)``
+    in genomic order (values bins × tracks, NaN left out); all written or none."""
+    import pyBigWig
+
+    with contextlib.ExitStack() as stack:
+        files = []
+        for target in targets.values():
+            tmp = stack.enter_context(atomic_path(target, overwrite=overwrite))
             bw = pyBigWig.open(str(tmp), "w")
-            try:
-                bw.addHeader(header)
-                for c, lo, hi in bounds:
+            stack.callback(bw.close)  # closed before its atomic_path moves it in place
+            bw.addHeader(list(sizes.items()))
+            files.append(bw)
+        for chrom, start, end, values in blocks:
+            for c, lo, hi in _chrom_runs(chrom):
+                for col, bw in enumerate(files):
                     v = values[lo:hi, col]
                     keep = ~np.isnan(v)
                     if not keep.any():
@@ -150,8 +181,32 @@ def write_bigwig(
                         ends=end[lo:hi][keep].tolist(),
                         values=v[keep].tolist(),
                     )
-            finally:
-                bw.close()
+
+
+def _write_store_bigwig(store: BinStore, path, layer, key, samples, nan, overwrite, transform):
+    """:func:`write_bigwig` of a store, a chunk of bins at a time (bins are in genomic order)."""
+    if key is None:
+        store.require_layers([layer] if layer is not None else [])
+        names, where = list(store.var.index), f"{store.path} (layer {layer})"
+    else:
+        names, where = list(store.obsm(key, 0, 0).columns), f"{store.path} (obsm {key})"
+    names = select_columns(names, samples, where)
+    targets = _targets(names, path, overwrite, _BIGWIG_SUFFIXES, ".bw")
+    sizes = {str(c): int(n) for c, n in store.uns["chipvi"]["chrom_sizes"].items()}
+
+    def blocks():
+        for a, b in store.block_ranges():
+            obs = store.obs(a, b, names=False)
+            if key is None:
+                frame = pd.DataFrame(store.array(layer, a, b), columns=list(store.var.index))
+            else:
+                frame = store.obsm(key, a, b)
+            values = frame[names].to_numpy(dtype=np.float64)
+            values = _checked(values if transform is None else transform(values), names, nan)
+            yield (obs["chrom"].astype(str).to_numpy(), obs["start"].to_numpy(np.int64),
+                   obs["end"].to_numpy(np.int64), values)  # fmt: skip
+
+    _write_bigwig_files(targets, sizes, blocks(), overwrite)
     return dict(targets)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,47 +52,24 @@ def _kwargs(chunks: tuple[int, ...] | None = None) -> dict:
     return {"shards": None, **({} if chunks is None else {"chunks": chunks})}
 
 
-class StoreWriter:
-    """Appends blocks of bins to a zarr store under construction (see :func:`store_writer`)."""
+class _ChunkedArrays:
+    """Appends rows to zarr arrays in whole chunks.
 
-    def __init__(self, group, chunk: int) -> None:
+    Rows are buffered and written in whole chunks (a partial chunk would be read,
+    decompressed and written again by every later append), the rest by ``flush``.
+    """
+
+    def __init__(self, group, chunk: int, paths: Sequence[str]) -> None:
         self._group = group
         self._chunk = chunk
-        self._arrays: list[tuple[str, str | None]] = []  # (array path, obs column or None)
-        self._categories: dict[str, list[str]] = {}
-        self._used: dict[str, np.ndarray] = {}  # categories that bins use, per column
-        self._layers: list[str] | None = None
-        self._pending: dict[str, list[np.ndarray]] = {}  # rows not yet written, per array
+        self._pending: dict[str, list[np.ndarray]] = {path: [] for path in paths}
         self._pending_rows = 0
-        self.n_obs = 0
-        self.finished = False
+        self.n_rows = 0
 
-    def append(self, obs: pd.DataFrame, x: np.ndarray, layers: dict[str, np.ndarray]) -> None:
-        """Append bins: their ``obs`` rows, ``X`` rows and the rows of each layer.
-
-        Rows are buffered and written in whole chunks (a partial chunk would be read,
-        decompressed and written again by every later append), the rest by ``finish``.
-        """
-        if not len(obs):
-            return
-        if self._layers is None:
-            self._create(obs, x, layers)
-        if list(layers) != self._layers:
-            raise ValueError(f"layers {list(layers)} differ from {self._layers}")
-        values = {}
-        for path, column in self._arrays:
-            if path == "obs/_index":
-                values[path] = obs.index.to_numpy(dtype=object)
-            elif path == "X":
-                values[path] = np.asarray(x)
-            elif column is None:
-                values[path] = np.asarray(layers[path.removeprefix("layers/")])
-            elif column in self._categories:
-                values[path] = self._codes(obs, column)
-            else:
-                values[path] = obs[column].to_numpy()
-        n, held = len(obs), self._pending_rows
-        self.n_obs += n
+    def append(self, values: dict[str, np.ndarray]) -> None:
+        """Append the same number of rows to each array (``values[path]``)."""
+        n, held = len(next(iter(values.values()))), self._pending_rows
+        self.n_rows += n
         if held + n < self._chunk:
             for path, value in values.items():
                 self._pending[path].append(value)
@@ -110,6 +89,55 @@ class StoreWriter:
                 array.append(value[a : min(whole, a + _CHUNKS_PER_WRITE * self._chunk)], axis=0)
             self._pending[path] = [value[whole:].copy()]
         self._pending_rows = n - whole
+
+    def flush(self) -> None:
+        """Write the rows still held (the last, partial chunk)."""
+        if not self._pending_rows:
+            return
+        for path, parts in self._pending.items():
+            self._group[path].append(np.concatenate(parts), axis=0)
+            self._pending[path] = []
+        self._pending_rows = 0
+
+
+class StoreWriter:
+    """Appends blocks of bins to a zarr store under construction (see :func:`store_writer`)."""
+
+    def __init__(self, group, chunk: int) -> None:
+        self._group = group
+        self._chunk = chunk
+        self._arrays: list[tuple[str, str | None]] = []  # (array path, obs column or None)
+        self._categories: dict[str, list[str]] = {}
+        self._used: dict[str, np.ndarray] = {}  # categories that bins use, per column
+        self._layers: list[str] | None = None
+        self._rows: _ChunkedArrays | None = None
+        self.finished = False
+
+    @property
+    def n_obs(self) -> int:
+        return 0 if self._rows is None else self._rows.n_rows
+
+    def append(self, obs: pd.DataFrame, x: np.ndarray, layers: dict[str, np.ndarray]) -> None:
+        """Append bins: their ``obs`` rows, ``X`` rows and the rows of each layer."""
+        if not len(obs):
+            return
+        if self._layers is None:
+            self._create(obs, x, layers)
+        if list(layers) != self._layers:
+            raise ValueError(f"layers {list(layers)} differ from {self._layers}")
+        values = {}
+        for path, column in self._arrays:
+            if path == "obs/_index":
+                values[path] = obs.index.to_numpy(dtype=object)
+            elif path == "X":
+                values[path] = np.asarray(x)
+            elif column is None:
+                values[path] = np.asarray(layers[path.removeprefix("layers/")])
+            elif column in self._categories:
+                values[path] = self._codes(obs, column)
+            else:
+                values[path] = obs[column].to_numpy()
+        self._rows.append(values)
 
     def _create(self, obs: pd.DataFrame, x: np.ndarray, layers: dict[str, np.ndarray]) -> None:
         """Create every array empty (anndata's encodings), chunked along the bins."""
@@ -133,14 +161,7 @@ class StoreWriter:
             else:
                 self._arrays.append((f"obs/{column}", column))
         self._arrays += [(f"layers/{key}", None) for key in layers]
-        self._pending = {path: [] for path, _ in self._arrays}
-
-    def _flush(self) -> None:
-        """Write the rows still held (the last, partial chunk)."""
-        for path, parts in self._pending.items():
-            self._group[path].append(np.concatenate(parts), axis=0)
-            self._pending[path] = []
-        self._pending_rows = 0
+        self._rows = _ChunkedArrays(g, self._chunk, [path for path, _ in self._arrays])
 
     def _codes(self, obs: pd.DataFrame, column: str) -> np.ndarray:
         """Codes of ``obs[column]`` in the store's categories (a subset keeps fewer)."""
@@ -179,8 +200,7 @@ class StoreWriter:
         if self._layers is None:
             raise ChipviInputError("no bins to write: every bin was removed.")
         g = self._group
-        if self._pending_rows:
-            self._flush()
+        self._rows.flush()
         self._drop_unused_categories()
         write_elem(g, "var", var, dataset_kwargs=_kwargs())
         write_elem(g, "uns", uns, dataset_kwargs=_kwargs())
@@ -239,6 +259,121 @@ def store_writer(
         yield writer
         if not writer.finished:
             raise RuntimeError("store_writer: finish() was not called")
+
+
+class StoreAdder:
+    """Appends new layers and obsm tables to a complete store, bins in order (see
+    :func:`store_adder`)."""
+
+    def __init__(self, store: BinStore, group) -> None:
+        self._store = store
+        self._group = group
+        self._rows: _ChunkedArrays | None = None
+        self._layers: list[str] = []
+        self._obsm: dict[str, list[str]] = {}
+        self.finished = False
+
+    @property
+    def n_obs(self) -> int:
+        return 0 if self._rows is None else self._rows.n_rows
+
+    def append(self, layers: dict[str, np.ndarray], obsm: dict[str, pd.DataFrame]) -> None:
+        """Append the next bins' rows of each new layer and obsm DataFrame (the same keys,
+        columns and number of rows every time; the index is taken from the store)."""
+        n = len(next(iter([*layers.values(), *obsm.values()])))
+        if self._rows is None:
+            self._create(layers, obsm)
+        if list(layers) != self._layers or {k: list(v.columns) for k, v in obsm.items()} != (
+            self._obsm
+        ):
+            raise ValueError("every block must hold the same layers and obsm columns")
+        start = self.n_obs
+        values = {f"layers/{k}": np.asarray(v) for k, v in layers.items()}
+        if obsm:
+            index = np.asarray(self._store._group["obs"]["_index"][start : start + n])
+            index = index.astype(object)
+        for key, frame in obsm.items():
+            values[f"obsm/{key}/_index"] = index
+            for column in frame.columns:
+                values[f"obsm/{key}/{column}"] = frame[column].to_numpy()
+        self._rows.append(values)
+
+    def _create(self, layers: dict[str, np.ndarray], obsm: dict[str, pd.DataFrame]) -> None:
+        from anndata.io import write_elem
+
+        chunk, g = self._store.chunk, self._group
+        for slot in ("layers", "obsm"):
+            g.create_group(slot).attrs.update(
+                {"encoding-type": "dict", "encoding-version": "0.1.0"}
+            )
+        for key, value in layers.items():
+            write_elem(g["layers"], key, value[:0],
+                       dataset_kwargs=_kwargs((chunk, *value.shape[1:])))  # fmt: skip
+        for key, frame in obsm.items():
+            empty = frame.iloc[:0].copy()
+            empty.index = empty.index.astype(str)
+            write_elem(g["obsm"], key, empty, dataset_kwargs=_kwargs((chunk,)))
+        self._layers = list(layers)
+        self._obsm = {k: list(v.columns) for k, v in obsm.items()}
+        paths = [f"layers/{k}" for k in layers]
+        for key, columns in self._obsm.items():
+            paths += [f"obsm/{key}/_index", *(f"obsm/{key}/{c}" for c in columns)]
+        self._rows = _ChunkedArrays(g, chunk, paths)
+
+    def finish(self, uns: dict) -> None:
+        """Move the new arrays into the store, then write the ``uns`` entries (last: they
+        are what says the arrays are complete)."""
+        from anndata.io import write_elem
+
+        if self.n_obs != self._store.n_obs:
+            raise ValueError(f"{self.n_obs} bins appended, the store has {self._store.n_obs}")
+        self._rows.flush()
+        import zarr
+
+        root = self._store.path
+        target = zarr.open_group(root, mode="r+")
+        for key in uns:  # a record of an earlier pass no longer describes what is on disk
+            if key in target["uns"]:
+                del target["uns"][key]
+        for slot, keys in (("layers", self._layers), ("obsm", list(self._obsm))):
+            for key in keys:
+                dest = root / slot / key
+                if dest.exists():
+                    shutil.rmtree(dest)
+                os.replace(Path(self._group.store.root) / slot / key, dest)
+        target = zarr.open_group(root, mode="r+")
+        for key, value in uns.items():
+            write_elem(target["uns"], key, value, dataset_kwargs=_kwargs())
+        self._store._read_members()
+        self.finished = True
+
+
+@contextlib.contextmanager
+def store_adder(store: str | os.PathLike | BinStore) -> Iterator[StoreAdder]:
+    """Add layers, obsm DataFrames and ``uns`` entries to a complete bins store, bins in order.
+
+    The new arrays are built in a temporary folder next to the store and moved in by
+    ``finish``, then the ``uns`` entries are written: a stopped run leaves the store as it
+    was, or (stopped during the moves) without the ``uns`` record that describes them.
+
+    Yields
+    ------
+    StoreAdder
+        ``append(layers, obsm)`` blocks of bins from the first to the last, then
+        ``finish(uns)``.
+    """
+    import zarr
+
+    store = open_store(store)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{store.path.name}.", suffix=".part",
+                                dir=store.path.parent))  # fmt: skip
+    try:
+        adder = StoreAdder(store, zarr.open_group(tmp, mode="w", zarr_format=3))
+        yield adder
+        if not adder.finished:
+            raise RuntimeError("store_adder: finish() was not called")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_store(obj) -> bool:
@@ -308,12 +443,23 @@ class BinStore:
                 f"bin_size={bin_size} or aggregate it (chipvi.pp.aggregate_bins)."
             )
         self.chunk = int(marker["chunk"])
+        #: The completion marker (format, version, bin size, bins, chunk).
+        self.marker = dict(marker)
         self._group = group
         self.n_obs = int(group["X"].shape[0])
-        self.layers = list(group["layers"].keys()) if "layers" in group else []
+        self._read_members()
         self.require_layers(layers)
         self.var = read_elem(group["var"])
         self._columns = list(group["obs"].attrs["column-order"])
+
+    def _read_members(self) -> None:
+        """The layers, obsm keys and ``uns`` as they are on disk now."""
+        import zarr
+        from anndata.io import read_elem
+
+        group = self._group = zarr.open_group(self.path, mode="r")
+        self.layers = list(group["layers"].keys()) if "layers" in group else []
+        self.obsm_keys = list(group["obsm"].keys()) if "obsm" in group else []
         self.uns = _chrom_order(read_elem(group["uns"]), self._chroms())
 
     @property
@@ -361,6 +507,57 @@ class BinStore:
         self.require_layers([key] if key is not None else [])
         path = "X" if key is None else f"layers/{key}"
         return np.asarray(self._group[path][start:stop])
+
+    def obs_names(self) -> Iterator[np.ndarray]:
+        """The bin names, a chunk at a time."""
+        names = self._group["obs"]["_index"]
+        for a in range(0, self.n_obs, self.chunk):
+            yield np.asarray(names[a : a + self.chunk])
+
+    def rows(self, key: str | None):
+        """``X`` (``key=None``) or a layer as a zarr array: slicing rows reads them."""
+        self.require_layers([key] if key is not None else [])
+        return self._group["X" if key is None else f"layers/{key}"]
+
+    def obsm(self, key: str, start: int, stop: int) -> pd.DataFrame:
+        """Rows ``[start, stop)`` of the obsm DataFrame ``key`` (index: row numbers as str)."""
+        import pandas as pd
+
+        if key not in self.obsm_keys:
+            raise ChipviInputError(f"{self.path} has no obsm {key!r} (obsm: {self.obsm_keys}).")
+        g = self._group["obsm"][key]
+        columns = list(g.attrs["column-order"])
+        return pd.DataFrame(
+            {c: np.asarray(g[c][start:stop]) for c in columns},
+            index=pd.RangeIndex(start, stop).astype(str),
+        )
+
+    def run_starts(self, start: int, stop: int) -> np.ndarray:
+        """``(stop - start,)`` bool: where a chain of adjacent bins starts (as
+        :func:`chipvi._bins.run_starts` on the whole ``obs``: a new chromosome or a gap)."""
+        g = self._group["obs"]
+        lo = max(start - 1, 0)
+        code = np.asarray(g["chrom"]["codes"][lo:stop])
+        begin, end = np.asarray(g["start"][lo:stop]), np.asarray(g["end"][lo:stop])
+        new = np.ones(len(code), bool)
+        new[1:] = (code[1:] != code[:-1]) | (begin[1:] != end[:-1])
+        return new[start - lo :]
+
+    def run_ranges(self, max_bins: int) -> list[tuple[int, int]]:
+        """Row ranges of whole chains (never cut inside one), neighbouring chains joined
+        while a range holds at most ``max_bins`` bins (a longer chain is a range alone).
+        Read a chunk at a time."""
+        cuts = np.concatenate(
+            [a + np.flatnonzero(self.run_starts(a, min(a + self.chunk, self.n_obs)))
+             for a in range(0, self.n_obs, self.chunk)]
+        ).tolist()  # fmt: skip
+        bounds = [*cuts, self.n_obs]
+        ranges, a = [], 0
+        for s, e in zip(bounds[1:-1], bounds[2:], strict=True):  # each chain after the first
+            if e - a > max_bins:  # the chain [s, e) would overfill [a, s): close it
+                ranges.append((a, s))
+                a = s
+        return [*ranges, (a, self.n_obs)] if self.n_obs else ranges
 
     def block(
         self, start: int, stop: int, layers: Sequence[str] | None = None, names: bool = True

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -26,6 +27,7 @@ from .._bins import run_starts
 from .._errors import ChipviInputError
 from .._settings import settings
 from .._utils import atomic_dir
+from ..io import BinStore, is_store, open_store, store_adder
 from ..module import (
     CONTEXT,
     GRID,
@@ -35,15 +37,18 @@ from ..module import (
     list_covariate_sets,
     list_technical,
 )
-from ._dataloader import ContiguousDataSplitter
+from ._dataloader import ContiguousDataSplitter, StoreDataSplitter
 from ._guards import NonFiniteGuard
 from ._runner import TrainRunner
+from ._store_data import STORE_KEYS, STORE_LAYERS, StoreSource
 from ._validate import check_bin_order, read_arrays, read_library_table
 
 _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
 _SAVE_INFO = "chipvi_model.json"
 _CHUNK = 65536
+#: Bins per piece of the posterior pass over a store: whole chains, joined up to this size.
+_POSTERIOR_BINS = 1 << 21
 #: obs column written by :meth:`ChIPVI.setup_anndata`: 1 where a chain of adjacent bins starts.
 RUN_START_KEY = "_chipvi_run_start"
 
@@ -94,8 +99,13 @@ def _version() -> str:
     return __version__
 
 
-def _obs_hash(obs_names: pd.Index) -> str:
-    return hashlib.sha1("\n".join(map(str, obs_names)).encode()).hexdigest()
+def _obs_hash(obs_names: pd.Index | Iterator[np.ndarray]) -> str:
+    """SHA-1 of the bin names joined by newlines (``obs_names`` whole, or in blocks)."""
+    blocks = [obs_names] if isinstance(obs_names, pd.Index) else obs_names
+    digest = hashlib.sha1()
+    for i, names in enumerate(blocks):
+        digest.update((("\n" if i else "") + "\n".join(map(str, names))).encode())
+    return digest.hexdigest()
 
 
 def default_batch_size(n_obs: int) -> int:
@@ -128,7 +138,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     Parameters
     ----------
     adata
-        AnnData (bins × ChIP libraries) registered with :meth:`setup_anndata`.
+        AnnData (bins × ChIP libraries) registered with :meth:`setup_anndata`, or a bins store
+        (a :class:`~chipvi.io.BinStore` or its ``.zarr`` path, from ``read_bams(...,
+        out=...)``; no ``setup_anndata``: it has the ``read_bams`` layout). A store is read a
+        block at a time: training reads the same minibatches from disk and
+        :meth:`add_posterior` writes the posterior back into it.
     technical
         Technical network: ``"mu_r"`` (dispersion from the mean and covariates) or ``"r_p"``.
     covariates
@@ -173,7 +187,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     def __init__(
         self,
-        adata: AnnData,
+        adata: AnnData | BinStore | str | os.PathLike,
         technical: str = "mu_r",
         covariates: str = "control_only",
         consistency: Sequence[str] = ("mse",),
@@ -185,9 +199,14 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         stay: Sequence[float] = STAY,
         enrichment_threshold: float = 0.5,
     ) -> None:
-        if not isinstance(adata, AnnData):
-            raise ChipviInputError(f"ChIPVI needs an AnnData, got {type(adata).__name__}.")
-        if self._get_most_recent_anndata_manager(adata) is None:
+        store = None
+        if is_store(adata):
+            store = open_store(adata, layers=STORE_LAYERS)
+        elif not isinstance(adata, AnnData):
+            raise ChipviInputError(
+                f"ChIPVI needs an AnnData or a bins store (.zarr), got {type(adata).__name__}."
+            )
+        elif self._get_most_recent_anndata_manager(adata) is None:
             raise ChipviInputError(
                 "This AnnData was not registered: call chipvi.ChIPVI.setup_anndata(adata) first."
             )
@@ -219,11 +238,24 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(
                 f"low_mapq must be a MAPQ in [0, 255] or None, got {low_mapq!r}."
             )
-        super().__init__(adata)
-
-        keys = self._setup_keys
-        arrays = read_arrays(adata, keys)
-        table = read_library_table(adata, keys)
+        self._store, self._source = store, None
+        if store is None:
+            super().__init__(adata)
+            keys = self._setup_keys
+            arrays = read_arrays(adata, keys)
+            table = read_library_table(adata, keys)
+            sample, totals = arrays, arrays["X"].sum(0)
+        else:
+            # A store is read in blocks: no AnnData manager, the registry alone (the layout
+            # read_bams writes); training reads it through StoreDataSplitter.
+            super().__init__(registry=_store_registry())
+            self._data_splitter_cls = StoreDataSplitter
+            source = self._source = StoreSource(store)
+            arrays, table, totals = source.arrays, source.table, source.totals
+            sample = source.sample()  # all bins of a small store (MAPQ medians below)
+        n_obs, var_names = (adata.n_obs, adata.var_names) if store is None else (
+            store.n_obs, store.var.index)  # fmt: skip
+        self._n_obs, self._library_names = n_obs, [str(v) for v in var_names]
         self.group_names = list(pd.unique(table["group"]))
         group_index = np.array([self.group_names.index(g) for g in table["group"]])
         singles = [g for g in self.group_names if (table["group"] == g).sum() == 1]
@@ -234,14 +266,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
-        counts = arrays["X"]
-        typical_mapq = _typical(arrays["mapq"], counts > 0)
-        typical_cmapq = _typical(arrays["control_mapq"], arrays["control"] > 0)
-        log_mean = np.log(counts.mean(0) + 1e-3)
+        typical_mapq = _typical(sample["mapq"], sample["X"] > 0)
+        typical_cmapq = _typical(sample["control_mapq"], sample["control"] > 0)
+        log_mean = np.log(totals / n_obs + 1e-3)
         self.enrichment_threshold = float(enrichment_threshold)
 
         self.module = self._module_cls(
-            n_obs=adata.n_obs,
+            n_obs=n_obs,
             group_index=torch.as_tensor(group_index),
             depth=torch.as_tensor(table["depth"], dtype=torch.float32),
             control_depth=torch.as_tensor(table["control_depth"], dtype=torch.float32),
@@ -261,7 +292,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self._set_covariate_statistics(arrays)
         self._posterior_cache: tuple | None = None
         self._model_summary_string = (
-            f"ChIPVI: {adata.n_obs} bins × {adata.n_vars} libraries in {len(self.group_names)} "
+            f"ChIPVI: {n_obs} bins × {len(var_names)} libraries in {len(self.group_names)} "
             f"groups; technical={technical!r}, covariates={covariates!r}, "
             f"consistency={dict(zip(consistency, consistency_weight, strict=True))}, "
             f"low_mapq={low_mapq}, grid={grid}, stay={stay}"
@@ -331,13 +362,17 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     @property
     def _setup_keys(self) -> dict:
-        args = self.adata_manager.registry["setup_args"]
+        args = self.registry_["setup_args"]
         return {k: args[k] for k in _SETUP_KEYS + _LIBRARY_KEYS}
 
     @property
     def library_names(self) -> list[str]:
         """Names of the ChIP libraries (``adata.var_names``)."""
-        return list(self.adata.var_names)
+        return list(self._library_names)
+
+    def get_var_names(self, legacy_mudata_format: bool = False) -> np.ndarray:
+        """Library names (what scvi-tools' ``save`` records)."""
+        return np.asarray(self.library_names, dtype=str)
 
     @property
     def gains(self) -> pd.Series:
@@ -429,7 +464,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             raise ChipviInputError(f"train_size must be in (0, 1], got {train_size}.")
         if not 0 <= warmup_fraction < 1:
             raise ChipviInputError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
-        n_obs = self.adata.n_obs
+        n_obs = self._n_obs
         batch_size = default_batch_size(n_obs) if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ChipviInputError(
@@ -457,6 +492,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         # The Pyro training plan logs only the training objective (no validation step).
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_train")
         trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+        if self._source is not None:
+            trainer_kwargs["datasplitter_kwargs"] = {
+                **trainer_kwargs.get("datasplitter_kwargs", {}),
+                "source": self._source,
+            }
         self._posterior_cache = None
         self.module.train()
         try:
@@ -504,6 +544,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     # ----------------------------------------------------------------------------------------
     def _check_adata(self, adata: AnnData | None) -> AnnData:
         if adata is None:
+            if self._store is not None:
+                raise ChipviInputError(
+                    f"This model reads the bins store {self._store.path}: model.add_posterior() "
+                    "writes its posterior there. Pass an AnnData of the same bins to have "
+                    "results in memory (chipvi.io.open_store(path).to_memory())."
+                )
             return self.adata
         if not isinstance(adata, AnnData):
             raise ChipviInputError(f"Expected an AnnData, got {type(adata).__name__}.")
@@ -512,37 +558,45 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 f"This AnnData has libraries {list(adata.var_names)}, the model was trained on "
                 f"{self.library_names}; use the same libraries in the same order."
             )
-        if adata.n_obs != self.adata.n_obs or not adata.obs_names.equals(self.adata.obs_names):
+        if adata.n_obs != self._n_obs or (
+            self.adata is not None and not adata.obs_names.equals(self.adata.obs_names)
+        ):
             raise ChipviInputError(
                 f"This AnnData has other bins ({adata.n_obs}) than the model was trained on "
-                f"({self.adata.n_obs}); train a model on it instead."
+                f"({self._n_obs}); train a model on it instead."
             )
         return adata
 
     def _technical_all(self, adata: AnnData, batch_size: int | None) -> dict[str, np.ndarray]:
-        """Technical NB parameters and mappability weight for every bin (chunks with context)."""
-        arrays = read_arrays(adata, self._setup_keys)
+        """Technical NB parameters and mappability weight for every bin."""
+        return self._technical(read_arrays(adata, self._setup_keys), 0, adata.n_obs, batch_size)
+
+    def _technical(
+        self, arrays: dict[str, np.ndarray], start: int, stop: int, batch_size: int | None
+    ) -> dict[str, np.ndarray]:
+        """Technical NB parameters and mappability weight of bins ``[start, stop)`` of
+        ``arrays`` (chunks, each with its neighbours in ``arrays`` as context)."""
         chunk = _CHUNK if batch_size is None else max(int(batch_size), 1)
-        n = adata.n_obs
+        n = len(arrays["X"])
         device = next(self.module.parameters()).device
         self.module.eval()
         pieces: dict[str, list[np.ndarray]] = {}
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            lo, hi = max(0, start - CONTEXT), min(n, stop + CONTEXT)
+        for a in range(start, stop, chunk):
+            b = min(a + chunk, stop)
+            lo, hi = max(0, a - CONTEXT), min(n, b + CONTEXT)
             tensors = [
                 torch.as_tensor(arrays[k][lo:hi], dtype=torch.float32, device=device)
                 for k in ("X", "control", "mapq", "control_mapq")
             ]
             out = self.module.predict_technical(*tensors)
             for key, value in out.items():
-                pieces.setdefault(key, []).append(value[start - lo : stop - lo].cpu().numpy())
+                pieces.setdefault(key, []).append(value[a - lo : b - lo].cpu().numpy())
         result = {k: np.concatenate(v, 0) for k, v in pieces.items()}
-        result["counts"] = np.asarray(arrays["X"], dtype=np.float32)  # no copy if float32
+        result["counts"] = np.asarray(arrays["X"][start:stop], dtype=np.float32)  # no copy if f32
         return result
 
     def _chain_posterior(
-        self, adata: AnnData, tech: dict, groups: tuple, thresholds, n_draws=0, seed=None
+        self, run_start: np.ndarray, tech: dict, groups: tuple, thresholds, n_draws=0, seed=None
     ) -> dict[str, np.ndarray]:
         # The posterior pass runs on CPU (numba, chromosomes and chains over threads) even
         # for a model trained on a GPU: the torch engine's per-bin loop is written for
@@ -552,7 +606,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         def t(x):
             return torch.as_tensor(x, device="cpu")
 
-        starts = tuple(int(i) for i in np.flatnonzero(run_starts(adata.obs)))
+        starts = tuple(int(i) for i in np.flatnonzero(run_start))
         return self.module.posterior(
             t(tech["counts"]), t(tech["log_mu"]), t(tech["log_r"]), t(tech["weight"]),
             starts, groups, LOWER_QUANTILE, thresholds, n_draws=n_draws, seed=seed,
@@ -564,7 +618,22 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         # object is gone); _check_adata has already matched its bins and libraries.
         if self._posterior_cache is not None and self._posterior_cache[0]() is adata:
             return self._posterior_cache[1]
-        tech = self._technical_all(adata, batch_size)
+        arrays = read_arrays(adata, self._setup_keys)
+        post = self._posterior_range(arrays, run_starts(adata.obs), 0, adata.n_obs, batch_size)
+        self._posterior_cache = (weakref.ref(adata), post)
+        return post
+
+    def _posterior_range(
+        self,
+        arrays: dict[str, np.ndarray],
+        run_start: np.ndarray,
+        start: int,
+        stop: int,
+        batch_size: int | None,
+    ) -> dict:
+        """Every level and summary of bins ``[start, stop)`` of ``arrays``: whole chains
+        (``run_start`` flags them), the technical network's context read around them."""
+        tech = self._technical(arrays, start, stop, batch_size)
         model_groups = self.module.groups
         n_lib = len(self.library_names)
         own = tuple((j,) for j in range(n_lib))
@@ -586,7 +655,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             for col, chain in enumerate(columns):
                 reads[chain].append((level_name, col, tau / scales[level_name][col]))
         thresholds = [[thr for _, _, thr in reads[c]] for c in chains]
-        out = self._chain_posterior(adata, tech, chains, thresholds)
+        out = self._chain_posterior(run_start, tech, chains, thresholds)
         post = {name: {} for name in sources}
         # Level arrays are float32 copies; each summary of the chains is dropped as soon as
         # its levels exist (peak: the chains' summaries plus one summary's levels).
@@ -598,7 +667,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 post[name][stat] = level
             del values
         for name, columns in sources.items():
-            post[name]["prob"] = np.empty((adata.n_obs, len(columns)), np.float32)
+            post[name]["prob"] = np.empty((stop - start, len(columns)), np.float32)
         probs = out.pop("prob")
         for k, chain in enumerate(chains):
             for t, (name, col, _) in enumerate(reads[chain]):
@@ -608,11 +677,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         # The technical mean and dispersion layers, made in place (the logs are not kept).
         post["mu"] = np.exp(tech["log_mu"], out=tech["log_mu"])
         post["r"] = np.exp(tech["log_r"], out=tech["log_r"])
-        self._posterior_cache = (weakref.ref(adata), post)
         return post
 
     def add_posterior(
-        self, adata: AnnData | None = None, prefix: str = "chipvi", batch_size: int | None = None
+        self,
+        adata: AnnData | BinStore | str | os.PathLike | None = None,
+        prefix: str = "chipvi",
+        batch_size: int | None = None,
     ) -> None:
         """Compute the posterior in one pass and write it into ``adata``.
 
@@ -634,7 +705,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            AnnData with the training bins and libraries (default: the training AnnData).
+            AnnData with the training bins and libraries (default: the training AnnData), or
+            a bins store of those bins (default for a model on a store): computed a whole
+            chain (chromosome, or bins between gaps) at a time and written into the store,
+            its ``uns`` record last.
         prefix
             Prefix of every key written.
         batch_size
@@ -643,24 +717,70 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self._check_if_trained(warn=True)
         if not isinstance(prefix, str) or not prefix.isidentifier():
             raise ChipviInputError(f"prefix must be a plain name like 'chipvi', got {prefix!r}.")
+        if is_store(adata) or (adata is None and self._store is not None):
+            self._add_posterior_to_store(adata, prefix, batch_size)
+            return
         adata = self._check_adata(adata)
-        post = self._posterior(adata, batch_size)
-        written = {}
+        arrays, written = self._posterior_arrays(self._posterior(adata, batch_size), prefix)
+        for name, values in arrays["layers"].items():
+            adata.layers[name] = values
+        for name, values in arrays["obsm"].items():
+            adata.obsm[name] = pd.DataFrame(
+                values, index=adata.obs_names, columns=self.group_names, copy=False
+            )
+        adata.uns[f"{prefix}_posterior"] = self._posterior_record(written)
+
+    def _add_posterior_to_store(
+        self, store: BinStore | str | os.PathLike | None, prefix: str, batch_size: int | None
+    ) -> None:
+        """:meth:`add_posterior` into a store: whole chains at a time, written back chunk by
+        chunk; the ``uns`` record, written last, marks the pass complete."""
+        store = self._check_store(store)
+        source = self._source if store is self._store else StoreSource(store)
+        n = store.n_obs
+        with store_adder(store) as adder:
+            for a, b in store.run_ranges(_POSTERIOR_BINS):
+                lo, hi = max(0, a - CONTEXT), min(n, b + CONTEXT)
+                post = self._posterior_range(
+                    source.read(lo, hi), store.run_starts(a, b), a - lo, b - lo, batch_size
+                )
+                arrays, written = self._posterior_arrays(post, prefix)
+                del post
+                groups = {k: pd.DataFrame(v, columns=self.group_names, copy=False)
+                          for k, v in arrays["obsm"].items()}  # fmt: skip
+                adder.append(arrays["layers"], groups)
+            adder.finish({f"{prefix}_posterior": self._posterior_record(written)})
+
+    def _check_store(self, store: BinStore | str | os.PathLike | None) -> BinStore:
+        """The model's store (``None``) or another store of the same bins and libraries."""
+        if store is None or store is self._store:
+            return self._store
+        store = open_store(store, layers=STORE_LAYERS)
+        if list(store.var.index) != self.library_names or store.n_obs != self._n_obs:
+            raise ChipviInputError(
+                f"{store.path} has {store.n_obs} bins x libraries {list(store.var.index)}; the "
+                f"model was trained on {self._n_obs} bins x {self.library_names}."
+            )
+        return store
+
+    def _posterior_arrays(self, post: dict, prefix: str) -> tuple[dict, dict]:
+        """``{"layers": {name: array}, "obsm": {name: array}}`` of :data:`POSTERIOR_KEYS`
+        from a posterior pass, and the ``keys`` record (``keys[level][kind]``)."""
+        arrays: dict[str, dict[str, np.ndarray]] = {"layers": {}, "obsm": {}}
+        written: dict[str, dict[str, str]] = {}
         for (level, kind), template in POSTERIOR_KEYS.items():
             slot, name = template.format(prefix=prefix).split("/")
             if level == "technical":
                 values = post[kind]
             else:
                 values = post[level][_STAT[kind]]
-            values = np.asarray(values, dtype=np.float32)  # no copy when already float32
-            if slot == "layers":
-                adata.layers[name] = values
-            else:
-                adata.obsm[name] = pd.DataFrame(
-                    values, index=adata.obs_names, columns=self.group_names, copy=False
-                )
+            arrays[slot][name] = np.asarray(values, dtype=np.float32)  # no copy if float32
             written.setdefault(level, {})[kind] = f"{slot}/{name}"
-        adata.uns[f"{prefix}_posterior"] = {
+        return arrays, written
+
+    def _posterior_record(self, written: dict) -> dict:
+        """``uns[f"{prefix}_posterior"]``: the parameters of the pass and where it wrote."""
+        return {
             "params": {
                 "lower_quantile": LOWER_QUANTILE,
                 "enrichment_threshold": self.enrichment_threshold,
@@ -791,13 +911,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         idx = self._indices(adata, indices)
         tech = self._technical_all(adata, batch_size)
         out = self._chain_posterior(
-            adata,
-            tech,
-            self.module.groups,
-            [()] * len(self.module.groups),
-            n_draws=int(n_samples),
-            seed=seed,
-        )
+            run_starts(adata.obs), tech, self.module.groups, [()] * len(self.module.groups),
+            n_draws=int(n_samples), seed=seed,
+        )  # fmt: skip
         draws = out["draws"]
         if level == "library":
             gi = self.module.group_index.cpu().numpy()
@@ -929,8 +1045,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 "chipvi_version": _version(),
                 "library_names": self.library_names,
                 "group_names": list(self.group_names),
-                "n_bins": int(self.adata.n_obs),
-                "obs_names_sha1": _obs_hash(self.adata.obs_names),
+                "n_bins": int(self._n_obs),
+                "obs_names_sha1": _obs_hash(
+                    self.adata.obs_names if self._store is None else self._store.obs_names()
+                ),  # fmt: skip
             }
             (tmp / _SAVE_INFO).write_text(json.dumps(info, indent=1))
 
@@ -964,8 +1082,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                     f"{dir_path} was saved without its AnnData: pass the training AnnData, "
                     "ChIPVI.load(path, adata), or save with save_anndata=True."
                 )
+        elif is_store(adata):
+            return cls._load_on_store(dir_path, open_store(adata, layers=STORE_LAYERS), info)
         elif not isinstance(adata, AnnData):
-            raise ChipviInputError(f"load needs the training AnnData, got {type(adata).__name__}.")
+            raise ChipviInputError(
+                f"load needs the training AnnData or bins store, got {type(adata).__name__}."
+            )
         else:
             if list(adata.var_names) != info["library_names"]:
                 raise ChipviInputError(
@@ -980,16 +1102,59 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                     f"{dir_path} was trained on other bins ({info['n_bins']} bins) than this "
                     f"AnnData ({adata.n_obs} bins)."
                 )
-        # scvi-tools logs "File ... already downloaded" at INFO for every local load.
-        quiet = logging.getLogger("scvi.data._download")
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)
-        try:
+        with _quiet_scvi_load():
             model = super().load(str(dir_path), adata=adata, **kwargs)
-        finally:
-            quiet.setLevel(level)
         model.module.eval()
         return model
+
+    @classmethod
+    def _load_on_store(cls, dir_path: Path, store: BinStore, info: dict) -> ChIPVI:
+        """:meth:`load` for a bins store (scvi-tools' ``load`` sets up an AnnData)."""
+        from scvi.model.base._save_load import _load_saved_files
+
+        if list(store.var.index) != info["library_names"] or (
+            store.n_obs != info["n_bins"] or _obs_hash(store.obs_names()) != info["obs_names_sha1"]
+        ):
+            raise ChipviInputError(
+                f"{dir_path} was trained on other bins or libraries ({info['n_bins']} bins x "
+                f"{info['library_names']}) than {store.path} ({store.n_obs} bins x "
+                f"{list(store.var.index)})."
+            )
+        with _quiet_scvi_load():
+            attr_dict, _, state, _ = _load_saved_files(str(dir_path), False, map_location="cpu")
+        init = attr_dict.pop("init_params_")
+        model = cls(store, **init["non_kwargs"], **init["kwargs"].get("kwargs", {}))
+        for attr, value in attr_dict.items():
+            setattr(model, attr, value)
+        state.pop("pyro_param_store", None)
+        model.module.load_state_dict(state)
+        model.module.eval()
+        return model
+
+
+@contextlib.contextmanager
+def _quiet_scvi_load() -> Iterator[None]:
+    """scvi-tools logs "File ... already downloaded" at INFO for every local load."""
+    quiet = logging.getLogger("scvi.data._download")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
+
+
+def _store_registry() -> dict:
+    """The scvi-tools registry of a model on a store: its setup arguments, no fields."""
+    import scvi
+
+    return {
+        "scvi_version": scvi.__version__,
+        "model_name": "ChIPVI",
+        "setup_method_name": "setup_anndata",
+        "setup_args": dict(STORE_KEYS),
+        "field_registries": {},
+    }
 
 
 def _typical(mapq: np.ndarray, has_reads: np.ndarray) -> np.ndarray:

@@ -3,14 +3,20 @@
 The enrichment chain and the windowed covariates read neighbouring bins, so a minibatch is a
 run of consecutive bins (genome order) rather than a random set. Each epoch the
 run boundaries move by a random offset and the runs are visited in random order.
+
+From a bins store the same runs are read from disk (each a contiguous row range, so whole
+chunks in random chunk order), a few runs ahead in a thread while the model computes.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scvi.dataloaders import AnnDataLoader, DataSplitter
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class ContiguousBlockSampler(Sampler):
@@ -93,3 +99,81 @@ class ContiguousDataSplitter(DataSplitter):
     def __init__(self, adata_manager, *args, **kwargs) -> None:
         kwargs["shuffle_set_split"] = False
         super().__init__(adata_manager, *args, **kwargs)
+
+
+class _RowRanges(Dataset):
+    """Maps a block of positions to its row range ``(start, stop)`` (rows ``indices``)."""
+
+    def __init__(self, indices: np.ndarray) -> None:
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, block: np.ndarray) -> tuple[int, int]:
+        return int(self.indices[block[0]]), int(self.indices[block[-1]]) + 1
+
+
+class StoreBlockLoader(DataLoader):
+    """The minibatches of :class:`ContiguousBlockLoader` read from a bins store.
+
+    The sampler and its random draws are those of the in-memory loader, so a seeded run
+    visits the same runs of bins in the same order; each run is read ``prefetch`` runs
+    ahead in a thread (zarr decompresses without the GIL).
+
+    Parameters
+    ----------
+    source
+        A :class:`~chipvi.model._store_data.StoreSource` (``batch(start, stop)``).
+    indices
+        Rows to visit: one contiguous range.
+    """
+
+    def __init__(
+        self,
+        source,
+        indices=None,
+        batch_size: int = 1024,
+        shuffle: bool = False,
+        prefetch: int = 2,
+        **kwargs,
+    ) -> None:
+        indices = np.arange(source.n_obs) if indices is None else np.sort(np.asarray(indices))
+        if len(indices) and indices[-1] - indices[0] + 1 != len(indices):
+            raise ValueError("a store loader reads one contiguous range of rows")
+        self.indices = indices
+        self.source = source
+        self.prefetch = max(0, int(prefetch))
+        sampler = ContiguousBlockSampler(len(indices), batch_size, shuffle)
+        DataLoader.__init__(
+            self, _RowRanges(indices), sampler=sampler, batch_size=None, num_workers=0
+        )
+
+    def __iter__(self):
+        # DataLoader draws its seed when the iterator is made (here, not at the first batch),
+        # and the sampler its offset and order at the first batch: as in memory.
+        return self._read_ahead(super().__iter__())
+
+    def _read_ahead(self, ranges):
+        pending: deque = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="chipvi-read") as pool:
+            try:
+                for start, stop in ranges:
+                    pending.append(pool.submit(self.source.batch, start, stop))
+                    if len(pending) > self.prefetch:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # an abandoned epoch (a one-batch warm-up) drops the reads ahead
+                for future in pending:
+                    future.cancel()
+
+
+class StoreDataSplitter(ContiguousDataSplitter):
+    """:class:`ContiguousDataSplitter` over a bins store (``source``, a
+    :class:`~chipvi.model._store_data.StoreSource`, in place of the AnnData manager)."""
+
+    data_loader_cls = StoreBlockLoader
+
+    def __init__(self, adata_manager=None, *args, source=None, **kwargs) -> None:
+        super().__init__(source, *args, **kwargs)

@@ -28,8 +28,9 @@ def get_layer(adata: AnnData, layer: str | None, what: str) -> np.ndarray:
     return dense(adata.layers[layer])
 
 
-def check_counts(values: np.ndarray, where: str) -> None:
-    """Counts must be finite, non-negative integers."""
+def check_counts(values: np.ndarray, where: str, first_bin: int = 0) -> None:
+    """Counts must be finite, non-negative integers (``first_bin``: the row number of
+    ``values[0]``, for the message)."""
     if not np.issubdtype(values.dtype, np.number):
         raise ChipviInputError(f"{where} must be numeric counts, got dtype {values.dtype}.")
     if not np.all(np.isfinite(values)):
@@ -37,24 +38,25 @@ def check_counts(values: np.ndarray, where: str) -> None:
     if (values < 0).any():
         i, j = np.argwhere(values < 0)[0]
         raise ChipviInputError(
-            f"{where} has a negative count ({values[i, j]}) at bin {i}, library {j}."
+            f"{where} has a negative count ({values[i, j]}) at bin {first_bin + i}, library {j}."
         )
     if not np.issubdtype(values.dtype, np.integer) and not np.all(values == np.round(values)):
         i, j = np.argwhere(values != np.round(values))[0]
         raise ChipviInputError(
-            f"{where} has a non-integer count ({values[i, j]}) at bin {i}, library {j}; "
+            f"{where} has a non-integer count ({values[i, j]}) at bin {first_bin + i}, "
+            f"library {j}; "
             "ChIPVI models raw read counts."
         )
 
 
-def check_finite(values: np.ndarray, where: str) -> None:
+def check_finite(values: np.ndarray, where: str, first_bin: int = 0) -> None:
     """Covariates must be finite and non-negative."""
     if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.bool_):
         raise ChipviInputError(f"{where} must hold numbers (mean MAPQ), got dtype {values.dtype}.")
     if not np.all(np.isfinite(values)):
         i, j = np.argwhere(~np.isfinite(values))[0]
         raise ChipviInputError(
-            f"{where} contains NaN or infinite values (first at bin {i}, library {j})."
+            f"{where} contains NaN or infinite values (first at bin {first_bin + i}, library {j})."
         )
     if (values < 0).any():
         raise ChipviInputError(f"{where} contains negative values; MAPQ is between 0 and 255.")
@@ -105,19 +107,32 @@ def read_arrays(adata: AnnData, keys: dict[str, str | None]) -> dict[str, np.nda
         "mapq": get_layer(adata, keys["mapq_layer"], "mean ChIP MAPQ"),
         "control_mapq": get_layer(adata, keys["control_mapq_layer"], "mean control MAPQ"),
     }
-    where = "adata.X" if keys["layer"] is None else f"layer {keys['layer']!r}"
-    check_counts(arrays["X"], where)
-    empty = np.flatnonzero(arrays["X"].sum(0) == 0)
-    if empty.size:
-        names = [str(adata.var_names[j]) for j in empty]
-        raise ChipviInputError(
-            f"{where}: libraries {names} have no reads in any bin; check their BAMs and the "
-            "region counted, or drop them (adata[:, mask])."
-        )
-    check_counts(arrays["control"], f"layer {keys['control_layer']!r}")
-    check_finite(arrays["mapq"], f"layer {keys['mapq_layer']!r}")
-    check_finite(arrays["control_mapq"], f"layer {keys['control_mapq_layer']!r}")
+    check_arrays(arrays, keys)
+    check_reads(arrays["X"].sum(0), adata.var_names, keys)
     return arrays
+
+
+def check_arrays(arrays: dict[str, np.ndarray], keys: dict, first_bin: int = 0) -> None:
+    """Check rows of the four data arrays (from bin ``first_bin`` on)."""
+    check_counts(arrays["X"], _where(keys), first_bin)
+    check_counts(arrays["control"], f"layer {keys['control_layer']!r}", first_bin)
+    check_finite(arrays["mapq"], f"layer {keys['mapq_layer']!r}", first_bin)
+    check_finite(arrays["control_mapq"], f"layer {keys['control_mapq_layer']!r}", first_bin)
+
+
+def check_reads(totals: np.ndarray, var_names, keys: dict) -> None:
+    """Every library has reads somewhere (``totals``: ChIP reads per library)."""
+    empty = np.flatnonzero(np.asarray(totals) == 0)
+    if empty.size:
+        names = [str(var_names[j]) for j in empty]
+        raise ChipviInputError(
+            f"{_where(keys)}: libraries {names} have no reads in any bin; check their BAMs "
+            "and the region counted, or drop them (adata[:, mask])."
+        )
+
+
+def _where(keys: dict) -> str:
+    return "adata.X" if keys["layer"] is None else f"layer {keys['layer']!r}"
 
 
 def read_library_table(adata: AnnData, keys: dict[str, str]) -> dict[str, np.ndarray]:

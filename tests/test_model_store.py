@@ -1,0 +1,250 @@
+"""ChIPVI on a bins store: training and the posterior read it in blocks and match the
+in-memory model on the same bins; the posterior is written back into the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+import zarr
+
+from _chipvi_synthetic import make_chip_adata
+from chipvi import ChipviInputError
+from chipvi.io import _store, open_store, store_writer
+from chipvi.model import ChIPVI
+from chipvi.model import _chipvi as chipvi_model
+
+TRAIN = {"max_epochs": 3, "batch_size": 700, "accelerator": "cpu", "enable_progress_bar": False}
+CHUNK = 256
+
+
+def _two_chromosomes(n_bins: int = 2400):
+    """Synthetic bins on chr1 (with a gap: 40 bins removed) and chr2, genome order."""
+    adata, _ = make_chip_adata(n_bins=n_bins, seed=3)
+    n1 = n_bins * 3 // 5
+    chrom = np.where(np.arange(n_bins) < n1, "chr1", "chr2")
+    start = np.where(np.arange(n_bins) < n1, np.arange(n_bins), np.arange(n_bins) - n1) * 200
+    adata.obs = pd.DataFrame(
+        {"chrom": pd.Categorical(chrom), "start": start, "end": start + 200},
+        index=[f"{c}:{s}-{s + 200}" for c, s in zip(chrom, start, strict=True)],
+    )
+    keep = np.ones(n_bins, bool)
+    keep[500:540] = False
+    adata = adata[keep].copy()
+    adata.uns["chipvi"] = {"bin_size": 200, "chrom_sizes": {"chr1": n1 * 200,
+                                                            "chr2": (n_bins - n1) * 200}}  # fmt: skip
+    return adata
+
+
+def _write_store(adata, path, layers=("control", "mapq", "control_mapq")):
+    with store_writer(path, chunk=CHUNK) as writer:
+        for a in range(0, adata.n_obs, 1000):  # blocks that are not chunks
+            block = adata[a : a + 1000]
+            obs = block.obs.copy()  # a view keeps only the chromosomes it holds
+            obs["chrom"] = pd.Categorical(obs["chrom"], adata.obs["chrom"].cat.categories)
+            writer.append(obs, np.asarray(block.X), {k: block.layers[k] for k in layers})
+        writer.finish(adata.var, dict(adata.uns))
+    return open_store(path)
+
+
+@pytest.fixture(scope="module")
+def memory():
+    torch.set_num_threads(1)
+    return _two_chromosomes()
+
+
+@pytest.fixture
+def store(memory, tmp_path):
+    return _write_store(memory, tmp_path / "bins.zarr")
+
+
+def _trained(data):
+    scvi.settings.seed = 0
+    model = ChIPVI(data)
+    model.train(**TRAIN)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained_in_memory(memory):
+    adata = memory.copy()
+    ChIPVI.setup_anndata(adata)
+    return adata, _trained(adata)
+
+
+def test_training_from_store_equals_in_memory(store, trained_in_memory):
+    _, in_memory = trained_in_memory
+    model = _trained(store)
+    assert model.library_names == in_memory.library_names
+    loss, expected = (m.history["elbo_train"].to_numpy(float).ravel() for m in (model, in_memory))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    state, expected = model.module.state_dict(), in_memory.module.state_dict()
+    assert state.keys() == expected.keys()
+    for key in state:
+        np.testing.assert_allclose(state[key].numpy(), expected[key].numpy(), rtol=1e-4,
+                                   atol=1e-6, err_msg=key)  # fmt: skip
+
+
+def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeypatch):
+    adata, model = trained_in_memory
+    model.add_posterior(adata)
+    # Pieces of a few chains each (chr1 is cut by its gap), so several blocks are written.
+    monkeypatch.setattr(chipvi_model, "_POSTERIOR_BINS", 700)
+    assert store.run_ranges(700) == [(0, 500), (500, 1400), (1400, 2360)]
+    assert store.run_ranges(3000) == [(0, 2360)]
+    model.add_posterior(store)
+    assert "chipvi_lfe" in store.layers and "chipvi_group_lfe" in store.obsm_keys
+    back = open_store(store.path).to_memory()
+    pd.testing.assert_frame_equal(back.obs, adata.obs.drop(columns="_chipvi_run_start"))
+    for key in chipvi_model.POSTERIOR_KEYS.values():
+        slot, name = key.format(prefix="chipvi").split("/")
+        got, want = getattr(back, slot)[name], getattr(adata, slot)[name]
+        if slot == "obsm":
+            pd.testing.assert_index_equal(got.index, want.index)
+            assert list(got.columns) == list(want.columns) == model.group_names
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5,
+                                   err_msg=name)  # fmt: skip
+    record, want = back.uns["chipvi_posterior"], adata.uns["chipvi_posterior"]
+    assert record["keys"] == want["keys"]
+    np.testing.assert_allclose(record["params"]["stay"], want["params"]["stay"])
+
+
+def test_posterior_again_replaces_it(store, trained_in_memory):
+    _, model = trained_in_memory
+    model.add_posterior(store)
+    first = store.array("chipvi_lfe", 0, store.n_obs)
+    model.add_posterior(store)
+    np.testing.assert_array_equal(store.array("chipvi_lfe", 0, store.n_obs), first)
+    # Nothing left next to the store (the temporary folder is gone).
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["bins.zarr"]
+
+
+def test_stopped_posterior_leaves_store_without_record(store, trained_in_memory, monkeypatch):
+    _, model = trained_in_memory
+
+    def full_disk(self, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_store.StoreAdder, "append", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        model.add_posterior(store)
+    reopened = open_store(store.path)
+    assert "chipvi_lfe" not in reopened.layers and "chipvi_posterior" not in reopened.uns
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["bins.zarr"]
+
+
+def test_store_missing_layer(memory, tmp_path):
+    path = tmp_path / "nomapq.zarr"
+    _write_store(memory, path, layers=("control", "control_mapq"))
+    with pytest.raises(ChipviInputError, match=r"no layer \['mapq'\]"):
+        ChIPVI(path)
+
+
+def test_store_other_version_or_incomplete(store):
+    group = zarr.open_group(store.path, mode="r+")
+    marker = dict(group.attrs[_store.MARKER])
+    group.attrs[_store.MARKER] = {**marker, "version": "0.0.1"}
+    with pytest.raises(ChipviInputError, match="written by chipvi 0.0.1"):
+        ChIPVI(store.path)
+    del group.attrs[_store.MARKER]
+    with pytest.raises(ChipviInputError, match="completion marker is missing"):
+        ChIPVI(store.path)
+
+
+def test_store_bad_counts_named_with_bin(memory, tmp_path):
+    bad = memory.copy()
+    bad.X[1500, 1] = -3
+    with pytest.raises(ChipviInputError, match="negative count .* at bin 1500, library 1"):
+        ChIPVI(_write_store(bad, tmp_path / "bad.zarr"))
+
+
+def test_posterior_into_other_bins_refused(memory, trained_in_memory, tmp_path):
+    _, model = trained_in_memory
+    other = _write_store(memory[:1000].copy(), tmp_path / "other.zarr")
+    with pytest.raises(ChipviInputError, match="1000 bins"):
+        model.add_posterior(other)
+
+
+def test_save_load_on_store(store, memory, trained_in_memory, tmp_path):
+    scvi.settings.seed = 0
+    model = ChIPVI(store)
+    model.train(max_epochs=1, batch_size=700, accelerator="cpu", enable_progress_bar=False)
+    model.save(tmp_path / "model")
+    with pytest.raises(ChipviInputError, match="reads the bins store"):
+        model.get_denoised()
+    # The same bins load from the store or in memory (the saved bin names agree).
+    loaded = ChIPVI.load(tmp_path / "model", adata=store.path)
+    adata = memory.copy()
+    ChIPVI.setup_anndata(adata)
+    in_memory = ChIPVI.load(tmp_path / "model", adata=adata)
+    for other in (loaded, in_memory):
+        np.testing.assert_allclose(other.gains.to_numpy(), model.gains.to_numpy())
+    loaded.add_posterior()
+    in_memory.add_posterior(adata)
+    np.testing.assert_allclose(open_store(store.path).array("chipvi_lfe", 0, store.n_obs),
+                               adata.layers["chipvi_lfe"], rtol=1e-4, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        loaded.get_denoised(adata, return_numpy=True), adata.layers["chipvi_lfe"], rtol=1e-5
+    )
+    other = _write_store(memory[:1000].copy(), tmp_path / "other.zarr")
+    with pytest.raises(ChipviInputError, match="other bins or libraries"):
+        ChIPVI.load(tmp_path / "model", adata=other)
+
+
+def test_bigwig_from_store_equals_in_memory(store, trained_in_memory, tmp_path):
+    import pyBigWig
+
+    from chipvi.io import write_bigwig
+
+    adata, model = trained_in_memory
+    model.add_posterior(adata)
+    model.add_posterior(store)
+    for kwargs in ({"layer": "chipvi_lfe"}, {"key": "chipvi_group_lfe", "transform": np.exp}):
+        disk = write_bigwig(store.path, tmp_path / "disk", overwrite=True, **kwargs)
+        mem = write_bigwig(adata, tmp_path / "mem", overwrite=True, **kwargs)
+        assert list(disk) == list(mem) and len(disk) >= 1
+        for name in disk:
+            a, b = pyBigWig.open(str(disk[name])), pyBigWig.open(str(mem[name]))
+            assert a.chroms() == b.chroms() == {"chr1": 1440 * 200, "chr2": 960 * 200}
+            for chrom in ("chr1", "chr2"):
+                got, want = a.intervals(chrom), b.intervals(chrom)
+                assert [i[:2] for i in got] == [i[:2] for i in want]
+                np.testing.assert_allclose([i[2] for i in got], [i[2] for i in want], rtol=1e-4,
+                                           atol=1e-5)  # fmt: skip
+
+
+def test_run_ranges_of_one_chain(memory, tmp_path):
+    one = memory[memory.obs["chrom"] == "chr2"].copy()
+    store = _write_store(one, tmp_path / "one.zarr")
+    assert store.run_ranges(100) == [(0, 960)]
+    assert np.flatnonzero(store.run_starts(0, 960)).tolist() == [0]
+    assert store.run_starts(300, 310).tolist() == [False] * 10
+
+
+def test_cli_train_and_denoise_a_store(store, tmp_path):
+    from pathlib import Path
+
+    import chipvi
+    from chipvi.cli import main
+
+    configs = Path(chipvi.__file__).parent / "configs"
+    run = tmp_path / "run"
+    args = ["train", "--config-dir", configs, "-q", "--run-dir", run, "--h5ad", store.path,
+            "train.max_epochs=2", "model.n_hidden=8", "train.threads=1"]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    assert main(["denoise", str(run), "-q"]) == 0
+    back = open_store(store.path)
+    assert "chipvi_posterior" in back.uns and "chipvi_group_lfe" in back.obsm_keys
+    assert not (run / "denoised" / "denoised.h5ad").exists()  # the posterior is in the store
+    tracks = sorted(p.name for p in (run / "denoised" / "tracks").iterdir())
+    assert tracks == ["A.log2_fold_enrichment.bw"]
+    lfe = back.obsm("chipvi_group_lfe", 0, back.n_obs)["A"].to_numpy()
+    import pyBigWig
+
+    bw = pyBigWig.open(str(run / "denoised" / "tracks" / tracks[0]))
+    got = [bw.values("chr2", s, s + 1)[0] for s in (0, 200, 400)]
+    np.testing.assert_allclose(got, lfe[1400:1403] / np.log(2), rtol=1e-5)
+    # --format bedgraph needs an AnnData: refused before the posterior pass.
+    assert main(["denoise", str(run), "-q", "--overwrite", "--format", "bedgraph"]) == 2
