@@ -409,8 +409,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.model_bins:
         rows, head = model_rows(args)
+        table = model_table(rows)
         print(head)
-        print(model_table(rows))
+        print(table)
+        if args.write_results:
+            from _record import write_section
+
+            body = (
+                head + "\n\n" + table + "\n\n"
+                "The posterior runs a whole chain (a chromosome, or the bins between gaps) at a "
+                "time, so its peak memory grows with the longest chromosome, not the genome."
+            )
+            name = "Scale, model from a store (bench_scale.py --model-bins)"
+            print(f"wrote {write_section(name, body)}")
         return 0
     if args.disk_bins:
         return main_disk(args)
