@@ -75,7 +75,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-DEMO_EPOCHS = 150
+DEMO_EPOCHS = 300
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
