@@ -444,16 +444,28 @@ def run_starts(obs: pd.DataFrame) -> np.ndarray:
     ``end`` columns, where a bin does not start at the previous one's end (bins removed by a
     blacklist, say). Without these columns all bins form one chain.
     """
-    n = len(obs)
+    codes = np.asarray(obs["chrom"].astype("category").cat.codes) if "chrom" in obs else None
+    if "start" in obs and "end" in obs:
+        return chain_starts(len(obs), codes, obs["start"].to_numpy(), obs["end"].to_numpy())
+    return chain_starts(len(obs), codes)
+
+
+def chain_starts(
+    n: int,
+    codes: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+    end: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`run_starts` on arrays of ``n`` bins: a chain starts at the first bin, where
+    ``codes`` (each bin's chromosome) changes and where ``start`` is not the previous
+    ``end`` (each test skipped when its arrays are not given)."""
     new = np.zeros(n, bool)
     if n == 0:
         return new
     new[0] = True
-    if "chrom" in obs:
-        codes = np.asarray(obs["chrom"].astype("category").cat.codes)
+    if codes is not None:
         new[1:] |= codes[1:] != codes[:-1]
-    if "start" in obs and "end" in obs:
-        start, end = obs["start"].to_numpy(), obs["end"].to_numpy()
+    if start is not None and end is not None:
         new[1:] |= start[1:] != end[:-1]
     return new
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._errors import ChipviInputError
-from .._utils import atomic_dir, check_int
+from .._utils import _temporary_name, atomic_dir, check_int
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -365,8 +365,8 @@ def store_adder(store: str | os.PathLike | BinStore) -> Iterator[StoreAdder]:
     import zarr
 
     store = open_store(store)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{store.path.name}.", suffix=".part",
-                                dir=store.path.parent))  # fmt: skip
+    prefix, suffix = _temporary_name(store.path, "part")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=store.path.parent))
     try:
         adder = StoreAdder(store, zarr.open_group(tmp, mode="w", zarr_format=3))
         yield adder
@@ -535,12 +535,16 @@ class BinStore:
     def run_starts(self, start: int, stop: int) -> np.ndarray:
         """``(stop - start,)`` bool: where a chain of adjacent bins starts (as
         :func:`chipvi._bins.run_starts` on the whole ``obs``: a new chromosome or a gap)."""
+        from .._bins import chain_starts
+
         g = self._group["obs"]
         lo = max(start - 1, 0)
-        code = np.asarray(g["chrom"]["codes"][lo:stop])
-        begin, end = np.asarray(g["start"][lo:stop]), np.asarray(g["end"][lo:stop])
-        new = np.ones(len(code), bool)
-        new[1:] = (code[1:] != code[:-1]) | (begin[1:] != end[:-1])
+        new = chain_starts(
+            stop - lo,
+            np.asarray(g["chrom"]["codes"][lo:stop]),
+            np.asarray(g["start"][lo:stop]),
+            np.asarray(g["end"][lo:stop]),
+        )
         return new[start - lo :]
 
     def run_ranges(self, max_bins: int) -> list[tuple[int, int]]:

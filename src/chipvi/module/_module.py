@@ -291,9 +291,7 @@ class ChipviModule(PyroBaseModuleClass):
         masked = self.enriched_logits.masked_fill(~self.enriched_support, float("-inf"))
         log_enriched = torch.log_softmax(masked, -1)
         log_share = torch.log_softmax(self.component_logits.flatten(), 0).reshape(-1, 2)
-        return torch.logaddexp(
-            log_share[:, :1] + log_background, log_share[:, 1:] + log_enriched
-        )
+        return torch.logaddexp(log_share[:, :1] + log_background, log_share[:, 1:] + log_enriched)
 
     def prior_enrichment(self) -> np.ndarray:
         """Marginal (stationary) law of the log fold enrichment on the grid."""
