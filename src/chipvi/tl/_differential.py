@@ -142,9 +142,7 @@ def differential_enrichment(
     # because of its neighbours does not call its flank bins.
     own = np.where(up, lfc > delta, lfc < -delta)
     table["is_differential"] = (table["qvalue"] <= fdr).to_numpy() & own
-    table["direction"] = np.where(table["is_differential"], np.where(up, 1, -1), 0).astype(
-        np.int8
-    )
+    table["direction"] = np.where(table["is_differential"], np.where(up, 1, -1), 0).astype(np.int8)
     regions = differential_regions(
         adata, table, label=f"{group1}_vs_{group2 or 'rest'}", merge_gap=merge_gap,
         min_bins=min_bins,
