@@ -161,7 +161,7 @@ def test_variant_names_checked_against_registry(cdir, monkeypatch):
 
 def test_shipped_configs_compose():
     base = compose(REPO_CONFIGS)
-    assert base.data.samplesheet == "bundled:cssq_chr19" and base.model.technical == "mu_r"
+    assert base.data.samplesheet == "bundled:cssq_chr19" and base.model.technical == "control_slope"
     assert compose(REPO_CONFIGS, ["data=cssq_chr19_25bp"]).data.bin_size == 25
     assert compose(REPO_CONFIGS, ["model=r_p"]).model.technical == "r_p"
     assert compose(REPO_CONFIGS, ["experiment=demo"]).name == "demo"

@@ -254,8 +254,11 @@ def test_library_own_evidence(data, trained):
     ChIPVI.setup_anndata(gapped)
     split = trained.get_denoised(gapped, level="library_own", return_numpy=True)
     assert not np.allclose(split[695:705], values[695:705])
-    np.testing.assert_allclose(split[:600], values[:600], atol=1e-4)  # far from the gap
-    np.testing.assert_allclose(split[800:], values[800:], atol=1e-4)
+    # far from the gap the change decays (how fast depends on the learned stay probabilities)
+    np.testing.assert_allclose(split[:450], values[:450], atol=1e-4)
+    np.testing.assert_allclose(split[950:], values[950:], atol=1e-4)
+    near, far = (np.abs(split - values)[sl].max() for sl in (slice(690, 710), slice(0, 450)))
+    assert near > 100 * far
 
 
 def test_history_and_repr(trained):

@@ -144,7 +144,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         block at a time: training reads the same minibatches from disk and
         :meth:`add_posterior` writes the posterior back into it.
     technical
-        Technical network: ``"mu_r"`` (dispersion from the mean and covariates) or ``"r_p"``.
+        Technical model (see :func:`chipvi.module.list_technical`): ``"control_slope"`` (mean
+        proportional to a power ≤ 1 of the windowed control, with a learned floor; dispersion
+        from the mean and covariates), ``"mu_r"`` (mean from an unconstrained network of the
+        covariates) or ``"r_p"``.
     covariates
         Covariate set (see :func:`chipvi.module.list_covariate_sets`). The default,
         ``"control_only"`` (control counts at three widths, depths), and the small network
@@ -188,7 +191,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def __init__(
         self,
         adata: AnnData | BinStore | str | os.PathLike,
-        technical: str = "mu_r",
+        technical: str = "control_slope",
         covariates: str = "control_only",
         consistency: Sequence[str] = ("mse",),
         consistency_weight: float | Sequence[float] = 1.0,

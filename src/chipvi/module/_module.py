@@ -129,7 +129,7 @@ class ChipviModule(PyroBaseModuleClass):
     log_mean
         Initial per-library log mean count.
     technical
-        Name of a registered technical network (``"mu_r"`` or ``"r_p"``).
+        Name of a registered technical network (``"control_slope"``, ``"mu_r"`` or ``"r_p"``).
     covariates
         Name of a registered covariate set.
     consistency
@@ -163,7 +163,7 @@ class ChipviModule(PyroBaseModuleClass):
         typical_mapq: torch.Tensor,
         typical_control_mapq: torch.Tensor,
         log_mean: torch.Tensor,
-        technical: str = "mu_r",
+        technical: str = "control_slope",
         covariates: str = "default",
         consistency: tuple[str, ...] = ("mse",),
         consistency_weight: tuple[float, ...] = (1.0,),
@@ -190,6 +190,7 @@ class ChipviModule(PyroBaseModuleClass):
         self.technical = TECHNICAL[technical](
             self.covariates.n_covariates, log_mean, n_hidden=n_hidden, n_layers=n_layers
         )
+        self.technical.bind(self.covariates)
         self.consistency_names = tuple(consistency)
         self.consistency_weights = tuple(float(w) for w in consistency_weight)
         if len(self.consistency_weights) != len(self.consistency_names):

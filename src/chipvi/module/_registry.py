@@ -10,9 +10,13 @@ from collections.abc import Callable
 
 from ._consistency import mse_consistency
 from ._covariates import COVARIATE_SETS
-from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
+from ._technical import TechnicalControlSlope, TechnicalMuR, TechnicalNet, TechnicalRP
 
-TECHNICAL: dict[str, type[TechnicalNet]] = {"mu_r": TechnicalMuR, "r_p": TechnicalRP}
+TECHNICAL: dict[str, type[TechnicalNet]] = {
+    "control_slope": TechnicalControlSlope,
+    "mu_r": TechnicalMuR,
+    "r_p": TechnicalRP,
+}
 CONSISTENCY: dict[str, Callable] = {"mse": mse_consistency}
 
 
