@@ -38,7 +38,8 @@ def posterior_info(adata: AnnData, key: str = POSTERIOR_KEY) -> dict:
 def posterior_location(
     adata: AnnData, kind: str, level: str = "group", key: str = POSTERIOR_KEY
 ) -> tuple[str, str]:
-    """``(slot, name)`` of one stored posterior array: slot ``"layers"`` or ``"obsm"``."""
+    """``(slot, name)`` of one stored posterior array: slot ``"layers"`` or ``"obsm"``
+    (``adata`` may be a bins store, whose ``uns`` and arrays are read the same way)."""
     keys = posterior_info(adata, key)["keys"]
     if level not in keys:
         raise ChipviInputError(
@@ -50,7 +51,13 @@ def posterior_location(
             f"{sorted(keys[level]) + sorted(DERIVED)}."
         )
     slot, name = str(keys[level][kind]).split("/", 1)
-    if name not in getattr(adata, slot):
+    from .io import BinStore
+
+    # A bins store lists its obsm names in ``obsm_keys`` (its ``obsm`` reads rows).
+    names = (
+        adata.obsm_keys if slot == "obsm" and isinstance(adata, BinStore) else getattr(adata, slot)
+    )
+    if name not in names:
         raise ChipviInputError(
             f"adata.{slot} has no {name!r} (uns[{key!r}] lists it for {level} {kind}): run "
             "model.add_posterior(adata) again on this AnnData."

@@ -63,38 +63,24 @@ def write_tracks(adata, folder: Path, *, kind: str = "log_fold_enrichment", leve
     return written
 
 
-def check_track_format(adata, fmt: str) -> None:
-    """A bins store's tracks are written a chunk at a time: bigWig only."""
-    from .. import io
-
-    if io.is_store(adata) and fmt != "bigwig":
-        raise ChipviInputError(
-            f"--format {fmt} is written from an in-memory AnnData; a bins store writes bigWig."
-        )
-
-
 def _write_store_tracks(store, folder: Path, kind, level, fmt, name, divisor) -> dict[str, Path]:
-    """:func:`write_tracks` of a bins store's posterior, read a chunk at a time (bigWig only)."""
+    """:func:`write_tracks` of a bins store's posterior, read a chunk at a time."""
     import numpy as np
 
     from .. import io
-    from .._posterior import DERIVED, POSTERIOR_KEY
+    from .._posterior import DERIVED, posterior_location
 
-    check_track_format(store, fmt)
-    keys = store.uns.get(POSTERIOR_KEY, {}).get("keys", {})
-    where = keys.get(level, {}).get(DERIVED.get(kind, kind))
-    if where is None:
-        raise ChipviInputError(f"{store.path} has no posterior {level} {kind}: run add_posterior.")
-    slot, array = str(where).split("/", 1)
+    slot, array = posterior_location(store, DERIVED.get(kind, kind), level)
 
     def transform(values):
         return (np.exp(values) if kind in DERIVED else values) / divisor
 
     select = {"layer": array} if slot == "layers" else {"key": array}
-    written = io.write_bigwig(store, folder, transform=transform, overwrite=True, **select)
+    writer = io.write_bigwig if fmt == "bigwig" else io.write_bedgraph
+    written = writer(store, folder, transform=transform, overwrite=True, **select)
     named = {}
     for column, path in written.items():
-        named[f"{column}.{name}"] = path.rename(path.with_name(f"{column}.{name}.bw"))
+        named[f"{column}.{name}"] = path.rename(path.with_name(f"{column}.{name}{path.suffix}"))
     return named
 
 
