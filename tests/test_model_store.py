@@ -223,7 +223,7 @@ def test_run_ranges_of_one_chain(memory, tmp_path):
     assert store.run_starts(300, 310).tolist() == [False] * 10
 
 
-def test_cli_train_and_denoise_a_store(store, tmp_path):
+def test_cli_on_a_store_run(store, tmp_path, capsys, monkeypatch):
     from pathlib import Path
 
     import chipvi
@@ -253,6 +253,30 @@ def test_cli_train_and_denoise_a_store(store, tmp_path):
     assert len(table) == back.n_obs and table.iloc[1400, :3].tolist() == ["chr2", 0, 200]
     np.testing.assert_allclose(table[3].to_numpy()[1400:1403], lfe[1400:1403] / np.log(2),
                                rtol=1e-5)  # fmt: skip
+
+    # call reads the store's posterior (this model's: no second pass) a chromosome at a time.
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a second posterior pass")
+
+    with monkeypatch.context() as m:
+        m.setattr(ChIPVI, "add_posterior", no_pass)
+        assert main(["call", str(run), "--quiet", "-q", "0.2"]) == 0
+    want = chipvi.tl.call_enriched_regions(store.path, q=0.2)
+    got = pd.read_csv(run / "peaks" / "A.narrowPeak", sep="\t", header=None)
+    assert len(got) == len(want) > 0
+    assert got[[0, 1, 2]].values.tolist() == want[["chrom", "start", "end"]].values.tolist()
+    # report reads the run's facts; qc needs bins in memory: refused, saying what to run.
+    assert main(["report", str(run), "-o", str(tmp_path / "report"), "-q"]) == 0
+    assert pd.read_csv(tmp_path / "report" / "runs.csv")["status"].tolist() == ["finished"]
+    capsys.readouterr()
+    assert main(["qc", str(run), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "reads all bins in memory" in err and "filter_region" in err
+    chipvi.pp.filter_region(store.path, "chr2", out=tmp_path / "chr2.zarr")
+    chipvi.io.open_store(tmp_path / "chr2.zarr").to_memory().write_h5ad(tmp_path / "chr2.h5ad")
+    assert main(["qc", str(tmp_path / "chr2.h5ad"), "--no-strand", "-q"]) == 0
+    qc = pd.read_csv(tmp_path / "chr2_qc" / "qc.tsv", sep="\t", index_col=0)
+    assert list(qc.index) == list(store.var.index)
 
 
 def test_get_denoised_out_streams_the_store_posterior(store, trained_in_memory, tmp_path,
@@ -310,3 +334,27 @@ def test_get_denoised_out_in_memory(trained_in_memory, tmp_path):
     got = read_bigwig_bins(written[name], adata)[f"{name}"]
     want = model.get_denoised(adata, kind="log_fold_enrichment_lower")[name]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bins", [1 << 16, 8], ids=["default", "coarse first pass"])
+def test_regions_of_a_store_equal_in_memory(store, trained_in_memory, monkeypatch, bins):
+    from chipvi import tl
+    from chipvi.tl import _regions_store
+
+    monkeypatch.setattr(_regions_store, "_BINS", bins)  # exact whatever the first pass's bins
+    adata, model = trained_in_memory
+    model.add_posterior(adata)
+    model.add_posterior(store)
+    settings = [
+        {"q": 0.05},
+        {"q": 0.01, "level": "library", "min_lfe": 0.8},  # probabilities from mean and sd
+        {"q": 0.05, **tl.BROAD_DOMAINS},  # broad, with the whole-region test
+        {"q": 0.2, "merge_gap": 400, "min_bins": 3, "level": "library_own"},
+    ]
+    for kwargs in settings:
+        want = tl.call_enriched_regions(adata, key_added=None, **kwargs)
+        got = tl.call_enriched_regions(store.path, **kwargs)
+        assert len(want) > 3, kwargs
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, obj=str(kwargs))
+    with pytest.raises(ChipviInputError, match="key= works on an in-memory"):
+        tl.call_enriched_regions(store, key="chipvi_lfe")

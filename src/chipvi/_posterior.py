@@ -35,6 +35,25 @@ def posterior_info(adata: AnnData, key: str = POSTERIOR_KEY) -> dict:
     return info
 
 
+def written_by(record, model) -> bool:
+    """Whether a posterior record (``uns[f"{prefix}_posterior"]``) holds ``model``'s
+    posterior: the same grid, stay probabilities, gains and enrichment threshold (a record of
+    another model on the same bins is stale for this one)."""
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
+        return False
+    params = record["params"]
+    gains = params.get("gains", {})
+    mine = model.gains.to_dict()
+    if set(gains) != set(mine) or not all(np.isclose(gains[k], mine[k], rtol=1e-6) for k in gains):
+        return False
+    for name, value in (("grid", model.module.grid.cpu().numpy()),
+                        ("stay", model.stay_probabilities)):  # fmt: skip
+        stored = np.asarray(params.get(name, []), dtype=float)
+        if stored.shape != np.shape(value) or not np.allclose(stored, value, rtol=1e-6):
+            return False
+    return bool(np.isclose(params.get("enrichment_threshold", np.nan), model.enrichment_threshold))
+
+
 def posterior_location(
     adata: AnnData, kind: str, level: str = "group", key: str = POSTERIOR_KEY
 ) -> tuple[str, str]:

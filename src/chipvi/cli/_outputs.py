@@ -129,12 +129,19 @@ def call_peaks(
             options["broad_q"] = broad_cutoff
     if max_gap is not None:
         options["merge_gap"] = max_gap
+    store = io.is_store(adata)
     if min_length:
-        bin_size = int(np.median(adata.obs["end"].to_numpy() - adata.obs["start"].to_numpy()))
+        if store:
+            bin_size = adata.bin_size
+        else:
+            bin_size = int(np.median(adata.obs["end"].to_numpy() - adata.obs["start"].to_numpy()))
         options["min_bins"] = max(1, -(-int(min_length) // bin_size))  # ceil: whole bins
     regions = tl.call_enriched_regions(adata, q=q, level=level, **options)
     slot, key = posterior_location(adata, "probability_enriched", level)
-    names = list(adata.obsm[key].columns) if slot == "obsm" else list(adata.var_names)
+    if slot == "obsm":
+        names = list((adata.obsm(key, 0, 0) if store else adata.obsm[key]).columns)
+    else:
+        names = list(adata.var.index)
     suffix = {"narrowPeak": ".narrowPeak", "broadPeak": ".broadPeak", "bed": ".bed"}[fmt]
     written = {}
     for group in names:

@@ -917,7 +917,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                         overwrite) -> dict[str, Path]:  # fmt: skip
         """:meth:`get_denoised` with ``out``: tracks of every bin, from a store chunk by chunk."""
         from .. import io
-        from .._posterior import DERIVED, POSTERIOR_KEY, posterior_location
+        from .._posterior import DERIVED, POSTERIOR_KEY, posterior_location, written_by
 
         if indices is not None:
             raise ChipviInputError(
@@ -943,29 +943,12 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
                 "from a store write kind='fold_enrichment' (it is that rate over the median)."
             )
         store = self._check_store(adata)
-        if not self._wrote(store.uns.get(POSTERIOR_KEY)):  # absent, or another model's
+        if not written_by(store.uns.get(POSTERIOR_KEY), self):  # absent, or another model's
             self.add_posterior(store, batch_size=batch_size)
         slot, name = posterior_location(store, DERIVED.get(kind, kind), level)
         select = {"layer": name} if slot == "layers" else {"key": name}
         transform = np.exp if kind in DERIVED else None
         return writer(store, out, overwrite=overwrite, transform=transform, **select)
-
-    def _wrote(self, record: dict | None) -> bool:
-        """Whether an ``uns`` posterior record is this model's (same grid, stay, gains)."""
-        if not isinstance(record, dict) or "params" not in record:
-            return False
-        params, mine = record["params"], self._posterior_record({})["params"]
-        gains = params.get("gains", {})
-        return (
-            set(gains) == set(mine["gains"])
-            and all(np.isclose(gains[k], mine["gains"][k], rtol=1e-6) for k in gains)
-            and all(
-                np.shape(params.get(k)) == np.shape(mine[k])
-                and np.allclose(params[k], mine[k], rtol=1e-6)
-                for k in ("grid", "stay")
-            )
-            and np.isclose(params.get("enrichment_threshold"), mine["enrichment_threshold"])
-        )
 
     def sample_log_fold_enrichment(
         self,
