@@ -88,7 +88,8 @@ def _qvalue_tables(post: _Posterior, q_max: float) -> list[tuple[np.ndarray, np.
             kept[j].append(p[:, j][p[:, j] >= lows[j]])
     tables = []
     for j in range(n_cols):
-        ranked = -np.sort(-np.concatenate(kept[j]))  # descending, as bayesian_qvalues ranks
+        # Descending, as bayesian_qvalues ranks.
+        ranked = -np.sort(-np.concatenate([np.empty(0), *kept[j]]))
         fdr = np.cumsum(1.0 - ranked) / np.arange(1, ranked.size + 1)
         tie_end = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]
         values, qvalues = ranked[tie_end][::-1], np.clip(fdr[tie_end], 0.0, 1.0)[::-1]
