@@ -32,6 +32,13 @@ Usage::
     python benchmarks/bench_scale.py --genome hg38 --libraries 4 --defaults
     python benchmarks/bench_scale.py --disk-bins 1000000 10000000 30000000 [--write-results]
     python benchmarks/bench_scale.py --model-bins 1000000 10000000 --libraries 4
+    python benchmarks/bench_scale.py --disk-bins 10000000 30000000 \
+        --model-bins 3000000 10000000 30000000 --libraries 4 --write-results
+
+Both ``--disk-bins`` and ``--model-bins`` extrapolate each step to a human genome at 25 bp
+(121 M bins) from their two largest sizes, say how each grows between them (seconds per M
+bins, peak RSS) and draw one plot of both (``--plot``, or ``scale_from_disk.png`` with
+``--write-results``).
 """
 
 from __future__ import annotations
