@@ -32,6 +32,13 @@ Usage::
     python benchmarks/bench_scale.py --genome hg38 --libraries 4 --defaults
     python benchmarks/bench_scale.py --disk-bins 1000000 10000000 30000000 [--write-results]
     python benchmarks/bench_scale.py --model-bins 1000000 10000000 --libraries 4
+    python benchmarks/bench_scale.py --disk-bins 10000000 30000000 \
+        --model-bins 3000000 10000000 30000000 --libraries 4 --write-results
+
+Both ``--disk-bins`` and ``--model-bins`` extrapolate each step to a human genome at 25 bp
+(121 M bins) from their two largest sizes, say how each grows between them (seconds per M
+bins, peak RSS) and draw one plot of both (``--plot``, or ``scale_from_disk.png`` with
+``--write-results``).
 """
 
 from __future__ import annotations
@@ -236,7 +243,8 @@ def fit_child(mode: str, path: str, threads: int) -> dict:
 
 
 def model_rows(args) -> tuple[list, str]:
-    """Rows (bins, stage, seconds in memory, from disk, ratio, peak RSS in memory, from disk)."""
+    """Rows (bins, stage, seconds in memory, from disk, bins·libraries, peak RSS in memory,
+    from disk); the in-memory columns are None above ``--memory-max`` bins."""
     import shutil
 
     from bench_binning import WORK, measure
@@ -249,31 +257,54 @@ def model_rows(args) -> tuple[list, str]:
                str(args.libraries), str(args.chrom_bins), str(path), "0"]  # fmt: skip
         measure(cmd)
         stages = {}
-        for mode in ("memory", "store"):
+        for mode in ("memory", "store") if n_bins <= args.memory_max else ("store",):
             cmd = [sys.executable, __file__, "--child", f"fit-{mode}", str(path), str(args.threads)]
             stages[mode] = json.loads(measure(cmd)[2].strip().splitlines()[-1])
             print(mode, stages[mode], file=sys.stderr)
         shutil.rmtree(path, ignore_errors=True)
-        mem, disk = stages["memory"], stages["store"]
+        mem, disk = stages.get("memory"), stages["store"]
         for stage in ("set-up", "one training epoch", "add_posterior"):
-            (s0, r0), (s1, r1) = mem[stage], disk[stage]
+            s0, r0 = mem[stage] if mem else (None, None)
+            s1, r1 = disk[stage]
             rows.append((disk["bins"], stage, s0, s1, disk["bins"] * disk["libraries"], r0, r1))
     head = (
         f"{args.libraries} libraries, simulated counts, chromosomes of up to {args.chrom_bins:,} "
-        f"bins, {args.threads} threads; each mode in its own process (peak RSS so far)"
+        f"bins, {args.threads} threads; each mode in its own process (peak RSS so far); in "
+        f"memory up to {args.memory_max:,} bins"
     )
     return rows, head
 
 
-def model_table(rows: list) -> str:
+def extrapolate(points: list[tuple[int, float, float]], bins: int) -> tuple[float, float]:
+    """``(seconds, peak RSS)`` at ``bins``, linear from the two largest ``(bins, seconds,
+    RSS)`` points (a flat memory extrapolates flat)."""
+    (b0, s0, m0), (b1, s1, m1) = sorted(points)[-2:]
+    return (s1 + (s1 - s0) / (b1 - b0) * (bins - b1), m1 + (m1 - m0) / (b1 - b0) * (bins - b1))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def model_table(rows: list, libraries: int) -> str:
+    """The model rows as markdown, with a human genome at 25 bp (124 M bins, chromosomes of
+    at most 10 M) from disk extrapolated from the two largest sizes."""
     lines = [
         "| bins | stage | s in memory | s from disk | disk / memory | bins·libraries/s from disk "
         "| peak RSS in memory (MiB) | peak RSS from disk (MiB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for bins, stage, s0, s1, cells, r0, r1 in rows:
-        lines.append(f"| {bins:,} | {stage} | {s0:.1f} | {s1:.1f} | {s1 / s0:.2f} | "
-                     f"{cells / s1:,.0f} | {r0:,.0f} | {r1:,.0f} |")  # fmt: skip
+        ratio = None if s0 is None else s1 / s0
+        lines.append(f"| {bins:,} | {stage} | {_fmt(s0, '.1f')} | {s1:.1f} | {_fmt(ratio, '.2f')} "
+                     f"| {cells / s1:,.0f} | {_fmt(r0, ',.0f')} | {r1:,.0f} |")  # fmt: skip
+    for stage in dict.fromkeys(r[1] for r in rows):
+        points = [(r[0], r[3], r[6]) for r in rows if r[1] == stage]
+        if len({p[0] for p in points}) < 2 or max(p[0] for p in points) >= HUMAN_25:
+            continue
+        secs, rss = extrapolate(points, HUMAN_25)
+        lines.append(f"| {HUMAN_25:,} (extrapolated) | {stage} | | {secs:.0f} | | "
+                     f"{HUMAN_25 * libraries / secs:,.0f} | | {rss:,.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -322,63 +353,113 @@ def disk_table(rows: list) -> str:
     for bins, name, secs, rate, rss in rows:
         lines.append(f"| {bins:,} | {name} | {secs:.1f} | {rate:,.0f} | {rss:,.0f} |")
     for name in dict.fromkeys(r[1] for r in rows):
-        mine = sorted((r for r in rows if r[1] == name), key=lambda r: r[0])
-        if len(mine) < 2 or mine[-1][0] >= HUMAN_25:
+        points = [(r[0], r[2], r[4]) for r in rows if r[1] == name]
+        if len({p[0] for p in points}) < 2 or max(p[0] for p in points) >= HUMAN_25:
             continue
-        (b0, _, s0, _, m0), (b1, _, s1, _, m1) = mine[-2], mine[-1]
-        secs = s1 + (s1 - s0) / (b1 - b0) * (HUMAN_25 - b1)
-        rss = m1 + (m1 - m0) / (b1 - b0) * (HUMAN_25 - b1)
+        secs, rss = extrapolate(points, HUMAN_25)
         lines.append(f"| {HUMAN_25:,} (extrapolated) | {name} | {secs:.0f} | | {rss:,.0f} |")
     return "\n".join(lines)
 
 
-def disk_plot(rows: list, path: Path) -> None:
-    """Seconds and peak RSS against bins, one line per step."""
+def scale_plot(series: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
+    """Seconds and peak RSS against bins, one line per step (``(bins, seconds, RSS MiB)``
+    points), each continued by a dotted line to its extrapolation at a human genome."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for name in dict.fromkeys(r[1] for r in rows):
-        mine = sorted((r for r in rows if r[1] == name), key=lambda r: r[0])
-        bins = [r[0] / 1e6 for r in mine]
-        axes[0].plot(bins, [r[2] for r in mine], "o-", label=name)
-        axes[1].plot(bins, [r[4] / 1024 for r in mine], "o-", label=name)
-    axes[0].set(xlabel="bins (M, 25 bp)", ylabel="seconds")
-    axes[1].set(xlabel="bins (M, 25 bp)", ylabel="peak RSS (GiB)")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, points in series.items():
+        points = sorted(points)
+        bins = [p[0] / 1e6 for p in points]
+        for ax, k, scale in ((axes[0], 1, 1.0), (axes[1], 2, 1 / 1024)):
+            (line,) = ax.plot(bins, [p[k] * scale for p in points], "o-", label=name)
+            if len(points) >= 2 and points[-1][0] < HUMAN_25:
+                far = extrapolate(points, HUMAN_25)[k - 1] * scale
+                ax.plot([bins[-1], HUMAN_25 / 1e6], [points[-1][k] * scale, far], ":",
+                        color=line.get_color())  # fmt: skip
+    axes[0].set(xlabel="bins (M)", ylabel="seconds", xscale="log", yscale="log")
+    axes[1].set(xlabel="bins (M)", ylabel="peak RSS (GiB)", xscale="log")
     axes[1].axhline(4, color="grey", lw=0.8, ls="--")
-    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.axvline(HUMAN_25 / 1e6, color="grey", lw=0.6, ls=":")
+    axes[0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main_disk(args) -> int:
-    rows, head = disk_rows(args)
-    table = disk_table(rows)
-    print(head)
-    print(table)
-    if args.write_results:
-        from _record import RESULTS, write_section
+def plot_series(disk: list, model: list) -> dict[str, list[tuple[int, float, float]]]:
+    """The plotted lines: each binning step, and the model stages from disk."""
+    series: dict[str, list] = {}
+    for bins, name, secs, _, rss in disk:
+        series.setdefault(name, []).append((bins, secs, rss))
+    for bins, stage, _, secs, _, _, rss in model:
+        series.setdefault(f"{stage} (model from disk)", []).append((bins, secs, rss))
+    return series
 
-        plot = RESULTS.parent / "scale_from_disk.png"
-        disk_plot(rows, plot)
-        body = (
-            # ../benchmarks/: the same file from here and from docs/comparison.md, which
-            # includes this section.
-            head
-            + "\n\n"
-            + table
-            + f"\n\n![seconds and peak RSS against bins](../benchmarks/{plot.name})\n\n"
+
+def growth(series: dict[str, list[tuple[int, float, float]]]) -> str:
+    """How each line grows between its two largest sizes: seconds per million bins (equal
+    when time is linear) and peak RSS (equal when memory is flat)."""
+    parts = []
+    for name, points in series.items():
+        if len({p[0] for p in points}) < 2:
+            continue
+        (b0, s0, m0), (b1, s1, m1) = sorted(points)[-2:]
+        parts.append(f"{name}: {s0 / b0 * 1e6:.1f} → {s1 / b1 * 1e6:.1f} s per M bins, peak "
+                     f"RSS {m0:,.0f} → {m1:,.0f} MiB")  # fmt: skip
+    if not parts:
+        return ""
+    return ("From the two largest sizes (time linear when the seconds per M bins agree, "
+            "memory flat when the peaks do): " + "; ".join(parts) + ".")  # fmt: skip
+
+
+def main_disk(args) -> int:
+    """``--disk-bins`` (binning into a store) and/or ``--model-bins`` (the model from a store):
+    tables, extrapolation to a human genome at 25 bp, and the plot of both."""
+    disk, model, sections = [], [], {}
+    if args.disk_bins:
+        disk, head = disk_rows(args)
+        sections["Scale from disk (bench_scale.py --disk-bins)"] = (
+            head + "\n\n" + disk_table(disk) + "\n\n"
             "Simulated chromosomes are 250 Mb (10 M bins, about GRCh38 chr1 at 25 bp): the "
             "store is written a chromosome (or a few small ones) at a time, so its memory is "
             "set by the largest chromosome and stays flat as the genome grows; the "
             "extrapolated rows are linear in time and memory from the two largest sizes, so "
-            "they overstate it. Training and the posterior from a store: "
-            "`bench_scale.py --model-bins`."
+            "they overstate it."
         )
-        print(f"wrote {write_section('Scale from disk (bench_scale.py --disk-bins)', body)}")
+    if args.model_bins:
+        model, head = model_rows(args)
+        sections["Scale, model from a store (bench_scale.py --model-bins)"] = (
+            head + "\n\n" + model_table(model, args.libraries) + "\n\n"
+            "The posterior runs a whole chain (a chromosome, or the bins between gaps) at a "
+            "time, so its peak memory grows with the longest chromosome, not the genome; the "
+            "extrapolated rows (a human genome at 25 bp, whose longest chromosome is 10 M "
+            "bins) are linear in time and memory from the two largest sizes."
+        )
+    series = plot_series(disk, model)
+    note = growth(series)
+    plot = args.plot
+    if plot is None and args.write_results:
+        from _record import RESULTS
+
+        plot = RESULTS.parent / "scale_from_disk.png"
+    if plot is not None:
+        scale_plot(series, Path(plot))
+    for name, body in sections.items():
+        if note:
+            body += "\n\n" + note
+        if plot is not None:
+            # ../benchmarks/: the same file from here and from docs/comparison.md, which
+            # includes the sections.
+            body += f"\n\n![seconds and peak RSS against bins](../benchmarks/{Path(plot).name})"
+        print(f"## {name}\n\n{body}\n")
+        if args.write_results:
+            from _record import write_section
+
+            print(f"wrote {write_section(name, body)}")
     return 0
 
 
@@ -398,8 +479,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--reads-per-bin", type=float, default=0.2, help="with --disk-bins")
     parser.add_argument(
-        "--memory-max", type=int, default=10_000_000, help="in-memory binning up to these bins"
-    )
+        "--memory-max", type=int, default=10_000_000,
+        help="in-memory binning and model (beside the store) up to these bins",
+    )  # fmt: skip
+    parser.add_argument(
+        "--plot", type=Path, default=None,
+        help="write the plot here (default with --write-results: scale_from_disk.png)",
+    )  # fmt: skip
     parser.add_argument(
         "--model-bins", type=int, nargs="+", help="model from disk and in memory at these bins"
     )
@@ -407,23 +493,7 @@ def main(argv=None) -> int:
         "--chrom-bins", type=int, default=10_000_000, help="bins per chromosome (--model-bins)"
     )
     args = parser.parse_args(argv)
-    if args.model_bins:
-        rows, head = model_rows(args)
-        table = model_table(rows)
-        print(head)
-        print(table)
-        if args.write_results:
-            from _record import write_section
-
-            body = (
-                head + "\n\n" + table + "\n\n"
-                "The posterior runs a whole chain (a chromosome, or the bins between gaps) at a "
-                "time, so its peak memory grows with the longest chromosome, not the genome."
-            )
-            name = "Scale, model from a store (bench_scale.py --model-bins)"
-            print(f"wrote {write_section(name, body)}")
-        return 0
-    if args.disk_bins:
+    if args.model_bins or args.disk_bins:
         return main_disk(args)
     import scvi
     import torch

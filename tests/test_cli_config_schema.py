@@ -128,10 +128,35 @@ def test_init_writes_starter_configs(tmp_path, capsys):
     assert main(["init", str(target)]) == 2
     assert "already holds" in capsys.readouterr().err
     assert (target / "config.yaml").read_text() == "name: mine\n"
+    (target / "mine.yaml").write_text("kept: 1\n")  # the user's own file
     assert main(["init", str(target), "--overwrite"]) == 0
     assert (target / "config.yaml").read_text() == (
         shipped_config_dir() / "config.yaml"
     ).read_text()
+    assert (target / "mine.yaml").read_text() == "kept: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg"]  # no temporaries beside
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_init_that_fails_half_way_writes_nothing(tmp_path, monkeypatch, capsys, exists):
+    from chipvi.cli import _init
+
+    target = tmp_path / "deep" / "cfg"
+    if exists:
+        target.mkdir(parents=True)
+        (target / "config.yaml").write_text("name: mine\n")
+
+    def half(folder, files):  # the disk fills after the first file
+        rel = next(iter(files))
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(files[rel])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_init, "_write_files", half)
+    assert main(["init", str(target), "--overwrite"]) != 0
+    assert "No space left" in capsys.readouterr().err
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == (["deep", "deep/cfg", "deep/cfg/config.yaml"] if exists else ["deep"])
 
 
 @pytest.mark.parametrize("flag", ["--h5ad", "--samplesheet"])

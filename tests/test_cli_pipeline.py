@@ -329,7 +329,10 @@ def test_demo_end_to_end(tmp_path):
         assert f"{name:<10} ChIP reads {int(total):>7,}" in summary
     assert "HESC   raw" in summary and "HSMM   raw" in summary
     assert len(re.findall(r"own evidence -?\d\.\d{3}", summary)) == 2
-    assert not list(tmp_path.glob(".chipvi_demo.part*"))
+    # No temporary of atomic_dir (.chipvi_demo.<random>.<pid>.part or .old) beside the output,
+    # nor of atomic_path inside it.
+    assert not list(tmp_path.glob(".chipvi_demo.*"))
+    assert [p.name for p in out.rglob(".*")] == [".chipvi_demo"]
 
 
 def test_demo_replaces_only_its_own_folder(tmp_path):

@@ -75,6 +75,24 @@ def test_named_run_folder_that_exists_is_refused(tmp_path):
     assert (tmp_path / "run" / "config.yaml").read_text() == "a: 1\n"
 
 
+def test_events_of_a_killed_run_leave_out_its_torn_last_line(tmp_path):
+    from chipvi import ChipviInputError
+
+    run = RunDir.create(tmp_path / "run", "a: 1\n")
+    run.event("train_start", epochs=3)
+    run.event("epoch", epoch=0)
+    with open(run.events_path, "a") as fh:  # killed half-way through a record
+        fh.write('{"event": "epoch", "ep')
+    assert [e["event"] for e in run.read_events()] == ["train_start", "epoch"]
+    run.event("resume", epoch=1)  # the next record does not glue onto the torn one
+    assert [e["event"] for e in run.read_events()] == ["train_start", "epoch", "resume"]
+    assert run.events_path.read_text().count("\n") == 3
+    text = run.events_path.read_text().split("\n")
+    run.events_path.write_text("\n".join([text[0], "not json", *text[1:]]))
+    with pytest.raises(ChipviInputError, match="line 2 is not a JSON event"):
+        run.read_events()
+
+
 def test_sigkill_during_binning_never_leaves_a_partial_output(tmp_path):
     """`chipvi bin` killed at several moments of a run: the output is absent or complete, and
     a rerun without --overwrite then succeeds (nothing left behind blocks or poses as it)."""

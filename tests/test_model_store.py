@@ -223,7 +223,7 @@ def test_run_ranges_of_one_chain(memory, tmp_path):
     assert store.run_starts(300, 310).tolist() == [False] * 10
 
 
-def test_cli_train_and_denoise_a_store(store, tmp_path):
+def test_cli_on_a_store_run(store, tmp_path, capsys, monkeypatch):
     from pathlib import Path
 
     import chipvi
@@ -246,5 +246,116 @@ def test_cli_train_and_denoise_a_store(store, tmp_path):
     bw = pyBigWig.open(str(run / "denoised" / "tracks" / tracks[0]))
     got = [bw.values("chr2", s, s + 1)[0] for s in (0, 200, 400)]
     np.testing.assert_allclose(got, lfe[1400:1403] / np.log(2), rtol=1e-5)
-    # --format bedgraph needs an AnnData: refused before the posterior pass.
-    assert main(["denoise", str(run), "-q", "--overwrite", "--format", "bedgraph"]) == 2
+    # bedGraph from a store too, a chunk at a time.
+    assert main(["denoise", str(run), "-q", "--overwrite", "--format", "bedgraph"]) == 0
+    path = run / "denoised" / "tracks" / "A.log2_fold_enrichment.bedGraph"
+    table = pd.read_csv(path, sep="\t", header=None)
+    assert len(table) == back.n_obs and table.iloc[1400, :3].tolist() == ["chr2", 0, 200]
+    np.testing.assert_allclose(table[3].to_numpy()[1400:1403], lfe[1400:1403] / np.log(2),
+                               rtol=1e-5)  # fmt: skip
+
+    # call reads the store's posterior (this model's: no second pass) a chromosome at a time.
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a second posterior pass")
+
+    with monkeypatch.context() as m:
+        m.setattr(ChIPVI, "add_posterior", no_pass)
+        assert main(["call", str(run), "--quiet", "-q", "0.2"]) == 0
+    want = chipvi.tl.call_enriched_regions(store.path, q=0.2)
+    got = pd.read_csv(run / "peaks" / "A.narrowPeak", sep="\t", header=None)
+    assert len(got) == len(want) > 0
+    assert got[[0, 1, 2]].values.tolist() == want[["chrom", "start", "end"]].values.tolist()
+    # report reads the run's facts; qc needs bins in memory: refused, saying what to run.
+    assert main(["report", str(run), "-o", str(tmp_path / "report"), "-q"]) == 0
+    assert pd.read_csv(tmp_path / "report" / "runs.csv")["status"].tolist() == ["finished"]
+    capsys.readouterr()
+    assert main(["qc", str(run), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "reads all bins in memory" in err and "filter_region" in err
+    chipvi.pp.filter_region(store.path, "chr2", out=tmp_path / "chr2.zarr")
+    chipvi.io.open_store(tmp_path / "chr2.zarr").to_memory().write_h5ad(tmp_path / "chr2.h5ad")
+    assert main(["qc", str(tmp_path / "chr2.h5ad"), "--no-strand", "-q"]) == 0
+    qc = pd.read_csv(tmp_path / "chr2_qc" / "qc.tsv", sep="\t", index_col=0)
+    assert list(qc.index) == list(store.var.index)
+
+
+def test_get_denoised_out_streams_the_store_posterior(store, trained_in_memory, tmp_path,
+                                                      monkeypatch):  # fmt: skip
+    from chipvi.io import read_bigwig_bins
+
+    adata, model = trained_in_memory
+    passes = []
+    add_posterior = ChIPVI.add_posterior
+    monkeypatch.setattr(ChIPVI, "add_posterior",
+                        lambda self, *a, **k: passes.append(1) or add_posterior(self, *a, **k))  # fmt: skip
+    # No posterior in the store yet: one pass into it, then the group tracks from it.
+    written = model.get_denoised(store, kind="fold_enrichment", level="group",
+                                 out=tmp_path / "group")  # fmt: skip
+    assert len(passes) == 1 and "chipvi_posterior" in open_store(store.path).uns
+    want = model.get_denoised(adata, kind="fold_enrichment", level="group")
+    assert sorted(written) == sorted(want.columns) == sorted(model.group_names)
+    got = read_bigwig_bins(written, adata)
+    np.testing.assert_allclose(got[want.columns], want, rtol=1e-4, atol=1e-5)
+    # The store's posterior is this model's: read again, no second pass; bedGraph text.
+    written = model.get_denoised(store.path, kind="sd", out=tmp_path / "sd",
+                                 track_format="bedgraph")  # fmt: skip
+    assert len(passes) == 1 and list(written) == model.library_names
+    want = model.get_denoised(adata, kind="sd")
+    for name, path in written.items():
+        table = pd.read_csv(path, sep="\t", header=None, names=["chrom", "start", "end", "v"])
+        assert len(table) == adata.n_obs
+        np.testing.assert_array_equal(table["start"], adata.obs["start"])
+        np.testing.assert_allclose(table["v"], want[name], rtol=1e-5, atol=1e-6)
+    # Another model's posterior in the store is not read: a pass of this one replaces it.
+    other = ChIPVI(store)  # trained less than model
+    other.train(**{**TRAIN, "max_epochs": 1})
+    other.get_denoised(kind="probability_enriched", out=tmp_path / "other")
+    assert len(passes) == 2
+    record = open_store(store.path).uns["chipvi_posterior"]["params"]
+    np.testing.assert_allclose(record["stay"], other.stay_probabilities, rtol=1e-6)
+    with pytest.raises(ChipviInputError, match="writes every bin"):
+        model.get_denoised(store, indices=[0, 1], out=tmp_path / "x")
+    with pytest.raises(ChipviInputError, match="median technical mean"):
+        model.get_denoised(store, kind="biological_rate", out=tmp_path / "x")
+    with pytest.raises(ChipviInputError, match="single file but"):
+        model.get_denoised(store, level="library", out=tmp_path / "x.bedGraph")
+    group = model.get_denoised(store, level="group", out=tmp_path / "g.bedGraph")
+    assert list(group) == model.group_names == ["A"]  # one group: one file
+
+
+def test_get_denoised_out_in_memory(trained_in_memory, tmp_path):
+    from chipvi.io import read_bigwig_bins
+
+    adata, model = trained_in_memory
+    before = set(adata.layers)
+    name = model.library_names[0]
+    written = model.get_denoised(adata, kind="log_fold_enrichment_lower", out=tmp_path / "t")
+    assert list(written) == model.library_names and set(adata.layers) == before
+    got = read_bigwig_bins(written[name], adata)[f"{name}"]
+    want = model.get_denoised(adata, kind="log_fold_enrichment_lower")[name]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_regions_of_a_store_equal_in_memory(store, trained_in_memory, monkeypatch):
+    from chipvi import tl
+    from chipvi.tl import _regions_store
+
+    adata, model = trained_in_memory
+    model.add_posterior(adata)
+    model.add_posterior(store)
+    settings = [
+        {"q": 0.05},
+        {"q": 0.01, "level": "library", "min_lfe": 0.8},  # probabilities from mean and sd
+        {"q": 0.05, **tl.BROAD_DOMAINS},  # broad, with the whole-region test
+        {"q": 0.2, "merge_gap": 400, "min_bins": 3, "level": "library_own"},
+    ]
+    for kwargs in settings:
+        want = tl.call_enriched_regions(adata, key_added=None, **kwargs)
+        assert len(want) > 3, kwargs
+        for bins in (1 << 16, 8):  # exact whatever the first pass's probability bins
+            monkeypatch.setattr(_regions_store, "_BINS", bins)
+            got = tl.call_enriched_regions(store.path, **kwargs)
+            pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5,
+                                          obj=f"{kwargs} {bins}")  # fmt: skip
+    with pytest.raises(ChipviInputError, match="key= works on an in-memory"):
+        tl.call_enriched_regions(store, key="chipvi_lfe")

@@ -105,7 +105,7 @@ def test_region_errors():
         chipvi.tl.call_enriched_regions(adata, key="q", q=0)
     with pytest.raises(ChipviInputError, match="no layer"):
         chipvi.tl.call_enriched_regions(adata, key="q", level="library")
-    with pytest.raises(ChipviInputError, match="takes an AnnData, got ndarray"):
+    with pytest.raises(ChipviInputError, match="takes an AnnData or a bins store, got ndarray"):
         chipvi.tl.call_enriched_regions(np.zeros(3), key="q")
     assert "chipvi_regions" not in adata.uns
 

@@ -35,10 +35,30 @@ def posterior_info(adata: AnnData, key: str = POSTERIOR_KEY) -> dict:
     return info
 
 
+def written_by(record, model) -> bool:
+    """Whether a posterior record (``uns[f"{prefix}_posterior"]``) holds ``model``'s
+    posterior: the same grid, stay probabilities, gains and enrichment threshold (a record of
+    another model on the same bins is stale for this one)."""
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
+        return False
+    params = record["params"]
+    gains = params.get("gains", {})
+    mine = model.gains.to_dict()
+    if set(gains) != set(mine) or not all(np.isclose(gains[k], mine[k], rtol=1e-6) for k in gains):
+        return False
+    for name, value in (("grid", model.module.grid.cpu().numpy()),
+                        ("stay", model.stay_probabilities)):  # fmt: skip
+        stored = np.asarray(params.get(name, []), dtype=float)
+        if stored.shape != np.shape(value) or not np.allclose(stored, value, rtol=1e-6):
+            return False
+    return bool(np.isclose(params.get("enrichment_threshold", np.nan), model.enrichment_threshold))
+
+
 def posterior_location(
     adata: AnnData, kind: str, level: str = "group", key: str = POSTERIOR_KEY
 ) -> tuple[str, str]:
-    """``(slot, name)`` of one stored posterior array: slot ``"layers"`` or ``"obsm"``."""
+    """``(slot, name)`` of one stored posterior array: slot ``"layers"`` or ``"obsm"``
+    (``adata`` may be a bins store, whose ``uns`` and arrays are read the same way)."""
     keys = posterior_info(adata, key)["keys"]
     if level not in keys:
         raise ChipviInputError(
@@ -50,7 +70,13 @@ def posterior_location(
             f"{sorted(keys[level]) + sorted(DERIVED)}."
         )
     slot, name = str(keys[level][kind]).split("/", 1)
-    if name not in getattr(adata, slot):
+    from .io import BinStore
+
+    # A bins store lists its obsm names in ``obsm_keys`` (its ``obsm`` reads rows).
+    names = (
+        adata.obsm_keys if slot == "obsm" and isinstance(adata, BinStore) else getattr(adata, slot)
+    )
+    if name not in names:
         raise ChipviInputError(
             f"adata.{slot} has no {name!r} (uns[{key!r}] lists it for {level} {kind}): run "
             "model.add_posterior(adata) again on this AnnData."

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
         help="call enriched regions of a trained run",
         description=textwrap.fill(
             "Call enriched regions from the posterior of RUN_DIR (its denoised/denoised.h5ad "
-            "after `chipvi denoise`, else one posterior pass of its model): bins whose q-value "
+            "after `chipvi denoise`, else one posterior pass of its model; for a run on a bins "
+            "store, the store's posterior, read a chromosome at a time): bins whose q-value "
             "(Bayesian FDR of the posterior enrichment) is <= -q, merged, with a summit bin; "
             "with --broad, domains: those bins extended through bins at --broad-cutoff (MACS3 "
             "--broad). One file per group (or library) under OUT (default RUN_DIR/peaks/)."

@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ._outputs import check_track_format, write_tracks
+    from ._outputs import write_tracks
     from ._runargs import load_trained_run
 
     out = args.out or (args.run_dir / "denoised")
@@ -75,8 +75,6 @@ def run(args) -> int:
     run_dir, cfg, adata, model = load_trained_run(args.run_dir, quiet=args.quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     store = is_store(adata)
-    if not args.no_tracks:
-        check_track_format(adata, args.format)  # before the posterior pass
     with atomic_dir(out, overwrite=True) as tmp:
         # The one posterior pass (into a bins store itself: it is never loaded whole).
         model.add_posterior(adata, batch_size=args.batch_size)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._utils import _temporary_name, atomic_dir
 
 #: A data file for one's own sample sheet, written next to the shipped ones.
 MY_DATA = """\
@@ -53,22 +55,35 @@ def run(args: argparse.Namespace) -> int:
         )
     if target.exists() and not target.is_dir():
         raise ChipviInputError(f"{target} exists and is not a folder.")
-    staging = target.with_name(f".{target.name}.part")
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:  # written whole or not at all
-        for path, text in planned.items():
-            tmp = staging / path.relative_to(target)
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(text)
-        for path in planned:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            (staging / path.relative_to(target)).replace(path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    _write_all(target, {path.relative_to(target): text for path, text in planned.items()})
     if not getattr(args, "quiet", False):
         print(f"chipvi init: {len(planned)} config files in {target}")
         print(f"  edit {target / 'data' / 'my_data.yaml'}, then:")
         print(f"  chipvi train --config-dir {target} data=my_data")
     return 0
+
+
+def _write_all(target: Path, files: dict[Path, str]) -> None:
+    """Write ``files`` (paths relative to ``target``) all or none: a new folder appears whole
+    (:func:`chipvi._utils.atomic_dir`); into an existing one (other files of the user's stay)
+    they are first written to a temporary folder beside it, then moved in."""
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(target) as tmp:
+            _write_files(tmp, files)
+        return
+    prefix, suffix = _temporary_name(target, "part")  # a killed run's is found by leftovers()
+    staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+    try:
+        _write_files(staging, files)
+        for rel in files:
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).replace(target / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_files(folder: Path, files: dict[Path, str]) -> None:
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)

@@ -63,38 +63,24 @@ def write_tracks(adata, folder: Path, *, kind: str = "log_fold_enrichment", leve
     return written
 
 
-def check_track_format(adata, fmt: str) -> None:
-    """A bins store's tracks are written a chunk at a time: bigWig only."""
-    from .. import io
-
-    if io.is_store(adata) and fmt != "bigwig":
-        raise ChipviInputError(
-            f"--format {fmt} is written from an in-memory AnnData; a bins store writes bigWig."
-        )
-
-
 def _write_store_tracks(store, folder: Path, kind, level, fmt, name, divisor) -> dict[str, Path]:
-    """:func:`write_tracks` of a bins store's posterior, read a chunk at a time (bigWig only)."""
+    """:func:`write_tracks` of a bins store's posterior, read a chunk at a time."""
     import numpy as np
 
     from .. import io
-    from .._posterior import DERIVED, POSTERIOR_KEY
+    from .._posterior import DERIVED, posterior_location
 
-    check_track_format(store, fmt)
-    keys = store.uns.get(POSTERIOR_KEY, {}).get("keys", {})
-    where = keys.get(level, {}).get(DERIVED.get(kind, kind))
-    if where is None:
-        raise ChipviInputError(f"{store.path} has no posterior {level} {kind}: run add_posterior.")
-    slot, array = str(where).split("/", 1)
+    slot, array = posterior_location(store, DERIVED.get(kind, kind), level)
 
     def transform(values):
         return (np.exp(values) if kind in DERIVED else values) / divisor
 
     select = {"layer": array} if slot == "layers" else {"key": array}
-    written = io.write_bigwig(store, folder, transform=transform, overwrite=True, **select)
+    writer = io.write_bigwig if fmt == "bigwig" else io.write_bedgraph
+    written = writer(store, folder, transform=transform, overwrite=True, **select)
     named = {}
     for column, path in written.items():
-        named[f"{column}.{name}"] = path.rename(path.with_name(f"{column}.{name}.bw"))
+        named[f"{column}.{name}"] = path.rename(path.with_name(f"{column}.{name}{path.suffix}"))
     return named
 
 
@@ -143,12 +129,19 @@ def call_peaks(
             options["broad_q"] = broad_cutoff
     if max_gap is not None:
         options["merge_gap"] = max_gap
+    store = io.is_store(adata)
     if min_length:
-        bin_size = int(np.median(adata.obs["end"].to_numpy() - adata.obs["start"].to_numpy()))
+        if store:
+            bin_size = adata.bin_size
+        else:
+            bin_size = int(np.median(adata.obs["end"].to_numpy() - adata.obs["start"].to_numpy()))
         options["min_bins"] = max(1, -(-int(min_length) // bin_size))  # ceil: whole bins
     regions = tl.call_enriched_regions(adata, q=q, level=level, **options)
     slot, key = posterior_location(adata, "probability_enriched", level)
-    names = list(adata.obsm[key].columns) if slot == "obsm" else list(adata.var_names)
+    if slot == "obsm":
+        names = list((adata.obsm(key, 0, 0) if store else adata.obsm[key]).columns)
+    else:
+        names = list(adata.var.index)
     suffix = {"narrowPeak": ".narrowPeak", "broadPeak": ".broadPeak", "bed": ".bed"}[fmt]
     written = {}
     for group in names:

@@ -39,7 +39,8 @@ def load_posterior(path: Path, *, quiet: bool, batch_size: int | None = None):
     """``(run_dir, adata)`` with the trained model's posterior keys (``model.add_posterior``).
 
     The run's ``denoised/denoised.h5ad`` when ``chipvi denoise`` wrote it (no second posterior
-    pass), else the run's bins with one pass of the trained model.
+    pass), else the run's bins with one pass of the trained model; for a run on a bins store,
+    the store (its posterior as ``chipvi denoise`` wrote it, or one pass into it).
     """
     import anndata as ad
 
@@ -50,8 +51,13 @@ def load_posterior(path: Path, *, quiet: bool, batch_size: int | None = None):
         adata = ad.read_h5ad(denoised)
         if POSTERIOR_KEY in adata.uns:
             return RunDir(path).require_existing(), adata
+    from .._posterior import written_by
+    from ..io import is_store
+
     run_dir, _, adata, model = load_trained_run(path, quiet=quiet)
-    model.add_posterior(adata, batch_size=batch_size)
+    # A bins store keeps the pass of `chipvi denoise` (when it is this model's).
+    if not (is_store(adata) and written_by(adata.uns.get(POSTERIOR_KEY), model)):
+        model.add_posterior(adata, batch_size=batch_size)
     return run_dir, adata
 
 
@@ -60,6 +66,8 @@ def load_run_or_h5ad(source: Path, *, need_denoised: bool = False):
     an ``.h5ad`` file; for the commands that read results rather than the model."""
     import anndata as ad
 
+    if source.suffix == ".zarr":
+        _refuse_store(source, source)
     if source.is_dir():
         run = RunDir(source).require_existing()
         denoised = source / "denoised" / "denoised.h5ad"
@@ -67,6 +75,9 @@ def load_run_or_h5ad(source: Path, *, need_denoised: bool = False):
             return ad.read_h5ad(denoised), True
         if not need_denoised and run.data_path.is_file():
             return ad.read_h5ad(run.data_path), True
+        store = _run_store(run)
+        if store is not None:
+            _refuse_store(source, store)
         raise ChipviInputError(
             f"{source} has no denoised/denoised.h5ad"
             + ("" if need_denoised else " and no data.h5ad")
@@ -75,3 +86,22 @@ def load_run_or_h5ad(source: Path, *, need_denoised: bool = False):
     if source.suffix != ".h5ad" or not source.is_file():
         raise ChipviInputError(f"{source} is neither a run directory nor an existing .h5ad file.")
     return ad.read_h5ad(source), False
+
+
+def _run_store(run: RunDir) -> Path | None:
+    """The bins store a run trained on (its config's ``data.h5ad``), or None."""
+    from omegaconf import OmegaConf
+
+    h5ad = OmegaConf.select(OmegaConf.load(run.config_path), "data.h5ad")
+    return Path(h5ad) if h5ad and Path(h5ad).suffix == ".zarr" else None
+
+
+def _refuse_store(source: Path, store: Path) -> None:
+    """The commands that read every bin in memory (qc, plot-profile) on a bins store."""
+    raise ChipviInputError(
+        f"{source}: its bins are the store {store}, and this command reads all bins in memory. "
+        "Run it on a region's bins as an .h5ad: in Python, chipvi.pp.filter_region"
+        f'("{store}", "chr1", out="chr1.zarr"), '
+        'then chipvi.io.open_store("chr1.zarr").to_memory().write_h5ad("chr1.h5ad"); '
+        "`chipvi call` and `chipvi denoise` work on the store itself."
+    )

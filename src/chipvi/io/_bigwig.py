@@ -141,16 +141,24 @@ def write_bigwig(
     dict
         Track name → written path.
     """
+    sizes, targets, blocks = _tracks(adata, path, layer, key, samples, nan, overwrite,
+                                     transform, _BIGWIG_SUFFIXES, ".bw")  # fmt: skip
+    _write_bigwig_files(targets, sizes, blocks, overwrite)
+    return dict(targets)
+
+
+def _tracks(adata, path, layer, key, samples, nan, overwrite, transform, suffixes,
+            default_suffix):  # fmt: skip
+    """``(sizes, targets, blocks)`` of an AnnData (one block) or a store (block by block)."""
     if is_store(adata):
-        return _write_store_bigwig(open_store(adata), path, layer, key, samples, nan,
-                                   overwrite, transform)  # fmt: skip
+        return _store_tracks(open_store(adata), path, layer, key, samples, nan, overwrite,
+                             transform, suffixes, default_suffix)  # fmt: skip
     sizes, chrom, start, end, values, targets = _prepare(
-        adata, path, layer, key, samples, nan, overwrite, _BIGWIG_SUFFIXES, ".bw"
+        adata, path, layer, key, samples, nan, overwrite, suffixes, default_suffix
     )
     if transform is not None:
         values = _checked(transform(values), list(targets), nan)
-    _write_bigwig_files(targets, sizes, [(chrom, start, end, values)], overwrite)
-    return dict(targets)
+    return sizes, targets, [(chrom, start, end, values)]
 
 
 def _write_bigwig_files(targets: dict[str, Path], sizes: dict[str, int], blocks,
@@ -183,15 +191,17 @@ def _write_bigwig_files(targets: dict[str, Path], sizes: dict[str, int], blocks,
                     )
 
 
-def _write_store_bigwig(store: BinStore, path, layer, key, samples, nan, overwrite, transform):
-    """:func:`write_bigwig` of a store, a chunk of bins at a time (bins are in genomic order)."""
+def _store_tracks(store: BinStore, path, layer, key, samples, nan, overwrite, transform,
+                  suffixes: tuple[str, ...], default_suffix: str):  # fmt: skip
+    """``(sizes, targets, blocks)`` of a store's tracks: ``blocks`` yields ``(chrom, start,
+    end, values)`` a block of bins at a time (bins are in genomic order)."""
     if key is None:
         store.require_layers([layer] if layer is not None else [])
         names, where = list(store.var.index), f"{store.path} (layer {layer})"
     else:
         names, where = list(store.obsm(key, 0, 0).columns), f"{store.path} (obsm {key})"
     names = select_columns(names, samples, where)
-    targets = _targets(names, path, overwrite, _BIGWIG_SUFFIXES, ".bw")
+    targets = _targets(names, path, overwrite, suffixes, default_suffix)
     sizes = {str(c): int(n) for c, n in store.uns["chipvi"]["chrom_sizes"].items()}
 
     def blocks():
@@ -206,12 +216,11 @@ def _write_store_bigwig(store: BinStore, path, layer, key, samples, nan, overwri
             yield (obs["chrom"].astype(str).to_numpy(), obs["start"].to_numpy(np.int64),
                    obs["end"].to_numpy(np.int64), values)  # fmt: skip
 
-    _write_bigwig_files(targets, sizes, blocks(), overwrite)
-    return dict(targets)
+    return sizes, targets, blocks()
 
 
 def write_bedgraph(
-    adata: AnnData,
+    adata: AnnData | BinStore,
     path: str | os.PathLike,
     *,
     layer: str | None = None,
@@ -219,10 +228,12 @@ def write_bedgraph(
     samples: Sequence[str] | str | None = None,
     nan: NanPolicy = "skip",
     overwrite: bool = False,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Path]:
     """Write per-bin values as bedGraph text tracks, one file per library or group.
 
-    Same selection, NaN handling and overwrite rules as :func:`write_bigwig`; files are named
+    Same inputs (an AnnData or a bins store, read a chunk at a time), selection, NaN handling,
+    ``transform`` and overwrite rules as :func:`write_bigwig`; files are named
     ``<library or group>.bedGraph`` (or ``path`` itself if it ends in ``.bedGraph``/``.bg``/
     ``.bdg`` and one track is selected). Lines are ``chrom start end value`` (0-based,
     half-open), sorted by chromosome (header order) and start; values use 6 significant digits.
@@ -232,17 +243,21 @@ def write_bedgraph(
     dict
         Track name → written path.
     """
-    _, chrom, start, end, values, targets = _prepare(
-        adata, path, layer, key, samples, nan, overwrite, _BEDGRAPH_SUFFIXES, ".bedGraph"
-    )
-    for col, (_, target) in enumerate(targets.items()):
-        v = values[:, col]
-        keep = ~np.isnan(v)
-        table = pd.DataFrame(
-            {"chrom": chrom[keep], "start": start[keep], "end": end[keep], "value": v[keep]}
-        )
-        with atomic_path(target, overwrite=overwrite) as tmp:
-            table.to_csv(tmp, sep="\t", header=False, index=False, float_format="%.6g")
+    _, targets, blocks = _tracks(adata, path, layer, key, samples, nan, overwrite, transform,
+                                 _BEDGRAPH_SUFFIXES, ".bedGraph")  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        files = []
+        for target in targets.values():
+            tmp = stack.enter_context(atomic_path(target, overwrite=overwrite))
+            files.append(stack.enter_context(open(tmp, "w")))  # closed before it is moved
+        for chrom, start, end, values in blocks:
+            for col, fh in enumerate(files):
+                v = values[:, col]
+                keep = ~np.isnan(v)
+                table = pd.DataFrame(
+                    {"chrom": chrom[keep], "start": start[keep], "end": end[keep], "value": v[keep]}
+                )
+                table.to_csv(fh, sep="\t", header=False, index=False, float_format="%.6g")
     return dict(targets)
 
 

@@ -138,17 +138,30 @@ class RunDir:
         """Append one event line (flushed at once so a killed process keeps it)."""
         record = {"event": kind, "time": _dt.datetime.now().isoformat(timespec="milliseconds")}
         record.update(fields)
-        with open(self.events_path, "a") as fh:
-            fh.write(json.dumps(record, default=_json_default) + "\n")
+        with open(self.events_path, "a+b") as fh:
+            _drop_torn_line(fh)
+            fh.write((json.dumps(record, default=_json_default) + "\n").encode())
             fh.flush()
         return record
 
     def read_events(self) -> list[dict]:
+        """The events in order. A last line without its newline is the half-written record
+        of a killed process: left out. Any other line that is not JSON is an error."""
         if not self.events_path.is_file():
             return []
-        return [
-            json.loads(line) for line in self.events_path.read_text().splitlines() if line.strip()
-        ]
+        lines = self.events_path.read_text().split("\n")
+        events = []
+        for number, line in enumerate(lines[:-1], 1):  # lines[-1]: "" or a torn record
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ChipviInputError(
+                    f"{self.events_path} line {number} is not a JSON event ({e}); the file was "
+                    "edited or damaged: remove that line."
+                ) from None
+        return events
 
     def append_scalars(self, rows: list[dict]) -> None:
         """Append rows to ``scalars.csv``; a new loss term rewrites the header for all rows."""
@@ -321,3 +334,16 @@ def load_runs(path: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[str
     )
     meta_df = pd.DataFrame(metas).set_index("run")
     return {"runs": runs_df, "scalars": scalars_df, "events": events_df, "meta": meta_df}
+
+
+def _drop_torn_line(fh) -> None:
+    """Cut a last line without its newline (a record half-written by a killed process) off
+    a file opened ``a+b``, so the next record starts a line of its own."""
+    end = fh.seek(0, os.SEEK_END)
+    if not end:
+        return
+    fh.seek(end - 1)
+    if fh.read(1) == b"\n":
+        return
+    fh.seek(0)
+    fh.truncate(fh.read().rfind(b"\n") + 1)

@@ -514,6 +514,27 @@ class BinStore:
         for a in range(0, self.n_obs, self.chunk):
             yield np.asarray(names[a : a + self.chunk])
 
+    def names_at(self, rows: np.ndarray) -> np.ndarray:
+        """The names of bins ``rows`` (int array), read for those rows only."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not rows.size:
+            return np.empty(0, dtype=object)
+        return np.asarray(self._group["obs"]["_index"].oindex[rows]).astype(object)
+
+    def chrom_ranges(self) -> list[tuple[str, int, int]]:
+        """``(chromosome, first row, last row + 1)`` of each chromosome's bins, in row order
+        (bins are in genomic order). Read a chunk at a time."""
+        chroms, codes = self._chroms(), self._group["obs"]["chrom"]["codes"]
+        cuts, previous = [], None
+        for a in range(0, self.n_obs, self.chunk):
+            code = np.asarray(codes[a : a + self.chunk])
+            new = np.r_[code[0] != previous, code[1:] != code[:-1]]
+            cuts += [(a + i, int(code[i])) for i in np.flatnonzero(new)]
+            previous = code[-1]
+        bounds = [c[0] for c in cuts] + [self.n_obs]
+        return [(chroms[code], start, stop)
+                for (start, code), stop in zip(cuts, bounds[1:], strict=True)]  # fmt: skip
+
     def rows(self, key: str | None):
         """``X`` (``key=None``) or a layer as a zarr array: slicing rows reads them."""
         self.require_layers([key] if key is not None else [])

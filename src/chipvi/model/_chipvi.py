@@ -832,21 +832,28 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     def get_denoised(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | BinStore | str | os.PathLike | None = None,
         indices: Sequence[int] | None = None,
         kind: Kind = "log_fold_enrichment",
         level: DenoisedLevel = "library",
         return_numpy: bool = False,
         batch_size: int | None = None,
-    ) -> pd.DataFrame | np.ndarray:
+        out: str | os.PathLike | None = None,
+        track_format: Literal["bigwig", "bedgraph"] | None = None,
+        overwrite: bool = False,
+    ) -> pd.DataFrame | np.ndarray | dict[str, Path]:
         """Denoised signal per bin and library (or group), from the exact posterior.
 
         Reads the same posterior pass as :meth:`add_posterior` (computed once and reused).
+        With ``out``, the signal is written as tracks instead of returned: for a model on a
+        bins store this is how to get it genome-wide, in bounded memory (the posterior that
+        ``add_posterior(store)`` wrote, or one such pass first, read back a chunk at a time).
 
         Parameters
         ----------
         adata
-            AnnData with the training bins and libraries (default: the training AnnData).
+            AnnData with the training bins and libraries (default: the training AnnData); with
+            ``out``, also a bins store of those bins (default for a model on a store).
         indices
             Bins to return (default all).
         kind
@@ -868,16 +875,35 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             Return an array instead of a DataFrame.
         batch_size
             Bins per chunk of the technical network.
+        out
+            Write one track per library (or group) instead of returning the values: a folder
+            (``<name>.bw`` / ``<name>.bedGraph`` in it) or, for one column, a ``.bw`` /
+            ``.bedGraph`` file (see :func:`chipvi.io.write_bigwig`). Every bin is written.
+        track_format
+            ``"bigwig"`` or ``"bedgraph"``; default from the suffix of ``out`` (bigWig unless it
+            ends in ``.bedGraph``, ``.bg`` or ``.bdg``).
+        overwrite
+            With ``out``: replace existing track files.
 
         Returns
         -------
-        DataFrame bins × libraries (or groups), index ``obs_names``.
+        DataFrame bins × libraries (or groups), index ``obs_names``; with ``out``, a dict
+        track name → written path.
+
+        Examples
+        --------
+        >>> model = chipvi.ChIPVI(chipvi.io.open_store("bins.zarr"))  # doctest: +SKIP
+        >>> model.train()  # doctest: +SKIP
+        >>> model.get_denoised(level="group", out="tracks/")  # doctest: +SKIP
         """
         self._check_if_trained(warn=True)
         kinds = get_args(Kind)
         if kind not in kinds:
             raise ChipviInputError(f"kind must be one of {kinds}, got {kind!r}.")
         self._columns(level)
+        if out is not None:
+            return self._write_denoised(adata, indices, kind, level, batch_size, out,
+                                        track_format, overwrite)  # fmt: skip
         adata = self._check_adata(adata)
         idx = self._indices(adata, indices)
         post = self._posterior(adata, batch_size)
@@ -889,6 +915,43 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         else:
             values = stats_[_STAT[kind]]
         return self._frame(values, adata, idx, level, return_numpy)
+
+    def _write_denoised(self, adata, indices, kind, level, batch_size, out, track_format,
+                        overwrite) -> dict[str, Path]:  # fmt: skip
+        """:meth:`get_denoised` with ``out``: tracks of every bin, from a store chunk by chunk."""
+        from .. import io
+        from .._posterior import DERIVED, POSTERIOR_KEY, posterior_location, written_by
+
+        if indices is not None:
+            raise ChipviInputError(
+                "get_denoised(out=...) writes every bin: leave indices unset (crop the bins "
+                "first with chipvi.pp.filter_region)."
+            )
+        if track_format is None:
+            bedgraph = Path(out).suffix.lower() in (".bedgraph", ".bg", ".bdg")
+            track_format = "bedgraph" if bedgraph else "bigwig"
+        if track_format not in ("bigwig", "bedgraph"):
+            raise ChipviInputError(
+                f"track_format must be 'bigwig' or 'bedgraph', not {track_format!r}."
+            )
+        writer = io.write_bigwig if track_format == "bigwig" else io.write_bedgraph
+        if not (is_store(adata) or (adata is None and self._store is not None)):
+            adata = self._check_adata(adata)
+            frame = self.get_denoised(adata, kind=kind, level=level, batch_size=batch_size)
+            tracks = AnnData(obs=adata.obs, uns=dict(adata.uns), obsm={"denoised": frame})
+            return writer(tracks, out, key="denoised", overwrite=overwrite)
+        if kind == "biological_rate":
+            raise ChipviInputError(
+                "kind='biological_rate' needs the median technical mean over the whole genome; "
+                "from a store write kind='fold_enrichment' (it is that rate over the median)."
+            )
+        store = self._check_store(adata)
+        if not written_by(store.uns.get(POSTERIOR_KEY), self):  # absent, or another model's
+            self.add_posterior(store, batch_size=batch_size)
+        slot, name = posterior_location(store, DERIVED.get(kind, kind), level)
+        select = {"layer": name} if slot == "layers" else {"key": name}
+        transform = np.exp if kind in DERIVED else None
+        return writer(store, out, overwrite=overwrite, transform=transform, **select)
 
     def sample_log_fold_enrichment(
         self,

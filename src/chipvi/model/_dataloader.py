@@ -58,14 +58,31 @@ class ContiguousBlockSampler(Sampler):
         return [blocks[i] for i in order]
 
     def __iter__(self):
-        yield from self._blocks()
+        blocks = self._blocks()
+        rank, world = _rank_and_world()
+        if world == 1:
+            yield from blocks
+            return
+        # Under DDP (Lightning's `strategy="ddp"`) every rank draws the same blocks (the same
+        # seed) and visits its share; ranks with one block fewer repeat one, since every rank
+        # must take the same number of steps.
+        share, steps = blocks[rank::world] or blocks[:1], -(-len(blocks) // world)
+        yield from share + share[: steps - len(share)]
 
     def __len__(self) -> int:
         # With a random offset an epoch has at most one block more than without; Lightning
         # stops an epoch at len() batches, so report the upper bound (an epoch that ends
         # earlier simply exhausts the iterator).
         n_blocks = int(np.ceil(self.n / self.block_size))
-        return n_blocks + 1 if self.shuffle and n_blocks > 1 else n_blocks
+        n_blocks = n_blocks + 1 if self.shuffle and n_blocks > 1 else n_blocks
+        return -(-n_blocks // _rank_and_world()[1])
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes training together (1 without DDP)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 class ContiguousBlockLoader(AnnDataLoader):

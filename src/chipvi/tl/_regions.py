@@ -22,6 +22,7 @@ from .._bins import bin_coordinates, chrom_sizes, genomic_order, signal_frame
 from .._errors import ChipviInputError
 from .._posterior import POSTERIOR_KEY, enrichment_threshold, posterior_frame
 from .._store import store
+from ..io import BinStore, is_store, open_store
 
 REGION_TABLE_COLUMNS = [
     "chrom", "start", "end", "name", "group", "n_bins", "score",
@@ -235,7 +236,7 @@ BROAD_DOMAINS: dict[str, float] = {"broad_q": 0.2, "merge_gap": 1000, "domain_q"
 
 
 def call_enriched_regions(
-    adata: AnnData,
+    adata: AnnData | BinStore,
     *,
     level: Literal["group", "library", "library_own"] = "group",
     min_lfe: float = 0.5,
@@ -270,7 +271,11 @@ def call_enriched_regions(
     Parameters
     ----------
     adata
-        AnnData in the chipvi layout. Results are stored there.
+        AnnData in the chipvi layout. Results are stored there. Or a bins store
+        (:func:`chipvi.io.open_store`, or its path) after ``model.add_posterior(store)``:
+        called a chromosome at a time with the same q-values (two passes over the store's
+        probabilities, keeping only those that can pass the cutoff), posterior keys only
+        (no ``key=``), nothing stored (``key_added`` is not used).
     level
         ``"group"`` (one set of regions per group, its replicates as joint evidence),
         ``"library"`` or ``"library_own"`` (each library's own reads); with ``key``, only
@@ -336,10 +341,12 @@ def call_enriched_regions(
         chipvi.tl.call_enriched_regions(adata, broad_q=0.2, merge_gap=1000, domain_q=0.05)
         chipvi.io.write_peaks(adata, "domains/", format="broadPeak")
     """
-    if not isinstance(adata, AnnData):
+    if is_store(adata):
+        adata = open_store(adata)
+    elif not isinstance(adata, AnnData):
         raise ChipviInputError(
-            f"call_enriched_regions takes an AnnData, got {type(adata).__name__}: run "
-            "model.add_posterior(adata) and pass adata."
+            f"call_enriched_regions takes an AnnData or a bins store, got "
+            f"{type(adata).__name__}: run model.add_posterior(adata) and pass adata."
         )
     if not 0 < q <= 1:
         raise ChipviInputError(f"q must be in (0, 1], got {q}.")
@@ -356,6 +363,16 @@ def call_enriched_regions(
     if domain_q is not None and not 0 < domain_q <= 1:
         raise ChipviInputError(f"domain_q must be in (0, 1], got {domain_q}.")
 
+    if isinstance(adata, BinStore):
+        from ._regions_store import call_store_regions
+
+        result = call_store_regions(
+            adata, level=level, min_lfe=min_lfe, posterior_key=posterior_key, key=key,
+            groups=groups, q=q, min_bins=min_bins, merge_gap=merge_gap, broad_q=broad_q,
+            domain_q=domain_q,
+        )  # fmt: skip
+        _warn_if_empty(result, q, key, min_lfe)
+        return result
     # score -> threshold -> merge -> annotate
     if key is None:
         pv = None
@@ -394,15 +411,7 @@ def call_enriched_regions(
         if not reg.empty:
             tables.append(_annotate(reg, col, start, end, obs_names))
     result = pd.concat(tables, ignore_index=True) if tables else empty_region_table()
-    if not len(result):
-        warnings.warn(
-            f"call_enriched_regions found no region with q <= {q}"
-            + (f" and posterior log fold enrichment above {min_lfe}" if key is None else "")
-            + ": relax q or min_lfe, check that the model was trained long enough (its ELBO "
-            "history levelled off).",
-            UserWarning,
-            stacklevel=2,
-        )
+    _warn_if_empty(result, q, key, min_lfe)
     params = {
         "source": f"uns[{posterior_key!r}]" if key is None else key,
         "kind": "probability" if key is None else kind,
@@ -411,6 +420,18 @@ def call_enriched_regions(
     }  # fmt: skip
     store(adata, key_added, params, regions=result)
     return result
+
+
+def _warn_if_empty(result: pd.DataFrame, q: float, key, min_lfe: float) -> None:
+    if not len(result):
+        warnings.warn(
+            f"call_enriched_regions found no region with q <= {q}"
+            + (f" and posterior log fold enrichment above {min_lfe}" if key is None else "")
+            + ": relax q or min_lfe, check that the model was trained long enough (its ELBO "
+            "history levelled off).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _key_inputs(adata, key, kind, signal_key, pvalue_key, lfe_key, sd_key, level, domain_q):
