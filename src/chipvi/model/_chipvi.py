@@ -36,6 +36,7 @@ from ..module import (
     ChipviModule,
     chain_backward,
     list_consistency,
+    posterior_piece_bins,
     list_covariate_sets,
     list_technical,
 )
@@ -49,11 +50,11 @@ _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
 _SAVE_INFO = "chipvi_model.json"
 _CHUNK = 65536
-#: Bins per piece of the posterior pass: whole chains joined up to this size, a longer chain
-#: cut into equal pieces (exact: see :meth:`ChIPVI._posterior_pieces`). Its memory (emission
-#: cache included, ~(1 + libraries of a group) × bins × grid × 4 bytes per thread) is set by
-#: the piece, not the chromosome.
-_POSTERIOR_BINS = 1 << 18
+#: Bins per piece of the posterior pass (None: :func:`chipvi.module.posterior_piece_bins`,
+#: the longest chain whose emissions fit the engine's cache): whole chains joined up to this
+#: size, a longer chain cut into equal pieces (exact: :meth:`ChIPVI._posterior_pieces`).
+#: Memory is then set by the piece, not by the longest chromosome.
+_POSTERIOR_BINS: int | None = None
 #: obs column written by :meth:`ChIPVI.setup_anndata`: 1 where a chain of adjacent bins starts.
 RUN_START_KEY = "_chipvi_run_start"
 
@@ -671,7 +672,10 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         borders; then each piece starts from the forward messages where the piece before
         ended and ends at the kept backward messages, so the result is the whole chain's.
         """
-        pieces = _pieces(starts, n, _POSTERIOR_BINS)
+        size = _POSTERIOR_BINS or posterior_piece_bins(
+            len(self.module.grid), max(len(g) for g in self.module.groups)
+        )
+        pieces = _pieces(starts, n, size)
 
         def starts_chain(a: int) -> bool:
             i = np.searchsorted(starts, a)

@@ -39,6 +39,15 @@ TRAIN_BLOCK = 16384
 EMISSION_CACHE_BYTES = 256 * 2**20
 
 
+def posterior_piece_bins(n_grid: int, group_size: int) -> int:
+    """Bins of the longest chain whose posterior pass keeps every emission it needs (a
+    group's chain and its libraries' own chains: ``(1 + group_size)`` float32 rows of
+    ``n_grid`` per bin) within :data:`EMISSION_CACHE_BYTES`: computed once per bin. A longer
+    chain runs in pieces of this length (:func:`chain_backward`, then :func:`chain_posterior`
+    with boundary messages), its emissions computed twice, its memory bounded by the piece."""
+    return max(1, int(EMISSION_CACHE_BYTES // ((1 + int(group_size)) * int(n_grid) * 4)))
+
+
 @dataclass(frozen=True)
 class ChainInputs:
     """What the chain needs besides the transition parameters (all ``(bins, libraries)``
