@@ -98,7 +98,11 @@ def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeyp
     starts = np.array([a for a, _ in store.run_ranges(1)])
     assert starts.tolist() == [0, 500, 1400]
     assert chipvi_model._pieces(starts, 2360, 700) == [
-        (0, 500), (500, 950), (950, 1400), (1400, 1880), (1880, 2360)
+        (0, 500),
+        (500, 950),
+        (950, 1400),
+        (1400, 1880),
+        (1880, 2360),
     ]
     model.add_posterior(store)
     assert "chipvi_lfe" in store.layers and "chipvi_group_lfe" in store.obsm_keys

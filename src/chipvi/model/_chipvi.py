@@ -36,9 +36,9 @@ from ..module import (
     ChipviModule,
     chain_backward,
     list_consistency,
-    posterior_piece_bins,
     list_covariate_sets,
     list_technical,
+    posterior_piece_bins,
 )
 from ._dataloader import ContiguousDataSplitter, StoreDataSplitter
 from ._guards import NonFiniteGuard

@@ -144,7 +144,16 @@ _WORKSPACES = _Workspaces()
 
 
 def _run_numba(
-    inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_threads=1, alpha_in=None,
+    inputs,
+    grid,
+    stay,
+    pi,
+    rho,
+    outlier,
+    want_grad,
+    post=None,
+    n_threads=1,
+    alpha_in=None,
     beta_in=None,
 ):
     """Run every (run, group) chain; returns log_z and, on request, gradients / summaries.
@@ -249,16 +258,28 @@ def _run_numba(
     # job's first chain (a group's fills its libraries' emissions), then the libraries' own
     # chains, which read them; both steps spread over the threads.
     results: list[list] = [[] for _ in jobs]
+    shared: dict[int, tuple] = {}  # a wave's groups' per-library emissions, by job
+
+    def first(x):
+        lo, hi, chains = jobs[x]
+        return one_chain(lo, hi, chains[0], shared.get(x))
+
+    def own(item):
+        x, cols = item
+        lo, hi, chains = jobs[x]
+        p = chains[0].index(cols[0])
+        return one_chain(lo, hi, cols, (shared[x][0][p], shared[x][1][p]))
+
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 and len(jobs) > 1 else None
 
     def each(fn, items):
-        return list(pool.map(fn, items)) if pool is not None and len(items) > 1 else [
-            fn(x) for x in items
-        ]
+        if pool is None or len(items) < 2:
+            return [fn(x) for x in items]
+        return list(pool.map(fn, items))
 
     try:
         for wave in _waves(jobs, n_grid, max(n_threads, 1) * EMISSION_CACHE_BYTES):
-            shared = {}
+            shared.clear()
             for x in wave:
                 lo, hi, chains = jobs[x]
                 if len(chains) > 1:
@@ -266,23 +287,12 @@ def _run_numba(
                         np.empty((len(chains[0]), hi - lo, n_grid), np.float32),
                         np.empty((len(chains[0]), hi - lo)),
                     )
-
-            def first(x):
-                lo, hi, chains = jobs[x]
-                return one_chain(lo, hi, chains[0], shared.get(x))
-
-            def own(item):
-                x, cols = item
-                lo, hi, chains = jobs[x]
-                p = chains[0].index(cols[0])
-                return one_chain(lo, hi, cols, (shared[x][0][p], shared[x][1][p]))
-
             for x, r in zip(wave, each(first, wave), strict=True):
                 results[x].append(r)
             items = [(x, cols) for x in wave for cols in jobs[x][2][1:]]
             for (x, _), r in zip(items, each(own, items), strict=True):
                 results[x].append(r)
-            del shared
+        shared.clear()
     finally:
         if pool is not None:
             pool.shutdown()
@@ -514,7 +524,15 @@ def _torch_log_emissions(inputs: ChainInputs, grid: torch.Tensor, cols, outlier)
 
 
 def _torch_pass(
-    inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, post=None, alpha_in=None,
+    inputs,
+    grid,
+    log_stay,
+    log_leave,
+    log_pi,
+    log_rho,
+    outlier,
+    post=None,
+    alpha_in=None,
     beta_in=None,
 ):
     """Forward (and backward) recursion in torch over every (run, group) chain; ``alpha_in``
