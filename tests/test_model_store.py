@@ -90,14 +90,16 @@ def test_training_from_store_equals_in_memory(store, trained_in_memory):
 def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeypatch):
     adata, model = trained_in_memory
     model.add_posterior(adata)
-    # Pieces of 700 bins at most: chr1 is cut by its gap at 500, its second chain (900 bins)
-    # and chr2 (960) run in two pieces each, exactly.
+    # Pieces of 700 bins at most: chr1 is cut by its gap
+    # at 500, its second chain (900 bins) and chr2 (960) run in two pieces each, exactly.
     monkeypatch.setattr(chipvi_model, "_POSTERIOR_BINS", 700)
     assert store.run_ranges(700) == [(0, 500), (500, 1400), (1400, 2360)]
     assert store.run_ranges(3000) == [(0, 2360)]
     starts = np.array([a for a, _ in store.run_ranges(1)])
     assert starts.tolist() == [0, 500, 1400]
-    assert chipvi_model._pieces(starts, 2360, 700) == [
+    assert chipvi_model._pieces(starts, 2360, 2000, 3000) == [(0, 2360)]
+    assert chipvi_model._pieces(starts, 2360, 1000, 1500) == [(0, 1400), (1400, 2360)]
+    assert chipvi_model._pieces(starts, 2360, 700, 700) == [
         (0, 500),
         (500, 950),
         (950, 1400),

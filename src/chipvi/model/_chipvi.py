@@ -675,7 +675,8 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         size = _POSTERIOR_BINS or posterior_piece_bins(
             len(self.module.grid), max(len(g) for g in self.module.groups)
         )
-        pieces = _pieces(starts, n, size)
+        # Whole chains are joined up to one piece per thread (their chains run side by side)
+        pieces = _pieces(starts, n, size, size * max(_n_threads(), 1))
 
         def starts_chain(a: int) -> bool:
             i = np.searchsorted(starts, a)
@@ -1282,10 +1283,10 @@ def _check_stay(stay) -> tuple[float, ...]:
     return values
 
 
-def _pieces(starts: np.ndarray, n: int, size: int) -> list[tuple[int, int]]:
-    """Pieces ``[a, b)`` of bins ``[0, n)`` for the posterior pass: neighbouring whole chains
-    (``starts``: where each starts) joined while a piece holds at most ``size`` bins, a longer
-    chain cut into equal pieces of at most ``size``."""
+def _pieces(starts: np.ndarray, n: int, size: int, join: int) -> list[tuple[int, int]]:
+    """Pieces ``[a, b)`` of bins ``[0, n)`` for the posterior pass: a chain (``starts``: where
+    each starts) longer than ``size`` bins cut into equal pieces of at most ``size``, other
+    neighbouring chains joined while a piece holds at most ``join`` bins."""
     pieces, a = [], 0
     bounds = [*starts.tolist()[1:], n]
     for s, e in zip([0, *bounds[:-1]], bounds, strict=True):  # each chain [s, e)
@@ -1295,7 +1296,7 @@ def _pieces(starts: np.ndarray, n: int, size: int) -> list[tuple[int, int]]:
             cuts = np.linspace(s, e, -(-(e - s) // size) + 1).round().astype(int).tolist()
             pieces += list(zip(cuts[:-1], cuts[1:], strict=True))
             a = e
-        elif e - a > size:
+        elif e - a > join:
             pieces.append((a, s))
             a = s
     return [*pieces, (a, n)] if a < n else pieces
