@@ -186,6 +186,29 @@ def _exp_shift(le, top, out, k):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _exp_own_max(le, n_grid, k):
+    """``le ← exp(le − max)`` in place, the max over the first ``n_grid`` entries returned."""
+    top = le[0]
+    for g in range(1, n_grid):
+        top = max(top, le[g])
+    _exp_shift(le, top, le, k)
+    return top
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gain_grid(gain, grid, n_pad):
+    """``(ag, eg)``: ``a_j · grid[g]`` and its exp, (J, ``n_pad``), the last point repeated."""
+    n_lib, n_grid = gain.size, grid.size
+    ag = np.empty((n_lib, n_pad))
+    eg = np.empty((n_lib, n_pad))
+    for j in range(n_lib):
+        for g in range(n_pad):
+            ag[j, g] = gain[j] * grid[min(g, n_grid - 1)]
+            eg[j, g] = np.exp(ag[j, g])
+    return ag, eg
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _log_emission(
     i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, le_lib, keep, resp, resp0, sc, ik, n_grid
 ):
@@ -282,6 +305,25 @@ def _step_forward(first, prev, e, stay, pi, rho, out):
         for g in range(n_grid):
             out[k, g] /= total
     return total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _step_backward(e, beta, stay, pi, u, out):
+    """``out = T (e · beta)``, not normalised: the backward message of the bin before; ``u``
+    receives ``e · beta`` (``out`` may be ``beta``). Returns the redraw mass and the sum."""
+    n_class, n_grid = pi.shape
+    redraw_in = 0.0
+    for k in range(n_class):
+        for g in range(n_grid):
+            u[k, g] = e[g] * beta[k, g]
+            redraw_in += pi[k, g] * u[k, g]
+    total = 0.0
+    for k in range(n_class):
+        s = stay[k]
+        for g in range(n_grid):
+            out[k, g] = s * u[k, g] + (1.0 - s) * redraw_in
+            total += out[k, g]
+    return redraw_in, total
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -435,12 +477,7 @@ def chain_pass(
     if n == 0:
         return 0.0
     n_pad = keep.shape[2]
-    ag = np.empty((n_lib, n_pad))
-    eg = np.empty((n_lib, n_pad))
-    for j in range(n_lib):
-        for g in range(n_pad):
-            ag[j, g] = gain[j] * grid[min(g, n_grid - 1)]
-            eg[j, g] = np.exp(ag[j, g])
+    ag, eg = _gain_grid(gain, grid, n_pad)
     sc = np.empty((5, n_pad))
     ik = np.empty(n_pad, np.int64)
     block = alpha.shape[0] - 1  # alpha's row 0: the bin before the block
@@ -476,11 +513,7 @@ def chain_pass(
             )  # fmt: skip
             for j in range(n_share):
                 lj = le_lib[j]
-                top_j = lj[0]
-                for g in range(1, n_grid):
-                    top_j = max(top_j, lj[g])
-                _exp_shift(lj, top_j, lj, ik)
-                top_libs[j, i] = top_j
+                top_libs[j, i] = _exp_own_max(lj, n_grid, ik)
                 for g in range(n_grid):
                     e_libs[j, i, g] = lj[g]
             _exp_shift(le, top, le, ik)
@@ -606,17 +639,7 @@ def chain_pass(
                     g_gain[j] += wi * s_a
             if i > 0:
                 ap = alpha[i - lo]  # forward message of bin i - 1
-                redraw_in = 0.0
-                for k in range(n_class):
-                    for g in range(n_grid):
-                        u[k, g] = e[g] * beta[k, g]
-                        redraw_in += pi[k, g] * u[k, g]
-                total = 0.0
-                for k in range(n_class):
-                    s = stay[k]
-                    for g in range(n_grid):
-                        new_beta[k, g] = s * u[k, g] + (1.0 - s) * redraw_in
-                        total += new_beta[k, g]
+                redraw_in, total = _step_backward(e, beta, stay, pi, u, new_beta)
                 if want_grad:
                     # Joint posterior of (bin i - 1, bin i), normalised by its total.
                     joint = 0.0
@@ -658,12 +681,7 @@ def chain_backward(y, lmu, lr, w, gain, grid, stay, pi, log_in, log_out, own, be
     n_grid = grid.size
     n_class = stay.size
     n_pad = (n_grid + 7) // 8 * 8  # padded(n_grid)
-    ag = np.empty((n_lib, n_pad))
-    eg = np.empty((n_lib, n_pad))
-    for j in range(n_lib):
-        for g in range(n_pad):
-            ag[j, g] = gain[j] * grid[min(g, n_grid - 1)]
-            eg[j, g] = np.exp(ag[j, g])
+    ag, eg = _gain_grid(gain, grid, n_pad)
     sc = np.empty((5, n_pad))
     ik = np.empty(n_pad, np.int64)
     le = np.empty(n_pad)
@@ -678,31 +696,18 @@ def chain_backward(y, lmu, lr, w, gain, grid, stay, pi, log_in, log_out, own, be
             sc, ik, n_grid,
         )  # fmt: skip
         _exp_shift(le, top, le, ik)
-        _step_backward(le, betas[0], stay, pi, u)
+        _normalised_step_backward(le, betas[0], stay, pi, u)
         for t in range(own.size):
             lj = le_lib[own[t]]
-            top_j = lj[0]
-            for g in range(1, n_grid):
-                top_j = max(top_j, lj[g])
-            _exp_shift(lj, top_j, lj, ik)
-            _step_backward(lj, betas[1 + t], stay, pi, u)
+            _exp_own_max(lj, n_grid, ik)
+            _normalised_step_backward(lj, betas[1 + t], stay, pi, u)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-def _step_backward(e, beta, stay, pi, u):
+def _normalised_step_backward(e, beta, stay, pi, u):
     """``beta ← T (e · beta)``, normalised: the message of the bin before (``u``: scratch)."""
+    _, total = _step_backward(e, beta, stay, pi, u, beta)
     n_class, n_grid = pi.shape
-    redraw_in = 0.0
-    for k in range(n_class):
-        for g in range(n_grid):
-            u[k, g] = e[g] * beta[k, g]
-            redraw_in += pi[k, g] * u[k, g]
-    total = 0.0
-    for k in range(n_class):
-        s = stay[k]
-        for g in range(n_grid):
-            beta[k, g] = s * u[k, g] + (1.0 - s) * redraw_in
-            total += beta[k, g]
     for k in range(n_class):
         for g in range(n_grid):
             beta[k, g] /= total
