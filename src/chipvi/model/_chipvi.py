@@ -793,9 +793,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         ----------
         adata
             AnnData with the training bins and libraries (default: the training AnnData), or
-            a bins store of those bins (default for a model on a store): computed a whole
-            chain (chromosome, or bins between gaps) at a time and written into the store,
-            its ``uns`` record last.
+            a bins store of those bins (default for a model on a store): written into the
+            store a piece at a time, its ``uns`` record last. Either way the pass runs in
+            pieces of bounded length (a long chromosome in several, exactly: the chain's
+            messages are carried across piece borders), so its working memory does not grow
+            with the longest chromosome.
         prefix
             Prefix of every key written.
         batch_size
