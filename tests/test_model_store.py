@@ -123,14 +123,16 @@ def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeyp
     np.testing.assert_allclose(record["params"]["stay"], want["params"]["stay"])
 
 
-@pytest.mark.parametrize("size", [300, 450])
-def test_posterior_in_pieces_equals_whole_chains(trained_in_memory, monkeypatch, size):
+@pytest.mark.parametrize(("size", "keep"), [(300, 2**30), (450, 0)])
+def test_posterior_in_pieces_equals_whole_chains(trained_in_memory, monkeypatch, size, keep):
     """In memory, every chain cut into pieces of at most ``size`` bins (2 to 4 per chain)
-    gives what whole chains give, every key."""
+    gives what whole chains give, every key (the backward sweep's technical arrays kept for
+    the piece pass, or computed again)."""
     adata, model = trained_in_memory
     model.add_posterior(adata)
     whole = adata.copy()
     monkeypatch.setattr(chipvi_model, "_POSTERIOR_BINS", size)
+    monkeypatch.setattr(chipvi_model, "_TECH_KEEP_BYTES", keep)
     cut = adata.copy()  # a new AnnData: not the cached pass
     model.add_posterior(cut)
     for key in chipvi_model.POSTERIOR_KEYS.values():

@@ -55,6 +55,9 @@ _CHUNK = 65536
 #: size, a longer chain cut into equal pieces (exact: :meth:`ChIPVI._posterior_pieces`).
 #: Memory is then set by the piece, not by the longest chromosome.
 _POSTERIOR_BINS: int | None = None
+#: Technical arrays of a long chain's backward sweep kept for its piece pass, up to this many
+#: bytes (the network then runs once per bin; pieces past it run it again).
+_TECH_KEEP_BYTES = 512 * 2**20
 #: obs column written by :meth:`ChIPVI.setup_anndata`: 1 where a chain of adjacent bins starts.
 RUN_START_KEY = "_chipvi_run_start"
 
@@ -687,10 +690,15 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             return read(lo, hi), a - lo, b - lo
 
         betas: dict[int, np.ndarray] = {}  # backward messages before the piece starting there
+        kept: dict[int, dict] = {}  # the sweep's technical arrays, while they fit
+        room = _TECH_KEEP_BYTES
         for a, b in reversed(pieces):
             if not starts_chain(a):
                 tech = self._technical(*context(a, b), batch_size)
                 betas[a] = self._chain_backward(tech, betas.get(b))
+                size = sum(v.nbytes for v in tech.values())
+                if size <= room:
+                    kept[a], room = tech, room - size
         alpha = None
         for a, b in pieces:
             flags = np.zeros(b - a, bool)
@@ -699,6 +707,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             post = self._posterior_range(
                 *context(a, b), batch_size, run_start=flags,
                 alpha_in=None if starts_chain(a) else alpha, beta_in=betas.pop(b, None),
+                tech=kept.pop(a, None),
             )  # fmt: skip
             alpha = post.pop("alpha_out")
             write(a, b, post)
@@ -712,12 +721,15 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         run_start: np.ndarray,
         alpha_in: np.ndarray | None = None,
         beta_in: np.ndarray | None = None,
+        tech: dict | None = None,
     ) -> dict:
         """Every level and summary of bins ``[start, stop)`` of ``arrays`` (``run_start``
         flags their chains; the technical network's context is read around them), and
         ``alpha_out``; ``alpha_in`` / ``beta_in`` continue a chain cut at either end (see
-        :func:`chipvi.module.chain_posterior`)."""
-        tech = self._technical(arrays, start, stop, batch_size)
+        :func:`chipvi.module.chain_posterior`); ``tech``: their technical arrays if already
+        computed (:meth:`_technical`)."""
+        if tech is None:
+            tech = self._technical(arrays, start, stop, batch_size)
         model_groups = self.module.groups
         n_lib = len(self.library_names)
         own = tuple((j,) for j in range(n_lib))
