@@ -90,10 +90,22 @@ def test_training_from_store_equals_in_memory(store, trained_in_memory):
 def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeypatch):
     adata, model = trained_in_memory
     model.add_posterior(adata)
-    # Pieces of a few chains each (chr1 is cut by its gap), so several blocks are written.
+    # Pieces of 700 bins at most: chr1 is cut by its gap
+    # at 500, its second chain (900 bins) and chr2 (960) run in two pieces each, exactly.
     monkeypatch.setattr(chipvi_model, "_POSTERIOR_BINS", 700)
     assert store.run_ranges(700) == [(0, 500), (500, 1400), (1400, 2360)]
     assert store.run_ranges(3000) == [(0, 2360)]
+    starts = np.array([a for a, _ in store.run_ranges(1)])
+    assert starts.tolist() == [0, 500, 1400]
+    assert chipvi_model._pieces(starts, 2360, 2000, 3000) == [(0, 2360)]
+    assert chipvi_model._pieces(starts, 2360, 1000, 1500) == [(0, 1400), (1400, 2360)]
+    assert chipvi_model._pieces(starts, 2360, 700, 700) == [
+        (0, 500),
+        (500, 950),
+        (950, 1400),
+        (1400, 1880),
+        (1880, 2360),
+    ]
     model.add_posterior(store)
     assert "chipvi_lfe" in store.layers and "chipvi_group_lfe" in store.obsm_keys
     back = open_store(store.path).to_memory()
@@ -109,6 +121,26 @@ def test_posterior_into_store_equals_in_memory(store, trained_in_memory, monkeyp
     record, want = back.uns["chipvi_posterior"], adata.uns["chipvi_posterior"]
     assert record["keys"] == want["keys"]
     np.testing.assert_allclose(record["params"]["stay"], want["params"]["stay"])
+
+
+@pytest.mark.parametrize(("size", "keep"), [(300, 2**30), (450, 0)])
+def test_posterior_in_pieces_equals_whole_chains(trained_in_memory, monkeypatch, size, keep):
+    """In memory, every chain cut into pieces of at most ``size`` bins (2 to 4 per chain)
+    gives what whole chains give, every key (the backward sweep's technical arrays kept for
+    the piece pass, or computed again)."""
+    adata, model = trained_in_memory
+    model.add_posterior(adata)
+    whole = adata.copy()
+    monkeypatch.setattr(chipvi_model, "_POSTERIOR_BINS", size)
+    monkeypatch.setattr(chipvi_model, "_TECH_KEEP_BYTES", keep)
+    cut = adata.copy()  # a new AnnData: not the cached pass
+    model.add_posterior(cut)
+    for key in chipvi_model.POSTERIOR_KEYS.values():
+        slot, name = key.format(prefix="chipvi").split("/")
+        got, want = np.asarray(getattr(cut, slot)[name]), np.asarray(getattr(whole, slot)[name])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6, err_msg=name)
+    lfe = np.asarray(whole.layers["chipvi_lfe"])
+    assert lfe.std() > 0.1  # a real posterior
 
 
 def test_posterior_again_replaces_it(store, trained_in_memory):

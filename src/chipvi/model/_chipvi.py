@@ -32,10 +32,13 @@ from ..module import (
     CONTEXT,
     GRID,
     STAY,
+    ChainInputs,
     ChipviModule,
+    chain_backward,
     list_consistency,
     list_covariate_sets,
     list_technical,
+    posterior_piece_bins,
 )
 from ._dataloader import ContiguousDataSplitter, StoreDataSplitter
 from ._guards import NonFiniteGuard
@@ -47,8 +50,14 @@ _SETUP_KEYS = ("layer", "control_layer", "mapq_layer", "control_mapq_layer")
 _LIBRARY_KEYS = ("group_key", "depth_key", "control_depth_key")
 _SAVE_INFO = "chipvi_model.json"
 _CHUNK = 65536
-#: Bins per piece of the posterior pass over a store: whole chains, joined up to this size.
-_POSTERIOR_BINS = 1 << 21
+#: Bins per piece of the posterior pass (None: :func:`chipvi.module.posterior_piece_bins`,
+#: the longest chain whose emissions fit the engine's cache): whole chains joined up to this
+#: size, a longer chain cut into equal pieces (exact: :meth:`ChIPVI._posterior_pieces`).
+#: Memory is then set by the piece, not by the longest chromosome.
+_POSTERIOR_BINS: int | None = None
+#: Technical arrays of a long chain's backward sweep kept for its piece pass, up to this many
+#: bytes (the network then runs once per bin; pieces past it run it again).
+_TECH_KEEP_BYTES = 512 * 2**20
 #: obs column written by :meth:`ChIPVI.setup_anndata`: 1 where a chain of adjacent bins starts.
 RUN_START_KEY = "_chipvi_run_start"
 
@@ -599,8 +608,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         return result
 
     def _chain_posterior(
-        self, run_start: np.ndarray, tech: dict, groups: tuple, thresholds, n_draws=0, seed=None
-    ) -> dict[str, np.ndarray]:
+        self, run_start: np.ndarray, tech: dict, groups: tuple, thresholds, n_draws=0, seed=None,
+        alpha_in=None, beta_in=None,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
         # The posterior pass runs on CPU (numba, chromosomes and chains over threads) even
         # for a model trained on a GPU: the torch engine's per-bin loop is written for
         # training minibatches, not for whole genomes.
@@ -613,7 +623,26 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         return self.module.posterior(
             t(tech["counts"]), t(tech["log_mu"]), t(tech["log_r"]), t(tech["weight"]),
             starts, groups, LOWER_QUANTILE, thresholds, n_draws=n_draws, seed=seed,
+            alpha_in=alpha_in, beta_in=beta_in,
         )  # fmt: skip
+
+    def _chain_backward(self, tech: dict, beta_in: np.ndarray | None) -> np.ndarray:
+        """Backward messages before the bins of ``tech`` (one piece of one chain) for every
+        chain of :meth:`_posterior_chains`, from those of its last bin (``None``: the end)."""
+        module = self.module
+        inputs = ChainInputs(
+            *(torch.as_tensor(tech[k]) for k in ("counts", "log_mu", "log_r", "weight")),
+            module.gain().detach().cpu(), self._posterior_chains(), (0,),
+        )  # fmt: skip
+        transition = {k: v.detach().cpu() for k, v in module.transition().items()}
+        return chain_backward(
+            inputs, outlier=module.outlier, beta_in=beta_in, n_threads=_n_threads(), **transition
+        )
+
+    def _posterior_chains(self) -> tuple:
+        """The chains of the posterior pass: the model's groups, then each library alone."""
+        own = tuple((j,) for j in range(len(self.library_names)))
+        return tuple(dict.fromkeys(self.module.groups + own))
 
     def _posterior(self, adata: AnnData, batch_size: int | None = None) -> dict:
         """The one posterior pass: every level and summary for every bin (cached)."""
@@ -622,25 +651,92 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         if self._posterior_cache is not None and self._posterior_cache[0]() is adata:
             return self._posterior_cache[1]
         arrays = read_arrays(adata, self._setup_keys)
-        post = self._posterior_range(arrays, run_starts(adata.obs), 0, adata.n_obs, batch_size)
+        n = adata.n_obs
+        post: dict = {}
+
+        def write(a: int, b: int, piece: dict) -> None:
+            """Copy a piece into the whole-genome arrays (made at the first piece)."""
+            if not post:
+                post.update(_like(piece, n))
+            _put(post, piece, a, b)
+
+        def read(lo: int, hi: int) -> dict[str, np.ndarray]:
+            return {k: v[lo:hi] for k, v in arrays.items()}
+
+        starts = np.flatnonzero(run_starts(adata.obs))
+        self._posterior_pieces(read, starts, n, batch_size, write)
         self._posterior_cache = (weakref.ref(adata), post)
         return post
+
+    def _posterior_pieces(self, read, starts: np.ndarray, n: int, batch_size, write) -> None:
+        """The posterior of bins ``[0, n)``, exact, a piece (:data:`_POSTERIOR_BINS`) at a time.
+
+        ``read(lo, hi)``: the four data arrays of bins ``[lo, hi)``; ``starts``: the sorted
+        bins where a chain starts; ``write(a, b, post)`` takes each piece's
+        :meth:`_posterior_range`, in genome order. A chain longer than a piece is swept
+        backward first, its last piece first, keeping only the backward messages at its piece
+        borders; then each piece starts from the forward messages where the piece before
+        ended and ends at the kept backward messages, so the result is the whole chain's.
+        """
+        size = _POSTERIOR_BINS or posterior_piece_bins(
+            len(self.module.grid), max(len(g) for g in self.module.groups)
+        )
+        # Whole chains are joined up to one piece per thread (their chains run side by side)
+        pieces = _pieces(starts, n, size, size * max(_n_threads(), 1))
+
+        def starts_chain(a: int) -> bool:
+            i = np.searchsorted(starts, a)
+            return i < starts.size and starts[i] == a
+
+        def context(a: int, b: int) -> tuple[dict, int, int]:
+            lo, hi = max(0, a - CONTEXT), min(n, b + CONTEXT)
+            return read(lo, hi), a - lo, b - lo
+
+        betas: dict[int, np.ndarray] = {}  # backward messages before the piece starting there
+        kept: dict[int, dict] = {}  # the sweep's technical arrays, while they fit
+        room = _TECH_KEEP_BYTES
+        for a, b in reversed(pieces):
+            if not starts_chain(a):
+                tech = self._technical(*context(a, b), batch_size)
+                betas[a] = self._chain_backward(tech, betas.get(b))
+                size = sum(v.nbytes for v in tech.values())
+                if size <= room:
+                    kept[a], room = tech, room - size
+        alpha = None
+        for a, b in pieces:
+            flags = np.zeros(b - a, bool)
+            flags[starts[np.searchsorted(starts, a) : np.searchsorted(starts, b)] - a] = True
+            flags[0] = True  # the piece's first run (continuing a chain when alpha_in is given)
+            post = self._posterior_range(
+                *context(a, b), batch_size, run_start=flags,
+                alpha_in=None if starts_chain(a) else alpha, beta_in=betas.pop(b, None),
+                tech=kept.pop(a, None),
+            )  # fmt: skip
+            alpha = post.pop("alpha_out")
+            write(a, b, post)
 
     def _posterior_range(
         self,
         arrays: dict[str, np.ndarray],
-        run_start: np.ndarray,
         start: int,
         stop: int,
         batch_size: int | None,
+        run_start: np.ndarray,
+        alpha_in: np.ndarray | None = None,
+        beta_in: np.ndarray | None = None,
+        tech: dict | None = None,
     ) -> dict:
-        """Every level and summary of bins ``[start, stop)`` of ``arrays``: whole chains
-        (``run_start`` flags them), the technical network's context read around them."""
-        tech = self._technical(arrays, start, stop, batch_size)
+        """Every level and summary of bins ``[start, stop)`` of ``arrays`` (``run_start``
+        flags their chains; the technical network's context is read around them), and
+        ``alpha_out``; ``alpha_in`` / ``beta_in`` continue a chain cut at either end (see
+        :func:`chipvi.module.chain_posterior`); ``tech``: their technical arrays if already
+        computed (:meth:`_technical`)."""
+        if tech is None:
+            tech = self._technical(arrays, start, stop, batch_size)
         model_groups = self.module.groups
         n_lib = len(self.library_names)
         own = tuple((j,) for j in range(n_lib))
-        chains = tuple(dict.fromkeys(model_groups + own))
+        chains = self._posterior_chains()
         gain = self.gains.to_numpy()
         gi = self.module.group_index.cpu().numpy()
         tau = self.enrichment_threshold
@@ -658,8 +754,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             for col, chain in enumerate(columns):
                 reads[chain].append((level_name, col, tau / scales[level_name][col]))
         thresholds = [[thr for _, _, thr in reads[c]] for c in chains]
-        out = self._chain_posterior(run_start, tech, chains, thresholds)
-        post = {name: {} for name in sources}
+        out = self._chain_posterior(
+            run_start, tech, chains, thresholds, alpha_in=alpha_in, beta_in=beta_in
+        )
+        post: dict = {name: {} for name in sources}
+        post["alpha_out"] = out.pop("alpha_out")
         # Level arrays are float32 copies; each summary of the chains is dropped as soon as
         # its levels exist (peak: the chains' summaries plus one summary's levels).
         for stat in ("mean", "sd", "lower"):
@@ -709,9 +808,11 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         ----------
         adata
             AnnData with the training bins and libraries (default: the training AnnData), or
-            a bins store of those bins (default for a model on a store): computed a whole
-            chain (chromosome, or bins between gaps) at a time and written into the store,
-            its ``uns`` record last.
+            a bins store of those bins (default for a model on a store): written into the
+            store a piece at a time, its ``uns`` record last. Either way the pass runs in
+            pieces of bounded length (a long chromosome in several, exactly: the chain's
+            messages are carried across piece borders), so its working memory does not grow
+            with the longest chromosome.
         prefix
             Prefix of every key written.
         batch_size
@@ -736,22 +837,24 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
     def _add_posterior_to_store(
         self, store: BinStore | str | os.PathLike | None, prefix: str, batch_size: int | None
     ) -> None:
-        """:meth:`add_posterior` into a store: whole chains at a time, written back chunk by
-        chunk; the ``uns`` record, written last, marks the pass complete."""
+        """:meth:`add_posterior` into a store: a piece at a time (:meth:`_posterior_pieces`),
+        each written back as it is done; the ``uns`` record, written last, marks the pass
+        complete."""
         store = self._check_store(store)
         source = self._source if store is self._store else StoreSource(store)
-        n = store.n_obs
+        # Ranges of one chain each (max_bins=1): their starts are the chains' starts.
+        starts = np.array([a for a, _ in store.run_ranges(1)], np.int64)
+        written: dict = {}
+
+        def write(a: int, b: int, post: dict) -> None:
+            arrays, keys = self._posterior_arrays(post, prefix)
+            written.update(keys)
+            groups = {k: pd.DataFrame(v, columns=self.group_names, copy=False)
+                      for k, v in arrays["obsm"].items()}  # fmt: skip
+            adder.append(arrays["layers"], groups)
+
         with store_adder(store) as adder:
-            for a, b in store.run_ranges(_POSTERIOR_BINS):
-                lo, hi = max(0, a - CONTEXT), min(n, b + CONTEXT)
-                post = self._posterior_range(
-                    source.read(lo, hi), store.run_starts(a, b), a - lo, b - lo, batch_size
-                )
-                arrays, written = self._posterior_arrays(post, prefix)
-                del post
-                groups = {k: pd.DataFrame(v, columns=self.group_names, copy=False)
-                          for k, v in arrays["obsm"].items()}  # fmt: skip
-                adder.append(arrays["layers"], groups)
+            self._posterior_pieces(source.read, starts, store.n_obs, batch_size, write)
             adder.finish({f"{prefix}_posterior": self._posterior_record(written)})
 
     def _check_store(self, store: BinStore | str | os.PathLike | None) -> BinStore:
@@ -1258,3 +1361,37 @@ def _check_stay(stay) -> tuple[float, ...]:
     if not 1 <= len(values) <= 4 or not all(0 < s < 1 for s in values):
         raise ChipviInputError(f"stay must be 1 to 4 probabilities, each in (0, 1), got {stay!r}.")
     return values
+
+
+def _pieces(starts: np.ndarray, n: int, size: int, join: int) -> list[tuple[int, int]]:
+    """Pieces ``[a, b)`` of bins ``[0, n)`` for the posterior pass: a chain (``starts``: where
+    each starts) longer than ``size`` bins cut into equal pieces of at most ``size``, other
+    neighbouring chains joined while a piece holds at most ``join`` bins."""
+    pieces, a = [], 0
+    bounds = [*starts.tolist()[1:], n]
+    for s, e in zip([0, *bounds[:-1]], bounds, strict=True):  # each chain [s, e)
+        if e - s > size:
+            if s > a:
+                pieces.append((a, s))
+            cuts = np.linspace(s, e, -(-(e - s) // size) + 1).round().astype(int).tolist()
+            pieces += list(zip(cuts[:-1], cuts[1:], strict=True))
+            a = e
+        elif e - a > join:
+            pieces.append((a, s))
+            a = s
+    return [*pieces, (a, n)] if a < n else pieces
+
+
+def _like(piece: dict, n: int) -> dict:
+    """Empty arrays of ``n`` rows shaped as a posterior piece's (nested dicts kept)."""
+    return {k: _like(v, n) if isinstance(v, dict) else np.empty((n, *v.shape[1:]), v.dtype)
+            for k, v in piece.items()}  # fmt: skip
+
+
+def _put(whole: dict, piece: dict, a: int, b: int) -> None:
+    """Copy a posterior piece into rows ``[a, b)`` of :func:`_like`'s arrays."""
+    for k, v in piece.items():
+        if isinstance(v, dict):
+            _put(whole[k], v, a, b)
+        else:
+            whole[k][a:b] = v

@@ -1,6 +1,12 @@
 """chipvi.module: the maths of ChIPVI (Pyro model, the exact chain, networks, likelihood); no AnnData."""
 
-from ._chain import ChainInputs, chain_log_likelihood, chain_posterior
+from ._chain import (
+    ChainInputs,
+    chain_backward,
+    chain_log_likelihood,
+    chain_posterior,
+    posterior_piece_bins,
+)
 from ._consistency import mse_consistency
 from ._covariates import ALL_COVARIATES, COVARIATE_SETS, CovariateBuilder
 from ._mlp import MLP
@@ -27,6 +33,7 @@ __all__ = [
     "TechnicalMuR",
     "TechnicalNet",
     "TechnicalRP",
+    "chain_backward",
     "chain_log_likelihood",
     "chain_posterior",
     "list_consistency",
@@ -34,4 +41,5 @@ __all__ = [
     "list_technical",
     "mse_consistency",
     "nb_log_prob",
+    "posterior_piece_bins",
 ]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ._chain_numba import cell_edges, chain_pass, workspace
+from ._chain_numba import chain_backward as chain_backward_pass
 from ._nb import nb_log_prob
 
 #: Bins whose forward messages are kept at once in the CPU backward pass of the posterior.
@@ -36,6 +37,15 @@ TRAIN_BLOCK = 16384
 #: Largest chain (bins × grid points × 4 bytes) whose emissions the posterior pass keeps for
 #: its backward sweep instead of recomputing them (per thread).
 EMISSION_CACHE_BYTES = 256 * 2**20
+
+
+def posterior_piece_bins(n_grid: int, group_size: int) -> int:
+    """Bins of the longest chain whose posterior pass keeps every emission it needs (a
+    group's chain and its libraries' own chains: ``(1 + group_size)`` float32 rows of
+    ``n_grid`` per bin) within :data:`EMISSION_CACHE_BYTES`: computed once per bin. A longer
+    chain runs in pieces of this length (:func:`chain_backward`, then :func:`chain_posterior`
+    with boundary messages), its emissions computed twice, its memory bounded by the piece."""
+    return max(1, int(EMISSION_CACHE_BYTES // ((1 + int(group_size)) * int(n_grid) * 4)))
 
 
 @dataclass(frozen=True)
@@ -54,11 +64,15 @@ class ChainInputs:
     starts: tuple[int, ...]
 
 
-def _jobs(inputs: ChainInputs, share: bool, n_grid: int) -> list[tuple[int, int, tuple]]:
+def _jobs(
+    inputs: ChainInputs, share: bool, n_grid: int, cache_bytes: float | None = None
+) -> list[tuple[int, int, tuple]]:
     """``(lo, hi, chains)`` per run of bins: one chain each, or (``share``, posterior) a
     group's chain followed by its libraries' own chains, which then read the emissions the
     group's chain computed (the group's log emission is the sum of its libraries') instead of
-    computing them again; only where every chain's kept emissions fit the cache budget."""
+    computing them again; only where every chain's kept emissions fit ``cache_bytes``
+    (default :data:`EMISSION_CACHE_BYTES`)."""
+    budget = EMISSION_CACHE_BYTES if cache_bytes is None else cache_bytes
     n = inputs.y.shape[0]
     bounds = list(inputs.starts) + [n]
     jobs = []
@@ -68,7 +82,7 @@ def _jobs(inputs: ChainInputs, share: bool, n_grid: int) -> list[tuple[int, int,
         taken: set[tuple[int, ...]] = set()
         for cols in inputs.groups:
             own = [(j,) for j in cols if (j,) in inputs.groups and (j,) != cols]
-            fits = (1 + len(cols)) * (hi - lo) * n_grid * 4 <= EMISSION_CACHE_BYTES
+            fits = (1 + len(cols)) * (hi - lo) * n_grid * 4 <= budget
             if share and own and fits:
                 jobs.append((lo, hi, (cols, *own)))
                 taken.update([cols, *own])
@@ -129,8 +143,24 @@ class _Workspaces:
 _WORKSPACES = _Workspaces()
 
 
-def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_threads=1):
-    """Run every (run, group) chain; returns log_z and, on request, gradients / summaries."""
+def _run_numba(
+    inputs,
+    grid,
+    stay,
+    pi,
+    rho,
+    outlier,
+    want_grad,
+    post=None,
+    n_threads=1,
+    alpha_in=None,
+    beta_in=None,
+):
+    """Run every (run, group) chain; returns log_z and, on request, gradients / summaries.
+
+    Posterior only: ``alpha_in`` / ``beta_in`` (groups, K, G) continue the first run from
+    the bins before and the last run into the bins after (see :func:`chain_posterior`); the
+    summaries then hold ``alpha_out``."""
     log_in, log_out = _log_mix(outlier)
     y, lmu, lr, w = _host(inputs.y), _host(inputs.log_mu), _host(inputs.log_r), _host(inputs.w)
     gain = _np(inputs.gain)
@@ -151,17 +181,24 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
         }
     q, uniforms = 0.05, np.zeros((0, n))
     summaries = None
+    n_chains = len(inputs.groups)
     if post is not None:
         q, uniforms = post["q"], post["uniforms"]
         # float32 outputs, filled by each chain as it finishes (slices never overlap)
-        n_chains = len(inputs.groups)
         summaries = {
             "mean": np.zeros((n, n_chains), np.float32),
             "sd": np.zeros((n, n_chains), np.float32),
             "lower": np.zeros((n, n_chains), np.float32),
             "prob": [np.zeros((n, t.size), np.float32) for t in post["thresholds"]],
             "draws": np.zeros((uniforms.shape[0], n, n_chains), np.float32),
+            "alpha_out": np.zeros((n_chains, n_class, n_grid)),
         }
+    ends = {"alpha_in": alpha_in, "beta_in": beta_in}
+    for key, value in ends.items():
+        if value is not None:
+            if post is None or np.shape(value) != (n_chains, n_class, n_grid):
+                raise ValueError(f"{key} needs shape {(n_chains, n_class, n_grid)} (posterior).")
+            ends[key] = _f64(value)
 
     def one_chain(lo, hi, cols, shared):
         """One chain; ``shared``: (e_libs, top_libs) to fill (a group sharing its
@@ -175,6 +212,11 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             _f64(lr[lo:hi, c]),
             _f64(w[lo:hi]),
             _f64(gain[c]),
+        )
+        pieces = (
+            ends["alpha_in"][k] if ends["alpha_in"] is not None and lo == 0 else _EMPTY2,
+            ends["beta_in"][k] if ends["beta_in"] is not None and hi == n else _EMPTY2,
+            summaries["alpha_out"][k] if post is not None and hi == n else _EMPTY2,
         )
         g = (
             (np.zeros((m, len(c))), np.zeros((m, len(c))), np.zeros(len(c)))
@@ -202,7 +244,7 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
         block = BLOCK if post is not None else TRAIN_BLOCK
         with _WORKSPACES.get(block, n_class, n_grid, len(c), want_grad) as work:
             log_z = chain_pass(
-                *args, grid, stay, pi, rho, log_in, log_out, want_grad, *g,
+                *args, grid, stay, pi, rho, log_in, log_out, *pieces, want_grad, *g,
                 post is not None, float(q), thresholds, *s, u, d, e_all, *share, *work,
             )  # fmt: skip
         if post is not None:
@@ -212,24 +254,48 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
             summaries["draws"][:, lo:hi, k] = d
         return log_z, g
 
-    def one(job):
-        lo, hi, chains = job
-        if len(chains) == 1:
-            return [one_chain(lo, hi, chains[0], None)]
-        group = chains[0]
-        e_libs = np.empty((len(group), hi - lo, n_grid), np.float32)
-        top_libs = np.empty((len(group), hi - lo))
-        out = [one_chain(lo, hi, group, (e_libs, top_libs))]
-        for cols in chains[1:]:
-            p = group.index(cols[0])
-            out.append(one_chain(lo, hi, cols, (e_libs[p], top_libs[p])))
-        return out
+    # Waves of jobs whose kept emissions fit the threads' cache budget together: first every
+    # job's first chain (a group's fills its libraries' emissions), then the libraries' own
+    # chains, which read them; both steps spread over the threads.
+    results: list[list] = [[] for _ in jobs]
+    shared: dict[int, tuple] = {}  # a wave's groups' per-library emissions, by job
 
-    if n_threads > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
-            results = list(pool.map(one, jobs))
-    else:
-        results = [one(job) for job in jobs]
+    def first(x):
+        lo, hi, chains = jobs[x]
+        return one_chain(lo, hi, chains[0], shared.get(x))
+
+    def own(item):
+        x, cols = item
+        lo, hi, chains = jobs[x]
+        p = chains[0].index(cols[0])
+        return one_chain(lo, hi, cols, (shared[x][0][p], shared[x][1][p]))
+
+    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 and len(jobs) > 1 else None
+
+    def each(fn, items):
+        if pool is None or len(items) < 2:
+            return [fn(x) for x in items]
+        return list(pool.map(fn, items))
+
+    try:
+        for wave in _waves(jobs, n_grid, max(n_threads, 1) * EMISSION_CACHE_BYTES):
+            shared.clear()
+            for x in wave:
+                lo, hi, chains = jobs[x]
+                if len(chains) > 1:
+                    shared[x] = (
+                        np.empty((len(chains[0]), hi - lo, n_grid), np.float32),
+                        np.empty((len(chains[0]), hi - lo)),
+                    )
+            for x, r in zip(wave, each(first, wave), strict=True):
+                results[x].append(r)
+            items = [(x, cols) for x in wave for cols in jobs[x][2][1:]]
+            for (x, _), r in zip(items, each(own, items), strict=True):
+                results[x].append(r)
+        shared.clear()
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
     log_z = 0.0
     for (lo, hi, chains), per_chain in zip(jobs, results, strict=True):
@@ -245,6 +311,20 @@ def _run_numba(inputs, grid, stay, pi, rho, outlier, want_grad, post=None, n_thr
                 ):
                     grads[key] += value
     return log_z, grads, summaries
+
+
+def _waves(jobs: list, n_grid: int, budget: float) -> list[list[int]]:
+    """Consecutive job indices in groups whose shared emissions (a group's libraries'
+    ``(bins, grid)`` float32 each) fit ``budget`` together (a job over it: a wave alone)."""
+    waves, cur, used = [], [], 0.0
+    for x, (lo, hi, chains) in enumerate(jobs):
+        size = len(chains[0]) * (hi - lo) * n_grid * 4 if len(chains) > 1 else 0
+        if cur and used + size > budget:
+            waves.append(cur)
+            cur, used = [], 0.0
+        cur.append(x)
+        used += size
+    return [*waves, cur] if cur else waves
 
 
 class _ChainLogLik(torch.autograd.Function):
@@ -315,6 +395,8 @@ def chain_posterior(
     n_draws: int = 0,
     seed: int | None = None,
     n_threads: int = 1,
+    alpha_in: np.ndarray | None = None,
+    beta_in: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Posterior summaries of each group's enrichment, per bin.
 
@@ -324,6 +406,13 @@ def chain_posterior(
     P(enrichment > threshold), ``draws`` ``(n_draws, bins, groups)`` from each bin's marginal
     posterior, and ``log_z``. Quantiles, tails and draws read the posterior on the grid as a
     piecewise-linear CDF.
+
+    A long chain runs exactly in pieces: ``alpha_in`` (groups, classes, grid), the normalised
+    forward messages of the bin before ``inputs``' first (``out["alpha_out"]`` of the piece
+    before), continues the first run; ``beta_in``, the normalised backward messages of the
+    last bin (:func:`chain_backward` over the bins after), continues the last run. ``log_z``
+    is then conditional on the bins before; ``out["alpha_out"]`` holds the last bin's forward
+    messages.
     """
     n = inputs.y.shape[0]
     if len(thresholds) != len(inputs.groups):
@@ -337,14 +426,69 @@ def chain_posterior(
     if inputs.y.device.type == "cpu":
         log_z, _, out = _run_numba(
             inputs, grid, log_stay.exp(), log_pi.exp(), log_rho.exp(), outlier, False, post,
-            n_threads,
+            n_threads, alpha_in, beta_in,
         )  # fmt: skip
     else:
         log_z, out = _torch_pass(
-            inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, post=post
+            inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, post, alpha_in, beta_in
         )
     out["log_z"] = float(log_z)
     return out
+
+
+@torch.no_grad()
+def chain_backward(
+    inputs: ChainInputs,
+    grid: torch.Tensor,
+    log_stay: torch.Tensor,
+    log_leave: torch.Tensor,
+    log_pi: torch.Tensor,
+    log_rho: torch.Tensor,
+    outlier: float = 0.0,
+    beta_in: np.ndarray | None = None,
+    n_threads: int = 1,
+) -> np.ndarray:
+    """Normalised backward messages of the bin before ``inputs``' bins, one chain piece.
+
+    ``inputs`` holds one run (``starts == (0,)``): part of a chain that goes on after it
+    when ``beta_in`` (groups, classes, grid) gives the backward messages of its last bin,
+    else the chain's end. Returns ``(groups, classes, grid)`` float64: the ``beta_in`` of the
+    piece before (:func:`chain_posterior`). ``log_rho`` is not used (the chain started
+    before); it is taken for the same signature as the other passes.
+    """
+    if tuple(inputs.starts) != (0,):
+        raise ValueError("chain_backward takes one run of bins (starts == (0,)).")
+    n_chains, (n_class, n_grid) = len(inputs.groups), tuple(log_pi.shape)
+    if beta_in is not None and np.shape(beta_in) != (n_chains, n_class, n_grid):
+        raise ValueError(f"beta_in needs shape {(n_chains, n_class, n_grid)}.")
+    if inputs.y.device.type != "cpu":
+        return _torch_backward(inputs, grid, log_stay, log_leave, log_pi, outlier, beta_in)
+    log_in, log_out = _log_mix(outlier)
+    y, lmu, lr, w = _host(inputs.y), _host(inputs.log_mu), _host(inputs.log_r), _host(inputs.w)
+    gain = _np(inputs.gain)
+    grid, stay, pi = _np(grid), _np(log_stay.exp()), _np(log_pi.exp())
+    betas = np.ones((n_chains, n_class, n_grid)) if beta_in is None else _f64(beta_in).copy()
+
+    def one(chains):
+        """A group's chain and its libraries' own chains, from the same emissions."""
+        c = list(chains[0])
+        own = np.array([chains[0].index(cols[0]) for cols in chains[1:]], np.int64)
+        rows = [inputs.groups.index(cols) for cols in chains]
+        b = np.ascontiguousarray(betas[rows])
+        chain_backward_pass(
+            _f64(y[:, c]), _f64(lmu[:, c]), _f64(lr[:, c]), _f64(w), _f64(gain[c]), grid, stay,
+            pi, log_in, log_out, own, b,
+        )  # fmt: skip
+        betas[rows] = b
+
+    jobs = [chains for _, _, chains in _jobs(inputs, True, n_grid, cache_bytes=np.inf)]
+    if n_threads > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
+            list(pool.map(one, jobs))
+    else:
+        for chains in jobs:
+            one(chains)
+    return betas
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,8 +523,20 @@ def _torch_log_emissions(inputs: ChainInputs, grid: torch.Tensor, cols, outlier)
     return (inputs.w.reshape(-1, 1, 1) * (mix_e - mix_0)).sum(1)
 
 
-def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, post=None):
-    """Forward (and backward) recursion in torch over every (run, group) chain."""
+def _torch_pass(
+    inputs,
+    grid,
+    log_stay,
+    log_leave,
+    log_pi,
+    log_rho,
+    outlier,
+    post=None,
+    alpha_in=None,
+    beta_in=None,
+):
+    """Forward (and backward) recursion in torch over every (run, group) chain; ``alpha_in``
+    and ``beta_in`` as :func:`chain_posterior`'s."""
     grid = grid.to(inputs.y)
     stay, leave = log_stay.exp(), log_leave.exp()
     pi, rho = log_pi.exp(), log_rho.exp()
@@ -398,6 +554,11 @@ def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, pos
             "prob": [np.zeros((n, len(t))) for t in post["thresholds"]],
             "draws": np.zeros((post["uniforms"].shape[0], n, n_groups)),
         }
+
+    def message(x):
+        return None if x is None else torch.as_tensor(x).to(inputs.y)
+
+    alpha_in, beta_in = message(alpha_in), message(beta_in)
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         if hi <= lo:
             continue
@@ -408,8 +569,10 @@ def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, pos
         log_z = log_z + top.sum()
         alphas = []
         a = rho.unsqueeze(0) * e[:, 0].unsqueeze(1)  # (groups, K, G)
+        if lo == 0 and alpha_in is not None:  # continues a chain: a transition into bin 0
+            a = alpha_in
         for i in range(hi - lo):
-            if i > 0:
+            if i > 0 or (lo == 0 and alpha_in is not None):
                 redraw = (leave * a.sum(-1)).sum(-1)  # (groups,)
                 a = (stay.reshape(1, -1, 1) * a + redraw.reshape(-1, 1, 1) * pi) * e[
                     :, i
@@ -421,17 +584,41 @@ def _torch_pass(inputs, grid, log_stay, log_leave, log_pi, log_rho, outlier, pos
                 alphas.append(a)
         if post is None:
             continue
-        beta = torch.ones_like(a)
+        if hi == n:
+            out["alpha_out"] = a.double().cpu().numpy()
+        beta = beta_in if hi == n and beta_in is not None else torch.ones_like(a)
         for i in range(hi - lo - 1, -1, -1):
             p = alphas[i] * beta
             marg = (p.sum(1) / p.sum((-1, -2)).unsqueeze(-1)).double().cpu().numpy()
             _summaries(marg, grid.double().cpu().numpy(), post, out, lo + i)
             if i > 0:
-                u = e[:, i].unsqueeze(1) * beta
-                redraw_in = (pi * u).sum((-1, -2)).reshape(-1, 1, 1)
-                beta = stay.reshape(1, -1, 1) * u + (1 - stay).reshape(1, -1, 1) * redraw_in
-                beta = beta / beta.sum((-1, -2), keepdim=True)
+                beta = _step_back_torch(e[:, i], beta, stay, pi)
     return log_z, out
+
+
+def _step_back_torch(e, beta, stay, pi):
+    """``beta ← T (e · beta)`` normalised, for (groups, K, G) messages and (groups, G) ``e``."""
+    u = e.unsqueeze(1) * beta
+    redraw_in = (pi * u).sum((-1, -2)).reshape(-1, 1, 1)
+    beta = stay.reshape(1, -1, 1) * u + (1 - stay).reshape(1, -1, 1) * redraw_in
+    return beta / beta.sum((-1, -2), keepdim=True)
+
+
+def _torch_backward(inputs, grid, log_stay, log_leave, log_pi, outlier, beta_in):
+    """:func:`chain_backward` in torch (every group at once)."""
+    grid = grid.to(inputs.y)
+    stay, pi = log_stay.exp(), log_pi.exp()
+    le = torch.stack([_torch_log_emissions(inputs, grid, c, outlier) for c in inputs.groups])
+    e = (le - le.amax(-1, keepdim=True)).exp()
+    n_class, n_grid = pi.shape
+    beta = (
+        e.new_ones((len(inputs.groups), n_class, n_grid))
+        if beta_in is None
+        else torch.as_tensor(beta_in).to(e)
+    )
+    for i in range(e.shape[1] - 1, -1, -1):
+        beta = _step_back_torch(e[:, i], beta, stay, pi)
+    return beta.double().cpu().numpy()
 
 
 def _summaries(marg, grid, post, out, i):

@@ -186,6 +186,29 @@ def _exp_shift(le, top, out, k):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _exp_own_max(le, n_grid, k):
+    """``le ← exp(le − max)`` in place, the max over the first ``n_grid`` entries returned."""
+    top = le[0]
+    for g in range(1, n_grid):
+        top = max(top, le[g])
+    _exp_shift(le, top, le, k)
+    return top
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gain_grid(gain, grid, n_pad):
+    """``(ag, eg)``: ``a_j · grid[g]`` and its exp, (J, ``n_pad``), the last point repeated."""
+    n_lib, n_grid = gain.size, grid.size
+    ag = np.empty((n_lib, n_pad))
+    eg = np.empty((n_lib, n_pad))
+    for j in range(n_lib):
+        for g in range(n_pad):
+            ag[j, g] = gain[j] * grid[min(g, n_grid - 1)]
+            eg[j, g] = np.exp(ag[j, g])
+    return ag, eg
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _log_emission(
     i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, le_lib, keep, resp, resp0, sc, ik, n_grid
 ):
@@ -256,11 +279,12 @@ def _log_emission(
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _step_forward(i, prev, e, stay, pi, rho, out):
-    """``out ∝ e · (T' prev)`` (or ``e · rho`` at ``i == 0``), normalised; returns the sum."""
+def _step_forward(first, prev, e, stay, pi, rho, out):
+    """``out ∝ e · (T' prev)`` (or ``e · rho`` for the ``first`` bin of a chain), normalised;
+    returns the sum."""
     n_class, n_grid = pi.shape
     total = 0.0
-    if i == 0:
+    if first:
         for k in range(n_class):
             for g in range(n_grid):
                 out[k, g] = rho[k, g] * e[g]
@@ -281,6 +305,25 @@ def _step_forward(i, prev, e, stay, pi, rho, out):
         for g in range(n_grid):
             out[k, g] /= total
     return total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _step_backward(e, beta, stay, pi, u, out):
+    """``out = T (e · beta)``, not normalised: the backward message of the bin before; ``u``
+    receives ``e · beta`` (``out`` may be ``beta``). Returns the redraw mass and the sum."""
+    n_class, n_grid = pi.shape
+    redraw_in = 0.0
+    for k in range(n_class):
+        for g in range(n_grid):
+            u[k, g] = e[g] * beta[k, g]
+            redraw_in += pi[k, g] * u[k, g]
+    total = 0.0
+    for k in range(n_class):
+        s = stay[k]
+        for g in range(n_grid):
+            out[k, g] = s * u[k, g] + (1.0 - s) * redraw_in
+            total += out[k, g]
+    return redraw_in, total
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -371,6 +414,9 @@ def chain_pass(
     rho,
     log_in,
     log_out,
+    alpha_in,
+    beta_in,
+    alpha_out,
     want_grad,
     g_lmu,
     g_lr,
@@ -402,7 +448,14 @@ def chain_pass(
 
     Shapes: ``y, lmu, lr`` (n, J); ``w`` (n,); ``gain`` (J,); ``grid`` (G,); ``stay`` (K,);
     ``pi, rho`` (K, G); ``log_in``, ``log_out``: log probabilities that a count is NB or an
-    outlier (``log_out = -inf``: no outliers). Gradient outputs (added to, not overwritten): ``g_lmu, g_lr`` (n, J),
+    outlier (``log_out = -inf``: no outliers). A piece of a longer chain (posterior): ``alpha_in``
+    (K, G), the normalised forward message of the bin before the first (the first bin is then
+    reached by a transition, not drawn from ``rho``; the log likelihood returned is
+    conditional on the bins before), ``beta_in`` (K, G), the normalised backward message of
+    the last bin (the evidence of the bins after it, :func:`chain_backward`), and
+    ``alpha_out`` (K, G), written with the last bin's normalised forward message; each
+    ``(0, 0)`` when unused. Without gradients only: the expected transition counts into the
+    first bin are not part of the gradient outputs. Gradient outputs (added to, not overwritten): ``g_lmu, g_lr`` (n, J),
     ``g_gain`` (J,), ``n_stay, n_redraw`` (K,), ``n_into, n_init`` (K, G). Posterior outputs
     (overwritten): ``mean, sd, lower`` (n,), ``prob`` (n, T) for ``thresholds`` (T,),
     ``draws`` (S, n) from ``uniforms`` (S, n). ``e_all``: ``(n, G)`` float32 scratch that keeps
@@ -424,12 +477,7 @@ def chain_pass(
     if n == 0:
         return 0.0
     n_pad = keep.shape[2]
-    ag = np.empty((n_lib, n_pad))
-    eg = np.empty((n_lib, n_pad))
-    for j in range(n_lib):
-        for g in range(n_pad):
-            ag[j, g] = gain[j] * grid[min(g, n_grid - 1)]
-            eg[j, g] = np.exp(ag[j, g])
+    ag, eg = _gain_grid(gain, grid, n_pad)
     sc = np.empty((5, n_pad))
     ik = np.empty(n_pad, np.int64)
     block = alpha.shape[0] - 1  # alpha's row 0: the bin before the block
@@ -439,6 +487,10 @@ def chain_pass(
     le = np.empty(n_pad)
     cur = np.empty((n_class, n_grid))
     prev = np.zeros((n_class, n_grid))
+    has_in = alpha_in.shape[0] > 0
+    if has_in:  # a piece continuing a chain: its first bin follows alpha_in
+        prev[:] = alpha_in
+        ckpt[0] = alpha_in
     # Without gradients, emissions may be kept for every bin (e_all of n rows, float32) so
     # that recomputing a block's forward messages costs no exp/log.
     cached = e_all.shape[0] == n and not want_grad
@@ -461,31 +513,31 @@ def chain_pass(
             )  # fmt: skip
             for j in range(n_share):
                 lj = le_lib[j]
-                top_j = lj[0]
-                for g in range(1, n_grid):
-                    top_j = max(top_j, lj[g])
-                _exp_shift(lj, top_j, lj, ik)
-                top_libs[j, i] = top_j
+                top_libs[j, i] = _exp_own_max(lj, n_grid, ik)
                 for g in range(n_grid):
                     e_libs[j, i, g] = lj[g]
             _exp_shift(le, top, le, ik)
             if cached:
                 for g in range(n_grid):
                     e_all[i, g] = le[g]
-        total = _step_forward(i, prev, le, stay, pi, rho, cur)
+        total = _step_forward(i == 0 and not has_in, prev, le, stay, pi, rho, cur)
         log_z += top + np.log(total)
         if i >= last_lo:
-            if i == last_lo and i > 0:
+            if i == last_lo and (i > 0 or has_in):
                 alpha[0] = prev
             alpha[i - last_lo + 1] = cur
             e_blk[i - last_lo] = le[:n_grid]
         prev, cur = cur, prev
         if (i + 1) % block == 0 and i + 1 < n:
             ckpt[(i + 1) // block] = prev
+    if alpha_out.shape[0] > 0:
+        alpha_out[:] = prev
     if not want_grad and not want_post:
         return log_z
 
     beta = np.ones((n_class, n_grid))
+    if beta_in.shape[0] > 0:  # the evidence of the bins after this piece
+        beta[:] = beta_in
     new_beta = np.empty((n_class, n_grid))
     u = np.empty((n_class, n_grid))
     post = np.empty(n_grid)
@@ -504,7 +556,7 @@ def chain_pass(
         hi = min(n, lo + block)
         if b != n_block - 1:
             # Recompute this block's forward messages from the checkpoint before it.
-            if lo > 0:
+            if lo > 0 or has_in:
                 alpha[0] = ckpt[b]
             for i in range(lo, hi):
                 if cached:
@@ -517,7 +569,10 @@ def chain_pass(
                         keep[r_i], resp[r_i], resp0[r_i], sc, ik, n_grid,
                     )  # fmt: skip
                     _exp_shift(le, top, e_blk[i - lo], ik)
-                _step_forward(i, alpha[i - lo], e_blk[i - lo], stay, pi, rho, alpha[i - lo + 1])
+                _step_forward(
+                    i == 0 and not has_in, alpha[i - lo], e_blk[i - lo], stay, pi, rho,
+                    alpha[i - lo + 1],
+                )  # fmt: skip
         for i in range(hi - 1, lo - 1, -1):
             al = alpha[i - lo + 1]
             e = e_blk[i - lo]
@@ -529,11 +584,11 @@ def chain_pass(
                     p = al[k, g] * beta[k, g]
                     post[g] += p
                     total += p
-                    if want_grad and i == 0:
+                    if want_grad and i == 0 and not has_in:
                         u[k, g] = p
             for g in range(n_grid):
                 post[g] /= total
-            if want_grad and i == 0:
+            if want_grad and i == 0 and not has_in:
                 for k in range(n_class):
                     for g in range(n_grid):
                         n_init[k, g] += u[k, g] / total
@@ -584,17 +639,7 @@ def chain_pass(
                     g_gain[j] += wi * s_a
             if i > 0:
                 ap = alpha[i - lo]  # forward message of bin i - 1
-                redraw_in = 0.0
-                for k in range(n_class):
-                    for g in range(n_grid):
-                        u[k, g] = e[g] * beta[k, g]
-                        redraw_in += pi[k, g] * u[k, g]
-                total = 0.0
-                for k in range(n_class):
-                    s = stay[k]
-                    for g in range(n_grid):
-                        new_beta[k, g] = s * u[k, g] + (1.0 - s) * redraw_in
-                        total += new_beta[k, g]
+                redraw_in, total = _step_backward(e, beta, stay, pi, u, new_beta)
                 if want_grad:
                     # Joint posterior of (bin i - 1, bin i), normalised by its total.
                     joint = 0.0
@@ -619,3 +664,50 @@ def chain_pass(
                     for g in range(n_grid):
                         beta[k, g] = new_beta[k, g] / total
     return log_z
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def chain_backward(y, lmu, lr, w, gain, grid, stay, pi, log_in, log_out, own, betas):
+    """Backward messages over a piece of a chain, from its last bin to the bin before its
+    first: the boundary messages that let :func:`chain_pass` run a long chain in pieces.
+
+    Shapes as :func:`chain_pass` (``y, lmu, lr`` (n, J) of one group). ``betas`` (1 +
+    O, K, G), in and out: on entry the normalised backward message of the last bin (ones at
+    a chain's end), on return that of the bin before the first; row 0 is the group's chain
+    (every library of ``y``), row ``1 + t`` the chain of library ``own[t]`` alone (its own
+    evidence, from the same emissions). Each bin's emissions are computed once.
+    """
+    n, n_lib = y.shape
+    n_grid = grid.size
+    n_class = stay.size
+    n_pad = (n_grid + 7) // 8 * 8  # padded(n_grid)
+    ag, eg = _gain_grid(gain, grid, n_pad)
+    sc = np.empty((5, n_pad))
+    ik = np.empty(n_pad, np.int64)
+    le = np.empty(n_pad)
+    le_lib = np.empty((n_lib if own.size > 0 else 0, n_pad))
+    keep = np.empty((n_lib, n_pad))
+    resp = np.empty((n_lib, n_pad))
+    resp0 = np.empty(n_lib)
+    u = np.empty((n_class, n_grid))
+    for i in range(n - 1, -1, -1):
+        top = _log_emission(
+            i, y, lmu, lr, w, gain, ag, eg, log_in, log_out, le, le_lib, keep, resp, resp0,
+            sc, ik, n_grid,
+        )  # fmt: skip
+        _exp_shift(le, top, le, ik)
+        _normalised_step_backward(le, betas[0], stay, pi, u)
+        for t in range(own.size):
+            lj = le_lib[own[t]]
+            _exp_own_max(lj, n_grid, ik)
+            _normalised_step_backward(lj, betas[1 + t], stay, pi, u)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _normalised_step_backward(e, beta, stay, pi, u):
+    """``beta ← T (e · beta)``, normalised: the message of the bin before (``u``: scratch)."""
+    _, total = _step_backward(e, beta, stay, pi, u, beta)
+    n_class, n_grid = pi.shape
+    for k in range(n_class):
+        for g in range(n_grid):
+            beta[k, g] /= total

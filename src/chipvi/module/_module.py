@@ -359,10 +359,13 @@ class ChipviModule(PyroBaseModuleClass):
         thresholds: list,
         n_draws: int = 0,
         seed: int | None = None,
+        alpha_in: np.ndarray | None = None,
+        beta_in: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Exact posterior summaries of the enrichment of ``groups`` (library index tuples:
         the model's groups, or single libraries for each library's own evidence);
-        ``thresholds``: one sequence of tail-probability thresholds per entry of ``groups``.
+        ``thresholds``: one sequence of tail-probability thresholds per entry of ``groups``;
+        ``alpha_in`` / ``beta_in``: a piece of a longer chain (:func:`chain_posterior`).
 
         The pass runs where ``counts`` lives: the numba engine for CPU tensors (whole
         chromosomes, bounded memory), the torch engine for CUDA tensors.
@@ -372,5 +375,6 @@ class ChipviModule(PyroBaseModuleClass):
         transition = {k: v.to(device) for k, v in self.transition().items()}
         return chain_posterior(
             inputs, q=q, thresholds=thresholds, outlier=self.outlier, n_draws=n_draws,
-            seed=seed, n_threads=self.n_threads, **transition,
+            seed=seed, n_threads=self.n_threads, alpha_in=alpha_in, beta_in=beta_in,
+            **transition,
         )  # fmt: skip
