@@ -69,8 +69,8 @@ def conditional(inputs, transition, outlier, q, s, e):
 def main(argv=None) -> int:
     import scvi
     import torch
-    from bench_scale import simulate_counts
 
+    from bench_scale import simulate_counts
     from chipvi import ChIPVI
     from chipvi.module import ChainInputs
 

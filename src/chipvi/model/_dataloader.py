@@ -194,7 +194,10 @@ class StoreBlockLoader(DataLoader):
         self.prefetch = max(0, int(prefetch))
         sampler = ContiguousBlockSampler(len(indices), batch_size, shuffle)
         DataLoader.__init__(
-            self, _RowRanges(indices, source.n_obs), sampler=sampler, batch_size=None,
+            self,
+            _RowRanges(indices, source.n_obs),
+            sampler=sampler,
+            batch_size=None,
             num_workers=0,
         )
 

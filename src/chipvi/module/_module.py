@@ -42,7 +42,7 @@ from pyro.distributions import TorchDistribution, constraints
 from scvi.module.base import PyroBaseModuleClass
 from torch import nn
 
-from ._chain import ChainInputs, chain_log_likelihood, chain_posterior, log_outlier_mixture
+from ._chain import ChainInputs, chain_posterior, log_outlier_mixture
 from ._covariates import COVARIATE_CONTEXT, COVARIATE_SETS, CovariateBuilder
 from ._nb import nb_log_prob
 from ._overlap import conditional_log_likelihood, cut_pieces, overlap_length
@@ -96,8 +96,8 @@ class ChainMarginal(TorchDistribution):
     − log [p(y[q:s] | chain) / p(y[q:s] | e = 0)]``, with
     ``p(y | e) = (1 − ε)·NB(y | μ·exp(a·e), r) + ε·q(y)`` (ε: ``outlier``). ``inputs.starts``
     are the true chain starts among the rows. Without ``pieces`` every row is scored, one
-    piece. The chain terms are exact (forward-backward) and differentiable in every parameter.
-    Sampling is not supported (counts are always observed in chipvi).
+    piece. The chain terms are exact (forward-backward) and differentiable in every
+    parameter. Sampling is not supported (counts are always observed in chipvi).
     """
 
     arg_constraints = {"log_mu": constraints.real, "log_r": constraints.real}

@@ -96,7 +96,10 @@ def conditional_log_likelihood(
     """``Σ_pieces log p(y[s:e] | y[q:s])`` of the chain (the ratio against no enrichment, as
     :func:`chain_log_likelihood`); ``inputs`` holds every row the pieces read."""
     total = None
-    for sign, spans in ((1.0, [(q, e) for q, _, e in pieces]), (-1.0, [(q, s) for q, s, _ in pieces])):
+    for sign, spans in (
+        (1.0, [(q, e) for q, _, e in pieces]),
+        (-1.0, [(q, s) for q, s, _ in pieces]),
+    ):
         part = _gather(inputs, spans, breaks)
         if part is None:
             continue
