@@ -18,12 +18,11 @@ of the overlap itself is far below both (benchmarks/bench_overlap.py). Without t
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyro
 import pytest
 import torch
 
-from _chipvi_synthetic import make_chip_adata
+from _chipvi_synthetic import make_two_chromosome_adata
 from chipvi.io import open_store, store_writer
 from chipvi.model import ChIPVI
 from chipvi.model._dataloader import ContiguousBlockLoader, StoreBlockLoader
@@ -36,25 +35,10 @@ GRAD_TOL = 2e-5
 STAY = (0.95, 0.995)
 
 
-def _two_chromosomes(n_bins: int = 6000):
-    """Synthetic bins on chr1 (with a gap: 40 bins removed) and chr2, genome order."""
-    adata, _ = make_chip_adata(n_bins=n_bins, seed=3)
-    n1 = n_bins * 3 // 5
-    chrom = np.where(np.arange(n_bins) < n1, "chr1", "chr2")
-    start = np.where(np.arange(n_bins) < n1, np.arange(n_bins), np.arange(n_bins) - n1) * 200
-    adata.obs = pd.DataFrame(
-        {"chrom": pd.Categorical(chrom), "start": start, "end": start + 200},
-        index=[f"{c}:{s}-{s + 200}" for c, s in zip(chrom, start, strict=True)],
-    )
-    keep = np.ones(n_bins, bool)
-    keep[500:540] = False
-    return adata[keep].copy()
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.set_num_threads(1)
-    adata = _two_chromosomes()
+    adata = make_two_chromosome_adata(6000)
     ChIPVI.setup_anndata(adata)
     model = ChIPVI(adata)
     generator = torch.Generator().manual_seed(0)
