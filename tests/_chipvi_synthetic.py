@@ -105,3 +105,21 @@ def make_chip_adata(
         truth[f"enriched_{g}"] = truth[f"lfe_{g}"] > 0
     truth["low_mappability"] = artefact
     return adata, truth
+
+
+def make_two_chromosome_adata(n_bins: int = 2400) -> AnnData:
+    """Synthetic bins on chr1 (with a gap: 40 bins removed) and chr2, genome order."""
+    adata, _ = make_chip_adata(n_bins=n_bins, seed=3)
+    n1 = n_bins * 3 // 5
+    chrom = np.where(np.arange(n_bins) < n1, "chr1", "chr2")
+    start = np.where(np.arange(n_bins) < n1, np.arange(n_bins), np.arange(n_bins) - n1) * 200
+    adata.obs = pd.DataFrame(
+        {"chrom": pd.Categorical(chrom), "start": start, "end": start + 200},
+        index=[f"{c}:{s}-{s + 200}" for c, s in zip(chrom, start, strict=True)],
+    )
+    keep = np.ones(n_bins, bool)
+    keep[500:540] = False
+    adata = adata[keep].copy()
+    adata.uns["chipvi"] = {"bin_size": 200, "chrom_sizes": {"chr1": n1 * 200,
+                                                            "chr2": (n_bins - n1) * 200}}  # fmt: skip
+    return adata

@@ -10,7 +10,7 @@ import scvi
 import torch
 import zarr
 
-from _chipvi_synthetic import make_chip_adata
+from _chipvi_synthetic import make_two_chromosome_adata
 from chipvi import ChipviInputError
 from chipvi.io import _store, open_store, store_writer
 from chipvi.model import ChIPVI
@@ -18,24 +18,6 @@ from chipvi.model import _chipvi as chipvi_model
 
 TRAIN = {"max_epochs": 3, "batch_size": 700, "accelerator": "cpu", "enable_progress_bar": False}
 CHUNK = 256
-
-
-def _two_chromosomes(n_bins: int = 2400):
-    """Synthetic bins on chr1 (with a gap: 40 bins removed) and chr2, genome order."""
-    adata, _ = make_chip_adata(n_bins=n_bins, seed=3)
-    n1 = n_bins * 3 // 5
-    chrom = np.where(np.arange(n_bins) < n1, "chr1", "chr2")
-    start = np.where(np.arange(n_bins) < n1, np.arange(n_bins), np.arange(n_bins) - n1) * 200
-    adata.obs = pd.DataFrame(
-        {"chrom": pd.Categorical(chrom), "start": start, "end": start + 200},
-        index=[f"{c}:{s}-{s + 200}" for c, s in zip(chrom, start, strict=True)],
-    )
-    keep = np.ones(n_bins, bool)
-    keep[500:540] = False
-    adata = adata[keep].copy()
-    adata.uns["chipvi"] = {"bin_size": 200, "chrom_sizes": {"chr1": n1 * 200,
-                                                            "chr2": (n_bins - n1) * 200}}  # fmt: skip
-    return adata
 
 
 def _write_store(adata, path, layers=("control", "mapq", "control_mapq")):
@@ -52,7 +34,7 @@ def _write_store(adata, path, layers=("control", "mapq", "control_mapq")):
 @pytest.fixture(scope="module")
 def memory():
     torch.set_num_threads(1)
-    return _two_chromosomes()
+    return make_two_chromosome_adata()
 
 
 @pytest.fixture

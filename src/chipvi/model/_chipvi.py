@@ -448,8 +448,9 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             the script again, so call it from a script (not a notebook); the ranks end with
             the same parameters.
         batch_size
-            Consecutive bins per minibatch, each a chain started from its stationary law;
-            default ``min(n_bins, 16384)``.
+            Consecutive bins per minibatch, each conditioned on the bins before it (the
+            objective does not depend on it beyond float noise); default
+            ``min(n_bins, 16384)``.
         lr
             Learning rate of Adam (gradients clipped at norm 10).
         early_stopping

@@ -2,7 +2,14 @@
 
 The enrichment chain and the windowed covariates read neighbouring bins, so a minibatch is a
 run of consecutive bins (genome order) rather than a random set. Each epoch the
-run boundaries move by a random offset and the runs are visited in random order.
+run boundaries move by a random offset and the runs are visited in random order; the runs
+of an epoch tile the bins.
+
+A minibatch holds its run's rows and the rows around it that make its objective exact
+(:func:`block_rows`): ``OVERLAP`` rows before it that condition the chain at its first bin,
+and ``CONTEXT`` rows of covariate window on both sides; ``batch["window"]`` says which rows
+are scored. The sum over an epoch's minibatches is then the whole-data objective, whatever
+the batch size.
 
 From a bins store the same runs are read from disk (each a contiguous row range, so whole
 chunks in random chunk order), a few runs ahead in a thread while the model computes.
@@ -18,6 +25,28 @@ import torch
 from scvi.dataloaders import AnnDataLoader, DataSplitter
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..module import CONTEXT, OVERLAP, WINDOW_KEY
+
+
+def block_rows(a: int, b: int, first: int, n: int) -> tuple[int, int, np.ndarray]:
+    """Rows ``[lo, hi)`` to read for the minibatch scoring rows ``[a, b)`` of ``n`` rows, and
+    its window ``(p, a, b)`` relative to ``lo``.
+
+    The chain's context ``[p, a)`` stays inside the rows the loader visits (from ``first``):
+    its objective is the log-likelihood of those rows as one chain (broken at chromosome
+    starts and gaps). Covariate context is read from every row, as the posterior pass does.
+    """
+    p = max(first, a - OVERLAP)
+    lo, hi = max(0, p - CONTEXT), min(n, b + CONTEXT)
+    return lo, hi, np.array([p - lo, a - lo, b - lo], dtype=np.int64)
+
+
+def _contiguous(indices, n: int) -> np.ndarray:
+    indices = np.arange(n) if indices is None else np.sort(np.asarray(indices))
+    if len(indices) and indices[-1] - indices[0] + 1 != len(indices):
+        raise ValueError("a contiguous-block loader reads one contiguous range of rows")
+    return indices
+
 
 class ContiguousBlockSampler(Sampler):
     """Yield index arrays of ``block_size`` consecutive positions.
@@ -29,9 +58,10 @@ class ContiguousBlockSampler(Sampler):
     block_size
         Positions per block (the minibatch size).
     shuffle
-        Random offset and random block order each epoch; runs shorter than a quarter block at
-        the two ends are skipped for that epoch (the offset changes, so every bin is visited).
-        When ``block_size`` covers all positions there is one block, the same every epoch.
+        Random offset and random block order each epoch; a run shorter than a quarter block at
+        either end joins its neighbour (blocks of up to 1.25 ``block_size``), so the blocks of
+        an epoch tile the positions. When ``block_size`` covers all positions there is one
+        block, the same every epoch.
     """
 
     def __init__(self, n: int, block_size: int, shuffle: bool) -> None:
@@ -42,18 +72,20 @@ class ContiguousBlockSampler(Sampler):
     def _blocks(self) -> list[np.ndarray]:
         b = self.block_size
         if b >= self.n:
-            # Everything fits in one minibatch: the whole chain, exact, every epoch (a random
-            # cut would only add noise and skip a short end run).
+            # Everything fits in one minibatch: the whole chain, every epoch.
             return [np.arange(self.n)]
         if not self.shuffle:
             return [np.arange(s, min(s + b, self.n)) for s in range(0, self.n, b)]
         offset = int(torch.randint(0, b, ()).item())
-        starts = [0] + list(range(offset, self.n, b)) if offset else list(range(0, self.n, b))
-        blocks = []
-        for i, s in enumerate(starts):
-            e = starts[i + 1] if i + 1 < len(starts) else self.n
-            if e - s >= max(1, b // 4) or len(starts) == 1:
-                blocks.append(np.arange(s, e))
+        bounds = sorted({0, *range(offset, self.n, b), self.n})
+        # A short run at either end joins its neighbour: every bin is visited once per epoch,
+        # and no minibatch is so short that its scaled-up gradient is mostly noise.
+        short = max(1, b // 4)
+        if len(bounds) > 2 and bounds[1] - bounds[0] < short:
+            del bounds[1]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < short:
+            del bounds[-2]
+        blocks = [np.arange(s, e) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
         order = torch.randperm(len(blocks)).tolist()
         return [blocks[i] for i in order]
 
@@ -85,8 +117,26 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+class _Blocks(Dataset):
+    """Maps a block of positions (of ``indices``) to its minibatch: rows and window."""
+
+    def __init__(self, rows: Dataset, indices: np.ndarray, n: int) -> None:
+        self.rows, self.indices, self.n = rows, indices, n
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, block: np.ndarray) -> dict:
+        a, b = int(self.indices[block[0]]), int(self.indices[block[-1]]) + 1
+        lo, hi, window = block_rows(a, b, int(self.indices[0]), self.n)
+        out = dict(self.rows[np.arange(lo, hi)])
+        out[WINDOW_KEY] = window
+        return out
+
+
 class ContiguousBlockLoader(AnnDataLoader):
-    """:class:`~scvi.dataloaders.AnnDataLoader` whose batches are runs of consecutive bins."""
+    """:class:`~scvi.dataloaders.AnnDataLoader` whose batches are runs of consecutive bins,
+    each with the rows around it (:func:`block_rows`); ``indices``: one contiguous range."""
 
     def __init__(
         self,
@@ -98,11 +148,10 @@ class ContiguousBlockLoader(AnnDataLoader):
         **kwargs,
     ) -> None:
         n_obs = adata_manager.adata.n_obs
-        indices = np.arange(n_obs) if indices is None else np.sort(np.asarray(indices))
-        self.indices = indices
-        self.dataset = adata_manager.create_torch_dataset(
-            indices=indices, data_and_attributes=data_and_attributes
-        )
+        self.indices = indices = _contiguous(indices, n_obs)
+        # Every row: the context of a block may lie outside ``indices``.
+        rows = adata_manager.create_torch_dataset(data_and_attributes=data_and_attributes)
+        self.dataset = _Blocks(rows, indices, n_obs)
         sampler = ContiguousBlockSampler(len(indices), batch_size, shuffle)
         # Bypass AnnDataLoader.__init__: its sampler argument keeps automatic batching on.
         DataLoader.__init__(self, self.dataset, sampler=sampler, batch_size=None, num_workers=0)
@@ -119,16 +168,18 @@ class ContiguousDataSplitter(DataSplitter):
 
 
 class _RowRanges(Dataset):
-    """Maps a block of positions to its row range ``(start, stop)`` (rows ``indices``)."""
+    """Maps a block of positions to its minibatch's :func:`block_rows` (rows ``indices`` of
+    ``n``)."""
 
-    def __init__(self, indices: np.ndarray) -> None:
-        self.indices = indices
+    def __init__(self, indices: np.ndarray, n: int) -> None:
+        self.indices, self.n = indices, n
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, block: np.ndarray) -> tuple[int, int]:
-        return int(self.indices[block[0]]), int(self.indices[block[-1]]) + 1
+    def __getitem__(self, block: np.ndarray) -> tuple[int, int, np.ndarray]:
+        a, b = int(self.indices[block[0]]), int(self.indices[block[-1]]) + 1
+        return block_rows(a, b, int(self.indices[0]), self.n)
 
 
 class StoreBlockLoader(DataLoader):
@@ -155,15 +206,16 @@ class StoreBlockLoader(DataLoader):
         prefetch: int = 2,
         **kwargs,
     ) -> None:
-        indices = np.arange(source.n_obs) if indices is None else np.sort(np.asarray(indices))
-        if len(indices) and indices[-1] - indices[0] + 1 != len(indices):
-            raise ValueError("a store loader reads one contiguous range of rows")
-        self.indices = indices
+        self.indices = indices = _contiguous(indices, source.n_obs)
         self.source = source
         self.prefetch = max(0, int(prefetch))
         sampler = ContiguousBlockSampler(len(indices), batch_size, shuffle)
         DataLoader.__init__(
-            self, _RowRanges(indices), sampler=sampler, batch_size=None, num_workers=0
+            self,
+            _RowRanges(indices, source.n_obs),
+            sampler=sampler,
+            batch_size=None,
+            num_workers=0,
         )
 
     def __iter__(self):
@@ -175,8 +227,8 @@ class StoreBlockLoader(DataLoader):
         pending: deque = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="chipvi-read") as pool:
             try:
-                for start, stop in ranges:
-                    pending.append(pool.submit(self.source.batch, start, stop))
+                for start, stop, window in ranges:
+                    pending.append(pool.submit(self.source.batch, start, stop, window))
                     if len(pending) > self.prefetch:
                         yield pending.popleft().result()
                 while pending:

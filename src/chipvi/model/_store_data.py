@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..io import BinStore
+from ..module import WINDOW_KEY
 from ._validate import check_arrays, check_reads, read_library_table
 
 #: Setup arguments of a store: the names ``read_bams`` writes (``setup_anndata``'s defaults).
@@ -86,11 +87,13 @@ class StoreSource:
         parts = [self.read(a, b) for a, b in sample_ranges(self.n_obs)]
         return {k: np.concatenate([p[k] for p in parts]) for k in _ARRAYS}
 
-    def batch(self, start: int, stop: int) -> dict[str, torch.Tensor]:
-        """A training minibatch: the rows as float32 tensors and ``run_start`` flags."""
+    def batch(self, start: int, stop: int, window: np.ndarray) -> dict[str, torch.Tensor]:
+        """A training minibatch: the rows as float32 tensors, ``run_start`` flags and its
+        ``window`` (:func:`~chipvi.model._dataloader.block_rows`)."""
         out = {
             k: torch.as_tensor(v, dtype=torch.float32) for k, v in self.read(start, stop).items()
         }
         flags = self.store.run_starts(start, stop).astype(np.float32)[:, None]
         out["run_start"] = torch.as_tensor(flags)
+        out[WINDOW_KEY] = torch.as_tensor(window)
         return out

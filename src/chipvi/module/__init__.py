@@ -10,8 +10,9 @@ from ._chain import (
 from ._consistency import mse_consistency
 from ._covariates import ALL_COVARIATES, COVARIATE_SETS, CovariateBuilder
 from ._mlp import MLP
-from ._module import CONTEXT, GRID, OUTLIER, STAY, ChainMarginal, ChipviModule
+from ._module import CONTEXT, GRID, OUTLIER, STAY, WINDOW_KEY, ChainMarginal, ChipviModule
 from ._nb import NegativeBinomialMeanDisp, nb_log_prob
+from ._overlap import OVERLAP
 from ._registry import CONSISTENCY, TECHNICAL, list_consistency, list_covariate_sets, list_technical
 from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
 
@@ -19,7 +20,9 @@ __all__ = [
     "CONTEXT",
     "GRID",
     "OUTLIER",
+    "OVERLAP",
     "STAY",
+    "WINDOW_KEY",
     "ALL_COVARIATES",
     "ChainInputs",
     "ChainMarginal",

@@ -19,8 +19,17 @@ Generative story for bin ``i``, library ``j`` of group ``g(j)`` (DESIGN §3)::
 Inference is exact: the chain is summed out by forward-backward (:mod:`._chain`), so the
 observed site's log-probability is the log marginal likelihood of the counts, and the
 globals (networks, gains, stay probabilities, prior) are point estimates fitted by gradient
-ascent on it; the guide is empty. Minibatches are long runs of consecutive bins, each run a
-chain started from the chain's stationary distribution.
+ascent on it; the guide is empty.
+
+Minibatches are long runs of consecutive bins, and their objective is exact: a minibatch
+scores its bins ``[a, b)`` conditioned on the ``L`` bins before it
+(``log p(y[a:b] | y[a-L:a])``, :mod:`._overlap`; ``L`` ten expected dwell times of the
+stickiest stay class, at most 4096; exact where a chromosome start or gap lies within them,
+otherwise within float noise), and its covariate windows read :data:`CONTEXT` rows on both
+sides. The technical term and the ``n_obs / n_bins`` scale count the scored bins
+only. So the sum over minibatches that tile the bins is the whole-data log-likelihood and
+gradient, whatever the batch size and the number of threads (the CPU engine cuts a minibatch
+into one piece per thread, each conditioned the same way).
 """
 
 from __future__ import annotations
@@ -33,15 +42,18 @@ from pyro.distributions import TorchDistribution, constraints
 from scvi.module.base import PyroBaseModuleClass
 from torch import nn
 
-from ._chain import ChainInputs, chain_log_likelihood, chain_posterior, log_outlier_mixture
+from ._chain import ChainInputs, chain_posterior, log_outlier_mixture
 from ._covariates import COVARIATE_CONTEXT, COVARIATE_SETS, CovariateBuilder
 from ._nb import nb_log_prob
+from ._overlap import conditional_log_likelihood, cut_pieces, overlap_length
 from ._registry import CONSISTENCY, TECHNICAL
 
 #: Rows of genomic context each side a prediction chunk needs for exact technical parameters.
 CONTEXT = COVARIATE_CONTEXT + 2
 
 DATA_KEYS = ("X", "control", "mapq", "control_mapq", "run_start")
+#: Batch key of a minibatch's ``(p, a, b)``: rows ``[a, b)`` scored, context from ``p``.
+WINDOW_KEY = "window"
 
 #: Default grid of log fold enrichments: (lowest, highest, points).
 GRID = (-3.0, 6.0, 46)
@@ -78,10 +90,14 @@ def _initial_enriched_logits(grid: np.ndarray, n_classes: int) -> torch.Tensor:
 class ChainMarginal(TorchDistribution):
     """Counts of a run of bins with the enrichment chain summed out (event: the whole run).
 
-    ``log_prob(y) = Σ_ij log p(y_ij | e = 0) + log [p(y | chain) / p(y | e = 0)]`` with
-    ``p(y | e) = (1 − ε)·NB(y | μ·exp(a·e), r) + ε·q(y)`` (ε: ``outlier``); the second term
-    is exact (forward-backward) and differentiable in every parameter. Sampling is not
-    supported (counts are always observed in chipvi).
+    ``log_prob(y)`` is the log-likelihood of the scored rows given the context rows before
+    them (:mod:`._overlap`): for each piece ``(q, s, e)`` of ``pieces``,
+    ``Σ_{s≤i<e, j} log p(y_ij | e = 0) + log [p(y[q:e] | chain) / p(y[q:e] | e = 0)]
+    − log [p(y[q:s] | chain) / p(y[q:s] | e = 0)]``, with
+    ``p(y | e) = (1 − ε)·NB(y | μ·exp(a·e), r) + ε·q(y)`` (ε: ``outlier``). ``inputs.starts``
+    are the true chain starts among the rows. Without ``pieces`` every row is scored, one
+    piece. The chain terms are exact (forward-backward) and differentiable in every
+    parameter. Sampling is not supported (counts are always observed in chipvi).
     """
 
     arg_constraints = {"log_mu": constraints.real, "log_r": constraints.real}
@@ -89,26 +105,34 @@ class ChainMarginal(TorchDistribution):
     has_rsample = False
 
     def __init__(
-        self, inputs: ChainInputs, transition: dict, outlier: float, n_threads: int = 1
+        self,
+        inputs: ChainInputs,
+        transition: dict,
+        outlier: float,
+        n_threads: int = 1,
+        pieces: list[tuple[int, int, int]] | None = None,
     ) -> None:
         self.inputs = inputs
         self.log_mu, self.log_r = inputs.log_mu, inputs.log_r
         self.transition = transition
         self.outlier = outlier
         self.n_threads = n_threads
+        self.pieces = [(0, 0, inputs.y.shape[0])] if pieces is None else list(pieces)
         super().__init__(torch.Size(), inputs.log_mu.shape, validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        a, b = self.pieces[0][1], self.pieces[-1][2]
         technical = log_outlier_mixture(
-            value, nb_log_prob(value, self.log_mu, self.log_r), self.outlier
+            value[a:b], nb_log_prob(value[a:b], self.log_mu[a:b], self.log_r[a:b]), self.outlier
         ).sum()
         inputs = ChainInputs(
             value, self.log_mu, self.log_r, self.inputs.w, self.inputs.gain,
             self.inputs.groups, self.inputs.starts,
         )  # fmt: skip
-        chain = chain_log_likelihood(
-            inputs, outlier=self.outlier, n_threads=self.n_threads, **self.transition
-        )
+        chain = conditional_log_likelihood(
+            inputs, self.pieces, np.asarray(self.inputs.starts, dtype=np.int64),
+            self.transition, self.outlier, self.n_threads,
+        )  # fmt: skip
         return technical + chain
 
     def sample(self, sample_shape=None):  # pragma: no cover - never sampled
@@ -197,6 +221,9 @@ class ChipviModule(PyroBaseModuleClass):
             raise ValueError("consistency_weight needs one weight per consistency term.")
         self.low_mapq = low_mapq
         self.n_threads = int(n_threads)
+        #: Bins of conditioning context before a minibatch's cuts (:mod:`._overlap`); None:
+        #: from the stay probabilities (:func:`._overlap.overlap_length`).
+        self.overlap: int | None = None
         self.outlier = float(outlier)
 
         values = grid_values(grid)
@@ -224,7 +251,8 @@ class ChipviModule(PyroBaseModuleClass):
     # ----------------------------------------------------------------------------------------
     @staticmethod
     def _get_fn_args_from_batch(tensor_dict: dict[str, torch.Tensor]):
-        return tuple(tensor_dict[k].float() for k in DATA_KEYS), {}
+        args = tuple(tensor_dict[k].float() for k in DATA_KEYS)
+        return (*args, tensor_dict.get(WINDOW_KEY)), {}
 
     @property
     def list_obs_plate_vars(self) -> dict:
@@ -299,43 +327,71 @@ class ChipviModule(PyroBaseModuleClass):
         with torch.no_grad():
             return self.transition()["log_rho"].exp().sum(0).cpu().numpy()
 
-    def _starts(self, run_start: torch.Tensor, n: int) -> tuple[int, ...]:
-        """Chain starts of a minibatch: its first bin and each flagged run start; on CPU
-        also cut into one piece per thread (each piece a chain from the stationary law)."""
-        flagged = torch.nonzero(run_start.flatten() > 0).flatten().tolist()
-        starts = {0, *flagged}
-        if self.n_threads > 1 and run_start.device.type == "cpu":
-            starts.update(int(round(n * t / self.n_threads)) for t in range(1, self.n_threads))
-        return tuple(sorted(s for s in starts if s < n))
+    def minibatch(self, counts, control, mapq, control_mapq, run_start, window=None):
+        """Technical parameters of the rows a minibatch's objective reads, and its pieces.
+
+        ``window`` ``(p, a, b)`` (rows of the inputs; ``None``: every row scored): rows
+        ``[a, b)`` are scored, rows from ``p`` may condition them, and the rows around those
+        are covariate context. Returns ``(rows, log_mu, log_r, weight, breaks, pieces)``:
+        ``rows`` the slice of the inputs the rest refers to, ``breaks`` the true chain starts
+        in it, ``pieces`` ``(q, s, e)`` per chain piece (:func:`._overlap.cut_pieces`: on CPU
+        one piece per thread, each with its own overlap).
+        """
+        n = counts.shape[0]
+        p, a, b = (0, 0, n) if window is None else (int(v) for v in window.flatten().tolist())
+        breaks = torch.nonzero(run_start.flatten() > 0).flatten().cpu().numpy()
+        # Context starts at most `overlap` rows before the minibatch, and at a true chain start
+        # when one is nearer (then the piece is exact).
+        overlap = self.overlap
+        if overlap is None:
+            overlap = overlap_length(float(self.stay().max()))
+        before = breaks[(breaks > p) & (breaks <= a)]
+        p = max(p, a - overlap, int(before[-1]) if before.size else p)
+        lo, hi = max(0, p - CONTEXT), min(n, b + CONTEXT)
+        rows = slice(lo, hi)
+        args = (counts[rows], control[rows], mapq[rows], control_mapq[rows])
+        log_mu, log_r = self.technical_parameters(*args)
+        weight = self.mappability_weight(*args)
+        breaks = breaks[(breaks >= lo) & (breaks < hi)] - lo
+        n_pieces = self.n_threads if run_start.device.type == "cpu" else 1
+        pieces = cut_pieces(p - lo, a - lo, b - lo, breaks, n_pieces, overlap)
+        return rows, log_mu, log_r, weight, breaks, pieces
 
     # ----------------------------------------------------------------------------------------
-    def model(self, counts, control, mapq, control_mapq, run_start, kl_weight: float = 1.0):
-        """Generative model (see module docstring).
+    def model(
+        self, counts, control, mapq, control_mapq, run_start, window=None, kl_weight: float = 1.0
+    ):
+        """Generative model (see module docstring) of the rows ``window`` scores
+        (:meth:`minibatch`).
 
         ``kl_weight`` (scvi-tools' warm-up schedule, 0 → 1 over the first epochs) scales the
         enrichment's likelihood weight: early in training the technical network alone must
         explain the counts, so it learns the pile-ups that control and MAPQ predict (artefacts)
         before the chain can claim them.
         """
-        n_bins = counts.shape[0]
-        log_mu, log_r = self.technical_parameters(counts, control, mapq, control_mapq)
-        weight = self.mappability_weight(counts, control, mapq, control_mapq)
+        rows, log_mu, log_r, weight, breaks, pieces = self.minibatch(
+            counts, control, mapq, control_mapq, run_start, window
+        )
         gain = self.gain()
+        y = counts[rows]
         inputs = ChainInputs(
-            counts, log_mu, log_r, (kl_weight * weight).detach(), gain, self.groups,
-            self._starts(run_start, n_bins),
+            y, log_mu, log_r, (kl_weight * weight).detach(), gain, self.groups,
+            tuple(int(i) for i in breaks),
         )  # fmt: skip
-        with pyro.poutine.scale(scale=self.n_obs / n_bins):
+        n_scored = pieces[-1][2] - pieces[0][1]
+        with pyro.poutine.scale(scale=self.n_obs / n_scored):
             pyro.sample(
                 "y",
-                ChainMarginal(inputs, self.transition(), self.outlier, self.n_threads),
-                obs=counts,
+                ChainMarginal(inputs, self.transition(), self.outlier, self.n_threads, pieces),
+                obs=y,
             )
         for name, w in zip(self.consistency_names, self.consistency_weights, strict=True):
             if w != 0:
                 pyro.factor(f"consistency_{name}", w * CONSISTENCY[name](gain.log(), self.groups))
 
-    def guide(self, counts, control, mapq, control_mapq, run_start, kl_weight: float = 1.0):
+    def guide(
+        self, counts, control, mapq, control_mapq, run_start, window=None, kl_weight: float = 1.0
+    ):
         """Empty: the chain is summed out exactly and the globals are point estimates."""
 
     # ----------------------------------------------------------------------------------------
