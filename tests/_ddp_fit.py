@@ -45,9 +45,9 @@ def _count_reads() -> None:
 
     batch = _store_data.StoreSource.batch
 
-    def counted(self, start, stop):
-        _ROWS_READ[0] += stop - start
-        return batch(self, start, stop)
+    def counted(self, start, stop, window):
+        _ROWS_READ[0] += int(window[2] - window[1])  # the rows the minibatch scores
+        return batch(self, start, stop, window)
 
     _store_data.StoreSource.batch = counted
 

@@ -39,21 +39,22 @@ def test_ddp_on_two_cpu_processes_matches_single_process(tmp_path, store):
     for name in names:
         np.testing.assert_allclose(rank1[name], fit[f"ddp_param_{name}"], rtol=0, atol=1e-6)
     # Each DDP step averages the gradients of two runs of 250 bins (one per rank), one process
-    # takes one run of 500: different runs, the same model within these tolerances. Measured:
-    # denoised lfe Pearson 0.9995, mean |diff| 0.006, gains within 0.015, stays 0.37/0.989
-    # (one process) vs 0.41/0.990 (DDP); two seeds of one process differ by 0.9993, 0.007,
-    # 0.026 and 0.017/0.0004 (the low stay class is the loosest parameter, and two runs of
-    # 250 cut the chain once more than one of 500).
+    # takes one run of 500: different runs, the same model within the spread of training
+    # seeds. Measured with technical="control_slope": two seeds of one process differ by lfe
+    # Pearson 0.989, mean |diff| 0.085, gains 0.021, low stay class 0.43 vs 0.40 (one
+    # process with runs of 250 and twice the epochs: 0.987, 0.062).
     single, ddp = fit["single_lfe"], fit["ddp_lfe"]
-    assert np.corrcoef(single.ravel(), ddp.ravel())[0, 1] > 0.995
-    assert np.abs(single - ddp).mean() < 0.02
-    np.testing.assert_allclose(fit["ddp_gains"], fit["single_gains"], atol=0.03)
+    r, diff = np.corrcoef(single.ravel(), ddp.ravel())[0, 1], np.abs(single - ddp).mean()
+    assert r > 0.98 and diff < 0.1, (r, diff)
+    # gains near 1: DDP vs one process differed by 0.036 (seeds: 0.021, runs of 250: 0.013)
+    np.testing.assert_allclose(fit["ddp_gains"], fit["single_gains"], atol=0.05)
     np.testing.assert_allclose(fit["ddp_stay"], fit["single_stay"], atol=0.06)
     if store:
-        # Each rank read its share of the runs from the store, not all of them: 40 epochs of
-        # 2000 bins (an epoch's random offset skips at most two quarter-runs; a rank with
-        # one run fewer repeats one).
+        # Each rank scored its share of the runs read from the store, not all of them: 40
+        # epochs of 2000 bins (a rank with one run fewer repeats one).
         shares = int(fit["ddp_rows_read"]), int(rank1["rows_read"])
         assert abs(shares[0] - shares[1]) <= 40 * 250
         assert 40 * (2000 - 125) <= sum(shares) <= 40 * (2000 + 250)
-        assert 40 * (2000 - 250) <= int(fit["single_rows_read"]) <= 40 * 2000
+        # one process: every bin each epoch (runs tile the bins), plus the minibatches read
+        # before training starts (at most two runs of up to 1.25 × 500)
+        assert 40 * 2000 <= int(fit["single_rows_read"]) <= 40 * 2000 + 2 * 625

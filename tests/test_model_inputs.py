@@ -88,6 +88,9 @@ def test_bad_options(adata):
     ChIPVI.setup_anndata(adata)
     with pytest.raises(ChipviInputError, match="technical"):
         ChIPVI(adata, technical="nope")
+    with pytest.raises(ChipviInputError, match=r"control_slope.*'log_control_1kb'.*mu_r"):
+        ChIPVI(adata, covariates="no_window")  # the default technical model needs the windows
+    ChIPVI(adata, covariates="no_window", technical="mu_r")
     with pytest.raises(ChipviInputError, match="consistency terms"):
         ChIPVI(adata, consistency=("mse", "cosine"))
     with pytest.raises(ChipviInputError, match="one weight per"):

@@ -101,6 +101,6 @@ def test_covariates_window_and_standardisation():
 
 
 def test_registries():
-    assert set(list_technical()) == {"mu_r", "r_p"}
+    assert set(list_technical()) == {"control_slope", "mu_r", "r_p"}
     assert set(list_consistency()) == {"mse"}
     assert "default" in list_covariate_sets()

@@ -40,6 +40,8 @@ from ..module import (
     list_technical,
     posterior_piece_bins,
 )
+from ..module._covariates import COVARIATE_SETS
+from ..module._technical import CONTROL_WINDOWS
 from ._dataloader import ContiguousDataSplitter, StoreDataSplitter
 from ._guards import NonFiniteGuard
 from ._runner import TrainRunner
@@ -228,6 +230,13 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         ):
             if value not in allowed:
                 raise ChipviInputError(f"{name}={value!r} is not one of {allowed}.")
+        lacking = [c for c in CONTROL_WINDOWS if c not in COVARIATE_SETS[covariates]]
+        if technical == "control_slope" and lacking:
+            raise ChipviInputError(
+                f"technical='control_slope' reads the control counts {lacking}, which "
+                f"covariates={covariates!r} leaves out: pick a covariate set with them or "
+                "technical='mu_r'."
+            )
         consistency = (consistency,) if isinstance(consistency, str) else tuple(consistency)
         bad = [c for c in consistency if c not in list_consistency()]
         if bad:

@@ -212,9 +212,9 @@ class ChipviModule(PyroBaseModuleClass):
             depth, control_depth, typical_mapq, typical_control_mapq, COVARIATE_SETS[covariates]
         )
         self.technical = TECHNICAL[technical](
-            self.covariates.n_covariates, log_mean, n_hidden=n_hidden, n_layers=n_layers
-        )
-        self.technical.bind(self.covariates)
+            self.covariates.n_covariates, log_mean, n_hidden=n_hidden, n_layers=n_layers,
+            covariates=self.covariates,
+        )  # fmt: skip
         self.consistency_names = tuple(consistency)
         self.consistency_weights = tuple(float(w) for w in consistency_weight)
         if len(self.consistency_weights) != len(self.consistency_names):

@@ -22,9 +22,19 @@ class TechnicalNet(nn.Module):
         Initial per-library log mean count (the network starts at this baseline).
     n_hidden, n_layers
         Width and depth of the MLPs.
+    covariates
+        The module's :class:`~._covariates.CovariateBuilder` (column names, standardisation),
+        for networks that read raw covariates.
     """
 
-    def __init__(self, n_covariates: int, log_mean: torch.Tensor, n_hidden: int, n_layers: int):
+    def __init__(
+        self,
+        n_covariates: int,
+        log_mean: torch.Tensor,
+        n_hidden: int,
+        n_layers: int,
+        covariates: nn.Module | None = None,
+    ):
         super().__init__()
         self.n_covariates = n_covariates
         self.hidden = (n_hidden,) * n_layers
@@ -35,10 +45,6 @@ class TechnicalNet(nn.Module):
         self.linear = nn.Linear(n_covariates, 1, bias=False)
         nn.init.zeros_(self.linear.weight)
 
-    def bind(self, covariates: nn.Module) -> None:
-        """Called once with the module's :class:`~._covariates.CovariateBuilder` (its column
-        names and standardisation); networks that read raw covariates keep a reference."""
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
@@ -46,7 +52,7 @@ class TechnicalNet(nn.Module):
 class TechnicalMuR(TechnicalNet):
     """``log μ = b_j + f(x)``, ``log r = c_j + g(f(x), x)`` (dispersion follows the mean)."""
 
-    def __init__(self, n_covariates, log_mean, n_hidden=32, n_layers=2):
+    def __init__(self, n_covariates, log_mean, n_hidden=32, n_layers=2, covariates=None):
         super().__init__(n_covariates, log_mean, n_hidden, n_layers)
         self.f = MLP(n_covariates, 1, self.hidden, zero_last=True)
         self.g = MLP(n_covariates + 1, 1, self.hidden, zero_last=True)
@@ -62,7 +68,7 @@ class TechnicalMuR(TechnicalNet):
 class TechnicalRP(TechnicalNet):
     """``r`` and ``p`` from ``x`` independently; ``μ = r·p/(1−p)``."""
 
-    def __init__(self, n_covariates, log_mean, n_hidden=32, n_layers=2):
+    def __init__(self, n_covariates, log_mean, n_hidden=32, n_layers=2, covariates=None):
         super().__init__(n_covariates, log_mean, n_hidden, n_layers)
         self.net = MLP(n_covariates, 2, self.hidden, zero_last=True)
 
@@ -98,8 +104,10 @@ class TechnicalControlSlope(TechnicalNet):
     raw counts (``benchmarks/log/2026-12-07-control-slope.md``).
     """
 
-    def __init__(self, n_covariates, log_mean, n_hidden=32, n_layers=2):
+    def __init__(self, n_covariates, log_mean, n_hidden=32, n_layers=2, covariates=None):
         super().__init__(n_covariates, log_mean, n_hidden, n_layers)
+        if covariates is None:
+            raise ValueError("technical='control_slope' needs the covariate builder.")
         del self.linear  # the control enters through the slope; f sees the other covariates
         n_lib = log_mean.numel()
         self.slope_logit = nn.Parameter(torch.full((n_lib,), 2.0))  # β starts at 0.88
@@ -107,9 +115,6 @@ class TechnicalControlSlope(TechnicalNet):
         self.window_logits = nn.Parameter(torch.zeros(len(CONTROL_WINDOWS)))
         self.g = MLP(n_covariates + 1, 1, self.hidden, zero_last=True)
         self.f: MLP | None = None
-        self._covariates: tuple | None = None
-
-    def bind(self, covariates: nn.Module) -> None:
         names = covariates.names
         missing = [c for c in CONTROL_WINDOWS if c not in names]
         if missing:
