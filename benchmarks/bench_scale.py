@@ -434,10 +434,11 @@ def main_disk(args) -> int:
         model, head = model_rows(args)
         sections["Scale, model from a store (bench_scale.py --model-bins)"] = (
             head + "\n\n" + model_table(model, args.libraries) + "\n\n"
-            "The posterior runs a whole chain (a chromosome, or the bins between gaps) at a "
-            "time, so its peak memory grows with the longest chromosome, not the genome; the "
-            "extrapolated rows (a human genome at 25 bp, whose longest chromosome is 10 M "
-            "bins) are linear in time and memory from the two largest sizes."
+            "The posterior runs a chain (a chromosome, or the bins between gaps) in pieces of "
+            "bounded length with the chain's messages carried across them (exact), so its "
+            "peak memory is set by the piece length, not by the chromosome or the genome; the "
+            "extrapolated rows (a human genome at 25 bp, 121 M bins) are linear in time and "
+            "memory from the two largest sizes."
         )
     series = plot_series(disk, model)
     note = growth(series)

@@ -30,6 +30,8 @@ from .._utils import atomic_dir
 from ..io import BinStore, is_store, open_store, store_adder
 from ..module import (
     CONTEXT,
+    CONTROL_WINDOWS,
+    COVARIATE_SETS,
     GRID,
     STAY,
     ChainInputs,
@@ -40,8 +42,6 @@ from ..module import (
     list_technical,
     posterior_piece_bins,
 )
-from ..module._covariates import COVARIATE_SETS
-from ..module._technical import CONTROL_WINDOWS
 from ._dataloader import ContiguousDataSplitter, StoreDataSplitter
 from ._guards import NonFiniteGuard
 from ._runner import TrainRunner

@@ -14,10 +14,17 @@ from ._module import CONTEXT, GRID, OUTLIER, STAY, WINDOW_KEY, ChainMarginal, Ch
 from ._nb import NegativeBinomialMeanDisp, nb_log_prob
 from ._overlap import OVERLAP
 from ._registry import CONSISTENCY, TECHNICAL, list_consistency, list_covariate_sets, list_technical
-from ._technical import TechnicalMuR, TechnicalNet, TechnicalRP
+from ._technical import (
+    CONTROL_WINDOWS,
+    TechnicalControlSlope,
+    TechnicalMuR,
+    TechnicalNet,
+    TechnicalRP,
+)
 
 __all__ = [
     "CONTEXT",
+    "CONTROL_WINDOWS",
     "GRID",
     "OUTLIER",
     "OVERLAP",
@@ -33,6 +40,7 @@ __all__ = [
     "MLP",
     "NegativeBinomialMeanDisp",
     "TECHNICAL",
+    "TechnicalControlSlope",
     "TechnicalMuR",
     "TechnicalNet",
     "TechnicalRP",
