@@ -340,21 +340,19 @@ class ChipviModule(PyroBaseModuleClass):
         n = counts.shape[0]
         p, a, b = (0, 0, n) if window is None else (int(v) for v in window.flatten().tolist())
         breaks = torch.nonzero(run_start.flatten() > 0).flatten().cpu().numpy()
-        # Context starts at most `overlap` rows before the minibatch, and at a true chain start
-        # when one is nearer (then the piece is exact).
         overlap = self.overlap
         if overlap is None:
             overlap = overlap_length(float(self.stay().max()))
-        before = breaks[(breaks > p) & (breaks <= a)]
-        p = max(p, a - overlap, int(before[-1]) if before.size else p)
-        lo, hi = max(0, p - CONTEXT), min(n, b + CONTEXT)
+        n_pieces = self.n_threads if run_start.device.type == "cpu" else 1
+        pieces = cut_pieces(p, a, b, breaks, n_pieces, overlap)
+        # The first piece's context starts earliest: the rows read begin there (less CONTEXT).
+        lo, hi = max(0, pieces[0][0] - CONTEXT), min(n, b + CONTEXT)
         rows = slice(lo, hi)
         args = (counts[rows], control[rows], mapq[rows], control_mapq[rows])
         log_mu, log_r = self.technical_parameters(*args)
         weight = self.mappability_weight(*args)
         breaks = breaks[(breaks >= lo) & (breaks < hi)] - lo
-        n_pieces = self.n_threads if run_start.device.type == "cpu" else 1
-        pieces = cut_pieces(p - lo, a - lo, b - lo, breaks, n_pieces, overlap)
+        pieces = [(q - lo, s - lo, e - lo) for q, s, e in pieces]
         return rows, log_mu, log_r, weight, breaks, pieces
 
     # ----------------------------------------------------------------------------------------
