@@ -117,18 +117,30 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-class _Blocks(Dataset):
-    """Maps a block of positions (of ``indices``) to its minibatch: rows and window."""
+class _RowRanges(Dataset):
+    """Maps a block of positions to its minibatch's :func:`block_rows` (rows ``indices`` of
+    ``n``)."""
 
-    def __init__(self, rows: Dataset, indices: np.ndarray, n: int) -> None:
-        self.rows, self.indices, self.n = rows, indices, n
+    def __init__(self, indices: np.ndarray, n: int) -> None:
+        self.indices, self.n = indices, n
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, block: np.ndarray) -> dict:
+    def __getitem__(self, block: np.ndarray) -> tuple[int, int, np.ndarray]:
         a, b = int(self.indices[block[0]]), int(self.indices[block[-1]]) + 1
-        lo, hi, window = block_rows(a, b, int(self.indices[0]), self.n)
+        return block_rows(a, b, int(self.indices[0]), self.n)
+
+
+class _Blocks(_RowRanges):
+    """Maps a block of positions (of ``indices``) to its minibatch: rows and window."""
+
+    def __init__(self, rows: Dataset, indices: np.ndarray, n: int) -> None:
+        super().__init__(indices, n)
+        self.rows = rows
+
+    def __getitem__(self, block: np.ndarray) -> dict:
+        lo, hi, window = super().__getitem__(block)
         out = dict(self.rows[np.arange(lo, hi)])
         out[WINDOW_KEY] = window
         return out
@@ -165,21 +177,6 @@ class ContiguousDataSplitter(DataSplitter):
     def __init__(self, adata_manager, *args, **kwargs) -> None:
         kwargs["shuffle_set_split"] = False
         super().__init__(adata_manager, *args, **kwargs)
-
-
-class _RowRanges(Dataset):
-    """Maps a block of positions to its minibatch's :func:`block_rows` (rows ``indices`` of
-    ``n``)."""
-
-    def __init__(self, indices: np.ndarray, n: int) -> None:
-        self.indices, self.n = indices, n
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, block: np.ndarray) -> tuple[int, int, np.ndarray]:
-        a, b = int(self.indices[block[0]]), int(self.indices[block[-1]]) + 1
-        return block_rows(a, b, int(self.indices[0]), self.n)
 
 
 class StoreBlockLoader(DataLoader):
