@@ -21,7 +21,6 @@ from scipy import stats
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
-from scvi.train import LowLevelPyroTrainingPlan
 
 from .._bins import run_starts
 from .._errors import ChipviInputError
@@ -44,6 +43,7 @@ from ..module import (
 )
 from ._dataloader import ContiguousDataSplitter, StoreDataSplitter
 from ._guards import NonFiniteGuard
+from ._plan import ChipviTrainingPlan
 from ._runner import TrainRunner
 from ._store_data import STORE_KEYS, STORE_LAYERS, StoreSource
 from ._validate import check_bin_order, read_arrays, read_library_table
@@ -196,7 +196,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
 
     _module_cls = ChipviModule
     _data_splitter_cls = ContiguousDataSplitter
-    _training_plan_cls = LowLevelPyroTrainingPlan
+    _training_plan_cls = ChipviTrainingPlan
     _train_runner_cls = TrainRunner
 
     def __init__(
@@ -498,7 +498,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self.module.n_obs = n_train
         self.module.n_threads = _n_threads()
         warmup = int(round(warmup_fraction * max_epochs))
-        training_plan = LowLevelPyroTrainingPlan(
+        training_plan = ChipviTrainingPlan(
             self.module,
             optim=torch.optim.Adam,
             optim_kwargs={"lr": lr},
