@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from chipvi._errors import ChipviInputError
+from chipvi import _utils
 from chipvi._utils import atomic_path, gc_paused
 
 
@@ -110,3 +111,23 @@ def test_atomic_dir_moves_a_finished_folder_and_removes_a_failed_one(tmp_path):
     with pytest.raises(ChipviInputError, match="does not exist"):
         with atomic_dir(tmp_path / "missing" / "out"):
             pass
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(_utils._malloc_trim() is None, reason="needs glibc's malloc_trim")
+def test_release_freed_memory_returns_fragmented_heap_pages():
+    # ~190 MiB of arrays below the mmap threshold, each followed by a small one that stays:
+    # freeing the large ones leaves holes glibc keeps until it is asked to trim.
+    big, keep = [], []
+    for i in range(2000):
+        big.append(np.ones(12_000 + i % 7 * 100))
+        keep.append(np.ones(8))
+    del big
+    held = _resident_bytes()
+    _utils.release_freed_memory()
+    assert held - _resident_bytes() > 100 * 2**20
+    assert len(keep) == 2000
