@@ -342,7 +342,7 @@ class ChipviModule(PyroBaseModuleClass):
         breaks = torch.nonzero(run_start.flatten() > 0).flatten().cpu().numpy()
         overlap = self.overlap
         if overlap is None:
-            overlap = overlap_length(float(self.stay().max()))
+            overlap = overlap_length(float(self.stay().max().detach()))
         n_pieces = self.n_threads if run_start.device.type == "cpu" else 1
         pieces = cut_pieces(p, a, b, breaks, n_pieces, overlap)
         # The first piece's context starts earliest: the rows read begin there (less CONTEXT).
