@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,7 @@ from .._blocks import Blocks, Moments
 from .._errors import ChipviInputError
 from .._store import store, stored
 from ..io import BinStore, read_regions
-from ._stream import MAX_DISTINCT, Buckets, Sample, ValueTable, top_threshold
+from ._stream import MAX_DISTINCT, Sample, SpilledRanks, ValueTable, top_threshold
 
 
 def _library_groups(var: pd.DataFrame, groups: Sequence[str] | str | None) -> dict[str, list[str]]:
@@ -59,9 +62,10 @@ def _pair_metrics(bins: Blocks, read, pairs: list[tuple[int, int]], k: int) -> l
     """Pearson, Spearman (mid-ranks) and top-k Jaccard of column pairs of ``read(a, b)``,
     over the bins where both are finite, a block at a time (see :mod:`._stream`).
 
-    Passes: moments and value tables; bucket counts of columns whose table overflowed; the
-    values of the bucket holding a k-th largest value (when not an exact tie bucket); ranks
-    and top-k membership (the top k: larger values, then ties in bin order).
+    Passes: moments and value tables; for columns whose table overflowed, bucket counts and
+    their values to disk (:class:`._stream.SpilledRanks`); the values of the bucket holding a
+    k-th largest value (when not a bucket of one value); ranks and top-k membership (the top
+    k: larger values, then ties in bin order).
     """
     cap = None if bins.store is None else MAX_DISTINCT
     moments = [Moments() for _ in pairs]
@@ -75,17 +79,25 @@ def _pair_metrics(bins: Blocks, read, pairs: list[tuple[int, int]], k: int) -> l
                 if samples is not None:
                     samples[p][side].add(col)
     rankers = [[t.finish() for t in pair] for pair in tables]
-    for p, pair in enumerate(rankers):
-        for s, table in enumerate(pair):
-            if table.overflow:
-                pair[s] = Buckets(samples[p][s].values())
-    buckets = [(p, s) for p in range(len(pairs)) for s in (0, 1)
-               if isinstance(rankers[p][s], Buckets)]  # fmt: skip
-    if buckets:
-        for a, b in bins.ranges:
-            cols = list(_finite_pairs(read(a, b), pairs))
-            for p, s in buckets:
-                rankers[p][s].add(cols[p][s])
+    spilled = [(p, s) for p in range(len(pairs)) for s in (0, 1) if tables[p][s].overflow]
+    with contextlib.ExitStack() as stack:
+        if spilled:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chipvi-ranks-")))
+        for p, s in spilled:
+            rankers[p][s] = SpilledRanks(samples[p][s].values(), moments[p].n, folder / f"{p}_{s}",
+                                         MAX_DISTINCT)  # fmt: skip
+        if spilled:
+            for a, b in bins.ranges:
+                cols = list(_finite_pairs(read(a, b), pairs))
+                for p, s in spilled:
+                    rankers[p][s].add(cols[p][s])
+            for p, s in spilled:
+                rankers[p][s].finish()
+        return _ranked_metrics(bins, read, pairs, k, moments, rankers)
+
+
+def _ranked_metrics(bins, read, pairs, k, moments, rankers) -> list[dict]:
+    """:func:`_pair_metrics` once every column has its ranker: the top k, then the ranks."""
     # The k-th largest value of each column (its top k: larger values, then `quota` ties).
     tops: dict[tuple[int, int], list] = {}
     gather: dict[tuple[int, int], tuple[int, ValueTable]] = {}
@@ -95,7 +107,7 @@ def _pair_metrics(bins: Blocks, read, pairs: list[tuple[int, int]], k: int) -> l
             r = rankers[p][s]
             if kk == 0:
                 continue
-            if isinstance(r, ValueTable):
+            if not isinstance(r, SpilledRanks):
                 i, quota = top_threshold(r.values, r.counts, kk)
                 tops[p, s] = [r.values[i], quota]
                 continue
@@ -118,9 +130,11 @@ def _pair_metrics(bins: Blocks, read, pairs: list[tuple[int, int]], k: int) -> l
     rank_moments = [Moments() for _ in pairs]
     shared = np.zeros(len(pairs), dtype=np.int64)
     seen = {key: 0 for key in tops}  # ties at the threshold met so far, in bin order
+    start = np.zeros(len(pairs), dtype=np.int64)  # each pair's values read so far
     for a, b in bins.ranges:
         for p, (x, y) in enumerate(_finite_pairs(read(a, b), pairs)):
-            rank_moments[p].add(rankers[p][0].rank(x), rankers[p][1].rank(y))
+            rank_moments[p].add(rankers[p][0].rank(x, start[p]), rankers[p][1].rank(y, start[p]))
+            start[p] += x.size
             if (p, 0) not in tops:
                 continue
             top = []
@@ -159,10 +173,10 @@ def replicate_concordance(
 
     A bins store is read a chunk at a time, with the numbers of the same bins in memory:
     Pearson from merged centred sums; Spearman and the top k from the distinct values and their
-    counts (raw counts have few). A denoised column of more than 2^20 distinct values on a
-    store is ranked in about 2^18 value buckets cut at quantiles of a regular sample: values
-    in one bucket are taken as tied, which moves Spearman by at most about 1e-4 (measured on
-    the test store; less as bins grow), while the top k stays exact.
+    counts (raw counts have few). A column of more than 2^20 distinct values (a continuous
+    posterior of a large store) is ranked exactly through temporary files (in ``$TMPDIR``,
+    about 32 bytes per bin and such column, removed at the end): memory stays bounded, at the
+    cost of two more passes over the store.
 
     Parameters
     ----------

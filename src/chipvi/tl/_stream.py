@@ -89,8 +89,8 @@ class ValueTable:
         ends = np.cumsum(self.counts)
         return ends - (self.counts - 1) / 2.0
 
-    def rank(self, x: np.ndarray) -> np.ndarray:
-        """Mid-ranks of values ``x`` (all in the table)."""
+    def rank(self, x: np.ndarray, start: int = 0) -> np.ndarray:
+        """Mid-ranks of values ``x`` (all in the table; ``start`` is not used)."""
         return self.midranks()[np.searchsorted(self.values, x)]
 
 
@@ -151,3 +151,100 @@ class Buckets:
     def rank(self, x: np.ndarray) -> np.ndarray:
         ends = np.cumsum(self.counts)
         return (ends - (self.counts - 1) / 2.0)[self.codes(x)]
+
+
+#: Records of a column's values (and then of their ranks) on disk, by position.
+_RECORD = np.dtype([("pos", "<i8"), ("value", "<f8")])
+
+
+class SpilledRanks(Buckets):
+    """Exact mid-ranks of a column past the cap, through files in ``folder``.
+
+    :meth:`add` (a pass in bin order) counts the buckets and writes the values of buckets that
+    are not a single value, with their positions, to one file per group of buckets (about
+    ``cap`` values each, by the sample); :meth:`finish` ranks a group at a time (sorted in
+    memory: the rank is the values below its bucket, the bucket's values below it in the group,
+    and half its ties) and writes the ranks to one file per block of positions; :meth:`rank`
+    reads them back in bin order. Disk: 32 bytes per such value; memory: a group and a block.
+    """
+
+    def __init__(self, sample: np.ndarray, n: int, folder, cap: int, block: int = 1 << 21):
+        from pathlib import Path
+
+        super().__init__(sample)
+        below = np.searchsorted(sample, self.edges, side="left")  # sample values below each edge
+        per = max(1, int(cap * sample.size / max(n, 1)))  # sample values per group
+        self.group = np.r_[below, sample.size] // per  # of the open bucket below each edge
+        self.folder, self.block = Path(folder), int(block)
+        self.folder.mkdir(parents=True)
+        self._files: dict[str, object] = {}
+        self._n = 0
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _write(self, name: str, records: np.ndarray) -> None:
+        if name not in self._files:
+            self._files[name] = open(self.folder / name, "ab")  # noqa: SIM115 (closed in _close)
+        records.tofile(self._files[name])
+
+    def _close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def _scatter(self, prefix: str, keys: np.ndarray, records: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        keys, records = keys[order], records[order]
+        cuts = np.r_[0, np.flatnonzero(np.diff(keys)) + 1, keys.size]
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            self._write(f"{prefix}{keys[a]}", records[a:b])
+
+    def add(self, x: np.ndarray) -> None:
+        codes = self.codes(x)
+        self.counts += np.bincount(codes, minlength=self.counts.size)
+        spread = np.flatnonzero(codes % 2 == 0)
+        if spread.size:
+            records = np.empty(spread.size, _RECORD)
+            records["pos"], records["value"] = self._n + spread, x[spread]
+            self._scatter("g", self.group[codes[spread] // 2], records)
+        self._n += x.size
+
+    def finish(self) -> SpilledRanks:
+        self._close()
+        below = np.cumsum(self.counts) - self.counts  # values in lower buckets
+        for path in sorted(self.folder.glob("g*")):
+            records = np.fromfile(path, _RECORD)
+            path.unlink()
+            records = records[np.argsort(records["value"], kind="stable")]
+            values, index = records["value"], np.arange(records.size)
+            codes = self.codes(values)
+            first_of_code = np.maximum.accumulate(np.where(np.r_[True, codes[1:] != codes[:-1]],
+                                                           index, 0))  # fmt: skip
+            new = np.r_[True, values[1:] != values[:-1]]
+            first_of_value = np.maximum.accumulate(np.where(new, index, 0))
+            starts = np.flatnonzero(new)
+            ties = np.diff(np.r_[starts, values.size])[np.cumsum(new) - 1]
+            records["value"] = (below[codes] + (first_of_value - first_of_code)
+                                + (ties + 1) / 2.0)  # fmt: skip
+            self._scatter("r", records["pos"] // self.block, records)
+        self._close()
+        return self
+
+    def _ranks_of_block(self, b: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != b:
+            dense = np.full(self.block, np.nan)
+            path = self.folder / f"r{b}"
+            if path.exists():
+                records = np.fromfile(path, _RECORD)
+                dense[records["pos"] - b * self.block] = records["value"]
+            self._cached = (b, dense)
+        return self._cached[1]
+
+    def rank(self, x: np.ndarray, start: int = 0) -> np.ndarray:
+        """Mid-ranks of ``x``, the column's values at positions ``start, start + 1, ...``."""
+        ranks = super().rank(x)
+        spread = np.flatnonzero(self.codes(x) % 2 == 0)
+        pos = start + spread
+        for b in np.unique(pos // self.block):
+            here = pos // self.block == b
+            ranks[spread[here]] = self._ranks_of_block(int(b))[pos[here] - b * self.block]
+        return ranks
