@@ -174,13 +174,17 @@ def fingerprint(
     """deepTools-style fingerprint: cumulative share of reads against rank of bins.
 
     Uses the curves stored by :func:`chipvi.tl.fingerprint` under ``uns[key]`` (computed with
-    default settings if absent). Controls are drawn dashed.
+    default settings if absent). Controls are drawn dashed. ``adata`` may be a bins store (or
+    its path): the curves of ``tl.fingerprint(store)`` on that open store, else computed a
+    chunk at a time.
 
     Returns
     -------
     matplotlib.axes.Axes
         ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
+    if is_store(adata):
+        adata = open_store(adata)
     if key not in adata.uns:
         _fingerprint(adata, key_added=key)
     curve = stored(adata, key, "curve", "fingerprint")

@@ -8,7 +8,6 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -384,9 +383,7 @@ def _table_metrics(chip: ValueTable, control: ValueTable | None) -> dict[str, fl
     if control is not None and np.sum(control.values * control.counts) > 0:
         control_hist = _nonzero_histogram(control.values, control.counts)
         out["js_distance"] = _jensen_shannon_distance(chip_hist, control_hist)
-        out["pct_genome_enriched"], out["diff_enrichment"], out["chance_divergence"] = _chance(
-            chip
-        )
+        out["pct_genome_enriched"], out["diff_enrichment"], out["chance_divergence"] = _chance(chip)
     else:
         for name in ("js_distance", "pct_genome_enriched", "diff_enrichment", "chance_divergence"):
             out[name] = np.nan

@@ -1,16 +1,17 @@
 """Exact statistics of columns of values read a block at a time.
 
-:class:`chipvi._blocks.Moments` merges per-block centred sums (Chan et al.), so a Pearson correlation over
-blocks equals the one over all values. :class:`ValueTable` keeps a column's distinct values
+:class:`chipvi._blocks.Moments` merges per-block centred sums (Chan et al.), so a Pearson
+correlation over blocks equals the one over all values. :class:`ValueTable` keeps a column's distinct values
 with their counts (and a sum of weights per value): ranks with ties as mid-ranks, the k-th
 largest value and a sorted column's cumulative sums follow from it exactly, in memory set by
 the number of distinct values (a count column: its largest count), not by the bins.
 
-A column with more distinct values than a table may hold (``MAX_DISTINCT``) (a continuous posterior over a large
-store) is ranked by :class:`Buckets` instead: about ``2^18`` value buckets cut at quantiles of
-a regular sample, with every value the sample hits often kept as a bucket of its own (so heavy
-ties stay exact). The k-th largest value is still exact (one more pass reads the values of the
-bucket that holds it); ranks inside a bucket of several distinct values are taken as tied.
+A column with more distinct values than a table may hold (``MAX_DISTINCT``; a continuous
+posterior over a large store) is ranked by :class:`SpilledRanks`: about ``2^18`` value buckets
+cut at quantiles of a regular :class:`Sample`, every value the sample hits kept as a bucket of
+its own (so heavy ties cost nothing); the values of the other buckets go to files on disk, a
+group of buckets is ranked at a time, and the ranks come back in bin order. The k-th largest
+value is exact too (one more pass reads the values of the bucket that holds it).
 """
 
 from __future__ import annotations
@@ -117,11 +118,11 @@ class Sample:
     def add(self, values: np.ndarray) -> None:
         first = (-self._seen) % self.stride
         self._seen += values.size
-        picked = values[first :: self.stride]
+        picked = values[first :: self.stride].copy()  # not a view: it would keep the block
         self._kept.append(picked)
         self._n += picked.size
         while self._n > self.size:
-            kept = np.concatenate(self._kept)[::2]
+            kept = np.concatenate(self._kept)[::2].copy()
             self._kept, self._n = [kept], kept.size
             self.stride *= 2  # kept: the values at multiples of the new stride
 
