@@ -97,10 +97,11 @@ def _store_signal(store, table: pd.DataFrame, layer, key, columns):
         names = bins.select(columns, f"{store.path} " + ("X" if layer is None else layer))
         cols = [bins.var_names.index(c) for c in names]
         bins.check_layer(layer)
-        scale = 1e6 / bins.depth(None)[cols] if layer is None else 1.0
+        depth = bins.depth(None)[cols]
 
-        def read(a, b):
-            return bins.values(layer, a, b)[:, cols] * scale
+        def read(a, b):  # counts per million as in memory (the same operations)
+            values = bins.values(layer, a, b)[:, cols]
+            return values / depth * 1e6 if layer is None else values
 
         signal = ("counts per million (X)" if layer is None else
                   describe(store, "layers", layer) or f"{store.path} layers[{layer!r}]")  # fmt: skip
