@@ -66,3 +66,28 @@ def test_qc_table_matches_the_tl_functions(binned, capsys):
 def test_qc_refuses_what_it_cannot_read(tmp_path, capsys):
     assert main(["qc", str(tmp_path / "nope.h5ad")]) == 2
     assert "neither a run directory nor an existing .h5ad" in capsys.readouterr().err
+
+
+def test_qc_and_profile_of_a_store_equal_the_h5ad(binned):
+    """`chipvi bin -o x.zarr`: qc and plot-profile read the store a chunk at a time and write
+    what they write for the same bins as an .h5ad (NSC/RSC from the BAMs as there)."""
+    sheet = str(binned / "sim" / "samplesheet.csv")
+    store = binned / "store.zarr"
+    assert main(["bin", sheet, "-o", str(store), "-q", "--chunk-size", "128"]) == 0
+    truth = pd.read_csv(binned / "sim" / "truth.tsv", sep="\t")
+    bed = binned / "peaks_g1.bed"
+    truth.loc[truth["enriched_G1"], ["chrom", "start", "end"]].to_csv(
+        bed, sep="\t", header=False, index=False
+    )
+    for source in (store, binned / "bins.h5ad"):
+        assert main(["qc", str(source), "--peaks", str(bed), "-q", "--overwrite"]) == 0
+        args = ["plot-profile", str(source), "-r", str(bed), "-q", "--overwrite"]
+        assert main(args) == 0
+    for name in ("qc.tsv", "concordance.tsv"):
+        got, want = (pd.read_csv(binned / f"{s}_qc" / name, sep="\t") for s in ("store", "bins"))
+        pd.testing.assert_frame_equal(got, want)
+    got, want = (pd.read_csv(binned / f"{s}_profile" / "profile.tsv", sep="\t")
+                 for s in ("store", "bins"))  # fmt: skip
+    pd.testing.assert_frame_equal(got, want)
+    assert {p.name for p in (binned / "store_qc").iterdir()} >= {"fingerprint.png",
+                                                                  "concordance_G1.png"}  # fmt: skip

@@ -279,18 +279,29 @@ def test_cli_on_a_store_run(store, tmp_path, capsys, monkeypatch):
     got = pd.read_csv(run / "peaks" / "A.narrowPeak", sep="\t", header=None)
     assert len(got) == len(want) > 0
     assert got[[0, 1, 2]].values.tolist() == want[["chrom", "start", "end"]].values.tolist()
-    # report reads the run's facts; qc needs bins in memory: refused, saying what to run.
+    # report: the run's facts, and the concordance of the store's posterior.
     assert main(["report", str(run), "-o", str(tmp_path / "report"), "-q"]) == 0
     assert pd.read_csv(tmp_path / "report" / "runs.csv")["status"].tolist() == ["finished"]
-    capsys.readouterr()
-    assert main(["qc", str(run), "-q"]) == 2
-    err = capsys.readouterr().err
-    assert "reads all bins in memory" in err and "filter_region" in err
-    chipvi.pp.filter_region(store.path, "chr2", out=tmp_path / "chr2.zarr")
-    chipvi.io.open_store(tmp_path / "chr2.zarr").to_memory().write_h5ad(tmp_path / "chr2.h5ad")
-    assert main(["qc", str(tmp_path / "chr2.h5ad"), "--no-strand", "-q"]) == 0
-    qc = pd.read_csv(tmp_path / "chr2_qc" / "qc.tsv", sep="\t", index_col=0)
+    conc = pd.read_csv(tmp_path / "report" / "concordance.csv")
+    memory = back.to_memory()
+    want = chipvi.tl.replicate_concordance(memory, denoised="chipvi_own_lfe", key_added=None)
+    np.testing.assert_allclose(conc["spearman_denoised"], want["spearman_denoised"], rtol=1e-10)
+    # qc and plot-profile read the store a chunk at a time: the numbers of its bins in memory.
+    assert main(["qc", str(run), "--no-strand", "-q"]) == 0
+    qc = pd.read_csv(run / "qc" / "qc.tsv", sep="\t", index_col=0)
     assert list(qc.index) == list(store.var.index)
+    fp = chipvi.tl.fingerprint(memory, key_added=None)
+    np.testing.assert_allclose(qc["auc"], fp["auc"], rtol=1e-3)  # written with 4 digits
+    got = pd.read_csv(run / "qc" / "concordance.tsv", sep="\t")
+    np.testing.assert_allclose(got["pearson_denoised"], want["pearson_denoised"], rtol=1e-3)
+    assert {p.name for p in (run / "qc").iterdir()} >= {"fingerprint.png", "concordance_A.png"}
+    peaks = tmp_path / "peaks.bed"
+    peaks.write_text("chr1\t10000\t10400\nchr2\t30000\t30400\nchr2\t100000\t100200\n")
+    assert main(["plot-profile", str(run), "-r", str(peaks), "-q"]) == 0
+    profile = pd.read_csv(run / "profile" / "profile.tsv", sep="\t", index_col=0)
+    want = chipvi.tl.profile(memory, peaks, key="chipvi_group_lfe", key_added=None)
+    np.testing.assert_allclose(profile.to_numpy(), np.nanmean(want["matrix"], axis=0).T,
+                               rtol=1e-5)  # fmt: skip
 
 
 def test_get_denoised_out_streams_the_store_posterior(store, trained_in_memory, tmp_path,

@@ -18,12 +18,14 @@ def register(subparsers) -> None:
         description=(
             "Signal in the bins around a reference point of each region (its centre, TSS or "
             "TES, read along its strand) of SOURCE: a run directory after `chipvi denoise` "
-            "(default: the denoised log fold enrichment per group) or an .h5ad (default: counts "
-            "per million per library). Writes OUT/heatmap.png, OUT/profile.png and "
+            "(default: the denoised log fold enrichment per group), an .h5ad or a .zarr bins "
+            "store (default: counts per million per library; a store is read only where the "
+            "regions are). Writes OUT/heatmap.png, OUT/profile.png and "
             "OUT/profile.tsv (mean per position)."
         ),
     )
-    p.add_argument("source", type=Path, metavar="RUN_OR_H5AD", help="run directory or .h5ad")
+    p.add_argument("source", type=Path, metavar="RUN_OR_H5AD",
+                   help="run directory, .h5ad or .zarr bins store")  # fmt: skip
     p.add_argument(
         "-r", "--regions", type=Path, required=True,
         help="regions: BED / narrowPeak / broadPeak, or a GTF (one region per gene)",
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("-b", "--upstream", type=int, default=2000, help="bp before (default 2000)")
     p.add_argument("-a", "--downstream", type=int, default=2000, help="bp after (default 2000)")
     signal = p.add_mutually_exclusive_group()
-    signal.add_argument("--layer", default=None, help="library-level layer of the .h5ad")
+    signal.add_argument("--layer", default=None, help="library-level layer of the bins")
     signal.add_argument(
         "--key",
         default=None,
@@ -43,7 +45,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "-o", "--out", type=Path, default=None,
-        help="output folder (default RUN/profile or <h5ad stem>_profile)",
+        help="output folder (default RUN/profile or <stem>_profile next to the .h5ad/.zarr)",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument(

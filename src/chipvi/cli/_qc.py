@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         help="quality metrics per library: fingerprint, NSC/RSC, FRiP, replicate concordance",
         description=(
             "Quality control of the ChIP libraries in RUN_OR_H5AD (a run directory of "
-            "`chipvi train`, or an .h5ad from `chipvi bin`): fingerprint metrics (AUC, elbow, "
+            "`chipvi train`, an .h5ad from `chipvi bin`, or a .zarr bins store from `chipvi bin "
+            "-o`, read a chunk at a time): fingerprint metrics (AUC, elbow, "
             "JS distance to the control, CHANCE), strand cross-correlation NSC/RSC and fragment "
             "length from the BAMs, FRiP in --peaks (or the run's peaks/ from `chipvi call`) and "
             "replicate concordance (raw, and after `chipvi denoise` each library's own-evidence "
@@ -35,10 +36,11 @@ def register(subparsers) -> None:
             "OUT/concordance.tsv and figures; prints the table."
         ),
     )
-    p.add_argument("source", type=Path, metavar="RUN_OR_H5AD", help="run directory or .h5ad")
+    p.add_argument("source", type=Path, metavar="RUN_OR_H5AD",
+                   help="run directory, .h5ad or .zarr bins store")  # fmt: skip
     p.add_argument(
         "-o", "--out", type=Path, default=None,
-        help="output folder (default RUN/qc, or <h5ad stem>_qc next to the .h5ad)",
+        help="output folder (default RUN/qc, or <stem>_qc next to the .h5ad or .zarr)",
     )  # fmt: skip
     p.add_argument(
         "--peaks", type=Path, nargs="+", default=None, metavar="BED",

@@ -66,17 +66,24 @@ def plot_losses(scalars, path: Path) -> None:
 
 
 def concordance_table(runs) -> pd.DataFrame | None:
-    """Replicate concordance of every run that has ``denoised/denoised.h5ad``."""
-    import anndata as ad
+    """Replicate concordance of every run that `chipvi denoise` finished: its
+    ``denoised/denoised.h5ad``, or for a run on a bins store the posterior in the store (read a
+    chunk at a time)."""
     import pandas as pd
 
     from ._outputs import replicate_concordance
+    from ._runargs import load_run_or_h5ad
 
     frames = []
     for name, row in runs.iterrows():
-        h5ad = Path(row["path"]) / "denoised" / "denoised.h5ad"
-        if h5ad.is_file():
-            frames.append(replicate_concordance(ad.read_h5ad(h5ad)).assign(run=name))
+        path = Path(row["path"])
+        if not (path / "denoised").is_dir():
+            continue
+        try:
+            data, _ = load_run_or_h5ad(path, need_denoised=True)
+        except ChipviInputError:  # denoised folder without a posterior (stopped, or moved)
+            continue
+        frames.append(replicate_concordance(data).assign(run=name))
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

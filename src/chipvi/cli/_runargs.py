@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._errors import ChipviInputError
+from .._posterior import POSTERIOR_KEY
 from ..io import RunDir
 
 
@@ -62,12 +63,15 @@ def load_posterior(path: Path, *, quiet: bool, batch_size: int | None = None):
 
 
 def load_run_or_h5ad(source: Path, *, need_denoised: bool = False):
-    """``(adata, is_run)`` of a run directory (its denoised bins, else its counted bins) or of
-    an ``.h5ad`` file; for the commands that read results rather than the model."""
+    """``(data, is_run)`` of a run directory (its denoised bins, else its counted bins; for a
+    run on a bins store, the store), of an ``.h5ad`` file or of a ``.zarr`` bins store (opened,
+    read later a chunk at a time); for the commands that read results rather than the model."""
     import anndata as ad
 
+    from ..io import open_store
+
     if source.suffix == ".zarr":
-        _refuse_store(source, source)
+        return open_store(source), False
     if source.is_dir():
         run = RunDir(source).require_existing()
         denoised = source / "denoised" / "denoised.h5ad"
@@ -77,14 +81,19 @@ def load_run_or_h5ad(source: Path, *, need_denoised: bool = False):
             return ad.read_h5ad(run.data_path), True
         store = _run_store(run)
         if store is not None:
-            _refuse_store(source, store)
+            store = open_store(store)
+            if not need_denoised or POSTERIOR_KEY in store.uns:
+                return store, True
         raise ChipviInputError(
             f"{source} has no denoised/denoised.h5ad"
             + ("" if need_denoised else " and no data.h5ad")
             + f"; run `chipvi denoise {source}` first (or pass an .h5ad)."
         )
     if source.suffix != ".h5ad" or not source.is_file():
-        raise ChipviInputError(f"{source} is neither a run directory nor an existing .h5ad file.")
+        raise ChipviInputError(
+            f"{source} is neither a run directory nor an existing .h5ad file (nor a .zarr bins "
+            "store)."
+        )
     return ad.read_h5ad(source), False
 
 
@@ -94,14 +103,3 @@ def _run_store(run: RunDir) -> Path | None:
 
     h5ad = OmegaConf.select(OmegaConf.load(run.config_path), "data.h5ad")
     return Path(h5ad) if h5ad and Path(h5ad).suffix == ".zarr" else None
-
-
-def _refuse_store(source: Path, store: Path) -> None:
-    """The commands that read every bin in memory (qc, plot-profile) on a bins store."""
-    raise ChipviInputError(
-        f"{source}: its bins are the store {store}, and this command reads all bins in memory. "
-        "Run it on a region's bins as an .h5ad: in Python, chipvi.pp.filter_region"
-        f'("{store}", "chr1", out="chr1.zarr"), '
-        'then chipvi.io.open_store("chr1.zarr").to_memory().write_h5ad("chr1.h5ad"); '
-        "`chipvi call` and `chipvi denoise` work on the store itself."
-    )

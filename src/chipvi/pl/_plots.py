@@ -11,9 +11,11 @@ import pandas as pd
 from anndata import AnnData
 
 from .._bins import library_signal, log_cpm, signal_frame
+from .._blocks import Blocks, Moments
 from .._errors import ChipviInputError
 from .._posterior import POSTERIOR_KEY, posterior_frame
 from .._store import stored
+from ..io import is_store, open_store
 from ..tl import fingerprint as _fingerprint
 from ._utils import finish
 
@@ -49,7 +51,9 @@ def concordance(
     Parameters
     ----------
     adata
-        AnnData in the chipvi layout.
+        AnnData in the chipvi layout, or a bins store (:func:`chipvi.io.open_store` or its
+        path): read a chunk at a time into a ``gridsize`` × ``gridsize`` 2D histogram instead
+        of hexagons.
     library_1, library_2
         Libraries to compare; default the first two libraries of ``group`` (or of the first group
         with two libraries).
@@ -72,28 +76,38 @@ def concordance(
     list of matplotlib.axes.Axes
         ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
+    if is_store(adata):
+        adata = open_store(adata)
+    names = adata.var.index
     if library_1 is None or library_2 is None:
         groups = adata.var["group"].astype(str)
         candidates = [group] if group is not None else list(pd.unique(groups))
         if group is not None and group not in set(groups):
             raise ChipviInputError(f"Unknown group {group!r}; groups: {list(pd.unique(groups))}.")
-        pairs = [list(adata.var_names[groups == g]) for g in candidates]
+        pairs = [list(names[groups == g]) for g in candidates]
         pairs = [p for p in pairs if len(p) >= 2]
         if not pairs:
             raise ChipviInputError("No group with two replicates; pass library_1 and library_2.")
         library_1, library_2 = pairs[0][:2]
     for lib in (library_1, library_2):
-        if lib not in adata.var_names:
-            raise ChipviInputError(f"Unknown library {lib!r}; libraries: {list(adata.var_names)}.")
-    sources = {"raw log1p CPM": log_cpm(adata, layer)}
-    if denoised is not None:
-        sources["denoised"] = library_signal(adata, denoised)
+        if lib not in names:
+            raise ChipviInputError(f"Unknown library {lib!r}; libraries: {list(names)}.")
+    if is_store(adata):
+        sources = _store_sources(adata, layer, denoised)
+    else:
+        sources = {"raw log1p CPM": log_cpm(adata, layer)}
+        if denoised is not None:
+            sources["denoised"] = library_signal(adata, denoised)
     fig, axes = _axes(ax, len(sources), size=(4.4, 3.8))
     for a, (name, frame) in zip(axes, sources.items(), strict=True):
-        x, y = frame[library_1].to_numpy(), frame[library_2].to_numpy()
-        ok = np.isfinite(x) & np.isfinite(y)
-        hexes = a.hexbin(x[ok], y[ok], gridsize=gridsize, bins="log", cmap="viridis", mincnt=1)
-        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 else np.nan
+        if callable(frame):  # a store: a 2D histogram, a chunk at a time
+            hexes, r = _histogram(a, adata, frame, (library_1, library_2), gridsize)
+        else:
+            x, y = frame[library_1].to_numpy(), frame[library_2].to_numpy()
+            ok = np.isfinite(x) & np.isfinite(y)
+            hexes = a.hexbin(x[ok], y[ok], gridsize=gridsize, bins="log", cmap="viridis",
+                             mincnt=1)  # fmt: skip
+            r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 else np.nan
         a.set_title(f"{name}\nPearson r = {r:.3f}", fontsize=9)
         a.set_xlabel(library_1, fontsize=8)
         a.set_ylabel(library_2, fontsize=8)
@@ -104,6 +118,46 @@ def concordance(
     if ax is None:
         fig.tight_layout()
     return finish(fig, axes, show=show, save=save, return_fig=return_fig, own_figure=ax is None)
+
+
+def _store_sources(store, layer, denoised) -> dict:
+    """Readers of a store's rows ``[a, b)`` (raw log1p CPM, denoised) for :func:`concordance`."""
+    bins = Blocks(store)
+    bins.check_layer(layer)
+    depth = bins.depth(layer)
+    sources = {"raw log1p CPM": lambda a, b: bins.log_cpm(layer, depth, a, b)}
+    if denoised is not None:
+        bins.frame(denoised, 0, 0)
+        sources["denoised"] = lambda a, b: bins.frame(denoised, a, b)
+    return sources
+
+
+def _histogram(a, store, read, libraries, gridsize: int):
+    """Bins of a store in a ``gridsize`` × ``gridsize`` 2D histogram (two passes: the range and
+    Pearson r, then the counts), drawn on a log colour scale; ``(mesh, r)``."""
+    from matplotlib.colors import LogNorm
+
+    bins = Blocks(store)
+    cols = [bins.var_names.index(lib) for lib in libraries]
+
+    def pairs():
+        for start, stop in bins.ranges:
+            v = read(start, stop)[:, cols]
+            ok = np.isfinite(v).all(axis=1)
+            yield v[ok, 0], v[ok, 1]
+
+    moments = Moments()
+    for x, y in pairs():
+        moments.add(x, y)
+    edges = [np.linspace(lo, hi if hi > lo else lo + 1, gridsize + 1)
+             for lo, hi in zip(moments.lo, moments.hi, strict=True)]  # fmt: skip
+    counts = np.zeros((gridsize, gridsize))
+    for x, y in pairs():
+        counts += np.histogram2d(x, y, bins=edges)[0]
+    counts[counts == 0] = np.nan
+    mesh = a.pcolormesh(edges[0], edges[1], counts.T, cmap="viridis",
+                        norm=LogNorm(vmin=1, vmax=max(np.nanmax(counts), 1) if moments.n else 1))  # fmt: skip
+    return mesh, moments.pearson()
 
 
 def fingerprint(
@@ -120,13 +174,17 @@ def fingerprint(
     """deepTools-style fingerprint: cumulative share of reads against rank of bins.
 
     Uses the curves stored by :func:`chipvi.tl.fingerprint` under ``uns[key]`` (computed with
-    default settings if absent). Controls are drawn dashed.
+    default settings if absent). Controls are drawn dashed. ``adata`` may be a bins store (or
+    its path): the curves of ``tl.fingerprint(store)`` on that open store, else computed a
+    chunk at a time.
 
     Returns
     -------
     matplotlib.axes.Axes
         ``None`` when shown, the Figure with ``return_fig`` (see :func:`chipvi.pl.tracks`).
     """
+    if is_store(adata):
+        adata = open_store(adata)
     if key not in adata.uns:
         _fingerprint(adata, key_added=key)
     curve = stored(adata, key, "curve", "fingerprint")

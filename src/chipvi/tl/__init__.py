@@ -2,8 +2,10 @@
 
 Each tool takes the AnnData first, reads model outputs from the keys ``model.add_posterior``
 wrote, and stores its result under ``key_added`` with its parameters in
-``adata.uns[key_added]["params"]``. Names are imported from their module on first use
-(lazy_loader, as the root package), so ``import chipvi.tl`` stays cheap.
+``adata.uns[key_added]["params"]``. The QC tools and ``call_enriched_regions`` also take a bins
+store (:func:`chipvi.io.open_store`), read a chunk at a time; they leave it unchanged on disk.
+Names are imported from their module on first use (lazy_loader, as the root package), so
+``import chipvi.tl`` stays cheap.
 """
 
 from __future__ import annotations

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import tempfile
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._bins import library_signal, log_cpm, overlap_mask, signal_frame
+from .._bins import overlapping_bins
+from .._blocks import Blocks, Moments
 from .._errors import ChipviInputError
 from .._store import store, stored
-from ..io import read_regions
+from ..io import BinStore, read_regions
+from ._stream import MAX_DISTINCT, Sample, SpilledRanks, ValueTable, top_threshold
 
 
-def _library_groups(adata: AnnData, groups: Sequence[str] | str | None) -> dict[str, list[str]]:
-    if "group" not in adata.var:
-        raise ChipviInputError("adata.var has no 'group' column; build the AnnData with read_bams.")
+def _library_groups(var: pd.DataFrame, groups: Sequence[str] | str | None) -> dict[str, list[str]]:
+    if "group" not in var:
+        raise ChipviInputError("var has no 'group' column; build the bins with read_bams.")
+    names = var.index.astype(str)
     by_group = {
-        str(g): list(adata.var_names[adata.var["group"].astype(str) == g])
-        for g in pd.unique(adata.var["group"].astype(str))
+        str(g): list(names[var["group"].astype(str) == g])
+        for g in pd.unique(var["group"].astype(str))
     }
     if groups is None:
         return by_group
@@ -44,23 +49,115 @@ def _top_k(n: int, top_k: int | float) -> int:
     return int(top_k)
 
 
-def _pair_metrics(x: np.ndarray, y: np.ndarray, k: int) -> dict[str, float]:
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        pearson = spearman = np.nan
-    else:
-        pearson = float(stats.pearsonr(x, y)[0])
-        spearman = float(stats.spearmanr(x, y)[0])
-    # Top-k bins by value; stable ranking so ties resolve in genomic order.
-    top_x = set(np.argsort(-x, kind="stable")[:k])
-    top_y = set(np.argsort(-y, kind="stable")[:k])
-    jaccard = len(top_x & top_y) / len(top_x | top_y) if top_x | top_y else np.nan
-    return {"pearson": pearson, "spearman": spearman, "jaccard": jaccard}
+def _finite_pairs(values: np.ndarray, pairs: list[tuple[int, int]]):
+    """Per pair ``(x, y)``: the two columns where both are finite."""
+    for i, j in pairs:
+        x, y = values[:, i], values[:, j]
+        ok = np.isfinite(x) & np.isfinite(y)
+        yield (x, y) if ok.all() else (x[ok], y[ok])
+
+
+def _pair_metrics(bins: Blocks, read, pairs: list[tuple[int, int]], k: int) -> list[dict]:
+    """Pearson, Spearman (mid-ranks) and top-k Jaccard of column pairs of ``read(a, b)``,
+    over the bins where both are finite, a block at a time (see :mod:`._stream`).
+
+    Passes: moments and value tables; for columns whose table overflowed, bucket counts and
+    their values to disk (:class:`._stream.SpilledRanks`); the values of the bucket holding a
+    k-th largest value (when not a bucket of one value); ranks and top-k membership (the top
+    k: larger values, then ties in bin order).
+    """
+    cap = None if bins.store is None else MAX_DISTINCT
+    moments = [Moments() for _ in pairs]
+    tables = [[ValueTable(cap), ValueTable(cap)] for _ in pairs]
+    samples = [[Sample(), Sample()] for _ in pairs] if cap is not None else None
+    for a, b in bins.ranges:
+        for p, (x, y) in enumerate(_finite_pairs(read(a, b), pairs)):
+            moments[p].add(x, y)
+            for side, col in enumerate((x, y)):
+                tables[p][side].add(col)
+                if samples is not None:
+                    samples[p][side].add(col)
+    rankers = [[t.finish() for t in pair] for pair in tables]
+    spilled = [(p, s) for p in range(len(pairs)) for s in (0, 1) if tables[p][s].overflow]
+    with contextlib.ExitStack() as stack:
+        if spilled:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chipvi-ranks-")))
+        for p, s in spilled:
+            rankers[p][s] = SpilledRanks(samples[p][s].values(), moments[p].n, folder / f"{p}_{s}",
+                                         MAX_DISTINCT)  # fmt: skip
+        if spilled:
+            for a, b in bins.ranges:
+                cols = list(_finite_pairs(read(a, b), pairs))
+                for p, s in spilled:
+                    rankers[p][s].add(cols[p][s])
+            for p, s in spilled:
+                rankers[p][s].finish()
+        return _ranked_metrics(bins, read, pairs, k, moments, rankers)
+
+
+def _ranked_metrics(bins, read, pairs, k, moments, rankers) -> list[dict]:
+    """:func:`_pair_metrics` once every column has its ranker: the top k, then the ranks."""
+    # The k-th largest value of each column (its top k: larger values, then `quota` ties).
+    tops: dict[tuple[int, int], list] = {}
+    gather: dict[tuple[int, int], tuple[int, ValueTable]] = {}
+    for p in range(len(pairs)):
+        kk = min(k, moments[p].n)
+        for s in (0, 1):
+            r = rankers[p][s]
+            if kk == 0:
+                continue
+            if not isinstance(r, SpilledRanks):
+                i, quota = top_threshold(r.values, r.counts, kk)
+                tops[p, s] = [r.values[i], quota]
+                continue
+            code, quota = top_threshold(np.arange(r.counts.size), r.counts, kk)
+            if code % 2:  # a bucket of one value
+                tops[p, s] = [r.edges[code // 2], quota]
+            else:
+                gather[p, s] = (code, ValueTable())
+                tops[p, s] = [None, quota]
+    if gather:
+        for a, b in bins.ranges:
+            cols = list(_finite_pairs(read(a, b), pairs))
+            for (p, s), (code, table) in gather.items():
+                col = cols[p][s]
+                table.add(col[rankers[p][s].codes(col) == code])
+        for (p, s), (_, table) in gather.items():
+            table.finish()
+            i, quota = top_threshold(table.values, table.counts, tops[p, s][1])
+            tops[p, s] = [table.values[i], quota]
+    rank_moments = [Moments() for _ in pairs]
+    shared = np.zeros(len(pairs), dtype=np.int64)
+    seen = {key: 0 for key in tops}  # ties at the threshold met so far, in bin order
+    start = np.zeros(len(pairs), dtype=np.int64)  # each pair's values read so far
+    for a, b in bins.ranges:
+        for p, (x, y) in enumerate(_finite_pairs(read(a, b), pairs)):
+            rank_moments[p].add(rankers[p][0].rank(x, start[p]), rankers[p][1].rank(y, start[p]))
+            start[p] += x.size
+            if (p, 0) not in tops:
+                continue
+            top = []
+            for s, col in enumerate((x, y)):
+                t, quota = tops[p, s]
+                tie = col == t
+                order = seen[p, s] + np.cumsum(tie)
+                seen[p, s] += int(tie.sum())
+                top.append((col > t) | (tie & (order <= quota)))
+            shared[p] += int(np.count_nonzero(top[0] & top[1]))
+    rows = []
+    for p in range(len(pairs)):
+        kk = min(k, moments[p].n)
+        constant = moments[p].constant
+        rows.append({
+            "pearson": moments[p].pearson(),
+            "spearman": np.nan if constant else rank_moments[p].pearson(),
+            "jaccard": shared[p] / (2 * kk - shared[p]) if kk else np.nan,
+        })  # fmt: skip
+    return rows
 
 
 def replicate_concordance(
-    adata: AnnData,
+    adata: AnnData | BinStore | str | os.PathLike,
     *,
     layer: str | None = None,
     denoised: str | pd.DataFrame | None = None,
@@ -71,12 +168,20 @@ def replicate_concordance(
     """Agreement between replicates of each group, raw and denoised side by side.
 
     For every pair of libraries in a group: Pearson and Spearman correlation over bins and the
-    Jaccard index of their top-k bins.
+    Jaccard index of their top-k bins (ties at the k-th value taken in bin order).
+
+    A bins store is read a chunk at a time, with the numbers of the same bins in memory:
+    Pearson from merged centred sums; Spearman and the top k from the distinct values and their
+    counts (raw counts have few). A column of more than 2^20 distinct values (a continuous
+    posterior of a large store) is ranked exactly through temporary files (in ``$TMPDIR``,
+    about 32 bytes per bin and such column, removed at the end): memory stays bounded, at the
+    cost of two more passes over the store.
 
     Parameters
     ----------
     adata
-        AnnData in the chipvi layout (``var['group']`` defines the replicates).
+        AnnData in the chipvi layout (``var['group']`` defines the replicates), or a bins store
+        (:func:`chipvi.io.open_store` or its path).
     layer
         Raw counts (``None``: ``X``); compared as log1p counts per million (``var['depth']``).
     denoised
@@ -89,7 +194,8 @@ def replicate_concordance(
         Bins per library for the Jaccard index: a count, or a fraction of bins if in (0, 1).
     key_added
         Store ``{"params": ..., "table": table}`` in ``adata.uns[key_added]`` (``None``: do
-        not store).
+        not store). For a bins store: in the open store's ``uns`` in memory only, the store on
+        disk is not changed (as :func:`call_enriched_regions` leaves it).
 
     Returns
     -------
@@ -98,29 +204,34 @@ def replicate_concordance(
         ``pearson_raw, spearman_raw, jaccard_raw`` and, with ``denoised``, the same three with
         the ``_denoised`` suffix.
     """
-    by_group = _library_groups(adata, groups)
-    k = _top_k(adata.n_obs, top_k)
-    sources = {"raw": log_cpm(adata, layer)}
-    if denoised is not None:
-        sources["denoised"] = library_signal(adata, denoised)
-    rows = []
-    for group, libs in by_group.items():
-        for a, b in itertools.combinations(libs, 2):
-            row: dict[str, Any] = {"group": group, "library_1": a, "library_2": b}
-            for name, frame in sources.items():
-                m = _pair_metrics(frame[a].to_numpy(), frame[b].to_numpy(), k)
-                row.update({f"{metric}_{name}": v for metric, v in m.items()})
-            rows.append(row)
-    if not rows:
+    bins = Blocks(adata)
+    by_group = _library_groups(bins.var, groups)
+    k = _top_k(bins.n_obs, top_k)
+    names = bins.var_names
+    pairs = [(g, a, b) for g, libs in by_group.items() for a, b in itertools.combinations(libs, 2)]
+    if not pairs:
         raise ChipviInputError(
             "No group has two or more libraries; replicate concordance needs replicates."
         )
+    index = [(names.index(a), names.index(b)) for _, a, b in pairs]
+    bins.check_layer(layer)
+    depth = bins.depth(layer)
+    sources = {"raw": lambda a, b: bins.log_cpm(layer, depth, a, b)}
+    if denoised is not None:
+        if isinstance(denoised, str):
+            bins.check_layer(denoised)
+        bins.frame(denoised, 0, 0)  # checked before the passes
+        sources["denoised"] = lambda a, b: bins.frame(denoised, a, b)
+    rows = [{"group": g, "library_1": a, "library_2": b} for g, a, b in pairs]
+    for name, read in sources.items():
+        for row, m in zip(rows, _pair_metrics(bins, read, index, k), strict=True):
+            row.update({f"{metric}_{name}": v for metric, v in m.items()})
     table = pd.DataFrame(rows)
     params = {
         "layer": layer, "denoised": denoised if isinstance(denoised, str) else None,
         "groups": list(by_group), "top_k": top_k,
     }  # fmt: skip
-    store(adata, key_added, params, table=table)
+    store(bins.data, key_added, params, table=table)
     return table
 
 
@@ -129,8 +240,9 @@ def replicate_concordance(
 
 def fingerprint_curve(counts: np.ndarray) -> np.ndarray:
     """deepTools plotFingerprint curve: cumulative share of reads in bins sorted by count."""
-    c = np.cumsum(np.sort(np.asarray(counts, dtype=np.float64)))
-    return c / c[-1] if c.size and c[-1] > 0 else np.zeros_like(c)
+    table = ValueTable()
+    table.add(np.asarray(counts, dtype=np.float64))
+    return _curve_at(table.finish(), np.arange(table.n))
 
 
 def _expected_poisson(mu: float) -> tuple[float, float, float]:
@@ -176,10 +288,13 @@ def _jensen_shannon_distance(hist_a: np.ndarray, hist_b: np.ndarray) -> float:
     return float(np.sqrt(max(0.5 * kl_a + 0.5 * kl_b, 0.0)))
 
 
-def _nonzero_histogram(counts: np.ndarray) -> np.ndarray:
-    c = np.asarray(np.rint(counts), dtype=np.int64)
-    c = c[c > 0]
-    return np.bincount(c).astype(np.float64) if c.size else np.zeros(1)
+def _nonzero_histogram(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Bins per count (counts rounded, zero bins dropped) of a value table."""
+    v = np.rint(values).astype(np.int64)
+    keep = v > 0
+    if not keep.any():
+        return np.zeros(1)
+    return np.bincount(v[keep], weights=counts[keep]).astype(np.float64)
 
 
 def _binary_relative_entropy(p: float, q: float) -> float:
@@ -188,22 +303,91 @@ def _binary_relative_entropy(p: float, q: float) -> float:
     return max(0.0, x1 + x2)
 
 
-def _chance(chip: np.ndarray, control: np.ndarray) -> tuple[float, float, float]:
+def _chance(chip: ValueTable) -> tuple[float, float, float]:
     """CHANCE (Diaz et al. 2012) as deepTools reports it: % genome enriched, differential
-    enrichment and the binary-entropy divergence at the point of largest difference."""
-    order = np.argsort(chip)  # numpy default sort, as deepTools (ties make CHANCE order-dependent)
-    cs_chip = np.cumsum(chip[order].astype(np.float64))
-    cs_ctrl = np.cumsum(control[order].astype(np.float64))
-    if cs_chip[-1] <= 0 or cs_ctrl[-1] <= 0:
+    enrichment and the binary-entropy divergence at the point of largest difference.
+
+    ``chip`` holds the control reads per ChIP count as weights. Bins of equal ChIP count are
+    taken together (the largest difference is sought where a count's run of bins ends), so the
+    result does not depend on the order of tied bins (deepTools' sort leaves it to chance).
+    """
+    cs_chip = np.cumsum(chip.values * chip.counts)
+    cs_ctrl = np.cumsum(chip.weights)
+    if not cs_chip.size or cs_chip[-1] <= 0 or cs_ctrl[-1] <= 0:
         return np.nan, np.nan, np.nan
     diff = cs_ctrl / cs_ctrl[-1] - cs_chip / cs_chip[-1]
-    k = int(np.argmax(diff))
-    if diff[k] < 1e-6:
+    b = int(np.argmax(diff))
+    if diff[b] < 1e-6:
         return 0.0, 0.0, 0.0
-    p, q = cs_chip[k] / cs_chip[-1], cs_ctrl[k] / cs_ctrl[-1]
+    n, k = chip.n, int(np.cumsum(chip.counts)[b]) - 1  # the last bin of that run
+    p, q = cs_chip[b] / cs_chip[-1], cs_ctrl[b] / cs_ctrl[-1]
     m = (p + q) / 2
     divergence = np.sqrt(0.5 * (_binary_relative_entropy(p, m) + _binary_relative_entropy(q, m)))
-    return 100.0 * (chip.size - k) / chip.size, 100.0 * (q - p), float(divergence)
+    return 100.0 * (n - k) / n, 100.0 * (q - p), float(divergence)
+
+
+def _sorted_cumsum(table: ValueTable, ranks: np.ndarray) -> np.ndarray:
+    """Cumulative sum of the sorted column up to (0-based) positions ``ranks``."""
+    ends = np.cumsum(table.counts)
+    block = np.searchsorted(ends, ranks, side="right")
+    return np.cumsum(table.values * table.counts)[block] - table.values[block] * (
+        ends[block] - 1 - ranks
+    )
+
+
+def _curve_at(table: ValueTable, ranks: np.ndarray) -> np.ndarray:
+    """:func:`fingerprint_curve` of the column at positions ``ranks``."""
+    total = float(np.sum(table.values * table.counts))
+    if not total > 0:
+        return np.zeros(len(ranks))
+    return _sorted_cumsum(table, np.asarray(ranks, dtype=np.int64)) / total
+
+
+def _table_metrics(chip: ValueTable, control: ValueTable | None) -> dict[str, float]:
+    """:func:`fingerprint_metrics` from value tables (``chip`` weighted by control reads)."""
+    n = chip.n
+    counts, values = chip.counts.astype(np.float64), chip.values
+    total = float(np.sum(values * counts))
+    ends = np.cumsum(chip.counts)
+    starts = ends - chip.counts
+    if total > 0:
+        # Sum of the curve over every bin, a run of equal values at a time.
+        before = np.cumsum(values * counts) - values * counts
+        auc = float(np.sum(counts * before + values * counts * (counts + 1) / 2) / total / n)
+        first = np.flatnonzero(values > 0)
+        x_intercept = (int(starts[first[0]]) + 1) / n if first.size else 1 / n
+    else:
+        auc, x_intercept = 0.0, 1 / n
+    # line - curve is linear along a run of equal values: its largest value is at an end.
+    ends_at = np.sort(np.unique(np.r_[starts, ends - 1]))
+    gap = ends_at / max(n - 1, 1) - _curve_at(chip, ends_at)
+    out = {
+        "auc": auc,
+        "x_intercept": float(x_intercept),
+        "elbow_point": float((ends_at[int(np.argmax(gap))] + 1) / n),
+    }
+    mu = total / n
+    out["synthetic_auc"], out["synthetic_x_intercept"], out["synthetic_elbow_point"] = (
+        _expected_poisson(mu)
+    )
+    chip_hist = _nonzero_histogram(values, chip.counts)
+    if mu > 0:
+        # Expected histogram of a uniform sample: n · Poisson(k; mu) for k >= 1 (zeros dropped
+        # like the observed histogram).
+        ks = np.arange(max(chip_hist.size, int(stats.poisson.ppf(1 - 1e-9, mu)) + 2))
+        synthetic = n * stats.poisson.pmf(ks, mu)
+        synthetic[0] = 0.0
+        out["synthetic_js_distance"] = _jensen_shannon_distance(chip_hist, synthetic)
+    else:
+        out["synthetic_js_distance"] = np.nan
+    if control is not None and np.sum(control.values * control.counts) > 0:
+        control_hist = _nonzero_histogram(control.values, control.counts)
+        out["js_distance"] = _jensen_shannon_distance(chip_hist, control_hist)
+        out["pct_genome_enriched"], out["diff_enrichment"], out["chance_divergence"] = _chance(chip)
+    else:
+        for name in ("js_distance", "pct_genome_enriched", "diff_enrichment", "chance_divergence"):
+            out[name] = np.nan
+    return out
 
 
 def fingerprint_metrics(counts: np.ndarray, control: np.ndarray | None = None) -> dict[str, float]:
@@ -215,42 +399,18 @@ def fingerprint_metrics(counts: np.ndarray, control: np.ndarray | None = None) -
     ``diff_enrichment`` and ``chance_divergence`` (CHANCE).
     """
     counts = np.asarray(counts, dtype=np.float64)
-    n = counts.size
-    curve = fingerprint_curve(counts)
-    line = np.arange(n) / max(n - 1, 1)
-    out = {
-        "auc": float(curve.mean()),
-        "x_intercept": float((np.argmax(curve > 0) + 1) / n),
-        "elbow_point": float((np.argmax(line - curve) + 1) / n),
-    }
-    mu = float(counts.mean())
-    out["synthetic_auc"], out["synthetic_x_intercept"], out["synthetic_elbow_point"] = (
-        _expected_poisson(mu)
-    )
-    chip_hist = _nonzero_histogram(counts)
-    if mu > 0:
-        # Expected histogram of a uniform sample: n · Poisson(k; mu) for k >= 1 (zeros dropped
-        # like the observed histogram).
-        ks = np.arange(max(chip_hist.size, int(stats.poisson.ppf(1 - 1e-9, mu)) + 2))
-        synthetic = n * stats.poisson.pmf(ks, mu)
-        synthetic[0] = 0.0
-        out["synthetic_js_distance"] = _jensen_shannon_distance(chip_hist, synthetic)
-    else:
-        out["synthetic_js_distance"] = np.nan
-    if control is not None and np.asarray(control).sum() > 0:
-        control = np.asarray(control, dtype=np.float64)
-        out["js_distance"] = _jensen_shannon_distance(chip_hist, _nonzero_histogram(control))
-        out["pct_genome_enriched"], out["diff_enrichment"], out["chance_divergence"] = _chance(
-            counts, control
-        )
-    else:
-        for name in ("js_distance", "pct_genome_enriched", "diff_enrichment", "chance_divergence"):
-            out[name] = np.nan
-    return out
+    chip = ValueTable()
+    chip.add(counts, None if control is None else np.asarray(control, dtype=np.float64))
+    ctrl = None
+    if control is not None:
+        ctrl = ValueTable()
+        ctrl.add(np.asarray(control, dtype=np.float64))
+        ctrl.finish()
+    return _table_metrics(chip.finish(), ctrl)
 
 
 def fingerprint(
-    adata: AnnData,
+    adata: AnnData | BinStore | str | os.PathLike,
     *,
     layer: str | None = None,
     control_layer: str | None = "control",
@@ -269,10 +429,15 @@ def fingerprint(
     The synthetic JS distance uses the Poisson histogram at counts k ≥ 1 aligned with the observed
     one (deepTools shifts it by one count), so values can differ slightly from deepTools'.
 
+    Everything follows from each library's count histogram (bins per count, and control reads
+    per ChIP count for CHANCE), so a bins store is read a chunk at a time in memory set by the
+    largest count, with the numbers of the same bins in memory.
+
     Parameters
     ----------
     adata
-        AnnData in the chipvi layout.
+        AnnData in the chipvi layout, or a bins store (:func:`chipvi.io.open_store` or its
+        path).
     layer
         Counts (``None``: ``X``).
     control_layer
@@ -286,36 +451,52 @@ def fingerprint(
         Store ``{'params': ..., 'metrics': DataFrame, 'curve': DataFrame}`` in
         ``adata.uns[key_added]`` (``None``: do not store). The curve has a ``rank`` column
         (share of bins) and, per library, the share of reads (control curves as
-        ``<library>:control``).
+        ``<library>:control``). For a bins store: in the open store's ``uns`` in memory only
+        (what :func:`chipvi.pl.fingerprint` of that store draws), not on disk.
 
     Returns
     -------
     pandas.DataFrame
         Libraries × metrics.
     """
-    counts = signal_frame(adata, layer=layer, columns=samples)
-    controls = (
-        signal_frame(adata, layer=control_layer, columns=list(counts.columns))
-        if control_layer is not None
-        else None
-    )
+    bins = Blocks(adata)
+    where = f"{bins.where}.X" if layer is None else f"{bins.where}.layers[{layer!r}]"
+    libs = bins.select(samples, where)
     if int(n_points) < 2:
         raise ChipviInputError(f"n_points must be >= 2, got {n_points}.")
-    n = adata.n_obs
+    bins.check_layer(layer)
+    bins.check_layer(control_layer)
+    cap = None if bins.store is None else MAX_DISTINCT
+    cols = [bins.var_names.index(lib) for lib in libs]
+    chips = [ValueTable(cap) for _ in libs]
+    controls = [ValueTable(cap) for _ in libs] if control_layer is not None else None
+    for a, b in bins.ranges:
+        y = bins.values(layer, a, b)[:, cols]
+        ctrl = bins.values(control_layer, a, b)[:, cols] if controls is not None else None
+        for j in range(len(libs)):
+            chips[j].add(y[:, j], None if ctrl is None else ctrl[:, j])
+            if controls is not None:
+                controls[j].add(ctrl[:, j])
+    for table in [*chips, *(controls or [])]:
+        if table.finish().overflow:
+            raise ChipviInputError(
+                f"{bins.where}: the fingerprint needs read counts; a library's values have more "
+                f"than {MAX_DISTINCT} distinct values (pass the counts as layer=)."
+            )
+    n = bins.n_obs
     pick = np.unique(np.linspace(0, n - 1, min(int(n_points), n)).round().astype(np.int64))
     curves = {"rank": (pick + 1) / n}
     rows = {}
-    for lib in counts.columns:
-        y = counts[lib].to_numpy()
-        ctrl = controls[lib].to_numpy() if controls is not None else None
-        rows[lib] = fingerprint_metrics(y, ctrl)
-        curves[lib] = fingerprint_curve(y)[pick]
-        if ctrl is not None and ctrl.sum() > 0:
-            curves[f"{lib}:control"] = fingerprint_curve(ctrl)[pick]
+    for j, lib in enumerate(libs):
+        ctrl = controls[j] if controls is not None else None
+        rows[lib] = _table_metrics(chips[j], ctrl)
+        curves[lib] = _curve_at(chips[j], pick)
+        if ctrl is not None and np.sum(ctrl.values * ctrl.counts) > 0:
+            curves[f"{lib}:control"] = _curve_at(ctrl, pick)
     metrics = pd.DataFrame.from_dict(rows, orient="index")
     metrics.index.name = "library"
     params = {"layer": layer, "control_layer": control_layer, "n_points": int(n_points)}
-    store(adata, key_added, params, metrics=metrics, curve=pd.DataFrame(curves))
+    store(bins.data, key_added, params, metrics=metrics, curve=pd.DataFrame(curves))
     return metrics
 
 
@@ -323,7 +504,7 @@ def fingerprint(
 
 
 def frip(
-    adata: AnnData,
+    adata: AnnData | BinStore | str | os.PathLike,
     regions: pd.DataFrame | str | os.PathLike,
     *,
     layer: str | None = None,
@@ -334,12 +515,13 @@ def frip(
 
     A bin counts as "in a region" when it overlaps one; FRiP is the share of the library's binned
     reads in such bins (a slight overestimate of base-level FRiP for regions much narrower than a
-    bin).
+    bin). A bins store is read a chunk at a time.
 
     Parameters
     ----------
     adata
-        AnnData in the chipvi layout.
+        AnnData in the chipvi layout, or a bins store (:func:`chipvi.io.open_store` or its
+        path).
     regions
         A regions table (``chrom, start, end``; e.g. from :func:`call_enriched_regions`), the
         ``uns`` key of such a result (e.g. ``"chipvi_regions"``), or a BED/narrowPeak/broadPeak
@@ -352,19 +534,22 @@ def frip(
         ``adata``.
     key_added
         Also store the result as ``adata.var[key_added]`` and the parameters in
-        ``adata.uns[key_added]["params"]`` (``None``: do not store).
+        ``adata.uns[key_added]["params"]`` (``None``: do not store). For a bins store: in the
+        open store's ``var`` and ``uns`` in memory only, not on disk.
 
     Returns
     -------
     pandas.Series
         FRiP per library.
     """
+    bins = Blocks(adata)
     source = None if isinstance(regions, pd.DataFrame) else str(regions)
-    if isinstance(regions, str) and regions in adata.uns:
-        regions = stored(adata, regions, "regions", "call_enriched_regions")
+    if isinstance(regions, str) and regions in bins.uns:
+        regions = stored(bins.data, regions, "regions", "call_enriched_regions")
     table = read_regions(regions)
-    counts = signal_frame(adata, layer=layer)
-    groups = adata.var["group"].astype(str) if "group" in adata.var else None
+    bins.check_layer(layer)
+    var = bins.var
+    groups = var["group"].astype(str) if "group" in var else None
     if per_group is None:
         per_group = (
             "group" in table
@@ -373,27 +558,28 @@ def frip(
         )
     if per_group and ("group" not in table or groups is None):
         raise ChipviInputError("per_group=True needs a 'group' column in regions and adata.var.")
-    result = {}
-    masks: dict[str, np.ndarray] = {}
-    for lib in counts.columns:
-        sel = table
-        if per_group:
-            g = groups[lib]
-            if g not in masks:
-                own = table[table["group"].astype(str) == g]
-                masks[g] = overlap_mask(adata, own["chrom"], own["start"], own["end"])
-            mask = masks[g]
-        else:
-            if "all" not in masks:
-                masks["all"] = overlap_mask(adata, sel["chrom"], sel["start"], sel["end"])
-            mask = masks["all"]
-        y = counts[lib].to_numpy()
-        total = y.sum()
-        result[lib] = float(y[mask].sum() / total) if total > 0 else np.nan
-    series = pd.Series(result, name="frip")
+    intervals = table[["chrom", "start", "end"]].astype({"chrom": str})
+    # Each library's regions: its group's (per_group) or all of them.
+    own = {None: intervals}
+    if per_group:
+        own = {g: intervals[table["group"].astype(str).to_numpy() == g] for g in set(groups)}
+    names = bins.var_names
+    key = [groups.iloc[j] if per_group else None for j in range(len(names))]
+    inside = np.zeros(len(names))
+    total = np.zeros(len(names))
+    for a, b in bins.ranges:
+        obs = bins.obs(a, b)
+        masks = {g: overlapping_bins(obs, iv) for g, iv in own.items()}
+        y = bins.values(layer, a, b)
+        total += y.sum(axis=0)
+        for j in range(len(names)):
+            inside[j] += y[masks[key[j]], j].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
+    series = pd.Series(result, index=names, name="frip")
     if key_added is not None:
-        adata.var[key_added] = series.reindex(adata.var_names).to_numpy()
+        var[key_added] = series.to_numpy()
         params = {"regions": source, "n_regions": len(table), "layer": layer,
                   "per_group": bool(per_group)}  # fmt: skip
-        store(adata, key_added, params)
+        store(bins.data, key_added, params)
     return series

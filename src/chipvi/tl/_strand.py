@@ -20,6 +20,7 @@ from anndata import AnnData
 
 from .._errors import ChipviInputError
 from .._store import store
+from ..io import BinStore, is_store, open_store
 
 _CHUNK = 200_000
 
@@ -131,7 +132,7 @@ def _quality_tag(rsc: float) -> int:
 
 
 def strand_cross_correlation(
-    data: AnnData | Sequence[str | os.PathLike] | str | os.PathLike,
+    data: AnnData | BinStore | Sequence[str | os.PathLike] | str | os.PathLike,
     *,
     chroms: Sequence[str] | None = None,
     max_shift: int = 1500,
@@ -153,7 +154,8 @@ def strand_cross_correlation(
     data
         An AnnData from ``read_bams`` (its ``var['bam']`` files; results also go to ``var``
         columns ``chipvi_fragment_length``, ``chipvi_nsc``, ``chipvi_rsc``) or BAM path(s)
-        (coordinate-sorted; an index speeds up ``chroms``).
+        (coordinate-sorted; an index speeds up ``chroms``). A bins store's ``var['bam']``
+        likewise (results in the open store's ``var`` and ``uns`` in memory, not on disk).
     chroms
         Chromosomes to use (default all in the header; one or two large ones suffice).
     max_shift
@@ -177,7 +179,9 @@ def strand_cross_correlation(
         Per library (or BAM stem): ``read_length``, ``fragment_length``, ``cc_fragment``,
         ``cc_read_length``, ``cc_min``, ``nsc``, ``rsc``, ``quality_tag``, ``n_reads``.
     """
-    if isinstance(data, AnnData):
+    if is_store(data):
+        data = open_store(data)  # its var names the BAMs
+    if isinstance(data, AnnData | BinStore):
         if "bam" not in data.var:
             raise ChipviInputError("adata.var has no 'bam' column; pass BAM paths instead.")
         bams = {str(k): Path(v) for k, v in data.var["bam"].items()}
@@ -221,7 +225,7 @@ def strand_cross_correlation(
         curves[name] = cc
     metrics = pd.DataFrame.from_dict(rows, orient="index")
     metrics.index.name = "library"
-    if isinstance(data, AnnData) and key_added is not None:
+    if isinstance(data, AnnData | BinStore) and key_added is not None:
         for col in ("fragment_length", "nsc", "rsc"):
             data.var[f"chipvi_{col}"] = metrics[col].reindex(data.var_names).to_numpy()
         params = {"chroms": chroms, "max_shift": max_shift, "min_mapq": int(min_mapq),
