@@ -11,7 +11,6 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_scale  # noqa: E402
-
 from chipvi.io import open_store  # noqa: E402
 
 
