@@ -97,9 +97,11 @@ def _chromosome_counts(n: int, n_libraries: int, rng) -> tuple[np.ndarray, dict]
     for j in range(n_libraries):
         mean = 0.5 * tech * np.exp(lfe[:, j % n_groups] * (1.0 if j < n_groups else 0.8))
         X[:, j] = rng.negative_binomial(5.0, 5.0 / (5.0 + mean))
+    del lfe, tech, background
+    mapq = np.where(artefact, np.float32(3.0), np.float32(40.0))[:, None]  # float32 throughout
     layers = {
         "control": np.repeat(control[:, None], n_libraries, 1),
-        "mapq": np.where(X > 0, np.where(artefact, 3.0, 40.0)[:, None], 0).astype(np.float32),
+        "mapq": np.where(X > 0, mapq, np.float32(0.0)),
         "control_mapq": np.repeat(cmapq[:, None], n_libraries, 1),
     }
     return X, layers
