@@ -66,6 +66,8 @@ HG38 = [
     83257441, 80373285, 58617616, 64444167, 46709983, 50818468, 156040895,
 ]  # fmt: skip
 BIN = 200
+#: Bins per append of :func:`write_counts_store`.
+_APPEND_BINS = 1 << 20
 
 
 def _chromosome_counts(n: int, n_libraries: int, rng) -> tuple[np.ndarray, dict]:
@@ -113,15 +115,16 @@ def _chromosome_rng(seed: int, i: int) -> np.random.Generator:
     return np.random.default_rng(seed if i == 0 else [seed, i])
 
 
-def _chromosome_obs(chrom: str, n: int, offset: int, categories: list[str]):
-    """``obs`` of one chromosome's ``n`` 200 bp bins, named by their genome-wide row."""
+def _chromosome_obs(chrom: str, first: int, stop: int, offset: int, categories: list[str]):
+    """``obs`` of bins ``[first, stop)`` of a chromosome of 200 bp bins whose first bin is
+    genome row ``offset``, named by their genome-wide row."""
     import pandas as pd
 
-    starts = np.arange(n, dtype=np.int64) * BIN
+    starts = np.arange(first, stop, dtype=np.int64) * BIN
     return pd.DataFrame(
-        {"chrom": pd.Categorical(np.full(n, chrom), categories), "start": starts,
+        {"chrom": pd.Categorical(np.full(stop - first, chrom), categories), "start": starts,
          "end": starts + BIN},
-        index=pd.RangeIndex(offset, offset + n).astype(str),
+        index=pd.RangeIndex(offset + first, offset + stop).astype(str),
     )  # fmt: skip
 
 
@@ -157,7 +160,7 @@ def simulate_counts(chrom_bins: list[int], n_libraries: int, seed: int = 0):
         for key, value in chrom_layers.items():
             layers[key][offset : offset + size] = value
         del x, chrom_layers
-        obs.append(_chromosome_obs(names[i], size, offset, names))
+        obs.append(_chromosome_obs(names[i], 0, size, offset, names))
         offset += size
     var = _counts_var(X.sum(0), layers["control"][:, 0].sum())
     return AnnData(X=X, obs=pd.concat(obs), var=var, layers=layers)
@@ -246,7 +249,12 @@ def write_counts_store(n_bins: int, n_libraries: int, chrom_bins: int, path: str
     with store_writer(path, overwrite=True) as writer:
         for i, size in enumerate(sizes):
             x, layers = _chromosome_counts(size, n_libraries, _chromosome_rng(0, i))
-            writer.append(_chromosome_obs(names[i], size, offset, names), x, layers)
+            # Bins appended at a time: a chromosome's names (Python str) cost more than
+            # its counts.
+            for a in range(0, size, _APPEND_BINS):
+                b = min(a + _APPEND_BINS, size)
+                obs = _chromosome_obs(names[i], a, b, offset, names)
+                writer.append(obs, x[a:b], {k: v[a:b] for k, v in layers.items()})
             depth += x.sum(0, dtype=np.float64)
             control_depth += float(layers["control"][:, 0].sum(dtype=np.float64))
             offset += size

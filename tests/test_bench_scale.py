@@ -14,10 +14,11 @@ import bench_scale  # noqa: E402
 from chipvi.io import open_store  # noqa: E402
 
 
-def test_counts_store_equals_the_genome_drawn_in_memory(tmp_path):
+def test_counts_store_equals_the_genome_drawn_in_memory(tmp_path, monkeypatch):
     """The store, written a chromosome at a time, holds what simulate_counts draws for the
     whole genome; each chromosome's draws are its own (the same for any genome around it)."""
     path = tmp_path / "counts.zarr"
+    monkeypatch.setattr(bench_scale, "_APPEND_BINS", 700)  # several appends per chromosome
     assert bench_scale.write_counts_store(5300, 4, 2000, str(path)) == 5300
     back = open_store(path).to_memory()
     want = bench_scale.simulate_counts([2000, 2000, 1300], 4)
