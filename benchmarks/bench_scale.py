@@ -25,8 +25,8 @@ simulated counts above (chromosomes of up to ``--chrom-bins`` bins, 10 M by defa
 chr1 at 25 bp) are drawn and written to a zarr store a chromosome at a time (each seeded
 apart, so the writer's memory is one chromosome's at any genome size); then one process
 reads the store whole (``to_memory``) and one works on it in place (``ChIPVI(store)``,
-``add_posterior(store)``), each timing the model set-up, one training epoch and the posterior pass, with its peak RSS
-after each stage (``ru_maxrss``).
+``add_posterior(store)``), each timing the model set-up, one training epoch and the
+posterior pass, with its peak RSS after each stage (``ru_maxrss``).
 
 Usage::
 
