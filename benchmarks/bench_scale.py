@@ -17,14 +17,16 @@ libraries and one shared control, uniform reads, ``--reads-per-bin`` per library
 cached in ``benchmarks/_work/``) are binned at 25 bp by ``read_bams`` into a zarr store
 (``out=``) and, up to ``--memory-max`` bins, into memory; the store is then aggregated to
 200 bp (``pp.aggregate_bins``, store to store). Each step runs in its own process: wall time
-and that process's peak RSS (``wait4``). A plot of both against bins goes next to RESULTS.md.
+and that process's peak RSS (``wait4``; the BAMs are simulated in a child too, so the driver's
+own peak never enters a child's). A plot of both against bins goes next to RESULTS.md.
 
 With ``--model-bins``, the model from disk beside the model in memory: for each size the
 simulated counts above (chromosomes of up to ``--chrom-bins`` bins, 10 M by default: GRCh38
-chr1 at 25 bp) are written to a zarr store; then one process reads the store whole
-(``to_memory``) and one works on it in place (``ChIPVI(store)``, ``add_posterior(store)``),
-each timing the model set-up, one training epoch and the posterior pass, with its peak RSS
-after each stage (``ru_maxrss``).
+chr1 at 25 bp) are drawn and written to a zarr store a chromosome at a time (each seeded
+apart, so the writer's memory is one chromosome's at any genome size); then one process
+reads the store whole (``to_memory``) and one works on it in place (``ChIPVI(store)``,
+``add_posterior(store)``), each timing the model set-up, one training epoch and the
+posterior pass, with its peak RSS after each stage (``ru_maxrss``).
 
 Usage::
 
@@ -65,30 +67,31 @@ HG38 = [
     83257441, 80373285, 58617616, 64444167, 46709983, 50818468, 156040895,
 ]  # fmt: skip
 BIN = 200
+#: Bins per append of :func:`write_counts_store`.
+_APPEND_BINS = 1 << 20
 
 
-def simulate_counts(chrom_bins: list[int], n_libraries: int, seed: int = 0):
-    """AnnData of simulated counts (two libraries per group), in the read_bams layout."""
-    import pandas as pd
-    from anndata import AnnData
-
-    rng = np.random.default_rng(seed)
-    n = int(sum(chrom_bins))
+def _chromosome_counts(n: int, n_libraries: int, rng) -> tuple[np.ndarray, dict]:
+    """``X`` and the three layers of one simulated chromosome of ``n`` bins (two libraries
+    per group): a smooth copy-number background seen by ChIP and control, narrow peaks and
+    broad domains shared by each group's replicates, NB noise, a few low-MAPQ pile-ups."""
     n_groups = max(1, n_libraries // 2)
     # Smooth background: a random walk averaged over ~50 bins, exponentiated.
     walk = np.cumsum(rng.normal(0, 0.05, n)).astype(np.float32)
-    walk -= np.convolve(walk, np.ones(501, np.float32) / 501, mode="same")
+    width = min(501, n)  # "same" mode returns the longer of the two
+    walk -= np.convolve(walk, np.ones(width, np.float32) / width, mode="same")
     background = np.exp(np.clip(walk, -1.5, 1.5)).astype(np.float32)
+    del walk
     lfe = np.zeros((n, n_groups), np.float32)
     for g in range(n_groups):
-        starts = rng.integers(0, n - 300, n // 400)
+        starts = rng.integers(0, max(n - 300, 1), n // 400)
         widths = np.where(rng.random(starts.size) < 0.8, rng.integers(1, 5, starts.size),
                           rng.integers(20, 250, starts.size))  # fmt: skip
         heights = rng.uniform(0.8, 3.0, starts.size).astype(np.float32)
         for s, w, h in zip(starts, widths, heights, strict=True):
             lfe[s : s + w, g] = np.maximum(lfe[s : s + w, g], h)
     artefact = np.zeros(n, bool)
-    for s in rng.integers(0, n - 5, n // 20000 + 1):
+    for s in rng.integers(0, max(n - 5, 1), n // 20000 + 1):
         artefact[s : s + 3] = True
     tech = background * np.where(artefact, 12.0, 1.0).astype(np.float32)
     control = rng.poisson(0.6 * tech).astype(np.float32)
@@ -97,27 +100,71 @@ def simulate_counts(chrom_bins: list[int], n_libraries: int, seed: int = 0):
     for j in range(n_libraries):
         mean = 0.5 * tech * np.exp(lfe[:, j % n_groups] * (1.0 if j < n_groups else 0.8))
         X[:, j] = rng.negative_binomial(5.0, 5.0 / (5.0 + mean))
-    chroms = np.repeat([f"chr{i + 1}" for i in range(len(chrom_bins))], chrom_bins)
-    starts = np.concatenate([np.arange(b, dtype=np.int64) * BIN for b in chrom_bins])
-    obs = pd.DataFrame(
-        {"chrom": pd.Categorical(chroms), "start": starts, "end": starts + BIN},
-        index=pd.RangeIndex(n).astype(str),
-    )
-    groups = [f"G{j % n_groups}" for j in range(n_libraries)]
-    var = pd.DataFrame(
-        {
-            "group": groups,
-            "depth": X.sum(0).astype(float),
-            "control_depth": float(control.sum()),
-        },
-        index=[f"{g}_R{j // n_groups + 1}" for j, g in enumerate(groups)],
-    )
+    del lfe, tech, background
+    mapq = np.where(artefact, np.float32(3.0), np.float32(40.0))[:, None]  # float32 throughout
     layers = {
         "control": np.repeat(control[:, None], n_libraries, 1),
-        "mapq": np.where(X > 0, np.where(artefact, 3.0, 40.0)[:, None], 0).astype(np.float32),
+        "mapq": np.where(X > 0, mapq, np.float32(0.0)),
         "control_mapq": np.repeat(cmapq[:, None], n_libraries, 1),
     }
-    return AnnData(X=X, obs=obs, var=var, layers=layers)
+    return X, layers
+
+
+def _chromosome_rng(seed: int, i: int) -> np.random.Generator:
+    """Chromosome ``i``'s generator: each is seeded apart, so one can be drawn alone (the
+    first from ``seed`` itself, so a one-chromosome genome is what it always was)."""
+    return np.random.default_rng(seed if i == 0 else [seed, i])
+
+
+def _chromosome_obs(chrom: str, first: int, stop: int, offset: int, categories: list[str]):
+    """``obs`` of bins ``[first, stop)`` of a chromosome of 200 bp bins whose first bin is
+    genome row ``offset``, named by their genome-wide row."""
+    import pandas as pd
+
+    starts = np.arange(first, stop, dtype=np.int64) * BIN
+    return pd.DataFrame(
+        {"chrom": pd.Categorical(np.full(stop - first, chrom), categories), "start": starts,
+         "end": starts + BIN},
+        index=pd.RangeIndex(offset + first, offset + stop).astype(str),
+    )  # fmt: skip
+
+
+def _counts_var(depth: np.ndarray, control_depth: float):
+    """``var`` of the simulated libraries: groups, read totals."""
+    import pandas as pd
+
+    n_libraries = len(depth)
+    n_groups = max(1, n_libraries // 2)
+    groups = [f"G{j % n_groups}" for j in range(n_libraries)]
+    return pd.DataFrame(
+        {"group": groups, "depth": depth.astype(float), "control_depth": float(control_depth)},
+        index=[f"{g}_R{j // n_groups + 1}" for j, g in enumerate(groups)],
+    )
+
+
+def simulate_counts(chrom_bins: list[int], n_libraries: int, seed: int = 0):
+    """AnnData of simulated counts (:func:`_chromosome_counts` per chromosome, each seeded
+    apart: :func:`_chromosome_rng`), in the read_bams layout."""
+    import pandas as pd
+    from anndata import AnnData
+
+    n = int(sum(chrom_bins))
+    names = [f"chr{i + 1}" for i in range(len(chrom_bins))]
+    X = np.empty((n, n_libraries), np.float32)
+    layers = {k: np.empty((n, n_libraries), np.float32) for k in ("control", "mapq",
+              "control_mapq")}  # fmt: skip
+    obs = []
+    offset = 0
+    for i, size in enumerate(chrom_bins):
+        x, chrom_layers = _chromosome_counts(size, n_libraries, _chromosome_rng(seed, i))
+        X[offset : offset + size] = x
+        for key, value in chrom_layers.items():
+            layers[key][offset : offset + size] = value
+        del x, chrom_layers
+        obs.append(_chromosome_obs(names[i], 0, size, offset, names))
+        offset += size
+    var = _counts_var(X.sum(0), layers["control"][:, 0].sum())
+    return AnnData(X=X, obs=pd.concat(obs), var=var, layers=layers)
 
 
 def _peak_mib() -> float:
@@ -173,6 +220,9 @@ def child(kind: str, *args: str) -> None:
     import chipvi
 
     threads = int(args[-1])
+    if kind == "bams":
+        print(json.dumps({"sheet": str(disk_bams(int(args[0]), int(args[1]), float(args[2])))}))
+        return
     if kind == "counts-store":
         n = write_counts_store(int(args[0]), int(args[1]), int(args[2]), args[3])
     elif kind.startswith("fit-"):
@@ -190,24 +240,30 @@ def child(kind: str, *args: str) -> None:
 
 
 def write_counts_store(n_bins: int, n_libraries: int, chrom_bins: int, path: str) -> int:
-    """Simulated counts (:func:`simulate_counts`) written to a store, a chromosome at a time."""
-    import pandas as pd
-
+    """Simulated counts written to a store a chromosome at a time (each drawn alone, as
+    :func:`simulate_counts` draws it), so memory is set by one chromosome, not the genome."""
     from chipvi.io import store_writer
 
     sizes = [min(chrom_bins, n_bins - a) for a in range(0, n_bins, chrom_bins)]
-    adata = simulate_counts(sizes, n_libraries)
-    adata.uns["chipvi"] = {"bin_size": BIN, "chrom_sizes": {
-        f"chr{i + 1}": b * BIN for i, b in enumerate(sizes)}}  # fmt: skip
-    categories = adata.obs["chrom"].cat.categories
+    names = [f"chr{i + 1}" for i in range(len(sizes))]
+    depth, control_depth, offset = np.zeros(n_libraries), 0.0, 0
     with store_writer(path, overwrite=True) as writer:
-        for a in np.cumsum([0, *sizes[:-1]]):
-            block = adata[a : a + chrom_bins]
-            obs = block.obs.copy()
-            obs["chrom"] = pd.Categorical(obs["chrom"], categories)
-            writer.append(obs, block.X, {k: block.layers[k] for k in block.layers})
-        writer.finish(adata.var, dict(adata.uns))
-    return adata.n_obs
+        for i, size in enumerate(sizes):
+            x, layers = _chromosome_counts(size, n_libraries, _chromosome_rng(0, i))
+            # Bins appended at a time: a chromosome's names (Python str) cost more than
+            # its counts.
+            for a in range(0, size, _APPEND_BINS):
+                b = min(a + _APPEND_BINS, size)
+                obs = _chromosome_obs(names[i], a, b, offset, names)
+                writer.append(obs, x[a:b], {k: v[a:b] for k, v in layers.items()})
+            depth += x.sum(0, dtype=np.float64)
+            control_depth += float(layers["control"][:, 0].sum(dtype=np.float64))
+            offset += size
+            del x, layers
+        uns = {"chipvi": {"bin_size": BIN, "chrom_sizes": {
+            c: b * BIN for c, b in zip(names, sizes, strict=True)}}}  # fmt: skip
+        writer.finish(_counts_var(depth, control_depth), uns)
+    return n_bins
 
 
 def fit_child(mode: str, path: str, threads: int) -> dict:
@@ -316,9 +372,13 @@ def disk_rows(args) -> tuple[list, str]:
 
     rows = []
     for n_bins in args.disk_bins:
-        t0 = time.perf_counter()
-        sheet = disk_bams(n_bins, args.libraries, args.reads_per_bin)
-        print(f"BAMs for {n_bins:,} bins: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        # Simulated in a child: a child's peak RSS counts this process's peak from the
+        # spawn (Linux keeps the high-water mark across exec), so this driver stays small.
+        cmd = [sys.executable, __file__, "--child", "bams", str(n_bins), str(args.libraries),
+               str(args.reads_per_bin), "0"]  # fmt: skip
+        wall, _, out, _ = measure(cmd)
+        sheet = Path(json.loads(out.strip().splitlines()[-1])["sheet"])
+        print(f"BAMs for {n_bins:,} bins: {wall:.0f} s", file=sys.stderr)
         store, aggregated = WORK / "scale_bins.zarr", WORK / "scale_bins200.zarr"
         for path in (store, aggregated):
             shutil.rmtree(path, ignore_errors=True)

@@ -280,20 +280,14 @@ class StoreAdder:
     def append(self, layers: dict[str, np.ndarray], obsm: dict[str, pd.DataFrame]) -> None:
         """Append the next bins' rows of each new layer and obsm DataFrame (the same keys,
         columns and number of rows every time; the index is taken from the store)."""
-        n = len(next(iter([*layers.values(), *obsm.values()])))
         if self._rows is None:
             self._create(layers, obsm)
         if list(layers) != self._layers or {k: list(v.columns) for k, v in obsm.items()} != (
             self._obsm
         ):
             raise ValueError("every block must hold the same layers and obsm columns")
-        start = self.n_obs
         values = {f"layers/{k}": np.asarray(v) for k, v in layers.items()}
-        if obsm:
-            index = np.asarray(self._store._group["obs"]["_index"][start : start + n])
-            index = index.astype(object)
-        for key, frame in obsm.items():
-            values[f"obsm/{key}/_index"] = index
+        for key, frame in obsm.items():  # the index is the store's obs/_index (finish)
             for column in frame.columns:
                 values[f"obsm/{key}/{column}"] = frame[column].to_numpy()
         self._rows.append(values)
@@ -317,7 +311,7 @@ class StoreAdder:
         self._obsm = {k: list(v.columns) for k, v in obsm.items()}
         paths = [f"layers/{k}" for k in layers]
         for key, columns in self._obsm.items():
-            paths += [f"obsm/{key}/_index", *(f"obsm/{key}/{c}" for c in columns)]
+            paths += [f"obsm/{key}/{c}" for c in columns]
         self._rows = _ChunkedArrays(g, chunk, paths)
 
     def finish(self, uns: dict) -> None:
@@ -331,6 +325,12 @@ class StoreAdder:
         import zarr
 
         root = self._store.path
+        # Each obsm frame's index is the bins' names: a copy of obs/_index as it is on disk
+        # (its chunks, already encoded), not the names read, decoded and encoded again.
+        for key in self._obsm:
+            index = Path(self._group.store.root) / "obsm" / key / "_index"
+            shutil.rmtree(index)
+            shutil.copytree(root / "obs" / "_index", index)
         target = zarr.open_group(root, mode="r+")
         for key in uns:  # a record of an earlier pass no longer describes what is on disk
             if key in target["uns"]:

@@ -717,17 +717,19 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
             flags = np.zeros(b - a, bool)
             flags[starts[np.searchsorted(starts, a) : np.searchsorted(starts, b)] - a] = True
             flags[0] = True  # the piece's first run (continuing a chain when alpha_in is given)
+            # A piece whose technical arrays were kept needs no data read again.
+            tech = kept.pop(a, None)
             post = self._posterior_range(
-                *context(a, b), batch_size, run_start=flags,
-                alpha_in=None if starts_chain(a) else alpha, beta_in=betas.pop(b, None),
-                tech=kept.pop(a, None),
+                *(context(a, b) if tech is None else (None, 0, b - a)), batch_size,
+                run_start=flags, alpha_in=None if starts_chain(a) else alpha,
+                beta_in=betas.pop(b, None), tech=tech,
             )  # fmt: skip
             alpha = post.pop("alpha_out")
             write(a, b, post)
 
     def _posterior_range(
         self,
-        arrays: dict[str, np.ndarray],
+        arrays: dict[str, np.ndarray] | None,
         start: int,
         stop: int,
         batch_size: int | None,
@@ -740,7 +742,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         flags their chains; the technical network's context is read around them), and
         ``alpha_out``; ``alpha_in`` / ``beta_in`` continue a chain cut at either end (see
         :func:`chipvi.module.chain_posterior`); ``tech``: their technical arrays if already
-        computed (:meth:`_technical`)."""
+        computed (:meth:`_technical`; ``arrays`` is then not read and may be ``None``)."""
         if tech is None:
             tech = self._technical(arrays, start, stop, batch_size)
         model_groups = self.module.groups
