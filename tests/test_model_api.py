@@ -390,6 +390,29 @@ def test_contiguous_block_sampler_covers_every_bin():
     assert len(whole) == 1
 
 
+def test_minibatch_positions_cost_no_memory_per_bin():
+    """An epoch's blocks, and the split's rows, are ranges: nothing is allocated per bin
+    (an index array of a 25 bp human genome is 1 GiB)."""
+    import tracemalloc
+
+    from chipvi.model._dataloader import ContiguousBlockSampler, _contiguous
+
+    torch.manual_seed(0)
+    tracemalloc.start()
+    try:
+        sampler = ContiguousBlockSampler(10**9, 16384, shuffle=True)
+        n_blocks = sum(1 for _ in sampler)
+        assert _contiguous(None, 10**9) == range(10**9)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n_blocks >= 10**9 // 16384 - 1
+    assert peak < 64 * 2**20, peak  # 61 k block bounds, not 10^9 positions
+    assert _contiguous(np.arange(5, 9)[::-1], 20) == range(5, 9)
+    with pytest.raises(ValueError, match="contiguous"):
+        _contiguous(np.array([1, 2, 4]), 20)
+
+
 def test_warns_when_training_stopped_while_improving():
     """A run cut short while the objective still falls says so; a default run does not."""
     import warnings

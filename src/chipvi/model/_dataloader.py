@@ -41,15 +41,27 @@ def block_rows(a: int, b: int, first: int, n: int) -> tuple[int, int, np.ndarray
     return lo, hi, np.array([p - lo, a - lo, b - lo], dtype=np.int64)
 
 
-def _contiguous(indices, n: int) -> np.ndarray:
-    indices = np.arange(n) if indices is None else np.sort(np.asarray(indices))
-    if len(indices) and indices[-1] - indices[0] + 1 != len(indices):
+def _contiguous(indices, n: int) -> range:
+    """``indices`` (all ``n`` rows when None) as the one range of rows they must form.
+
+    Ranges, not index arrays: an array of a genome's rows is 8 bytes a bin (1 GiB at 124 M
+    bins), and the loaders need only its ends.
+    """
+    if indices is None:
+        return range(n)
+    if isinstance(indices, range) and indices.step == 1:
+        return indices
+    indices = np.asarray(indices)
+    if not len(indices):
+        return range(0)
+    first, last = int(indices.min()), int(indices.max())
+    if last - first + 1 != len(indices):
         raise ValueError("a contiguous-block loader reads one contiguous range of rows")
-    return indices
+    return range(first, last + 1)
 
 
 class ContiguousBlockSampler(Sampler):
-    """Yield index arrays of ``block_size`` consecutive positions.
+    """Yield ranges of ``block_size`` consecutive positions.
 
     Parameters
     ----------
@@ -69,13 +81,14 @@ class ContiguousBlockSampler(Sampler):
         self.block_size = max(1, min(int(block_size), self.n))
         self.shuffle = shuffle
 
-    def _blocks(self) -> list[np.ndarray]:
+    def _blocks(self) -> list[range]:
+        # Ranges, not arrays of positions: an epoch's blocks cover every bin of the genome.
         b = self.block_size
         if b >= self.n:
             # Everything fits in one minibatch: the whole chain, every epoch.
-            return [np.arange(self.n)]
+            return [range(self.n)]
         if not self.shuffle:
-            return [np.arange(s, min(s + b, self.n)) for s in range(0, self.n, b)]
+            return [range(s, min(s + b, self.n)) for s in range(0, self.n, b)]
         offset = int(torch.randint(0, b, ()).item())
         bounds = sorted({0, *range(offset, self.n, b), self.n})
         # A short run at either end joins its neighbour: every bin is visited once per epoch,
@@ -85,7 +98,7 @@ class ContiguousBlockSampler(Sampler):
             del bounds[1]
         if len(bounds) > 2 and bounds[-1] - bounds[-2] < short:
             del bounds[-2]
-        blocks = [np.arange(s, e) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
+        blocks = [range(s, e) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
         order = torch.randperm(len(blocks)).tolist()
         return [blocks[i] for i in order]
 
@@ -121,13 +134,13 @@ class _RowRanges(Dataset):
     """Maps a block of positions to its minibatch's :func:`block_rows` (rows ``indices`` of
     ``n``)."""
 
-    def __init__(self, indices: np.ndarray, n: int) -> None:
+    def __init__(self, indices: range, n: int) -> None:
         self.indices, self.n = indices, n
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, block: np.ndarray) -> tuple[int, int, np.ndarray]:
+    def __getitem__(self, block: range) -> tuple[int, int, np.ndarray]:
         a, b = int(self.indices[block[0]]), int(self.indices[block[-1]]) + 1
         return block_rows(a, b, int(self.indices[0]), self.n)
 
@@ -135,11 +148,11 @@ class _RowRanges(Dataset):
 class _Blocks(_RowRanges):
     """Maps a block of positions (of ``indices``) to its minibatch: rows and window."""
 
-    def __init__(self, rows: Dataset, indices: np.ndarray, n: int) -> None:
+    def __init__(self, rows: Dataset, indices: range, n: int) -> None:
         super().__init__(indices, n)
         self.rows = rows
 
-    def __getitem__(self, block: np.ndarray) -> dict:
+    def __getitem__(self, block: range) -> dict:
         lo, hi, window = super().__getitem__(block)
         out = dict(self.rows[np.arange(lo, hi)])
         out[WINDOW_KEY] = window
@@ -177,6 +190,17 @@ class ContiguousDataSplitter(DataSplitter):
     def __init__(self, adata_manager, *args, **kwargs) -> None:
         kwargs["shuffle_set_split"] = False
         super().__init__(adata_manager, *args, **kwargs)
+
+    def setup(self, stage: str | None = None) -> None:
+        """scvi-tools' split without shuffling (validation rows first, then training, then
+        test), as ranges rather than arrays of every row's index."""
+        if self.external_indexing is not None:
+            super().setup(stage)
+            return
+        n_val, n_train = self.n_val, self.n_train
+        self.val_idx = range(n_val)
+        self.train_idx = range(n_val, n_val + n_train)
+        self.test_idx = range(n_val + n_train, self.adata_manager.adata.n_obs)
 
 
 class StoreBlockLoader(DataLoader):
