@@ -113,21 +113,37 @@ def test_atomic_dir_moves_a_finished_folder_and_removes_a_failed_one(tmp_path):
             pass
 
 
-def _resident_bytes() -> int:
+_FRAGMENTED_HEAP = """
+import os
+import numpy as np
+from chipvi._utils import release_freed_memory
+
+def resident():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+# ~190 MiB of arrays below the mmap threshold, each followed by a small one that stays:
+# freeing the large ones leaves holes glibc keeps until it is asked to trim.
+big, keep = [], []
+for i in range(2000):
+    big.append(np.ones(12_000 + i % 7 * 100))
+    keep.append(np.ones(512))  # 4 KiB: malloc, not numpy's cache of small buffers
+del big
+held = resident()
+release_freed_memory()
+print(held - resident(), len(keep))
+"""
 
 
 @pytest.mark.skipif(_utils._malloc_trim() is None, reason="needs glibc's malloc_trim")
 def test_release_freed_memory_returns_fragmented_heap_pages():
-    # ~190 MiB of arrays below the mmap threshold, each followed by a small one that stays:
-    # freeing the large ones leaves holes glibc keeps until it is asked to trim.
-    big, keep = [], []
-    for i in range(2000):
-        big.append(np.ones(12_000 + i % 7 * 100))
-        keep.append(np.ones(8))
-    del big
-    held = _resident_bytes()
-    _utils.release_freed_memory()
-    assert held - _resident_bytes() > 100 * 2**20
-    assert len(keep) == 2000
+    # In a fresh interpreter: the test process's heap (its mmap threshold, raised by earlier
+    # tests' large frees) would decide where the arrays live.
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FRAGMENTED_HEAP], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(out[0]) > 100 * 2**20, out
+    assert out[1] == "2000"
