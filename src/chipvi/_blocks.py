@@ -137,6 +137,18 @@ class Blocks:
         """log1p counts per million of rows ``[a, b)`` (as :func:`chipvi._bins.log_cpm`)."""
         return np.log1p(self.values(layer, a, b) * (1e6 / depth))
 
+    def signal_readers(self, layer: str | None, denoised: str | pd.DataFrame | None) -> dict:
+        """Readers of rows ``[a, b)`` for concordance: ``"raw"`` (log1p counts per million of
+        ``layer``) and, with ``denoised``, ``"denoised"`` (:meth:`frame`); both sources are
+        checked here, before any pass over the bins."""
+        self.check_layer(layer)
+        depth = self.depth(layer)
+        readers = {"raw": lambda a, b: self.log_cpm(layer, depth, a, b)}
+        if denoised is not None:
+            self.frame(denoised, 0, 0)
+            readers["denoised"] = lambda a, b: self.frame(denoised, a, b)
+        return readers
+
     def blocks(self) -> Iterator[tuple[int, int]]:
         return iter(self.ranges)
 

@@ -122,14 +122,8 @@ def concordance(
 
 def _store_sources(store, layer, denoised) -> dict:
     """Readers of a store's rows ``[a, b)`` (raw log1p CPM, denoised) for :func:`concordance`."""
-    bins = Blocks(store)
-    bins.check_layer(layer)
-    depth = bins.depth(layer)
-    sources = {"raw log1p CPM": lambda a, b: bins.log_cpm(layer, depth, a, b)}
-    if denoised is not None:
-        bins.frame(denoised, 0, 0)
-        sources["denoised"] = lambda a, b: bins.frame(denoised, a, b)
-    return sources
+    readers = Blocks(store).signal_readers(layer, denoised)
+    return {"raw log1p CPM" if k == "raw" else k: read for k, read in readers.items()}
 
 
 def _histogram(a, store, read, libraries, gridsize: int):

@@ -214,14 +214,7 @@ def replicate_concordance(
             "No group has two or more libraries; replicate concordance needs replicates."
         )
     index = [(names.index(a), names.index(b)) for _, a, b in pairs]
-    bins.check_layer(layer)
-    depth = bins.depth(layer)
-    sources = {"raw": lambda a, b: bins.log_cpm(layer, depth, a, b)}
-    if denoised is not None:
-        if isinstance(denoised, str):
-            bins.check_layer(denoised)
-        bins.frame(denoised, 0, 0)  # checked before the passes
-        sources["denoised"] = lambda a, b: bins.frame(denoised, a, b)
+    sources = bins.signal_readers(layer, denoised)
     rows = [{"group": g, "library_1": a, "library_2": b} for g, a, b in pairs]
     for name, read in sources.items():
         for row, m in zip(rows, _pair_metrics(bins, read, index, k), strict=True):
