@@ -498,7 +498,7 @@ class ChIPVI(PyroSviTrainMixin, BaseModelClass):
         self.module.n_obs = n_train
         self.module.n_threads = _n_threads()
         warmup = int(round(warmup_fraction * max_epochs))
-        training_plan = ChipviTrainingPlan(
+        training_plan = self._training_plan_cls(
             self.module,
             optim=torch.optim.Adam,
             optim_kwargs={"lr": lr},
