@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chipvi._errors import ChipviInputError
 from chipvi import _utils
+from chipvi._errors import ChipviInputError
 from chipvi._utils import atomic_path, gc_paused
 
 
